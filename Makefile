@@ -1,0 +1,23 @@
+# Set-up and the two everyday commands. The CPU build of PyTorch is installed first so that pip does
+# not pull a multi-GB CUDA build on machines without a GPU; GPU users: `make setup TORCH=torch`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test
+
+$(BIN)/dragon-lightning: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)" || $(BIN)/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/dragon-lightning
+
+run: setup
+	$(BIN)/dragon-lightning fit --config configs/color_mlp.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,28 @@
+"""Fill TensorBoard's HPARAMS tab: the run's settings beside its final metrics."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+class HyperparametersWithMetrics(Callback):
+    """After testing, record the model's and data's hyperparameters with the val and test metrics.
+
+    TensorBoard shows a run in HPARAMS only when its hyperparameters are written together with
+    metric names; Lightning writes them alone at the start of a run (``default_hp_metric=False``).
+    """
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        metrics = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith(("val/", "test/")) and value.numel() == 1
+        }
+        params = {"model": dict(pl_module.hparams)}
+        if trainer.datamodule is not None:
+            params["data"] = dict(trainer.datamodule.hparams)
+        trainer.logger.log_hyperparams(params, metrics, step=trainer.global_step)

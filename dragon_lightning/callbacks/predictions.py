@@ -1,0 +1,53 @@
+"""Write ``predict`` results as a CSV: the input rows, the predicted class and one probability per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from dragon_lightning.data.csv_io import write_csv
+from dragon_lightning.data.schema import FEATURE_COLUMNS
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` in the run's log folder (or ``output_path``), atomically.
+
+    Columns: the input CSV's columns, ``predicted`` (class name), ``p_<class>`` per class, and
+    ``outside_training_range``, true for rows whose features lie far outside the training data,
+    where a prediction is an extrapolation.
+    """
+
+    def __init__(self, output_path: Optional[Path] = None, overwrite: bool = False) -> None:
+        """
+        Args:
+            output_path: where to write the predictions CSV. Unset: ``predictions.csv`` in the run's
+                log folder.
+            overwrite: replace an existing different file at ``output_path``. Off: refuse and keep it.
+        """
+        super().__init__(write_interval="epoch")
+        self.output_path = output_path
+        self.overwrite = overwrite
+
+    def write_on_epoch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        datamodule = trainer.datamodule
+        probabilities = torch.cat([batch["probabilities"] for batch in predictions]).float().cpu().numpy()
+        predicted = torch.cat([batch["predicted"] for batch in predictions]).cpu().numpy()
+        table = datamodule.predict_table.copy()
+        features = torch.from_numpy(table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
+        table["predicted"] = np.asarray(pl_module.class_names, dtype=object)[predicted]
+        for index, name in enumerate(pl_module.class_names):
+            table[f"p_{name}"] = probabilities[:, index]
+        table["outside_training_range"] = datamodule.outside_training_range(features).numpy()
+        path = self.output_path or Path(trainer.log_dir or ".") / "predictions.csv"
+        write_csv(table, path, overwrite=self.overwrite)

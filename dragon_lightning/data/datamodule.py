@@ -1,0 +1,200 @@
+"""``DragonDataModule``: dragons generated or loaded, the tutorial's features, seeded stratified splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from dragon_lightning.data.batches import TensorBatches
+from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
+from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_split, tutorial_features
+from dragon_lightning.data.generator import generate_dragons
+from dragon_lightning.data.schema import FEATURE_COLUMNS
+from dragon_lightning.errors import DragonInputError
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise DragonInputError(f"--data.{name} must lie strictly between 0 and 1, got {value}")
+
+
+class DragonDataModule(L.LightningDataModule):
+    """Dragons for the tutorial's two tasks, as whole-split tensors served in minibatches.
+
+    The table is generated (``csv_path`` unset) or read from a CSV of the same schema, turned into
+    the tutorial's ``[numberToes, bodyLength]`` features, and split per class into train, validation
+    and test. Feature scaling is fitted on the training split only and saved in checkpoints, so a
+    model restored for ``test`` or ``predict`` sees the transform it was trained with.
+    """
+
+    def __init__(
+        self,
+        task: Literal["fire", "color"] = "color",
+        csv_path: Optional[Path] = None,
+        n_dragons: int = 480,
+        data_dir: Path = Path("data"),
+        seed: Optional[int] = None,
+        test_fraction: float = 0.4,
+        val_fraction: float = 0.2,
+        standardize: bool = True,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        predict_csv: Optional[Path] = None,
+    ) -> None:
+        """
+        Args:
+            task: ``fire`` (does it breathe fire? binary) or ``color`` (Blue, Red or Yellow).
+            csv_path: a CSV with the columns testScore, bodyLength, mountainRange, color, diet,
+                breathesFire (extra columns are ignored). Unset: generate the dragons.
+            n_dragons: how many dragons to generate (480, as the real file, gives 20 per cell).
+            data_dir: where a generated table is written as CSV, named by size and seed; an existing
+                different file there is never overwritten.
+            seed: seeds the generated table, the toes draw and the split. Unset: the run's
+                ``seed_everything`` value, so one seed changes both the data draw and the model init.
+            test_fraction: share of each class held out for testing (the tutorial's 0.4).
+            val_fraction: share of the remaining rows of each class used for validation.
+            standardize: scale features to zero mean and unit variance, fitted on the training split.
+                Off: the raw features, as the tutorial trains.
+            batch_size: rows per training and evaluation step.
+            shuffle: draw a new training order every epoch. Off: the same split order every epoch.
+            predict_csv: dragons to predict, in the model's feature space (columns numberToes and
+                bodyLength, after the tutorial's recipe); other columns are copied to the output.
+        """
+        super().__init__()
+        if n_dragons < 1:
+            raise DragonInputError(f"--data.n_dragons must be at least 1, got {n_dragons}")
+        if batch_size < 1:
+            raise DragonInputError(f"--data.batch_size must be at least 1, got {batch_size}")
+        _check_fraction("test_fraction", test_fraction)
+        _check_fraction("val_fraction", val_fraction)
+        if seed is None:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self.save_hyperparameters()
+        self.hparams.seed = seed
+        self.task = task
+        self.csv_path = csv_path
+        self.predict_csv = predict_csv
+        self.seed = seed
+        self.class_names = list(CLASS_NAMES[task])
+        self.num_classes = len(self.class_names)
+        self.num_features = len(FEATURE_COLUMNS)
+        self.feature_mean = torch.zeros(self.num_features)
+        self.feature_std = torch.ones(self.num_features)
+        self.feature_min = torch.full((self.num_features,), -torch.inf)
+        self.feature_max = torch.full((self.num_features,), torch.inf)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.predict_table: pd.DataFrame | None = None
+        self._fitted_transform = False
+
+    @property
+    def generated_csv_path(self) -> Path:
+        return Path(self.hparams.data_dir) / f"dragons_n{self.hparams.n_dragons}_seed{self.seed}.csv"
+
+    def prepare_data(self) -> None:
+        """Write the generated table to ``data_dir`` (once, atomically, never clobbering)."""
+        if self.csv_path is None:
+            table = generate_dragons(self.hparams.n_dragons, self.seed)
+            write_csv(table, self.generated_csv_path, overwrite=False)
+
+    def load_table(self) -> pd.DataFrame:
+        """The dragon table: the user's CSV, or the generated one (in memory, same draw as on disk)."""
+        if self.csv_path is not None:
+            return read_dragon_csv(self.csv_path)
+        return generate_dragons(self.hparams.n_dragons, self.seed)
+
+    def split_indices(self, labels: np.ndarray) -> SplitIndices:
+        return stratified_split(
+            labels, self.hparams.test_fraction, self.hparams.val_fraction, self.seed, tuple(self.class_names)
+        )
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.splits:
+            return
+        table = self.load_table()
+        features, labels = tutorial_features(table, self.task, self.seed)
+        indices = self.split_indices(labels)
+        features, labels = torch.from_numpy(features), torch.from_numpy(labels)
+        self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
+        if not self._fitted_transform:
+            self._fit_transform(self.splits["train"][0])
+
+    def _fit_transform(self, train_features: torch.Tensor) -> None:
+        self.feature_min = train_features.min(dim=0).values
+        self.feature_max = train_features.max(dim=0).values
+        if self.hparams.standardize:
+            self.feature_mean = train_features.double().mean(dim=0).float()
+            std = train_features.double().std(dim=0).float()
+            self.feature_std = torch.where(std > 0, std, torch.ones_like(std))
+        self._fitted_transform = True
+
+    def _setup_predict(self) -> None:
+        if self.predict_csv is None:
+            raise DragonInputError("predict needs --data.predict_csv: a CSV with columns numberToes and bodyLength")
+        self.predict_table = read_feature_csv(self.predict_csv)
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        """Scale raw ``[numberToes, bodyLength]`` rows as the model was trained to see them."""
+        return (features - self.feature_mean) / self.feature_std
+
+    def outside_training_range(self, features: torch.Tensor) -> torch.Tensor:
+        """Rows with a feature outside the training split's range by more than that range's width."""
+        width = self.feature_max - self.feature_min
+        return ((features < self.feature_min - width) | (features > self.feature_max + width)).any(dim=1)
+
+    def _batches(self, features: torch.Tensor, labels: torch.Tensor | None, train: bool = False) -> TensorBatches:
+        trainer = self.trainer
+        return TensorBatches(
+            self.transform(features),
+            labels,
+            self.hparams.batch_size,
+            shuffle=train and self.hparams.shuffle,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            drop_uneven=train,
+            device=trainer.strategy.root_device if trainer else "cpu",
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches(*self.splits["train"], train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches(*self.splits["val"])
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches(*self.splits["test"])
+
+    def predict_dataloader(self) -> TensorBatches:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise DragonInputError("predict runs in one process; drop --trainer.strategy/--trainer.devices")
+        features = torch.from_numpy(self.predict_table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
+        return self._batches(features, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must carry for the data side: the task and the fitted feature transform."""
+        return {
+            "task": self.task,
+            "class_names": self.class_names,
+            "feature_mean": self.feature_mean,
+            "feature_std": self.feature_std,
+            "feature_min": self.feature_min,
+            "feature_max": self.feature_max,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict["task"] != self.task:
+            raise DragonInputError(
+                f"the checkpoint was trained for task {state_dict['task']!r}, but --data.task is {self.task!r}"
+            )
+        for name in ("feature_mean", "feature_std", "feature_min", "feature_max"):
+            setattr(self, name, state_dict[name])
+        self._fitted_transform = True

@@ -1,0 +1,11 @@
+"""The dragon table's schema: its columns and the categories each categorical column may hold."""
+
+COLUMNS = ("testScore", "bodyLength", "mountainRange", "color", "diet", "breathesFire")
+NUMERIC_COLUMNS = ("testScore", "bodyLength")
+MOUNTAIN_RANGES = ("Bavarian", "Central", "Emmental", "Julian", "Ligurian", "Maritime", "Sarntal", "Southern")
+COLORS = ("Blue", "Red", "Yellow")
+DIETS = ("Carnivore", "Omnivore", "Vegetarian")
+CATEGORIES = {"mountainRange": MOUNTAIN_RANGES, "color": COLORS, "diet": DIETS}
+
+FEATURE_COLUMNS = ("numberToes", "bodyLength")
+"""The model's inputs, in this order, after the tutorial's feature recipe."""

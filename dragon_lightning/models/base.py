@@ -1,0 +1,109 @@
+"""What every dragon classifier shares: outputs, loss, metrics per stage, and prediction.
+
+A binary task has one output (the logit of the positive class, predicted when above 0); a
+multiclass task has one output per class (predicted by argmax, the first on ties). Losses work on
+logits: the tutorial's ``log(softmax(...))`` underflows to ``-inf`` on raw features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from dragon_lightning.models.metrics import accuracy_collection, test_collection
+
+STAGES = ("train", "val", "test")
+
+
+class DragonClassifier(L.LightningModule):
+    """Base class: subclasses build the network in ``forward`` and may replace ``loss``."""
+
+    def __init__(self, num_features: int, num_classes: int, class_names: Optional[Sequence[str]]) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names given for {num_classes} classes")
+        self.metrics = torch.nn.ModuleDict(
+            {
+                "train_metrics": accuracy_collection(num_classes).clone(prefix="train/"),
+                "val_metrics": accuracy_collection(num_classes).clone(prefix="val/"),
+                "test_metrics": test_collection(num_classes, self.class_names).clone(prefix="test/"),
+            }
+        )
+        self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.num_classes == 2 else self.num_classes
+
+    @property
+    def binary(self) -> bool:
+        return self.num_classes == 2
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels)
+
+    def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(dim=1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            positive = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - positive, positive], dim=1)
+        return logits.softmax(dim=1)
+
+    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:
+        features, labels = batch
+        logits = self(features)
+        loss = self.loss(logits, labels)
+        self.update_metrics(stage, logits.detach(), labels, loss.detach())
+        return loss
+
+    def update_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        """Accumulate a batch; nothing leaves the device until the epoch ends."""
+        self.losses[f"{stage}_loss"].update(loss, weight=len(labels))
+        self.metrics[f"{stage}_metrics"].update(self.predict_classes(logits), labels)
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""
+        metrics = self.metrics[f"{stage}_metrics"]
+        values = {f"{stage}/loss": self.losses[f"{stage}_loss"].compute(), **metrics.compute()}
+        self.log_dict(values, prog_bar=stage != "test")
+        self.losses[f"{stage}_loss"].reset()
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities (one column per class) and the predicted class index."""
+        logits = self(batch[0])
+        return {"probabilities": self.probabilities(logits), "predicted": self.predict_classes(logits)}

@@ -1,0 +1,58 @@
+"""The metrics every model logs, built once per task and cloned per stage.
+
+``acc`` is plain (micro) accuracy, the figure the tutorial reports. For ``fire`` the test stage adds
+the tutorial's detection rate (recall of fire) and false positive rate; for ``color`` it adds
+balanced accuracy (macro recall) and each class's recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import ClasswiseWrapper, MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryRecall,
+    BinarySpecificity,
+    MulticlassAccuracy,
+    MulticlassRecall,
+)
+
+
+class BinaryFalsePositiveRate(BinarySpecificity):
+    """Share of true negatives predicted positive: ``1 - specificity``."""
+
+    def compute(self) -> torch.Tensor:
+        return 1 - super().compute()
+
+
+def accuracy_collection(num_classes: int) -> MetricCollection:
+    """Micro accuracy on hard class predictions; ``validate_args=False`` avoids a host sync per step."""
+    if num_classes == 2:
+        return MetricCollection({"acc": BinaryAccuracy(validate_args=False)})
+    return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)})
+
+
+def test_collection(num_classes: int, class_names: Sequence[str]) -> MetricCollection:
+    """Accuracy plus the task's extra test metrics."""
+    metrics = accuracy_collection(num_classes)
+    if num_classes == 2:
+        metrics.add_metrics(
+            {
+                "detection_rate": BinaryRecall(validate_args=False),
+                "false_positive_rate": BinaryFalsePositiveRate(validate_args=False),
+            }
+        )
+    else:
+        metrics.add_metrics(
+            {
+                "balanced_acc": MulticlassAccuracy(num_classes, average="macro", validate_args=False),
+                "recall": ClasswiseWrapper(
+                    MulticlassRecall(num_classes, average=None, validate_args=False),
+                    labels=list(class_names),
+                    prefix="recall_",
+                ),
+            }
+        )
+    return metrics

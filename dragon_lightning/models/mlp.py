@@ -1,0 +1,63 @@
+"""``MLPClassifier``: the tutorial's multilayer perceptron, configurable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Optional
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.models.base import DragonClassifier
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+class MLPClassifier(DragonClassifier):
+    """Fully connected layers with one activation, trained with cross-entropy on logits."""
+
+    def __init__(
+        self,
+        num_features: int = 2,
+        num_classes: int = 3,
+        class_names: Optional[Sequence[str]] = None,
+        hidden_sizes: Sequence[int] = (10, 20, 1000),
+        activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu",
+        dropout: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+    ) -> None:
+        """
+        Args:
+            num_features: inputs per dragon (linked from the data under the CLI).
+            num_classes: classes of the task (linked from the data under the CLI).
+            class_names: names for logs and figures (linked from the data under the CLI).
+            hidden_sizes: width of each hidden layer; the tutorial's network is 10, 20, 1000.
+            activation: nonlinearity after every hidden layer.
+            dropout: probability of zeroing a hidden unit while training (0: no dropout).
+            optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 2e-4``
+                (the tutorial's choice).
+        """
+        super().__init__(num_features, num_classes, class_names)
+        if not hidden_sizes or any(size < 1 for size in hidden_sizes):
+            raise DragonInputError(f"--model.hidden_sizes must be positive layer widths, got {list(hidden_sizes)}")
+        if not 0.0 <= dropout < 1.0:
+            raise DragonInputError(f"--model.dropout must lie in [0, 1), got {dropout}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer = optimizer
+        layers: list[nn.Module] = []
+        width = num_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, self.num_outputs))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())
