@@ -7,6 +7,7 @@ exit status 2, before anything is written.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional
 
@@ -57,6 +58,12 @@ class DragonCLI(LightningCLI):
                 init_args=Namespace(save_dir=config.trainer.default_root_dir or ".", default_hp_metric=False),
             )
 
+    def instantiate_trainer(self, **kwargs):
+        """Read and check every input first: bad input then fails before the Trainer prints or writes."""
+        if self.subcommand is not None:
+            self.datamodule.setup(self.subcommand)
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         if not self._get(self.config, "test_after_fit"):
             return
@@ -66,6 +73,8 @@ class DragonCLI(LightningCLI):
 
 def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         return DragonCLI(
             DragonClassifier,

@@ -15,14 +15,15 @@ from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DragonClassifier
 
 
-def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, lr: float) -> None:
+def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, lr: float) -> float:
     """The tutorial's online rule, row by row and in place: ``w += lr * (y - y_hat) * x`` where wrong.
 
     One output (binary): ``y_hat = 1`` when ``w.x + b > 0``. One output per class: ``y_hat`` is the
     argmax, and the true class's row moves towards ``x`` and the predicted class's row away from it.
-    The bias is the weight of a constant input 1.
+    The bias is the weight of a constant input 1. Returns the summed absolute change of all updates.
     """
     binary = weight.shape[0] == 1
+    moved = 0.0
     for x, y in zip(features, labels):
         activation = weight @ x + bias
         if binary:
@@ -30,6 +31,7 @@ def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, 
             if error:
                 weight[0] += lr * error * x
                 bias[0] += lr * error
+                moved += lr * (np.abs(x).sum() + 1)
         else:
             predicted = int(activation.argmax())
             if predicted != y:
@@ -37,6 +39,8 @@ def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, 
                 bias[y] += lr
                 weight[predicted] -= lr * x
                 bias[predicted] -= lr
+                moved += 2 * lr * (np.abs(x).sum() + 1)
+    return moved
 
 
 class LinearClassifier(DragonClassifier):
@@ -44,7 +48,8 @@ class LinearClassifier(DragonClassifier):
 
     ``rule: perceptron`` is the tutorial's hand-written perceptron: no gradients, the update
     ``w += lr / (epoch + 1) * (y - y_hat) * x`` on wrongly classified rows, and training stops once
-    the summed absolute weight change over an epoch falls below ``tol``. ``rule: logistic`` is its
+    an epoch's updates move the weights by less than ``tol`` in total (the sum of every update's
+    absolute change, so an epoch without mistakes moves them by 0). ``rule: logistic`` is its
     logistic-regression baseline: cross-entropy on the logits, minimised by ``optimizer``.
     """
 
@@ -67,8 +72,8 @@ class LinearClassifier(DragonClassifier):
             rule: ``perceptron`` (the tutorial's update rule) or ``logistic`` (gradient descent on
                 cross-entropy).
             lr: perceptron only: learning rate of epoch 0; epoch ``e`` uses ``lr / (e + 1)``.
-            tol: perceptron only: stop when an epoch changes the weights by less than this in total
-                (summed absolute change); unset: run all epochs.
+            tol: perceptron only: stop when an epoch's updates add up to less than this (summed
+                absolute weight change); unset: run all epochs.
             online: perceptron only: apply the rule row by row inside each batch, exactly as batch
                 size 1 would, at a fraction of the cost per row (single process). Off: each batch
                 makes one update, the sum of its rows' corrections with the weights at batch start.
@@ -83,7 +88,7 @@ class LinearClassifier(DragonClassifier):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
         self.automatic_optimization = rule == "logistic"
-        self._epoch_start_weights: Optional[torch.Tensor] = None
+        self._epoch_movement = 0.0
 
     @property
     def perceptron(self) -> bool:
@@ -113,21 +118,22 @@ class LinearClassifier(DragonClassifier):
             self.update_metrics("train", logits, labels, self.loss(logits, labels))
             lr = self.hparams.lr / (self.current_epoch + 1)
             if self.hparams.online:
-                self._online_update(features, labels, lr)
+                self._epoch_movement += self._online_update(features, labels, lr)
             else:
-                self._batch_update(features, labels, logits, lr)
+                self._epoch_movement += self._batch_update(features, labels, logits, lr)
         return None
 
-    def _online_update(self, features: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
+    def _online_update(self, features: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
         if self.trainer.world_size > 1:
             raise DragonInputError("--model.online applies the rule row by row and runs in one process only")
         weight = self.linear.weight.detach().cpu().double().numpy()
         bias = self.linear.bias.detach().cpu().double().numpy()
-        perceptron_pass(weight, bias, features.cpu().double().numpy(), labels.cpu().numpy(), lr)
+        moved = perceptron_pass(weight, bias, features.cpu().double().numpy(), labels.cpu().numpy(), lr)
         self.linear.weight.copy_(torch.from_numpy(weight))
         self.linear.bias.copy_(torch.from_numpy(bias))
+        return moved
 
-    def _batch_update(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, lr: float) -> None:
+    def _batch_update(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, lr: float) -> torch.Tensor:
         predicted = self.predict_classes(logits)
         if self.binary:
             error = (labels - predicted)[:, None].to(features.dtype)
@@ -138,19 +144,15 @@ class LinearClassifier(DragonClassifier):
         delta = self.trainer.strategy.reduce(delta, reduce_op="sum")
         self.linear.weight += delta[:, :-1]
         self.linear.bias += delta[:, -1]
-
-    def _flat_weights(self) -> torch.Tensor:
-        return torch.cat([self.linear.weight.detach().flatten(), self.linear.bias.detach()])
+        return delta.abs().sum()
 
     def on_train_epoch_start(self) -> None:
-        if self.perceptron:
-            self._epoch_start_weights = self._flat_weights().clone()
+        self._epoch_movement = 0.0
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        if not self.perceptron or self._epoch_start_weights is None:
+        if not self.perceptron:
             return
-        change = (self._flat_weights() - self._epoch_start_weights).abs().sum()
-        self.log("train/weight_change", change)
-        if self.hparams.tol is not None and change < self.hparams.tol:
+        self.log("train/weight_change", self._epoch_movement)
+        if self.hparams.tol is not None and self._epoch_movement < self.hparams.tol:
             self.trainer.should_stop = True

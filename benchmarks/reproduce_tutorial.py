@@ -1,0 +1,155 @@
+"""Reproduce the tutorial's results table against scikit-learn peers, over random draws.
+
+Each draw (seed) changes the toes draw, the split and the model init. All eight configs run through
+the CLI's own code path (``cli_main(["fit", ...])``); scikit-learn's LogisticRegression, Perceptron
+and MLPClassifier train on exactly the same rows and standardized features. Prints a markdown table
+and optionally writes the numbers as JSON.
+
+    python benchmarks/reproduce_tutorial.py --csv ../shared/data/2020-10-21-dragon-data.csv --draws 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from dragon_lightning.cli import cli_main
+from dragon_lightning.data import DragonDataModule
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = [
+    "configs/fire_logistic.yaml",
+    "configs/fire_perceptron.yaml",
+    "configs/color_perceptron.yaml",
+    "configs/color_mlp.yaml",
+    "configs/tutorial/fire_logistic.yaml",
+    "configs/tutorial/fire_perceptron.yaml",
+    "configs/tutorial/color_perceptron.yaml",
+    "configs/tutorial/color_mlp.yaml",
+]
+# The single-draw test accuracy the tutorial printed for its own methods.
+TUTORIAL_PRINTED = {
+    "configs/tutorial/fire_logistic.yaml": 0.9948,
+    "configs/tutorial/fire_perceptron.yaml": 0.9948,
+    "configs/tutorial/color_perceptron.yaml": 0.8385,
+    "configs/tutorial/color_mlp.yaml": 0.8802,
+}
+METRICS = ("test/acc", "test/detection_rate", "test/false_positive_rate")
+
+
+def task_of(config: str) -> str:
+    return "fire" if "fire_" in Path(config).name else "color"
+
+
+def run_config(config: str, seed: int, csv: str | None, root: Path, extra: list[str] = ()) -> dict[str, float]:
+    """``dragon-lightning fit --config CONFIG`` for one seed; returns the test metrics."""
+    args = ["fit", "--config", str(ROOT / config), "--seed_everything", str(seed)]
+    args += ["--trainer.default_root_dir", str(root), "--trainer.logger", "false"]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    if csv:
+        args += ["--data.csv_path", csv]
+    with contextlib.redirect_stdout(io.StringIO()):  # keep the per-run test tables out of the report
+        cli = cli_main([*args, *extra])
+    return {name: float(value) for name, value in cli.trainer.callback_metrics.items() if name.startswith("test/")}
+
+
+def sklearn_metrics(task: str, seed: int, csv: str | None) -> dict[str, dict[str, float]]:
+    """scikit-learn peers on the same training rows and standardized features as our models."""
+    from sklearn.linear_model import LogisticRegression, Perceptron
+    from sklearn.neural_network import MLPClassifier
+
+    data = DragonDataModule(task=task, csv_path=csv, seed=seed, standardize=True)
+    data.setup("fit")
+    (x_train, y_train), (x_test, y_test) = data.splits["train"], data.splits["test"]
+    x_train, x_test = data.transform(x_train).numpy(), data.transform(x_test).numpy()
+    peers = {
+        "scikit-learn LogisticRegression": LogisticRegression(),
+        "scikit-learn Perceptron": Perceptron(random_state=seed),
+        "scikit-learn MLPClassifier (10,20,1000)": MLPClassifier((10, 20, 1000), max_iter=500, random_state=seed),
+    }
+    results = {}
+    for name, model in peers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predicted = model.fit(x_train, y_train.numpy()).predict(x_test)
+        results[name] = binary_or_multiclass_metrics(predicted, y_test.numpy(), task)
+    return results
+
+
+def binary_or_multiclass_metrics(predicted: np.ndarray, truth: np.ndarray, task: str) -> dict[str, float]:
+    metrics = {"test/acc": float((predicted == truth).mean())}
+    if task == "fire":
+        metrics["test/detection_rate"] = float((predicted[truth == 1] == 1).mean())
+        metrics["test/false_positive_rate"] = float((predicted[truth == 0] == 1).mean())
+    return metrics
+
+
+def summarise(runs: dict[tuple[str, str], list[dict[str, float]]]) -> list[dict]:
+    rows = []
+    for (task, method), draws in runs.items():
+        row = {"task": task, "method": method, "draws": len(draws)}
+        for metric in METRICS:
+            values = [draw[metric] for draw in draws if metric in draw]
+            if values:
+                row[metric] = {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+        row["tutorial_printed"] = TUTORIAL_PRINTED.get(method)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| task | method | acc mean | acc min | acc max | detection rate | false positive rate | tutorial printed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        acc = row["test/acc"]
+        rates = [f"{row[m]['mean']:.3f}" if m in row else "" for m in METRICS[1:]]
+        printed = f"{row['tutorial_printed']:.4f}" if row["tutorial_printed"] else ""
+        lines.append(
+            f"| {row['task']} | {row['method']} | {acc['mean']:.3f} | {acc['min']:.3f} | {acc['max']:.3f} "
+            f"| {rates[0]} | {rates[1]} | {printed} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", help="a dragon CSV (default: generated dragons)")
+    parser.add_argument("--draws", type=int, default=10, help="random draws (seeds 0..draws-1)")
+    parser.add_argument("--configs", nargs="*", default=CONFIGS, help="configs to run (default: all eight)")
+    parser.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn peers")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args(argv)
+
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    tasks = sorted({task_of(config) for config in args.configs})
+    started = time.perf_counter()
+    total = args.draws * len(args.configs)
+    with tempfile.TemporaryDirectory() as root:
+        for seed in range(args.draws):
+            for config in args.configs:
+                runs.setdefault((task_of(config), config), []).append(run_config(config, seed, args.csv, Path(root)))
+                done = sum(len(v) for k, v in runs.items() if k[1] in args.configs)
+                print(f"[{done}/{total} runs, {time.perf_counter() - started:.0f}s] draw {seed} {config}", file=sys.stderr)
+            if not args.no_sklearn:
+                for task in tasks:
+                    for method, metrics in sklearn_metrics(task, seed, args.csv).items():
+                        runs.setdefault((task, method), []).append(metrics)
+    rows = summarise(dict(sorted(runs.items())))
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"csv": args.csv, "draws": args.draws, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

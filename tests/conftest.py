@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CSV = ROOT.parent / "shared" / "data" / "2020-10-21-dragon-data.csv"
+
+
+@pytest.fixture(scope="session")
+def real_csv() -> Path:
+    if not REAL_CSV.exists():
+        pytest.skip(f"the real dragon file is not at {REAL_CSV}")
+    return REAL_CSV
