@@ -1,4 +1,4 @@
-from dragon_lightning.cli import cli_main
+from dragon_lightning.cli import main
 
 if __name__ == "__main__":
-    cli_main()
+    main()

@@ -8,7 +8,9 @@ exit status 2, before anything is written.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from argparse import ArgumentError
 from typing import Optional
 
 from jsonargparse import Namespace
@@ -16,6 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter
+from dragon_lightning.checkpoints import check_checkpoint, read_checkpoint
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models import DragonClassifier
@@ -58,10 +61,18 @@ class DragonCLI(LightningCLI):
                 init_args=Namespace(save_dir=config.trainer.default_root_dir or ".", default_hp_metric=False),
             )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then make sure a ``--ckpt_path`` is a readable checkpoint before LightningCLI reads
+        the model's hyperparameters from it."""
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand"):
+            read_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes."""
         if self.subcommand is not None:
             self.datamodule.setup(self.subcommand)
+            check_checkpoint(self._get(self.config, "ckpt_path"), self.model, self.datamodule.task)
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -69,6 +80,11 @@ class DragonCLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def main() -> None:
+    """Console entry point: ``dragon-lightning`` and ``python -m dragon_lightning``."""
+    cli_main()
 
 
 def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
@@ -82,10 +98,37 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
             subclass_mode_model=True,
             trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": DESCRIPTION},
+            parser_kwargs={"description": DESCRIPTION, "exit_on_error": False},
             auto_configure_optimizers=False,
             args=args,
         )
-    except DragonInputError as error:
-        print(f"dragon-lightning: error: {error}", file=sys.stderr)
+    except (DragonInputError, ArgumentError, ValueError) as error:
+        message = input_error_message(error)
+        if message is None:
+            raise
+        print(f"dragon-lightning: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def input_error_message(error: BaseException) -> Optional[str]:
+    """One line for bad input: our own :class:`DragonInputError` anywhere in the exception chain, or
+    jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
+    cause: Optional[BaseException] = error
+    while cause is not None:
+        if isinstance(cause, DragonInputError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(error, ArgumentError):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
+    if key is None:
+        return " ".join(lines[:2])
+    option = "--" + key.group(1).replace(".init_args", "")
+    if option == "--model":
+        return "--model must name a model: LinearClassifier, MLPClassifier or a class_path"
+    detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
+    if detail.startswith("Does not validate"):
+        given = next((line for line in lines if line.startswith("Given value:")), "")
+        detail = f"invalid value{given.removeprefix('Given value:')}"
+    return f"{option}: {detail}"

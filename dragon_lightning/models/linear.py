@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal, Optional
 
@@ -13,6 +14,9 @@ from torch import nn
 
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DragonClassifier
+
+# The perceptron rule updates its weights itself and has no optimizer by design.
+warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`")
 
 
 def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, labels: np.ndarray, lr: float) -> float:

@@ -1,0 +1,53 @@
+"""Check a checkpoint given on the command line before Lightning loads it.
+
+Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; this
+turns each into one line naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import torch
+
+from dragon_lightning.errors import DragonInputError
+
+# ckpt_path values that Lightning resolves itself rather than reading a file.
+LIGHTNING_CHECKPOINT_ALIASES = {"last", "best", "hpc", "registry"}
+
+
+def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
+    """Load the checkpoint file at ``path`` (``None`` for no path or a Lightning alias such as ``last``)."""
+    if path is None or str(path) in LIGHTNING_CHECKPOINT_ALIASES:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise DragonInputError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # any unpickling failure means the file is not a usable checkpoint
+        raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
+    return checkpoint
+
+
+def check_checkpoint(path: Optional[str | os.PathLike], model: L.LightningModule, task: str) -> None:
+    """Raise :class:`DragonInputError` unless ``path`` holds weights for ``task`` that fit ``model``."""
+    checkpoint = read_checkpoint(path)
+    if checkpoint is None:
+        return
+    trained_task = checkpoint.get("DragonDataModule", {}).get("task")
+    if trained_task is not None and trained_task != task:
+        raise DragonInputError(f"{path}: was trained for task {trained_task!r}, but --data.task is {task!r}")
+    trained = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model").rsplit(".", 1)[-1]
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    if expected != found:
+        raise DragonInputError(
+            f"{path}: holds a {trained} whose weights do not fit the configured {type(model).__name__}; "
+            "use the config the checkpoint was trained with (its run folder has config.yaml)"
+        )

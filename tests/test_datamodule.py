@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from dragon_lightning.data import DragonDataModule, generate_dragons, tutorial_features
+from dragon_lightning.data.batches import TensorBatches
+from dragon_lightning.data.features import TOES
+
+
+def test_features_follow_the_tutorials_recipe():
+    table = generate_dragons(48_000, seed=0)
+    features, labels = tutorial_features(table, "fire", seed=0)
+    fire = labels == 1
+    toes, length = features[:, 0], features[:, 1]
+    assert set(np.unique(toes)) <= set(TOES)
+    assert abs((toes[fire] == 5).mean() - 0.3) < 0.01 and abs((toes[~fire] == 22).mean() - 0.3) < 0.01
+    raw = table["bodyLength"].to_numpy(np.float32)
+    np.testing.assert_allclose(length - raw, np.where(fire, -30, 30), atol=1e-3)
+
+    color_features, color_labels = tutorial_features(table, "color", seed=0)
+    np.testing.assert_array_equal(color_labels, table["color"].cat.codes)
+    shift = color_features - features
+    assert np.abs(shift[color_labels == 0] - [-3, 0]).max() < 1e-3
+    assert np.abs(shift[color_labels == 1] - [7, -50]).max() < 1e-3
+    assert np.abs(shift[color_labels == 2] - [0, 30]).max() < 1e-3
+
+
+def make(tmp_path, **kwargs):
+    data = DragonDataModule(data_dir=tmp_path, seed=kwargs.pop("seed", 0), **kwargs)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def test_splits_are_disjoint_stratified_and_seeded(tmp_path):
+    data = make(tmp_path, task="color")
+    sizes = {name: len(split[1]) for name, split in data.splits.items()}
+    assert sizes == {"test": 192, "val": 57, "train": 231}
+    for _, labels in data.splits.values():
+        shares = torch.bincount(labels, minlength=3) / len(labels)
+        assert (shares - 1 / 3).abs().max() < 0.01
+    rows = torch.cat([features for features, _ in data.splits.values()])
+    assert len(torch.unique(rows, dim=0)) > 0.9 * len(rows)
+    again = make(tmp_path, task="color")
+    assert torch.equal(again.splits["test"][0], data.splits["test"][0])
+    other = make(tmp_path, task="color", seed=1)
+    assert not torch.equal(other.splits["test"][0], data.splits["test"][0])
+
+
+def test_standardization_is_fitted_on_the_training_split_only(tmp_path):
+    data = make(tmp_path)
+    train = data.transform(data.splits["train"][0])
+    torch.testing.assert_close(train.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(train.std(0), torch.ones(2), atol=1e-5, rtol=0)
+    assert data.transform(data.splits["test"][0]).mean(0).abs().max() > 1e-4
+    raw = make(tmp_path, standardize=False)
+    assert torch.equal(raw.transform(raw.splits["train"][0]), raw.splits["train"][0])
+
+
+def test_the_fitted_transform_travels_in_the_state_dict(tmp_path):
+    data = make(tmp_path)
+    restored = DragonDataModule(data_dir=tmp_path, seed=99)
+    restored.load_state_dict(data.state_dict())
+    features = torch.tensor([[7.0, 180.0]])
+    torch.testing.assert_close(restored.transform(features), data.transform(features))
+    with pytest.raises(ValueError, match="task 'color'"):
+        DragonDataModule(task="fire").load_state_dict(data.state_dict())
+
+
+def test_generated_table_is_written_once_and_never_clobbered(tmp_path):
+    data = make(tmp_path)
+    path = data.generated_csv_path
+    written = path.read_bytes()
+    data.prepare_data()
+    assert path.read_bytes() == written
+    path.write_text("someone else's file\n")
+    with pytest.raises(ValueError, match="exists with different content"):
+        data.prepare_data()
+    assert path.read_text() == "someone else's file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_batches_are_slices_of_whole_tensors():
+    features, labels = torch.arange(20.0).reshape(10, 2), torch.arange(10)
+    batches = list(TensorBatches(features, labels, 4))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), features)
+
+
+def test_shuffled_epochs_differ_and_depend_only_on_seed_and_epoch():
+    labels = torch.arange(50)
+    loader = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
+    first = next(iter(loader))[1]
+    loader.set_epoch(1)
+    second = next(iter(loader))[1]
+    assert not torch.equal(first, second)
+    fresh = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
+    fresh.set_epoch(1)
+    assert torch.equal(next(iter(fresh))[1], second)
+
+
+@pytest.mark.parametrize("n", [10, 11, 13])
+def test_ranks_see_their_own_rows(n):
+    labels = torch.arange(n)
+    evaluation = [TensorBatches(labels[:, None].float(), labels, 3, rank=r, world_size=2) for r in range(2)]
+    seen = torch.cat([b[1] for loader in evaluation for b in loader])
+    assert sorted(seen.tolist()) == list(range(n)), "every test row exactly once across ranks"
+    training = [
+        TensorBatches(labels[:, None].float(), labels, 3, rank=r, world_size=2, shuffle=True, drop_uneven=True)
+        for r in range(2)
+    ]
+    assert len(training[0]) == len(training[1])
+    rows = [torch.cat([b[1] for b in loader]) for loader in training]
+    assert not set(rows[0].tolist()) & set(rows[1].tolist())
