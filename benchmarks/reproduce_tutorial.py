@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as root:
         for seed in range(args.draws):
             for config in args.configs:
-                runs.setdefault((task_of(config), config), []).append(run_config(config, seed, args.csv, Path(root)))
+                run_dir = Path(root) / f"{seed}-{config.replace('/', '-')}"
+                runs.setdefault((task_of(config), config), []).append(run_config(config, seed, args.csv, run_dir))
                 done = sum(len(v) for k, v in runs.items() if k[1] in args.configs)
                 print(f"[{done}/{total} runs, {time.perf_counter() - started:.0f}s] draw {seed} {config}", file=sys.stderr)
             if not args.no_sklearn:

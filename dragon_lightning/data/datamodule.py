@@ -108,10 +108,18 @@ class DragonDataModule(L.LightningDataModule):
             return read_dragon_csv(self.csv_path)
         return generate_dragons(self.hparams.n_dragons, self.seed)
 
+    @property
+    def source(self) -> str:
+        """Where the table comes from, for messages."""
+        return str(self.csv_path) if self.csv_path is not None else f"{self.hparams.n_dragons} generated dragons"
+
     def split_indices(self, labels: np.ndarray) -> SplitIndices:
-        return stratified_split(
-            labels, self.hparams.test_fraction, self.hparams.val_fraction, self.seed, tuple(self.class_names)
-        )
+        try:
+            return stratified_split(
+                labels, self.hparams.test_fraction, self.hparams.val_fraction, self.seed, tuple(self.class_names)
+            )
+        except DragonInputError as error:
+            raise DragonInputError(f"{self.source}: {error}") from None
 
     def setup(self, stage: str) -> None:
         if stage == "predict":

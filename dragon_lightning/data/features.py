@@ -65,6 +65,11 @@ def stratified_split(
     Each split keeps the class shares of the whole table (to rounding). Rows within a split are in
     random order. Raises when a split would be empty or a class would be missing from training.
     """
+    n_test = _take(labels, test_fraction)
+    n_val = _take(labels[n_test:], val_fraction)
+    for name, size in (("test", n_test), ("val", n_val), ("train", len(labels) - n_test - n_val)):
+        if size < 1:
+            _too_few(len(labels), test_fraction, val_fraction, name)
     rng = np.random.default_rng([seed, 1])
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for label, name in enumerate(class_names):
@@ -82,8 +87,12 @@ def stratified_split(
     split = {name: rng.permutation(np.concatenate(rows)) for name, rows in parts.items()}
     for name, rows in split.items():
         if len(rows) == 0:
-            raise DragonInputError(
-                f"{len(labels)} rows are too few for test_fraction={test_fraction} and "
-                f"val_fraction={val_fraction}: the {name} split would be empty"
-            )
+            _too_few(len(labels), test_fraction, val_fraction, name)
     return SplitIndices(**split)
+
+
+def _too_few(n_rows: int, test_fraction: float, val_fraction: float, split: str) -> None:
+    raise DragonInputError(
+        f"{n_rows} rows are too few for test_fraction={test_fraction} and val_fraction={val_fraction}: "
+        f"the {split} split would be empty"
+    )

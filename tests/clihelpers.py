@@ -1,0 +1,20 @@
+"""Running the real CLI in-process, as a user would from a shell, inside a scratch folder."""
+
+from pathlib import Path
+
+from dragon_lightning.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def config(name: str) -> str:
+    return str(ROOT / "configs" / name)
+
+
+def run(*args: str):
+    return cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else list(args))
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

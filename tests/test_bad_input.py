@@ -1,0 +1,97 @@
+"""Bad input through the real CLI: one readable line, exit status 2, and no file created or changed."""
+
+from pathlib import Path
+
+import pytest
+
+from clihelpers import config, files_under, run
+
+HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
+GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
+
+
+def dragons_csv(rows: int = 60) -> str:
+    colors, fire = ["Blue", "Red", "Yellow"], [1, 0]
+    lines = [f"{i % 100},{180 + i % 40},Julian,{colors[i % 3]},Omnivore,{fire[i % 2]}" for i in range(rows)]
+    return "\n".join([HEADER, *lines]) + "\n"
+
+
+def with_row(row: str, line: int = 4) -> str:
+    lines = dragons_csv().splitlines()
+    lines[line - 1] = row
+    return "\n".join(lines) + "\n"
+
+
+CSV_CASES = {
+    "missing file": (None, "no such file"),
+    "a directory": ("<dir>", "is a directory"),
+    "empty file": ("", "file is empty"),
+    "header only": (HEADER + "\n", "has a header but no data rows"),
+    "missing column": (dragons_csv().replace("diet,", "food,"), "missing column 'diet'"),
+    "wrong delimiter": (dragons_csv().replace(",", ";"), "is the file comma-separated?"),
+    "non-numeric value": (with_row("50,long,Julian,Blue,Omnivore,1"), "line 4, column 'bodyLength': 'long' is not a number"),
+    "empty cell": (with_row("50,,Julian,Blue,Omnivore,1"), "line 4, column 'bodyLength': empty or missing value"),
+    "NaN": (with_row("NaN,200,Julian,Blue,Omnivore,1"), "line 4, column 'testScore': empty or missing value"),
+    "inf": (with_row("50,inf,Julian,Blue,Omnivore,1"), "line 4, column 'bodyLength': inf is not a finite number"),
+    "unknown category": (with_row("50,200,Julian,Green,Omnivore,1"), "line 4, column 'color': unknown category 'Green'"),
+    "breathesFire of 2": (with_row("50,200,Julian,Blue,Omnivore,2"), "line 4, column 'breathesFire': 2 is not 0 or 1"),
+    "too few rows": ("\n".join([HEADER, GOOD_ROW, GOOD_ROW.replace("Blue", "Red")]) + "\n", "2 rows are too few"),
+    "class absent from training": (
+        "\n".join([HEADER, *[GOOD_ROW] * 30, *[GOOD_ROW.replace("Blue", "Yellow")] * 30, GOOD_ROW.replace("Blue", "Red")])
+        + "\n",
+        "class 'Red' has 1 rows, too few to leave one for training after test_fraction=0.6",
+    ),
+}
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def expect_one_line_error(capfd, folder: Path, before: dict, args: list[str], *messages: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*args)
+    assert exit_info.value.code == 2
+    captured = capfd.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("dragon-lightning: error: ")
+    for message in messages:
+        assert message in lines[0]
+    assert files_under(folder) == before, "bad input must not create or change files"
+
+
+@pytest.mark.parametrize("case", CSV_CASES)
+def test_bad_csv(case, scratch, capfd):
+    content, message = CSV_CASES[case]
+    path = scratch / "dragons.csv"
+    if content == "<dir>":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    before = files_under(scratch)
+    args = ["fit", "--config", config("color_mlp.yaml"), "--data.csv_path", str(path), "--data.test_fraction", "0.6"]
+    expect_one_line_error(capfd, scratch, before, args, f"{path}: ", message)
+
+
+OPTION_CASES = {
+    "unknown model": (["--model", "Forest"], "--model must name a model"),
+    "unknown task": (["--data.task", "size"], "--data.task"),
+    "zero batch size": (["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
+    "negative batch size": (["--data.batch_size", "-4"], "--data.batch_size must be at least 1, got -4"),
+    "test fraction of 1": (["--data.test_fraction", "1"], "--data.test_fraction must lie strictly between 0 and 1"),
+    "negative val fraction": (["--data.val_fraction", "-0.1"], "--data.val_fraction must lie strictly between 0 and 1"),
+    "hidden size of zero": (["--model.hidden_sizes", "[10, 0]"], "--model.hidden_sizes must be positive"),
+    "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must be at least 1, got 0"),
+    "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
+    "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", OPTION_CASES)
+def test_bad_option(case, scratch, capfd):
+    options, message = OPTION_CASES[case]
+    args = ["fit", "--config", config("color_mlp.yaml"), *options]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
