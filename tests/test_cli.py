@@ -1,0 +1,132 @@
+"""End to end through LightningCLI: fit, test, predict, logs and configs, as a user runs them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from clihelpers import ROOT, config, run
+from dragon_lightning.cli import cli_main
+
+CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
+
+
+def read_events(run_dir: Path) -> dict[str, set]:
+    """Scalar values per tag, image tags and hparams-plugin tags, from every event file of a run."""
+    found: dict = {"scalars": {}, "images": set(), "hparams": set()}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        accumulator.Reload()
+        tags = accumulator.Tags()
+        for tag in tags["scalars"]:
+            found["scalars"].setdefault(tag, []).extend(event.value for event in accumulator.Scalars(tag))
+        found["images"] |= set(tags["images"])
+        found["hparams"] |= set(_plugin_tags(accumulator, "hparams"))
+    return found
+
+
+def _plugin_tags(accumulator: EventAccumulator, plugin: str) -> list[str]:
+    try:
+        return list(accumulator.PluginTagToContent(plugin))
+    except KeyError:
+        return []
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cli = run(
+        "fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "3",
+        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+    )
+    return root, cli
+
+
+def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
+    root, cli = fitted
+    run_dir = root / "lightning_logs" / "version_0"
+    assert (run_dir / "config.yaml").is_file()
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2
+    events = read_events(run_dir)
+    for curve in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert len(events["scalars"][curve]) == 3, curve
+    for metric in ("test/acc", "test/loss", "test/balanced_acc", "test/recall_Blue", "test/recall_Red"):
+        assert metric in events["scalars"], metric
+    assert events["scalars"]["test/acc"][-1] == pytest.approx(float(cli.trainer.callback_metrics["test/acc"]))
+    assert "_hparams_/experiment" in events["hparams"], "HPARAMS tab needs hparams written with metrics"
+    assert (root / "data" / "dragons_n480_seed42.csv").is_file()
+
+
+def test_saved_config_reproduces_the_run(fitted):
+    root, cli = fitted
+    saved = root / "lightning_logs" / "version_0" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["seed_everything"] == 42
+    again = run("fit", "--config", str(saved))
+    assert float(again.trainer.callback_metrics["test/acc"]) == float(cli.trainer.callback_metrics["test/acc"])
+    original = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    rerun = torch.load(again.trainer.checkpoint_callback.last_model_path, weights_only=False)["state_dict"]
+    assert all(torch.equal(original[name], rerun[name]) for name in original)
+
+
+def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
+    root, cli = fitted
+    best = cli.trainer.checkpoint_callback.best_model_path
+    tested = run(
+        "test", "--config", config("color_mlp.yaml"), "--ckpt_path", best,
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(root / "data"),
+    )
+    assert float(tested.trainer.callback_metrics["test/acc"]) == float(cli.trainer.callback_metrics["test/acc"])
+
+    dragons = tmp_path / "new_dragons.csv"
+    dragons.write_text("name,numberToes,bodyLength\nSmaug,4,130\nPuff,22,260\nGiant,500,9000\n")
+    output = tmp_path / "out" / "predictions.csv"
+    run(
+        "predict", "--config", config("color_mlp.yaml"), "--ckpt_path", best, "--data.predict_csv", str(dragons),
+        "--predictions.output_path", str(output), "--trainer.default_root_dir", str(tmp_path),
+    )
+    predictions = pd.read_csv(output)
+    assert predictions["name"].tolist() == ["Smaug", "Puff", "Giant"]
+    assert set(predictions["predicted"]) <= {"Blue", "Red", "Yellow"}
+    probabilities = predictions[["p_Blue", "p_Red", "p_Yellow"]]
+    assert probabilities.sum(axis=1).round(5).eq(1).all()
+    assert predictions["predicted"].tolist() == probabilities.idxmax(axis=1).str.removeprefix("p_").tolist()
+    assert predictions["outside_training_range"].tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_trains_and_tests(name, tmp_path):
+    cli = run(
+        "fit", "--config", config(name), "--trainer.max_epochs", "2",
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+    )
+    assert 0.3 < float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
+    expected_task = "fire" if "fire_" in name else "color"
+    assert cli.datamodule.task == expected_task
+
+
+def test_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "share of each class held out for testing" in text
+    assert "--test_after_fit" in text and "--predictions.output_path" in text
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--model.help", "MLPClassifier"])
+    assert "width of each hidden layer" in capsys.readouterr().out
+
+
+def test_the_command_exits_cleanly(tmp_path):
+    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", config("fire_logistic.yaml")]
+    quiet = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    ok = subprocess.run([*command, *quiet], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = subprocess.run([*command, "--data.csv_path", "missing.csv"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such file"
