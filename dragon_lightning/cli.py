@@ -17,7 +17,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter
+from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, TutorialFigures
 from dragon_lightning.checkpoints import check_checkpoint, read_checkpoint
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError
@@ -45,6 +45,7 @@ class DragonCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(TutorialFigures, "figures")
         parser.add_argument(
             "--test_after_fit",
             type=bool,

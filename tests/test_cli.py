@@ -60,6 +60,12 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
         assert metric in events["scalars"], metric
     assert events["scalars"]["test/acc"][-1] == pytest.approx(float(cli.trainer.callback_metrics["test/acc"]))
     assert "_hparams_/experiment" in events["hparams"], "HPARAMS tab needs hparams written with metrics"
+    assert events["images"] == {
+        "figures/truth_vs_predictions",
+        "figures/decision_regions",
+        "figures/confusion_matrix",
+        "figures/boundary_over_training",
+    }
     assert (root / "data" / "dragons_n480_seed42.csv").is_file()
 
 
@@ -130,3 +136,20 @@ def test_the_command_exits_cleanly(tmp_path):
     bad = subprocess.run([*command, "--data.csv_path", "missing.csv"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such file"
+
+
+def test_perceptron_boundary_is_drawn_after_every_epoch_and_figures_can_be_turned_off(tmp_path):
+    common = ["--trainer.max_epochs", "4", "--data.data_dir", str(tmp_path / "data")]
+    run("fit", "--config", config("fire_perceptron.yaml"), "--trainer.default_root_dir", str(tmp_path / "on"), *common)
+    steps = []
+    for events in (tmp_path / "on/lightning_logs/version_0").glob("events.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+        accumulator.Reload()
+        if "figures/boundary_over_training" in accumulator.Tags()["images"]:
+            steps += [event.step for event in accumulator.Images("figures/boundary_over_training")]
+    assert steps == [0, 1, 2, 3]
+    run(
+        "fit", "--config", config("fire_perceptron.yaml"), "--figures.enabled", "false",
+        "--trainer.default_root_dir", str(tmp_path / "off"), *common,
+    )
+    assert read_events(tmp_path / "off/lightning_logs/version_0")["images"] == set()

@@ -1,0 +1,145 @@
+"""The tutorial's pictures as matplotlib figures, drawn without pyplot (no GUI backend, no global state).
+
+Every function takes features in the original units (number of toes, body length) and returns an
+RGB image array ready for TensorBoard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+AXIS_LABELS = ("number of toes", "body length")
+CLASS_COLORS = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
+DPI = 72
+
+
+def class_colors(class_names: Sequence[str]) -> list[str]:
+    """Dragon colors get their own color; other classes (fire / no fire) the palette in order."""
+    named = {"Blue": "#1f77b4", "Red": "#d62728", "Yellow": "#e6b800", "fire": "#d62728", "no fire": "#7f7f7f"}
+    return [named.get(name, CLASS_COLORS[i % len(CLASS_COLORS)]) for i, name in enumerate(class_names)]
+
+
+def render(figure: Figure) -> np.ndarray:
+    """Draw ``figure`` with Agg and return its pixels as an ``H x W x 3`` uint8 array."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _scatter(ax, features: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> None:
+    colors = class_colors(class_names)
+    for index, name in enumerate(class_names):
+        rows = labels == index
+        ax.scatter(features[rows, 0], features[rows, 1], s=14, c=colors[index], label=name, linewidths=0)
+    ax.set_xlabel(AXIS_LABELS[0])
+    ax.set_ylabel(AXIS_LABELS[1])
+    ax.set_title(title)
+
+
+def _legend_outside(ax) -> None:
+    """Right of the axes: never over the data, and cheaper than searching for the 'best' spot."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
+
+
+def truth_and_predictions(
+    features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], accuracy: float
+) -> np.ndarray:
+    """Two panels side by side, as in the tutorial: the test set colored by truth and by prediction."""
+    figure = Figure(figsize=(10, 4), dpi=DPI)
+    figure.subplots_adjust(left=0.07, right=0.87, bottom=0.13, top=0.91, wspace=0.1)
+    truth_ax, predicted_ax = figure.subplots(1, 2, sharex=True, sharey=True)
+    _scatter(truth_ax, features, labels, class_names, "ground truth")
+    _scatter(predicted_ax, features, predicted, class_names, f"predictions (accuracy {accuracy:.3f})")
+    wrong = predicted != labels
+    predicted_ax.scatter(features[wrong, 0], features[wrong, 1], s=60, facecolors="none", edgecolors="black", label="wrong")
+    _legend_outside(predicted_ax)
+    return render(figure)
+
+
+def grid_over(features: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size x size`` grid spanning the data with a 5% margin; returns the two mesh arrays."""
+    low, high = features.min(axis=0), features.max(axis=0)
+    margin = (high - low) * 0.05 + 1e-6
+    xs = np.linspace(low[0] - margin[0], high[0] + margin[0], size)
+    ys = np.linspace(low[1] - margin[1], high[1] + margin[1], size)
+    return np.meshgrid(xs, ys)
+
+
+def predicted_regions(logits: np.ndarray) -> np.ndarray:
+    """Class index per grid point: one output is a logit (class 1 above 0), several are argmaxed."""
+    return (logits[..., 0] > 0).astype(int) if logits.shape[-1] == 1 else logits.argmax(axis=-1)
+
+
+def _boundaries(logits: np.ndarray, regions: np.ndarray) -> list[np.ndarray]:
+    """Fields whose zero line is a decision boundary: the logit itself, or per class pair the gap
+    between their logits where those two lead (elsewhere NaN, so no line is drawn)."""
+    if logits.shape[-1] == 1:
+        return [logits[..., 0]]
+    pairs = [(i, j) for i in range(logits.shape[-1]) for j in range(i + 1, logits.shape[-1])]
+    return [np.where(np.isin(regions, pair), logits[..., pair[0]] - logits[..., pair[1]], np.nan) for pair in pairs]
+
+
+class DecisionRegions:
+    """The model's predicted class over the feature plane (shaded) with the data on top.
+
+    The figure is built once for a data set; each :meth:`draw` only swaps the shaded regions (and,
+    for the final picture, adds the boundary lines), which keeps a series of snapshots cheap.
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: Sequence[str], grid_size: int = 100):
+        self.grid_x, self.grid_y = grid_over(features, grid_size)
+        self.points = np.stack([self.grid_x.ravel(), self.grid_y.ravel()], axis=1)
+        self.figure = Figure(figsize=(6.5, 4.5), dpi=DPI)
+        self.figure.subplots_adjust(left=0.12, right=0.8, bottom=0.12, top=0.92)
+        self.ax = self.figure.subplots()
+        extent = (self.grid_x[0, 0], self.grid_x[0, -1], self.grid_y[0, 0], self.grid_y[-1, 0])
+        self.regions = self.ax.imshow(
+            np.zeros_like(self.grid_x, dtype=int), origin="lower", extent=extent, aspect="auto",
+            interpolation="nearest", cmap=ListedColormap(class_colors(class_names)), alpha=0.25,
+            vmin=0, vmax=len(class_names) - 1,
+        )
+        _scatter(self.ax, features, labels, class_names, "")
+        _legend_outside(self.ax)
+        self._lines: list = []
+
+    def draw(self, logits: np.ndarray, title: str, boundary_lines: bool = False) -> np.ndarray:
+        """``logits`` are the model's outputs on :attr:`points`. Boundary lines are drawn where the
+        leading logits tie: for linear models, the exact straight lines."""
+        logits = logits.reshape(*self.grid_x.shape, -1)
+        regions = predicted_regions(logits)
+        self.regions.set_data(regions)
+        self.ax.set_title(title)
+        for lines in self._lines:
+            lines.remove()
+        self._lines = []
+        if boundary_lines:
+            for field in _boundaries(logits, regions):
+                if np.nanmin(field) < 0 < np.nanmax(field):
+                    self._lines.append(
+                        self.ax.contour(self.grid_x, self.grid_y, field, levels=[0.0], colors="black", linewidths=1.2)
+                    )
+        return render(self.figure)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """Counts of true class (rows) by predicted class (columns), annotated, with class names."""
+    n = len(class_names)
+    counts = np.bincount(labels * n + predicted, minlength=n * n).reshape(n, n)
+    figure = Figure(figsize=(4.2, 3.8), dpi=DPI)
+    figure.subplots_adjust(left=0.2, right=0.95, bottom=0.14, top=0.9)
+    ax = figure.subplots()
+    ax.imshow(counts, cmap="Blues")
+    for (row, column), count in np.ndenumerate(counts):
+        dark = count > counts.max() / 2
+        ax.text(column, row, str(count), ha="center", va="center", color="white" if dark else "black", fontsize=11)
+    ax.set_xticks(range(n), class_names)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"test set: {counts.trace()} of {counts.sum()} right")
+    return render(figure)
