@@ -81,7 +81,8 @@ class DragonClassifier(L.LightningModule):
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""
         metrics = self.metrics[f"{stage}_metrics"]
         values = {f"{stage}/loss": self.losses[f"{stage}_loss"].compute(), **metrics.compute()}
-        self.log_dict(values, prog_bar=stage != "test")
+        # Already identical on every rank; sync_dist only averages equal values (and tells Lightning so).
+        self.log_dict(values, prog_bar=stage != "test", sync_dist=True)
         self.losses[f"{stage}_loss"].reset()
         metrics.reset()
 
