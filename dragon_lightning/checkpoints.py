@@ -19,6 +19,19 @@ from dragon_lightning.errors import DragonInputError
 LIGHTNING_CHECKPOINT_ALIASES = {"last", "best", "hpc", "registry"}
 
 
+def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
+    """``last.ckpt`` of the newest run (highest ``version_N``) under ``root_dir/lightning_logs``."""
+    runs = Path(root_dir) / "lightning_logs"
+    candidates = [
+        (int(run.name.removeprefix("version_")), run / "checkpoints" / "last.ckpt")
+        for run in runs.glob("version_*")
+        if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
+    ]
+    if not candidates:
+        raise DragonInputError(f"--ckpt_path last: no run under {runs} has checkpoints/last.ckpt to continue from")
+    return max(candidates)[1]
+
+
 def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
     """Load the checkpoint file at ``path`` (``None`` for no path or a Lightning alias such as ``last``)."""
     if path is None or str(path) in LIGHTNING_CHECKPOINT_ALIASES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 from argparse import ArgumentError
 from typing import Optional
@@ -16,11 +17,12 @@ from typing import Optional
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, TutorialFigures
-from dragon_lightning.checkpoints import check_checkpoint, read_checkpoint
+from dragon_lightning.checkpoints import check_checkpoint, latest_last_checkpoint, read_checkpoint
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonError
 from dragon_lightning.models import DragonClassifier
 
 DESCRIPTION = (
@@ -63,11 +65,16 @@ class DragonCLI(LightningCLI):
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Parse, then make sure a ``--ckpt_path`` is a readable checkpoint before LightningCLI reads
-        the model's hyperparameters from it."""
+        """Parse, then resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` (a new run gets a
+        new version folder, where Lightning itself would find none) and make sure the checkpoint is
+        readable before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
-        if self.config.get("subcommand"):
-            read_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+        if not self.config.get("subcommand"):
+            return
+        config = self.config[self.config.subcommand]
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
+        read_checkpoint(config.get("ckpt_path"))
 
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes."""
@@ -103,7 +110,10 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
             auto_configure_optimizers=False,
             args=args,
         )
-    except (DragonInputError, ArgumentError, ValueError) as error:
+    except SIGTERMException:
+        print("dragon-lightning: stopped by SIGTERM; continue with the same command and --ckpt_path last", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except (DragonError, ArgumentError, ValueError) as error:
         message = input_error_message(error)
         if message is None:
             raise
@@ -112,11 +122,11 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
 
 
 def input_error_message(error: BaseException) -> Optional[str]:
-    """One line for bad input: our own :class:`DragonInputError` anywhere in the exception chain, or
+    """One line for bad input: our own :class:`DragonError` anywhere in the exception chain, or
     jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
     cause: Optional[BaseException] = error
     while cause is not None:
-        if isinstance(cause, DragonInputError):
+        if isinstance(cause, DragonError):
             return str(cause)
         cause = cause.__cause__ or cause.__context__
     if not isinstance(error, ArgumentError):

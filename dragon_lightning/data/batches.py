@@ -44,6 +44,8 @@ class TensorBatches:
         self.world_size = world_size
         self.drop_uneven = drop_uneven
         self.epoch = 0
+        self._yielded = 0
+        self._resume_at: tuple[int, int] | None = None
 
     # Lightning calls ``loader.sampler.set_epoch(epoch)`` at every epoch start and inspects
     # ``loader.batch_sampler``; this object is its own sampler and has no batch sampler.
@@ -81,5 +83,22 @@ class TensorBatches:
         tensors = [t for t in (self.features, self.labels) if t is not None]
         if order is not None:
             tensors = [t[order] for t in tensors]
-        for start in range(0, self._rows_per_rank(), self.batch_size):
+        skip = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            skip = self._resume_at[1]
+        self._resume_at = None
+        self._yielded = skip
+        for start in range(skip * self.batch_size, self._rows_per_rank(), self.batch_size):
+            self._yielded += 1
             yield tuple(t[start : start + self.batch_size] for t in tensors)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this epoch stands, saved in checkpoints so a resumed run continues with the next batch.
+
+        Lightning asks while the last yielded batch is being processed (it does not prefetch from a
+        loader of known length), so batches yielded equals batches trained on.
+        """
+        return {"epoch": self.epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (state["epoch"], state["batches"])

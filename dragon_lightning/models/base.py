@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
+from dragon_lightning.errors import TrainingDiverged
 from dragon_lightning.models.metrics import accuracy_collection, test_collection
 
 STAGES = ("train", "val", "test")
@@ -40,6 +41,7 @@ class DragonClassifier(L.LightningModule):
             }
         )
         self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        self._first_nonfinite_batch = torch.tensor(-1)
 
     @property
     def num_outputs(self) -> int:
@@ -77,6 +79,31 @@ class DragonClassifier(L.LightningModule):
         self.losses[f"{stage}_loss"].update(loss, weight=len(labels))
         self.metrics[f"{stage}_metrics"].update(self.predict_classes(logits), labels)
 
+    def watch_divergence(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Remember the epoch's first batch with a NaN or infinite loss, without a host sync per step."""
+        first = self._first_nonfinite_batch.to(loss.device)
+        diverged = ~torch.isfinite(loss.detach()) & (first < 0)
+        self._first_nonfinite_batch = torch.where(diverged, torch.full_like(first, batch_idx), first)
+
+    def _stop_if_diverged(self) -> None:
+        """Raise before anything (validation, a checkpoint) uses weights from a diverged step."""
+        batch = int(self._first_nonfinite_batch)
+        if batch >= 0:
+            raise TrainingDiverged(
+                f"training diverged: the loss became NaN or infinite at epoch {self.current_epoch}, batch {batch}; "
+                "no checkpoint was saved from that point on. Lower the learning rate and run again"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        self._first_nonfinite_batch = torch.tensor(-1, device=self.device)
+
+    def on_validation_start(self) -> None:
+        if self.trainer.training:
+            self._stop_if_diverged()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._stop_if_diverged()
+
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""
         metrics = self.metrics[f"{stage}_metrics"]
@@ -87,6 +114,7 @@ class DragonClassifier(L.LightningModule):
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -96,7 +124,9 @@ class DragonClassifier(L.LightningModule):
         self._log_epoch("test")
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        self.watch_divergence(loss, batch_idx)
+        return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -119,7 +119,9 @@ class LinearClassifier(DragonClassifier):
         features, labels = batch
         with torch.no_grad():
             logits = self(features)
-            self.update_metrics("train", logits, labels, self.loss(logits, labels))
+            loss = self.loss(logits, labels)
+            self.update_metrics("train", logits, labels, loss)
+            self.watch_divergence(loss, batch_idx)
             lr = self.hparams.lr / (self.current_epoch + 1)
             if self.hparams.online:
                 self._epoch_movement += self._online_update(features, labels, lr)
@@ -151,6 +153,7 @@ class LinearClassifier(DragonClassifier):
         return delta.abs().sum()
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._epoch_movement = 0.0
 
     def on_train_epoch_end(self) -> None:

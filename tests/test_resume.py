@@ -1,0 +1,88 @@
+"""Interrupted runs continue where they stopped and end exactly where an uninterrupted run ends."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from clihelpers import config, run
+
+COMMON = [
+    "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
+    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false",
+]
+
+
+def final_weights(cli) -> dict[str, torch.Tensor]:
+    return torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cli = run("fit", *COMMON, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
+    return final_weights(cli), float(cli.trainer.callback_metrics["test/acc"])
+
+
+def assert_resumes_to(uninterrupted, root) -> None:
+    weights, accuracy = uninterrupted
+    resumed = run("fit", *COMMON, "--ckpt_path", "last", "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
+    resumed_weights = final_weights(resumed)
+    assert all(torch.equal(weights[name], resumed_weights[name]) for name in weights)
+    assert float(resumed.trainer.callback_metrics["test/acc"]) == accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_path):
+    command = [sys.executable, "-m", "dragon_lightning", "fit", *COMMON, "--trainer.max_epochs", "400"]
+    command += ["--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not (last.exists() and torch.load(last, weights_only=False)["global_step"] >= 30):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    interrupted_at = torch.load(last, weights_only=False)["global_step"]
+    assert 30 <= interrupted_at < 12 * 15, "stopped part-way through the 12 epochs"
+    assert_resumes_to(uninterrupted, tmp_path)
+
+
+class FailAtStep(Callback):
+    """A bug in the middle of an epoch."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 37:
+            raise RuntimeError("simulated failure inside a step")
+
+
+def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(uninterrupted, tmp_path):
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run(
+            "fit", *COMMON, "--trainer.callbacks+=test_resume.FailAtStep",
+            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        )
+    assert torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["global_step"] == 35
+    assert_resumes_to(uninterrupted, tmp_path)
+
+
+def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, capfd):
+    with pytest.raises(SystemExit) as exit_info:
+        run(
+            "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
+            "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
+            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        )
+    assert exit_info.value.code == 2
+    message = capfd.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("dragon-lightning: error: training diverged: the loss became NaN or infinite at epoch 0, batch")
+    for checkpoint in tmp_path.rglob("*.ckpt"):
+        state = torch.load(checkpoint, weights_only=False)["state_dict"]
+        assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
