@@ -1,0 +1,169 @@
+"""Training throughput: dragon-lightning's Trainer path against a hand-written loop, scikit-learn and
+the tutorial's one-dragon-per-step loop, on the same generated dragons, measured side by side.
+
+    python benchmarks/throughput.py --n 1000000 --batch-sizes 256 4096 --json throughput.json
+
+(a) ``dragon-lightning fit`` in-process with configs/color_mlp.yaml (its callbacks, TensorBoard
+logger and progress bar), timing each epoch's training batches after a warm-up epoch;
+(b) a plain PyTorch loop: the same standardized tensors, network, Adam and batch size;
+(c) scikit-learn's ``MLPClassifier(hidden_layer_sizes=(10, 20, 1000))``, one epoch, same batch size;
+(d) the tutorial's loop, one dragon per Adam step, on a subset.
+Rates are training samples per second, the median over ``--epochs`` timed epochs for (a) and (b);
+the ratios a/b, a/c and a/d come from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dragon_lightning.cli import cli_main
+from dragon_lightning.data import DragonDataModule
+from dragon_lightning.models import MLPClassifier
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDDEN = (10, 20, 1000)
+LR = 0.003
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each epoch's training batches (validation and epoch-end work excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.samples: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started, self._samples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._samples += len(batch[1])
+        if batch_idx + 1 == trainer.num_training_batches:
+            if trainer.strategy.root_device.type == "cuda":
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - self._started)
+            self.samples.append(self._samples)
+
+
+def lightning_rate(n: int, batch_size: int, accelerator: str, epochs: int, root: Path) -> float:
+    args = ["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--data.n_dragons", str(n)]
+    args += ["--data.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs + 1), "--test_after_fit", "false"]
+    args += ["--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(root)]
+    args += ["--data.data_dir", str(root / "data"), "--trainer.callbacks+=throughput.EpochTimer"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli = cli_main(args)
+    # The CLI imports this file as the module ``throughput``, so compare by name, not class identity.
+    timer = next(c for c in cli.trainer.callbacks if type(c).__name__ == EpochTimer.__name__)
+    return statistics.median(samples / seconds for samples, seconds in zip(timer.samples[1:], timer.seconds[1:]))
+
+
+def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    data = DragonDataModule(task="color", n_dragons=n, seed=42)
+    data.setup("fit")
+    features, labels = data.splits["train"]
+    return data.transform(features).to(device), labels.to(device)
+
+
+def plain_loop_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int, epochs: int) -> float:
+    """The loop a user would write by hand: shuffle, slice, forward, backward, step."""
+    torch.manual_seed(0)
+    net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    seconds = []
+    for _ in range(epochs + 1):  # the first epoch warms up
+        started = time.perf_counter()
+        order = torch.randperm(len(labels), device=features.device)
+        x, y = features[order], labels[order]
+        for start in range(0, len(y), batch_size):
+            optimizer.zero_grad()
+            F.cross_entropy(net(x[start : start + batch_size]), y[start : start + batch_size]).backward()
+            optimizer.step()
+        if features.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return len(labels) / statistics.median(seconds[1:])
+
+
+def sklearn_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    x, y = features.cpu().numpy(), labels.cpu().numpy()
+    model = SklearnMLP(HIDDEN, batch_size=batch_size, learning_rate_init=LR, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.partial_fit(x[:batch_size], y[:batch_size], classes=np.arange(3))  # warm-up
+        started = time.perf_counter()
+        model.partial_fit(x, y)  # one pass over all rows in minibatches
+    return len(y) / (time.perf_counter() - started)
+
+
+def tutorial_rate(features: torch.Tensor, labels: torch.Tensor, rows: int) -> float:
+    """One dragon per forward, backward and Adam step, as the tutorial trains."""
+    torch.manual_seed(0)
+    net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    x, y = features[:rows], labels[:rows]
+    started = time.perf_counter()
+    for i in range(rows):
+        optimizer.zero_grad()
+        F.cross_entropy(net(x[i : i + 1]), y[i : i + 1]).backward()
+        optimizer.step()
+    if features.device.type == "cuda":
+        torch.cuda.synchronize()
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="dragons to generate (training is 48%%)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 4096])
+    parser.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs for (a) and (b), after one warm-up")
+    parser.add_argument("--tutorial-rows", type=int, default=3000, help="rows for the one-per-step loop")
+    parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load throughput.EpochTimer
+
+    device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
+    features, labels = training_tensors(args.n, device)
+    print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
+    results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "rows": []}
+    tutorial = tutorial_rate(features, labels, args.tutorial_rows)
+    with tempfile.TemporaryDirectory() as root:
+        for batch_size in args.batch_sizes:
+            rates = {"a_dragon_lightning": lightning_rate(args.n, batch_size, args.accelerator, args.epochs, Path(root) / str(batch_size))}
+            print(f"batch {batch_size}: (a) done", file=sys.stderr)
+            rates["b_plain_pytorch"] = plain_loop_rate(features, labels, batch_size, args.epochs)
+            if not args.skip_sklearn:
+                rates["c_sklearn"] = sklearn_rate(features, labels, batch_size)
+            rates["d_tutorial_loop"] = tutorial
+            results["rows"].append({"batch_size": batch_size, **rates})
+            print(f"batch {batch_size}: {', '.join(f'{k} {v:,.0f}/s' for k, v in rates.items())}", file=sys.stderr)
+
+    print("| batch size | (a) dragon-lightning | (b) plain PyTorch | (c) scikit-learn | (d) tutorial loop | a/b | a/c | a/d |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in results["rows"]:
+        a, b, c, d = (row.get(k) for k in ("a_dragon_lightning", "b_plain_pytorch", "c_sklearn", "d_tutorial_loop"))
+        c_text, ac = (f"{c:,.0f}", f"{a / c:.2f}") if c else ("-", "-")
+        print(f"| {row['batch_size']} | {a:,.0f} | {b:,.0f} | {c_text} | {d:,.0f} | {a / b:.2f} | {ac} | {a / d:.0f} |")
+    print("samples per second of training: median epoch after a warm-up epoch")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
