@@ -58,6 +58,7 @@ class DragonCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Default to a TensorBoard logger under ``default_root_dir`` with an HPARAMS-ready setup."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _throttle_progress_bar(config.trainer)
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",
@@ -79,6 +80,7 @@ class DragonCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes."""
         if self.subcommand is not None:
+            self.datamodule.prepare_data()
             self.datamodule.setup(self.subcommand)
             check_checkpoint(self._get(self.config, "ckpt_path"), self.model, self.datamodule.task)
         return super().instantiate_trainer(**kwargs)
@@ -88,6 +90,23 @@ class DragonCLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+PROGRESS_BAR = "lightning.pytorch.callbacks.TQDMProgressBar"
+PROGRESS_BAR_REFRESH_STEPS = 10
+
+
+def _throttle_progress_bar(trainer: Namespace) -> None:
+    """Give runs a progress bar that redraws every few steps: redrawing after every step of a small
+    model costs a tenth of the step. An explicit progress bar callback is left as it is; with
+    ``enable_progress_bar: false`` none is added (and one saved in a config.yaml is dropped)."""
+    callbacks = list(trainer.callbacks or [])
+    ours = [c for c in callbacks if getattr(c, "class_path", None) == PROGRESS_BAR]
+    if trainer.enable_progress_bar is False:
+        trainer.callbacks = [c for c in callbacks if c not in ours] or None
+    elif not any("ProgressBar" in str(getattr(c, "class_path", "")) for c in callbacks):
+        bar = Namespace(class_path=PROGRESS_BAR, init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
+        trainer.callbacks = [*callbacks, bar]
 
 
 def main() -> None:

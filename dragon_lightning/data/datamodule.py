@@ -38,7 +38,7 @@ class DragonDataModule(L.LightningDataModule):
         task: Literal["fire", "color"] = "color",
         csv_path: Optional[Path] = None,
         n_dragons: int = 480,
-        data_dir: Path = Path("data"),
+        data_dir: Optional[Path] = Path("data"),
         seed: Optional[int] = None,
         test_fraction: float = 0.4,
         val_fraction: float = 0.2,
@@ -54,7 +54,7 @@ class DragonDataModule(L.LightningDataModule):
                 breathesFire (extra columns are ignored). Unset: generate the dragons.
             n_dragons: how many dragons to generate (480, as the real file, gives 20 per cell).
             data_dir: where a generated table is written as CSV, named by size and seed; an existing
-                different file there is never overwritten.
+                different file there is never overwritten. Unset (``null``): keep it in memory only.
             seed: seeds the generated table, the toes draw and the split. Unset: the run's
                 ``seed_everything`` value, so one seed changes both the data draw and the model init.
             test_fraction: share of each class held out for testing (the tutorial's 0.4).
@@ -90,23 +90,30 @@ class DragonDataModule(L.LightningDataModule):
         self.feature_max = torch.full((self.num_features,), torch.inf)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.predict_table: pd.DataFrame | None = None
+        self._generated: pd.DataFrame | None = None
+        self._prepared = False
         self._fitted_transform = False
 
     @property
     def generated_csv_path(self) -> Path:
+        """Where ``prepare_data`` writes the generated table (needs ``data_dir``)."""
         return Path(self.hparams.data_dir) / f"dragons_n{self.hparams.n_dragons}_seed{self.seed}.csv"
 
     def prepare_data(self) -> None:
         """Write the generated table to ``data_dir`` (once, atomically, never clobbering)."""
-        if self.csv_path is None:
-            table = generate_dragons(self.hparams.n_dragons, self.seed)
-            write_csv(table, self.generated_csv_path, overwrite=False)
+        if self._prepared or self.csv_path is not None or self.hparams.data_dir is None:
+            return
+        self._generated = generate_dragons(self.hparams.n_dragons, self.seed)
+        write_csv(self._generated, self.generated_csv_path, overwrite=False)
+        self._prepared = True
 
     def load_table(self) -> pd.DataFrame:
-        """The dragon table: the user's CSV, or the generated one (in memory, same draw as on disk)."""
+        """The dragon table: the user's CSV, or the generated one (the same draw as on disk, kept from
+        ``prepare_data`` when this process ran it)."""
         if self.csv_path is not None:
             return read_dragon_csv(self.csv_path)
-        return generate_dragons(self.hparams.n_dragons, self.seed)
+        table, self._generated = self._generated, None
+        return table if table is not None else generate_dragons(self.hparams.n_dragons, self.seed)
 
     @property
     def source(self) -> str:
