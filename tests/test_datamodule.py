@@ -68,14 +68,13 @@ def test_the_fitted_transform_travels_in_the_state_dict(tmp_path):
 
 
 def test_generated_table_is_written_once_and_never_clobbered(tmp_path):
-    data = make(tmp_path)
-    path = data.generated_csv_path
+    path = make(tmp_path).generated_csv_path
     written = path.read_bytes()
-    data.prepare_data()
+    make(tmp_path)  # a second run with the same size and seed
     assert path.read_bytes() == written
     path.write_text("someone else's file\n")
     with pytest.raises(ValueError, match="exists with different content"):
-        data.prepare_data()
+        make(tmp_path)
     assert path.read_text() == "someone else's file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
