@@ -28,7 +28,11 @@ class TutorialFigures(Callback):
     """
 
     def __init__(
-        self, enabled: bool = True, boundary_every_n_epochs: Optional[int] = None, max_boundary_images: int = 60
+        self,
+        enabled: bool = True,
+        boundary_every_n_epochs: Optional[int] = None,
+        max_boundary_images: int = 60,
+        max_points: int = 2000,
     ) -> None:
         """
         Args:
@@ -36,11 +40,16 @@ class TutorialFigures(Callback):
             boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: every
                 epoch for linear models, every 40 for others.
             max_boundary_images: at most this many snapshots per run (spaced further apart on long runs).
+            max_points: dragons drawn in a scatter plot; larger sets show a random sample of this
+                size (the confusion matrix always counts every test dragon).
         """
         self.enabled = enabled
         self.boundary_every_n_epochs = boundary_every_n_epochs
         self.max_boundary_images = max_boundary_images
+        self.max_points = max_points
         self._training_regions: Optional[plots.DecisionRegions] = None
+        self._test_counts: Optional[torch.Tensor] = None
+        self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def _experiment(self, trainer: L.Trainer):
         if not self.enabled or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
@@ -77,7 +86,8 @@ class TutorialFigures(Callback):
         if experiment is None or (epoch + 1) % self._snapshot_interval(trainer, pl_module) and not last:
             return
         if self._training_regions is None:
-            features, labels = (t.numpy() for t in trainer.datamodule.splits["train"])
+            # Split rows are in random order, so the first rows are a random sample.
+            features, labels = (t[: self.max_points].numpy() for t in trainer.datamodule.splits["train"])
             self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names, grid_size=80)
         regions = self._training_regions
         logits = self._logits_on(trainer, pl_module, regions.points)
@@ -87,23 +97,47 @@ class TutorialFigures(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training_regions = None
 
-    def _test_regions(self, trainer: L.Trainer, pl_module: L.LightningModule, features, labels) -> np.ndarray:
-        regions = plots.DecisionRegions(features, labels, pl_module.class_names)
-        logits = self._logits_on(trainer, pl_module, regions.points)
-        return regions.draw(logits, "test set: predicted regions and boundaries", boundary_lines=True)
+    def _drawing(self, trainer: L.Trainer) -> bool:
+        """The same answer on every rank, so that all of them join the collective sum of the counts."""
+        return self.enabled and isinstance(trainer.logger, TensorBoardLogger) and trainer.datamodule is not None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = pl_module.num_classes
+        self._test_counts = torch.zeros(n * n, dtype=torch.long, device=pl_module.device)
+        self._test_sample = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        """Count every test dragon into the confusion matrix; keep the first ones for scatter plots."""
+        if not self._drawing(trainer) or outputs is None:
+            return
+        features, labels = batch
+        self._test_counts += torch.bincount(labels * pl_module.num_classes + outputs, minlength=len(self._test_counts))
+        kept = sum(len(sample[1]) for sample in self._test_sample)
+        if kept < self.max_points:
+            rows = slice(0, self.max_points - kept)
+            raw = trainer.datamodule.untransform(features[rows].float())
+            self._test_sample.append((raw.cpu(), labels[rows].cpu(), outputs[rows].cpu()))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._drawing(trainer) and self._test_counts is not None:
+            self._test_counts = trainer.strategy.reduce(self._test_counts, reduce_op="sum")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         experiment = self._experiment(trainer)
-        if experiment is None:
+        if experiment is None or not self._test_sample:
             return
-        features, labels = (t.numpy() for t in trainer.datamodule.splits["test"])
-        predicted = plots.predicted_regions(self._logits_on(trainer, pl_module, features))
-        names, step = pl_module.class_names, trainer.current_epoch
-        accuracy = float((predicted == labels).mean())
+        names, n = pl_module.class_names, pl_module.num_classes
+        counts = self._test_counts.cpu().numpy().reshape(n, n)
+        features, labels, predicted = (torch.cat(parts).numpy() for parts in zip(*self._test_sample))
+        shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
+        caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
+        regions = plots.DecisionRegions(features, labels, names)
+        boundaries = regions.draw(self._logits_on(trainer, pl_module, regions.points), caption, boundary_lines=True)
         images = {
-            "figures/truth_vs_predictions": plots.truth_and_predictions(features, labels, predicted, names, accuracy),
-            "figures/decision_regions": self._test_regions(trainer, pl_module, features, labels),
-            "figures/confusion_matrix": plots.confusion_matrix(labels, predicted, names),
+            "figures/truth_vs_predictions": plots.truth_and_predictions(features, labels, predicted, names, caption),
+            "figures/decision_regions": boundaries,
+            "figures/confusion_matrix": plots.confusion_matrix(counts, names),
         }
         for tag, image in images.items():
-            experiment.add_image(tag, image, step, dataformats="HWC")
+            experiment.add_image(tag, image, trainer.current_epoch, dataformats="HWC")
+        self._test_sample = []

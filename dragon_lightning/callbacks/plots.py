@@ -47,14 +47,15 @@ def _legend_outside(ax) -> None:
 
 
 def truth_and_predictions(
-    features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], accuracy: float
+    features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], caption: str
 ) -> np.ndarray:
-    """Two panels side by side, as in the tutorial: the test set colored by truth and by prediction."""
+    """Two panels side by side, as in the tutorial: dragons colored by truth and by prediction."""
     figure = Figure(figsize=(10, 4), dpi=DPI)
-    figure.subplots_adjust(left=0.07, right=0.87, bottom=0.13, top=0.91, wspace=0.1)
+    figure.subplots_adjust(left=0.07, right=0.87, bottom=0.13, top=0.85, wspace=0.1)
     truth_ax, predicted_ax = figure.subplots(1, 2, sharex=True, sharey=True)
     _scatter(truth_ax, features, labels, class_names, "ground truth")
-    _scatter(predicted_ax, features, predicted, class_names, f"predictions (accuracy {accuracy:.3f})")
+    _scatter(predicted_ax, features, predicted, class_names, "predictions")
+    figure.suptitle(caption, fontsize=10)
     wrong = predicted != labels
     predicted_ax.scatter(features[wrong, 0], features[wrong, 1], s=60, facecolors="none", edgecolors="black", label="wrong")
     _legend_outside(predicted_ax)
@@ -126,10 +127,9 @@ class DecisionRegions:
         return render(self.figure)
 
 
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
-    """Counts of true class (rows) by predicted class (columns), annotated, with class names."""
+def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """``counts[true, predicted]`` as an annotated matrix with class names."""
     n = len(class_names)
-    counts = np.bincount(labels * n + predicted, minlength=n * n).reshape(n, n)
     figure = Figure(figsize=(4.2, 3.8), dpi=DPI)
     figure.subplots_adjust(left=0.2, right=0.95, bottom=0.14, top=0.9)
     ax = figure.subplots()
@@ -141,5 +141,5 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, class_names: Seq
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"test set: {counts.trace()} of {counts.sum()} right")
+    ax.set_title(f"test set: {counts.trace():,} of {counts.sum():,} right")
     return render(figure)

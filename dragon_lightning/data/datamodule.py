@@ -160,6 +160,10 @@ class DragonDataModule(L.LightningDataModule):
         """Scale raw ``[numberToes, bodyLength]`` rows as the model was trained to see them."""
         return (features - self.feature_mean) / self.feature_std
 
+    def untransform(self, features: torch.Tensor) -> torch.Tensor:
+        """Back from the model's scaled features to ``[numberToes, bodyLength]`` in original units."""
+        return features * self.feature_std.to(features) + self.feature_mean.to(features)
+
     def outside_training_range(self, features: torch.Tensor) -> torch.Tensor:
         """Rows with a feature outside the training split's range by more than that range's width."""
         width = self.feature_max - self.feature_min

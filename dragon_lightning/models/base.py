@@ -67,12 +67,13 @@ class DragonClassifier(L.LightningModule):
             return torch.stack([1 - positive, positive], dim=1)
         return logits.softmax(dim=1)
 
-    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; the stage's loss and metrics accumulate on the way."""
         features, labels = batch
         logits = self(features)
         loss = self.loss(logits, labels)
         self.update_metrics(stage, logits.detach(), labels, loss.detach())
-        return loss
+        return loss, logits
 
     def update_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
         """Accumulate a batch; nothing leaves the device until the epoch ends."""
@@ -124,15 +125,17 @@ class DragonClassifier(L.LightningModule):
         self._log_epoch("test")
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
+        loss, _ = self._shared_step(batch, "train")
         self.watch_divergence(loss, batch_idx)
         return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Returns the predicted classes, for callbacks that look at the test set (the figures)."""
+        _, logits = self._shared_step(batch, "test")
+        return self.predict_classes(logits)
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Class probabilities (one column per class) and the predicted class index."""
