@@ -53,7 +53,7 @@ def task_of(config: str) -> str:
 def run_config(config: str, seed: int, csv: str | None, root: Path, extra: list[str] = ()) -> dict[str, float]:
     """``dragon-lightning fit --config CONFIG`` for one seed; returns the test metrics."""
     args = ["fit", "--config", str(ROOT / config), "--seed_everything", str(seed)]
-    args += ["--trainer.default_root_dir", str(root), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"), "--trainer.logger", "false"]
     args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     if csv:
         args += ["--data.csv_path", csv]

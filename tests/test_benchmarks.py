@@ -1,0 +1,36 @@
+"""The results table runs the CLI's own code path, so its numbers are what `dragon-lightning fit` gives."""
+
+import importlib.util
+import json
+
+from clihelpers import ROOT, config, run
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_table_numbers_equal_the_cli_for_the_same_seed(tmp_path):
+    reproduce = load_benchmark("reproduce_tutorial")
+    table = reproduce.run_config("configs/fire_logistic.yaml", 3, None, tmp_path / "table")
+    cli = run(
+        "fit", "--config", config("fire_logistic.yaml"), "--seed_everything", "3",
+        "--trainer.default_root_dir", str(tmp_path / "cli"), "--data.data_dir", str(tmp_path / "data"),
+    )
+    for metric in ("test/acc", "test/detection_rate", "test/false_positive_rate"):
+        assert table[metric] == float(cli.trainer.callback_metrics[metric]), metric
+
+
+def test_the_table_script_writes_markdown_and_json(tmp_path, capsys):
+    reproduce = load_benchmark("reproduce_tutorial")
+    output = tmp_path / "table.json"
+    reproduce.main(["--draws", "2", "--configs", "configs/color_perceptron.yaml", "--json", str(output)])
+    printed = capsys.readouterr().out
+    assert "| color | configs/color_perceptron.yaml |" in printed
+    assert "| color | scikit-learn MLPClassifier (10,20,1000) |" in printed
+    rows = {row["method"]: row for row in json.loads(output.read_text())["rows"]}
+    assert rows["configs/color_perceptron.yaml"]["draws"] == 2
+    assert 0.8 < rows["scikit-learn LogisticRegression"]["test/acc"]["mean"] <= 1
