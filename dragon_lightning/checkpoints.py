@@ -48,19 +48,27 @@ def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
     return checkpoint
 
 
-def check_checkpoint(path: Optional[str | os.PathLike], model: L.LightningModule, task: str) -> None:
-    """Raise :class:`DragonInputError` unless ``path`` holds weights for ``task`` that fit ``model``."""
-    checkpoint = read_checkpoint(path)
-    if checkpoint is None:
-        return
+def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured_class_path: Optional[str]) -> None:
+    """The checkpoint must hold the model class the config asks for (LightningCLI would otherwise
+    quietly swap in the checkpoint's class)."""
+    trained = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if trained and configured_class_path and trained.rsplit(".", 1)[-1] != configured_class_path.rsplit(".", 1)[-1]:
+        raise DragonInputError(
+            f"{path}: holds a {trained.rsplit('.', 1)[-1]}, but the config asks for "
+            f"{configured_class_path.rsplit('.', 1)[-1]}; use the config the checkpoint was trained with "
+            "(its run folder has config.yaml)"
+        )
+
+
+def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule, task: str) -> None:
+    """Raise :class:`DragonInputError` unless ``checkpoint`` holds weights for ``task`` that fit ``model``."""
     trained_task = checkpoint.get("DragonDataModule", {}).get("task")
     if trained_task is not None and trained_task != task:
         raise DragonInputError(f"{path}: was trained for task {trained_task!r}, but --data.task is {task!r}")
-    trained = checkpoint.get("hyper_parameters", {}).get("_class_path", "another model").rsplit(".", 1)[-1]
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     found = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
     if expected != found:
         raise DragonInputError(
-            f"{path}: holds a {trained} whose weights do not fit the configured {type(model).__name__}; "
+            f"{path}: its weights do not fit the configured {type(model).__name__}; "
             "use the config the checkpoint was trained with (its run folder has config.yaml)"
         )

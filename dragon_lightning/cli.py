@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Optional
 
 from jsonargparse import Namespace
@@ -20,9 +21,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, TutorialFigures
-from dragon_lightning.checkpoints import check_checkpoint, latest_last_checkpoint, read_checkpoint
+from dragon_lightning.checkpoints import (
+    check_checkpoint_fits,
+    check_trained_model,
+    latest_last_checkpoint,
+    read_checkpoint,
+)
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonError
+from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.models import DragonClassifier
 
 DESCRIPTION = (
@@ -33,6 +39,9 @@ DESCRIPTION = (
 
 
 class DragonCLI(LightningCLI):
+    checkpoint: Optional[dict] = None
+    """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("num_features", "num_classes", "class_names"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
@@ -75,14 +84,21 @@ class DragonCLI(LightningCLI):
         config = self.config[self.config.subcommand]
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
-        read_checkpoint(config.get("ckpt_path"))
+        self.checkpoint = read_checkpoint(config.get("ckpt_path"))
+        if self.checkpoint is not None:
+            check_trained_model(self.checkpoint, config.ckpt_path, config.model.get("class_path"))
 
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes."""
         if self.subcommand is not None:
+            if self.checkpoint is not None:
+                path = self._get(self.config, "ckpt_path")
+                check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
+                self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
+            if self.subcommand == "predict":
+                _check_predictions_path(self._get(self.config, "predictions"))
             self.datamodule.prepare_data()
             self.datamodule.setup(self.subcommand)
-            check_checkpoint(self._get(self.config, "ckpt_path"), self.model, self.datamodule.task)
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -90,6 +106,15 @@ class DragonCLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _check_predictions_path(options: Namespace) -> None:
+    """Refuse, before predicting, to replace an existing file unless told to."""
+    path = options.get("output_path")
+    if path is not None and Path(path).exists() and not options.get("overwrite"):
+        raise DragonInputError(
+            f"{path}: exists; choose another --predictions.output_path or pass --predictions.overwrite true"
+        )
 
 
 PROGRESS_BAR = "lightning.pytorch.callbacks.TQDMProgressBar"

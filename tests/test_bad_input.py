@@ -95,3 +95,58 @@ def test_bad_option(case, scratch, capfd):
     options, message = OPTION_CASES[case]
     args = ["fit", "--config", config("color_mlp.yaml"), *options]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
+
+
+@pytest.fixture(scope="module")
+def color_mlp_checkpoint(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
+    cli = run(
+        "fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--test_after_fit", "false",
+        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+    )
+    return Path(cli.trainer.checkpoint_callback.last_model_path)
+
+
+CHECKPOINT_CASES = {
+    "missing": (lambda good, folder: folder / "nowhere.ckpt", [], "no such checkpoint file"),
+    "truncated": (lambda good, folder: _write(folder / "cut.ckpt", good.read_bytes()[:2000]), [], "not a readable checkpoint"),
+    "corrupt": (lambda good, folder: _write(folder / "junk.ckpt", b"not a checkpoint"), [], "not a readable checkpoint"),
+    "other task": (lambda good, folder: good, ["--data.task", "fire"], "was trained for task 'color', but --data.task is 'fire'"),
+    "other model": (
+        lambda good, folder: good, ["--config", config("color_perceptron.yaml")],
+        "holds a MLPClassifier, but the config asks for LinearClassifier",
+    ),
+}
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
+    make_path, options, message = CHECKPOINT_CASES[case]
+    path = make_path(color_mlp_checkpoint, scratch)
+    args = ["test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(path), *options]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{path}: ", message)
+
+
+def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scratch, capfd):
+    dragons = scratch / "dragons.csv"
+    dragons.write_text("numberToes,bodyLength\n6,170\n")
+    output = scratch / "predictions.csv"
+    output.write_text("my earlier results\n")
+    args = [
+        "predict", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
+        "--data.predict_csv", str(dragons), "--predictions.output_path", str(output),
+        "--trainer.logger", "false",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        run(*args)
+    assert exit_info.value.code == 2
+    assert f"{output}: exists; choose another --predictions.output_path" in capfd.readouterr().err
+    assert output.read_text() == "my earlier results\n"
+    assert sorted(p.name for p in scratch.iterdir()) == ["dragons.csv", "predictions.csv"]
+    run(*args, "--predictions.overwrite", "true")
+    assert output.read_text().startswith("numberToes,bodyLength,predicted,p_Blue,p_Red,p_Yellow")

@@ -27,7 +27,8 @@ class PredictionWriter(BasePredictionWriter):
         Args:
             output_path: where to write the predictions CSV. Unset: ``predictions.csv`` in the run's
                 log folder.
-            overwrite: replace an existing different file at ``output_path``. Off: refuse and keep it.
+            overwrite: replace an existing file at ``output_path``. Off: the CLI refuses to start, and
+                a different file that appears meanwhile is kept.
         """
         super().__init__(write_interval="epoch")
         self.output_path = output_path
