@@ -14,14 +14,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 AXIS_LABELS = ("number of toes", "body length")
-CLASS_COLORS = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
+# Dragon colors are drawn in their own color, fire in red; other class names take the palette in order.
+NAMED_COLORS = {"Blue": "#1f77b4", "Red": "#d62728", "Yellow": "#e6b800", "fire": "#d62728", "no fire": "#7f7f7f"}
+PALETTE = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
 DPI = 72
 
 
 def class_colors(class_names: Sequence[str]) -> list[str]:
-    """Dragon colors get their own color; other classes (fire / no fire) the palette in order."""
-    named = {"Blue": "#1f77b4", "Red": "#d62728", "Yellow": "#e6b800", "fire": "#d62728", "no fire": "#7f7f7f"}
-    return [named.get(name, CLASS_COLORS[i % len(CLASS_COLORS)]) for i, name in enumerate(class_names)]
+    return [NAMED_COLORS.get(name, PALETTE[i % len(PALETTE)]) for i, name in enumerate(class_names)]
 
 
 def render(figure: Figure) -> np.ndarray:

@@ -123,8 +123,3 @@ def write_csv(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool =
     """Write ``table`` without its index, atomically; see :func:`write_atomically` for ``overwrite``."""
     return write_atomically(path, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
 
-
-def categorical_codes(table: pd.DataFrame, column: str) -> np.ndarray:
-    """Integer codes of a categorical column in the schema's category order."""
-    return np.asarray(table[column].cat.codes, dtype=np.int64)
-
