@@ -40,7 +40,8 @@ class DragonClassifier(L.LightningModule):
                 "test_metrics": test_collection(num_classes, self.class_names).clone(prefix="test/"),
             }
         )
-        self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in STAGES})
+        # "disable": no NaN check (a host sync) per update; divergence is watched separately.
+        self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES})
         self._first_nonfinite_batch = torch.tensor(-1)
 
     @property
