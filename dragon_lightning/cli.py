@@ -11,6 +11,7 @@ import logging
 import re
 import signal
 import sys
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Optional
@@ -143,6 +144,8 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
         return DragonCLI(
             DragonClassifier,
