@@ -1,7 +1,7 @@
-"""Check a checkpoint given on the command line before Lightning loads it.
+"""Checkpoints: written atomically, and checked before Lightning loads one given on the command line.
 
-Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; this
-turns each into one line naming the file and what is wrong with it.
+Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; the
+checks turn each into one line naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,24 @@ from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 from dragon_lightning.errors import DragonInputError
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, then rename: Ctrl-C in the middle of a
+    save leaves the previous ``last.ckpt`` whole instead of a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: no local rename
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        temporary = f"{path}.partial"
+        try:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
 
 # ckpt_path values that Lightning resolves itself rather than reading a file.
 LIGHTNING_CHECKPOINT_ALIASES = {"last", "best", "hpc", "registry"}

@@ -66,9 +66,12 @@ class DragonCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Default to a TensorBoard logger under ``default_root_dir`` with an HPARAMS-ready setup."""
+        """Defaults that need the parsed config: a TensorBoard logger under ``default_root_dir`` set up
+        for HPARAMS, atomic checkpoint writes, a progress bar that redraws every few steps."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         _throttle_progress_bar(config.trainer)
+        if config.trainer.plugins is None:
+            config.trainer.plugins = [Namespace(class_path="dragon_lightning.checkpoints.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
                 class_path="lightning.pytorch.loggers.TensorBoardLogger",

@@ -51,6 +51,7 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
     root, cli = fitted
     run_dir = root / "lightning_logs" / "version_0"
     assert (run_dir / "config.yaml").is_file()
+    assert type(cli.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2
     events = read_events(run_dir)

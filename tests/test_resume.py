@@ -44,7 +44,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
-    while not (last.exists() and torch.load(last, weights_only=False)["global_step"] >= 30):
+    while not (last.exists() and torch.load(last, weights_only=False)["global_step"] >= 30):  # written atomically
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be interrupted"
         time.sleep(0.2)
     process.send_signal(signum)
@@ -86,3 +86,23 @@ def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_pa
     for checkpoint in tmp_path.rglob("*.ckpt"):
         state = torch.load(checkpoint, weights_only=False)["state_dict"]
         assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    from dragon_lightning.checkpoints import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def write_half_then_interrupt(checkpoint, target):
+        open(target, "wb").write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch_io, "_atomic_save", write_half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(torch.load(path, weights_only=False)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
