@@ -152,6 +152,7 @@ class DragonDataModule(L.LightningDataModule):
         self._fitted_transform = True
 
     def _setup_predict(self) -> None:
+        self._generated = None  # predicting needs no dragon table
         if self.predict_csv is None:
             raise DragonInputError("predict needs --data.predict_csv: a CSV with columns numberToes and bodyLength")
         self.predict_table = read_feature_csv(self.predict_csv)
