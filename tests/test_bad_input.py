@@ -150,3 +150,8 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
     assert sorted(p.name for p in scratch.iterdir()) == ["dragons.csv", "predictions.csv"]
     run(*args, "--predictions.overwrite", "true")
     assert output.read_text().startswith("numberToes,bodyLength,predicted,p_Blue,p_Red,p_Yellow")
+
+
+def test_resuming_with_no_earlier_run_says_so(scratch, capfd):
+    args = ["fit", "--config", config("color_mlp.yaml"), "--ckpt_path", "last"]
+    expect_one_line_error(capfd, scratch, {}, args, "--ckpt_path last: no run under lightning_logs has checkpoints/last.ckpt")
