@@ -22,7 +22,12 @@ class HyperparametersWithMetrics(Callback):
             for name, value in trainer.callback_metrics.items()
             if name.startswith(("val/", "test/")) and value.numel() == 1
         }
-        params = {"model": dict(pl_module.hparams)}
+        params = {"model": _settings(pl_module.hparams), "model_class": type(pl_module).__name__}
         if trainer.datamodule is not None:
-            params["data"] = dict(trainer.datamodule.hparams)
+            params["data"] = _settings(trainer.datamodule.hparams)
         trainer.logger.log_hyperparams(params, metrics, step=trainer.global_step)
+
+
+def _settings(hparams) -> dict:
+    """The user's settings, without LightningCLI's bookkeeping entries (``_class_path``, ``_instantiator``)."""
+    return {name: value for name, value in dict(hparams).items() if not name.startswith("_")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
@@ -18,6 +19,8 @@ AXIS_LABELS = ("number of toes", "body length")
 NAMED_COLORS = {"Blue": "#1f77b4", "Red": "#d62728", "Yellow": "#e6b800", "fire": "#d62728", "no fire": "#7f7f7f"}
 PALETTE = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
 DPI = 72
+# TensorBoard shows images shrunk to fit a card; larger text keeps them readable there.
+STYLE = {"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12}
 
 
 def class_colors(class_names: Sequence[str]) -> list[str]:
@@ -35,7 +38,7 @@ def _scatter(ax, features: np.ndarray, labels: np.ndarray, class_names: Sequence
     colors = class_colors(class_names)
     for index, name in enumerate(class_names):
         rows = labels == index
-        ax.scatter(features[rows, 0], features[rows, 1], s=14, c=colors[index], label=name, linewidths=0)
+        ax.scatter(features[rows, 0], features[rows, 1], s=20, c=colors[index], label=name, linewidths=0)
     ax.set_xlabel(AXIS_LABELS[0])
     ax.set_ylabel(AXIS_LABELS[1])
     ax.set_title(title)
@@ -43,9 +46,10 @@ def _scatter(ax, features: np.ndarray, labels: np.ndarray, class_names: Sequence
 
 def _legend_outside(ax) -> None:
     """Right of the axes: never over the data, and cheaper than searching for the 'best' spot."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
+@rc_context(STYLE)
 def truth_and_predictions(
     features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], caption: str
 ) -> np.ndarray:
@@ -55,7 +59,7 @@ def truth_and_predictions(
     truth_ax, predicted_ax = figure.subplots(1, 2, sharex=True, sharey=True)
     _scatter(truth_ax, features, labels, class_names, "ground truth")
     _scatter(predicted_ax, features, predicted, class_names, "predictions")
-    figure.suptitle(caption, fontsize=10)
+    figure.suptitle(caption)
     wrong = predicted != labels
     predicted_ax.scatter(features[wrong, 0], features[wrong, 1], s=60, facecolors="none", edgecolors="black", label="wrong")
     _legend_outside(predicted_ax)
@@ -92,6 +96,7 @@ class DecisionRegions:
     for the final picture, adds the boundary lines), which keeps a series of snapshots cheap.
     """
 
+    @rc_context(STYLE)
     def __init__(self, features: np.ndarray, labels: np.ndarray, class_names: Sequence[str], grid_size: int = 100):
         self.grid_x, self.grid_y = grid_over(features, grid_size)
         self.points = np.stack([self.grid_x.ravel(), self.grid_y.ravel()], axis=1)
@@ -108,6 +113,7 @@ class DecisionRegions:
         _legend_outside(self.ax)
         self._lines: list = []
 
+    @rc_context(STYLE)
     def draw(self, logits: np.ndarray, title: str, boundary_lines: bool = False) -> np.ndarray:
         """``logits`` are the model's outputs on :attr:`points`. Boundary lines are drawn where the
         leading logits tie: for linear models, the exact straight lines."""
@@ -127,6 +133,7 @@ class DecisionRegions:
         return render(self.figure)
 
 
+@rc_context(STYLE)
 def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
     """``counts[true, predicted]`` as an annotated matrix with class names."""
     n = len(class_names)
@@ -136,7 +143,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
     ax.imshow(counts, cmap="Blues")
     for (row, column), count in np.ndenumerate(counts):
         dark = count > counts.max() / 2
-        ax.text(column, row, str(count), ha="center", va="center", color="white" if dark else "black", fontsize=11)
+        ax.text(column, row, str(count), ha="center", va="center", color="white" if dark else "black", fontsize=15)
     ax.set_xticks(range(n), class_names)
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
