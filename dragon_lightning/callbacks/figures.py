@@ -38,7 +38,7 @@ class TutorialFigures(Callback):
         Args:
             enabled: draw the figures (off: ``--figures.enabled false``).
             boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: every
-                epoch for linear models, every 40 for others.
+                epoch for linear models, every 60 for others.
             max_boundary_images: at most this many snapshots per run (spaced further apart on long runs).
             max_points: dragons drawn in a scatter plot; larger sets show a random sample of this
                 size (the confusion matrix always counts every test dragon).
@@ -65,7 +65,7 @@ class TutorialFigures(Callback):
     def _snapshot_interval(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
         every = self.boundary_every_n_epochs
         if every is None:
-            every = 1 if self._is_linear(pl_module) else 40
+            every = 1 if self._is_linear(pl_module) else 60
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else every
         return max(every, math.ceil(max_epochs / self.max_boundary_images))
 
