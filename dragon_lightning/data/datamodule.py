@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
@@ -104,6 +105,8 @@ class DragonDataModule(L.LightningDataModule):
         if self._prepared or self.csv_path is not None or self.hparams.data_dir is None:
             return
         self._generated = generate_dragons(self.hparams.n_dragons, self.seed)
+        if self.hparams.n_dragons >= 1_000_000:  # about 2 s of writing per million rows: say what is happening
+            rank_zero_info(f"Writing {self.hparams.n_dragons:,} generated dragons to {self.generated_csv_path}")
         write_csv(self._generated, self.generated_csv_path, overwrite=False)
         self._prepared = True
 
