@@ -134,13 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     tasks = sorted({task_of(config) for config in args.configs})
     started = time.perf_counter()
-    total = args.draws * len(args.configs)
+    total, done = args.draws * len(args.configs), 0
     with tempfile.TemporaryDirectory() as root:
         for seed in range(args.draws):
             for config in args.configs:
                 run_dir = Path(root) / f"{seed}-{config.replace('/', '-')}"
                 runs.setdefault((task_of(config), config), []).append(run_config(config, seed, args.csv, run_dir))
-                done = sum(len(v) for k, v in runs.items() if k[1] in args.configs)
+                done += 1
                 print(f"[{done}/{total} runs, {time.perf_counter() - started:.0f}s] draw {seed} {config}", file=sys.stderr)
             if not args.no_sklearn:
                 for task in tasks:

@@ -50,11 +50,11 @@ class TutorialFigures(Callback):
         self._training_regions: Optional[plots.DecisionRegions] = None
         self._test_counts: Optional[torch.Tensor] = None
         self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._test_sampled = 0
 
     def _experiment(self, trainer: L.Trainer):
-        if not self.enabled or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
-            return None
-        if trainer.datamodule is None or not getattr(trainer.datamodule, "splits", None):
+        """The TensorBoard writer where this process draws (rank 0, data set up), else ``None``."""
+        if not self._drawing(trainer) or not trainer.is_global_zero or not getattr(trainer.datamodule, "splits", None):
             return None
         return trainer.logger.experiment
 
@@ -104,7 +104,7 @@ class TutorialFigures(Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.num_classes
         self._test_counts = torch.zeros(n * n, dtype=torch.long, device=pl_module.device)
-        self._test_sample = []
+        self._test_sample, self._test_sampled = [], 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         """Count every test dragon into the confusion matrix; keep the first ones for scatter plots."""
@@ -112,11 +112,11 @@ class TutorialFigures(Callback):
             return
         features, labels = batch
         self._test_counts += torch.bincount(labels * pl_module.num_classes + outputs, minlength=len(self._test_counts))
-        kept = sum(len(sample[1]) for sample in self._test_sample)
-        if kept < self.max_points:
-            rows = slice(0, self.max_points - kept)
+        if trainer.is_global_zero and self._test_sampled < self.max_points:
+            rows = slice(0, self.max_points - self._test_sampled)
             raw = trainer.datamodule.untransform(features[rows].float())
             self._test_sample.append((raw.cpu(), labels[rows].cpu(), outputs[rows].cpu()))
+            self._test_sampled += len(self._test_sample[-1][1])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._drawing(trainer) and self._test_counts is not None:
