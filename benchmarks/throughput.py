@@ -51,7 +51,8 @@ class EpochTimer(L.Callback):
         self._started, self._samples = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._samples += len(batch[1])
+        minibatches = batch if isinstance(batch, list) else [batch]  # a group of minibatches, or one
+        self._samples += sum(len(labels) for _, labels in minibatches)
         if batch_idx + 1 == trainer.num_training_batches:
             if trainer.strategy.root_device.type == "cuda":
                 torch.cuda.synchronize()
@@ -59,8 +60,8 @@ class EpochTimer(L.Callback):
             self.samples.append(self._samples)
 
 
-def lightning_rate(n: int, batch_size: int, accelerator: str, epochs: int, root: Path) -> float:
-    args = ["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--data.n_dragons", str(n)]
+def lightning_rate(n: int, batch_size: int, accelerator: str, epochs: int, root: Path, options: list[str]) -> float:
+    args = ["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--data.n_dragons", str(n), *options]
     args += ["--data.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs + 1), "--test_after_fit", "false"]
     args += ["--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(root)]
     args += ["--data.data_dir", str(root / "data"), "--trainer.callbacks+=throughput.EpochTimer"]
@@ -136,6 +137,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b); the best counts")
     parser.add_argument("--tutorial-rows", type=int, default=3000, help="rows for the one-per-step loop")
     parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument(
+        "--minibatches-per-step", type=int, help="override the config's --data.minibatches_per_step for (a)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load throughput.EpochTimer
@@ -145,12 +149,13 @@ def main() -> None:
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
     results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "rows": []}
     tutorial = tutorial_rate(features, labels, args.tutorial_rows)
+    options = [] if args.minibatches_per_step is None else ["--data.minibatches_per_step", str(args.minibatches_per_step)]
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:
             rates = {"a_dragon_lightning": 0.0, "b_plain_pytorch": 0.0}
             for round_ in range(args.rounds):
                 run_dir = Path(root) / f"{batch_size}-{round_}"
-                a = lightning_rate(args.n, batch_size, args.accelerator, args.epochs, run_dir)
+                a = lightning_rate(args.n, batch_size, args.accelerator, args.epochs, run_dir, options)
                 b = plain_loop_rate(features, labels, batch_size, args.epochs)
                 rates = {"a_dragon_lightning": max(rates["a_dragon_lightning"], a), "b_plain_pytorch": max(rates["b_plain_pytorch"], b)}
                 print(f"batch {batch_size}, round {round_}: (a) {a:,.0f}/s (b) {b:,.0f}/s", file=sys.stderr)

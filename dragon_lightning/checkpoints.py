@@ -88,3 +88,14 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
             f"{path}: its weights do not fit the configured {type(model).__name__}; "
             "use the config the checkpoint was trained with (its run folder has config.yaml)"
         )
+
+
+def check_resumable(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule) -> None:
+    """Resuming ``fit`` must keep the optimization mode: Lightning counts automatic and manual
+    optimizer steps separately, so switching would restart ``global_step`` from zero."""
+    trained = checkpoint.get("hyper_parameters", {}).get("minibatches_per_step", 1)
+    if model.has_optimizer and model.automatic_optimization != (trained == 1):
+        raise DragonInputError(
+            f"{path}: was trained with --data.minibatches_per_step {trained}; resume with that value "
+            f"(1 and more than 1 count optimizer steps differently), not {model.minibatches_per_step}"
+        )

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, TutorialFigures
 from dragon_lightning.checkpoints import (
     check_checkpoint_fits,
+    check_resumable,
     check_trained_model,
     latest_last_checkpoint,
     read_checkpoint,
@@ -44,7 +45,7 @@ class DragonCLI(LightningCLI):
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_features", "num_classes", "class_names"):
+        for name in ("num_features", "num_classes", "class_names", "minibatches_per_step"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -98,18 +99,40 @@ class DragonCLI(LightningCLI):
             if self.checkpoint is not None:
                 path = self._get(self.config, "ckpt_path")
                 check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
+                if self.subcommand == "fit":
+                    check_resumable(self.checkpoint, path, self.model)
                 self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
+            if self.subcommand == "fit":
+                _check_optimization_options(self._get(self.config, "trainer"), self.model)
             if self.subcommand == "predict":
                 _check_predictions_path(self._get(self.config, "predictions"))
             self.datamodule.prepare_data()
             self.datamodule.setup(self.subcommand)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand != "predict":  # every callback costs a little on every step
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
+        return trainer
 
     def after_fit(self) -> None:
         if not self._get(self.config, "test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
+    """Lightning clips and accumulates gradients only when it runs the optimizer itself."""
+    if model.automatic_optimization:
+        return
+    why = (
+        f"--data.minibatches_per_step {model.minibatches_per_step} steps the optimizer inside each training step; set it to 1"
+        if model.has_optimizer
+        else "the perceptron rule updates its weights without gradients"
+    )
+    if trainer.get("gradient_clip_val"):
+        raise DragonInputError(f"--trainer.gradient_clip_val needs Lightning's automatic optimization: {why}")
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        raise DragonInputError(f"--trainer.accumulate_grad_batches needs Lightning's automatic optimization: {why}")
 
 
 def _check_predictions_path(options: Namespace) -> None:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from clihelpers import config, files_under, run
 
@@ -87,6 +88,15 @@ OPTION_CASES = {
     "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must be at least 1, got 0"),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
     "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
+    "no minibatches per step": (["--data.minibatches_per_step", "0"], "--data.minibatches_per_step must be at least 1"),
+    "clipping inside grouped steps": (
+        ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],
+        "--trainer.gradient_clip_val needs Lightning's automatic optimization: --data.minibatches_per_step 4",
+    ),
+    "accumulating the perceptron": (
+        ["--model", "LinearClassifier", "--model.rule", "perceptron", "--trainer.accumulate_grad_batches", "2"],
+        "--trainer.accumulate_grad_batches needs Lightning's automatic optimization: the perceptron rule",
+    ),
 }
 
 
@@ -130,6 +140,19 @@ def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
     path = make_path(color_mlp_checkpoint, scratch)
     args = ["test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(path), *options]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{path}: ", message)
+
+
+def test_resuming_keeps_the_optimization_mode(color_mlp_checkpoint, scratch, capfd):
+    trained = torch.load(color_mlp_checkpoint, weights_only=False)["hyper_parameters"]["minibatches_per_step"]
+    other = 1 if trained > 1 else 4
+    args = [
+        "fit", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
+        "--data.minibatches_per_step", str(other),
+    ]
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args,
+        f"{color_mlp_checkpoint}: was trained with --data.minibatches_per_step {trained}; resume with that value",
+    )
 
 
 def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scratch, capfd):

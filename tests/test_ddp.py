@@ -1,24 +1,43 @@
 """Two CPU processes under Lightning DDP train, test, and count every test row exactly once."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
 
 from clihelpers import config, run
 from test_cli import read_events
+
+TESTS = Path(__file__).resolve().parent
+
+
+class SaveRankWeights(Callback):
+    """Each process writes the weights it ended with."""
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(pl_module.state_dict(), Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt")
+
+
+def ddp_fit(root: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", config("color_mlp.yaml"), *options]
+    command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    command += ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
+    command += ["--trainer.default_root_dir", str(root)]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 @pytest.mark.slow
 def test_ddp_test_accuracy_equals_single_process_on_the_same_checkpoint(tmp_path):
     # 53 test dragons per color: an odd test set, which a padding sampler would have to pad.
     data = ["--data.test_fraction", "0.33", "--data.data_dir", str(tmp_path / "data")]
-    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", config("color_mlp.yaml"), *data]
-    command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    command += ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
-    command += ["--trainer.default_root_dir", str(tmp_path)]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    ddp_fit(tmp_path, *data)
     run_dir = tmp_path / "lightning_logs" / "version_0"
     ddp_accuracy = read_events(run_dir)["scalars"]["test/acc"][-1]
 
@@ -30,3 +49,19 @@ def test_ddp_test_accuracy_equals_single_process_on_the_same_checkpoint(tmp_path
     test_rows = len(single.datamodule.splits["test"][1])
     assert test_rows % 2 == 1, "an odd test set: padding would count a row twice"
     assert ddp_accuracy == pytest.approx(float(single.trainer.callback_metrics["test/acc"]), abs=1e-7)
+
+
+@pytest.mark.slow
+def test_ddp_syncs_every_optimizer_step_of_a_group(tmp_path):
+    weights = {}
+    for minibatches_per_step in (1, 4):
+        root = tmp_path / str(minibatches_per_step)
+        root.mkdir()
+        ddp_fit(
+            root, "--data.minibatches_per_step", str(minibatches_per_step), "--data.data_dir", str(tmp_path / "data"),
+            "--trainer.callbacks+=test_ddp.SaveRankWeights", "--test_after_fit", "false", "--figures.enabled", "false",
+        )
+        ranks = [torch.load(root / f"rank{rank}.pt") for rank in (0, 1)]
+        assert all(torch.equal(ranks[0][name], ranks[1][name]) for name in ranks[0]), "the ranks drifted apart"
+        weights[minibatches_per_step] = ranks[0]
+    assert all(torch.equal(weights[1][name], weights[4][name]) for name in weights[1])

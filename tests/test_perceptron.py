@@ -43,12 +43,17 @@ def dragons_like(num_classes, n=120, seed=0):
 class Rows:
     """A datamodule-free fixture: the same rows, in the same order, every epoch."""
 
-    def __init__(self, features, labels, batch_size):
-        self.loader = TensorBatches(torch.from_numpy(features), torch.from_numpy(labels), batch_size)
+    def __init__(self, features, labels, batch_size, minibatches_per_step=1):
+        self.loader = TensorBatches(
+            torch.from_numpy(features), torch.from_numpy(labels), batch_size, minibatches_per_step=minibatches_per_step
+        )
 
 
-def train(features, labels, num_classes, batch_size, online, epochs=50, tol=0.1):
-    model = LinearClassifier(num_features=2, num_classes=num_classes, rule="perceptron", lr=1.0, tol=tol, online=online)
+def train(features, labels, num_classes, batch_size, online, epochs=50, tol=0.1, minibatches_per_step=1):
+    model = LinearClassifier(
+        num_features=2, num_classes=num_classes, minibatches_per_step=minibatches_per_step,
+        rule="perceptron", lr=1.0, tol=tol, online=online,
+    )
     trainer = Trainer(
         max_epochs=epochs,
         precision="64-true",
@@ -59,17 +64,19 @@ def train(features, labels, num_classes, batch_size, online, epochs=50, tol=0.1)
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )
-    trainer.fit(model, train_dataloaders=Rows(features, labels, batch_size).loader)
+    trainer.fit(model, train_dataloaders=Rows(features, labels, batch_size, minibatches_per_step).loader)
     weights = torch.cat([model.linear.weight, model.linear.bias[:, None]], dim=1).detach().numpy()
     return weights, trainer.current_epoch
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
-@pytest.mark.parametrize(("batch_size", "online"), [(1, False), (1000, True), (7, True)])
-def test_same_weights_as_the_tutorials_numpy_perceptron(num_classes, batch_size, online):
+@pytest.mark.parametrize(
+    ("batch_size", "online", "minibatches_per_step"), [(1, False, 1), (1000, True, 1), (7, True, 1), (1, False, 16), (7, True, 5)]
+)
+def test_same_weights_as_the_tutorials_numpy_perceptron(num_classes, batch_size, online, minibatches_per_step):
     features, labels = dragons_like(num_classes)
     expected, expected_epochs = tutorial_perceptron(features, labels, num_classes, epochs=30)
-    weights, epochs = train(features, labels, num_classes, batch_size, online, epochs=30)
+    weights, epochs = train(features, labels, num_classes, batch_size, online, 30, 0.1, minibatches_per_step)
     assert np.abs(expected).sum() > 0
     np.testing.assert_allclose(weights, expected, rtol=1e-12, atol=1e-9)
     assert epochs == expected_epochs

@@ -13,7 +13,7 @@ from clihelpers import config, run
 
 COMMON = [
     "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
-    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false",
+    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false", "--data.minibatches_per_step", "1",
 ]
 
 
@@ -28,9 +28,12 @@ def uninterrupted(tmp_path_factory):
     return final_weights(cli), float(cli.trainer.callback_metrics["test/acc"])
 
 
-def assert_resumes_to(uninterrupted, root) -> None:
+def assert_resumes_to(uninterrupted, root, *options: str) -> None:
     weights, accuracy = uninterrupted
-    resumed = run("fit", *COMMON, "--ckpt_path", "last", "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
+    resumed = run(
+        "fit", *COMMON, *options, "--ckpt_path", "last",
+        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+    )
     resumed_weights = final_weights(resumed)
     assert all(torch.equal(weights[name], resumed_weights[name]) for name in weights)
     assert float(resumed.trainer.callback_metrics["test/acc"]) == accuracy
@@ -59,33 +62,47 @@ class FailAtStep(Callback):
     """A bug in the middle of an epoch."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 37:
+        if trainer.global_step >= 37:
             raise RuntimeError("simulated failure inside a step")
 
 
-def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(uninterrupted, tmp_path):
+@pytest.mark.parametrize(
+    ("minibatches_per_step", "every_n_train_steps", "last_saved_step"),
+    [(1, 5, 35), (4, 1, 38)],  # 15 minibatches per epoch: groups end at steps 30, 34, 38, 42, 45
+)
+def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(
+    minibatches_per_step, every_n_train_steps, last_saved_step, uninterrupted, tmp_path
+):
+    options = ["--data.minibatches_per_step", str(minibatches_per_step)]
+    options += ["--checkpoint.every_n_train_steps", str(every_n_train_steps)]
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(
-            "fit", *COMMON, "--trainer.callbacks+=test_resume.FailAtStep",
+            "fit", *COMMON, *options, "--trainer.callbacks+=test_resume.FailAtStep",
             "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
         )
-    assert torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["global_step"] == 35
-    assert_resumes_to(uninterrupted, tmp_path)
+    last = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert last["global_step"] == last_saved_step, "saved in the middle of an epoch"
+    assert_resumes_to(uninterrupted, tmp_path, *options)
 
 
 def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, capfd):
-    with pytest.raises(SystemExit) as exit_info:
-        run(
-            "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
-            "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
-            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
-        )
-    assert exit_info.value.code == 2
-    message = capfd.readouterr().err.strip().splitlines()[-1]
-    assert message.startswith("dragon-lightning: error: training diverged: the loss became NaN or infinite at epoch 0, batch")
-    for checkpoint in tmp_path.rglob("*.ckpt"):
-        state = torch.load(checkpoint, weights_only=False)["state_dict"]
-        assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
+    messages = []
+    for minibatches_per_step in (1, 4):
+        root = tmp_path / str(minibatches_per_step)
+        with pytest.raises(SystemExit) as exit_info:
+            run(
+                "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
+                "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
+                "--data.minibatches_per_step", str(minibatches_per_step),
+                "--trainer.default_root_dir", str(root), "--data.data_dir", str(tmp_path / "data"),
+            )
+        assert exit_info.value.code == 2
+        messages.append(capfd.readouterr().err.strip().splitlines()[-1])
+        for checkpoint in root.rglob("*.ckpt"):
+            state = torch.load(checkpoint, weights_only=False)["state_dict"]
+            assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
+    assert messages[0].startswith("dragon-lightning: error: training diverged: the loss became NaN or infinite at epoch 0, batch")
+    assert messages[1] == messages[0], "a group names the same first bad minibatch"
 
 
 def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

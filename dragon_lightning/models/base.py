@@ -24,10 +24,21 @@ STAGES = ("train", "val", "test")
 class DragonClassifier(L.LightningModule):
     """Base class: subclasses build the network in ``forward`` and may replace ``loss``."""
 
-    def __init__(self, num_features: int, num_classes: int, class_names: Optional[Sequence[str]]) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        class_names: Optional[Sequence[str]],
+        minibatches_per_step: int = 1,
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if minibatches_per_step < 1:
+            raise ValueError(f"minibatches_per_step must be at least 1, got {minibatches_per_step}")
+        self.minibatches_per_step = minibatches_per_step
+        # Lightning's automatic optimization makes one step per training_step; a group needs one per minibatch.
+        self.automatic_optimization = minibatches_per_step == 1
         self.num_features = num_features
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -47,6 +58,11 @@ class DragonClassifier(L.LightningModule):
     @property
     def num_outputs(self) -> int:
         return 1 if self.num_classes == 2 else self.num_classes
+
+    @property
+    def has_optimizer(self) -> bool:
+        """False for a model that updates its weights by its own rule, without gradients."""
+        return True
 
     @property
     def binary(self) -> bool:
@@ -73,19 +89,26 @@ class DragonClassifier(L.LightningModule):
         features, labels = batch
         logits = self(features)
         loss = self.loss(logits, labels)
-        self.update_metrics(stage, logits.detach(), labels, loss.detach())
+        self.update_metrics(stage, logits.detach(), labels, loss.detach(), len(labels))
         return loss, logits
 
-    def update_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
-        """Accumulate a batch; nothing leaves the device until the epoch ends."""
-        self.losses[f"{stage}_loss"].update(loss, weight=len(labels))
+    def update_metrics(
+        self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int | list[int]
+    ) -> None:
+        """Accumulate a batch, or a group of minibatches (their losses weighted by their rows); nothing
+        leaves the device until the epoch ends."""
+        self.losses[f"{stage}_loss"].update(loss, weight=rows)
         self.metrics[f"{stage}_metrics"].update(self.predict_classes(logits), labels)
 
-    def watch_divergence(self, loss: torch.Tensor, batch_idx: int) -> None:
-        """Remember the epoch's first batch with a NaN or infinite loss, without a host sync per step."""
-        first = self._first_nonfinite_batch.to(loss.device)
-        diverged = ~torch.isfinite(loss.detach()) & (first < 0)
-        self._first_nonfinite_batch = torch.where(diverged, torch.full_like(first, batch_idx), first)
+    def watch_divergence(self, losses: torch.Tensor, first_batch: int) -> None:
+        """Remember the epoch's first minibatch with a NaN or infinite loss, without a host sync per step.
+
+        ``losses`` holds consecutive minibatches' losses, the first of them minibatch ``first_batch``.
+        """
+        nonfinite = ~torch.isfinite(losses.detach().reshape(-1))
+        offending = torch.where(nonfinite.any(), first_batch + nonfinite.int().argmax(), -1)
+        known = self._first_nonfinite_batch.to(losses.device)
+        self._first_nonfinite_batch = torch.where(known < 0, offending, known)
 
     def _stop_if_diverged(self) -> None:
         """Raise before anything (validation, a checkpoint) uses weights from a diverged step."""
@@ -125,10 +148,45 @@ class DragonClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch, "train")
-        self.watch_divergence(loss, batch_idx)
-        return loss
+    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
+        """One update per minibatch: Lightning's automatic optimization for a single minibatch, or
+        :meth:`update_on` for each minibatch of a group (and for models that update themselves)."""
+        if self.automatic_optimization:
+            loss, _ = self._shared_step(batch, "train")
+            self.watch_divergence(loss, batch_idx)
+            return loss
+        minibatches = batch if self.minibatches_per_step > 1 else [batch]
+        updates = []
+        for minibatch in minibatches:
+            if 0 <= self.trainer.max_steps <= self.trainer.global_step:
+                break  # Lightning checks max_steps only between training steps
+            updates.append((*self.update_on(minibatch), minibatch[1]))
+        logits, losses, labels = zip(*updates)
+        losses = torch.stack(losses)
+        self.update_metrics("train", torch.cat(logits), torch.cat(labels), losses, [len(y) for y in labels])
+        self.watch_divergence(losses, batch_idx * self.minibatches_per_step)
+        return None
+
+    def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One manual optimizer step on a minibatch; returns its logits and loss from before the step.
+
+        ``manual_backward`` and the wrapped optimizer keep what automatic optimization gives: DDP
+        gradient sync, precision scaling, the backward and optimizer hooks, ``global_step``.
+        """
+        features, labels = minibatch
+        optimizer = self.optimizers()
+        evaluations = []
+
+        def closure() -> torch.Tensor:  # optimizers such as L-BFGS evaluate it several times
+            optimizer.zero_grad()
+            logits = self(features)
+            loss = self.loss(logits, labels)
+            self.manual_backward(loss)
+            evaluations.append((logits.detach(), loss.detach()))
+            return loss
+
+        optimizer.step(closure=closure)
+        return evaluations[0]
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")

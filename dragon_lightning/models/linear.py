@@ -62,6 +62,7 @@ class LinearClassifier(DragonClassifier):
         num_features: int = 2,
         num_classes: int = 2,
         class_names: Optional[Sequence[str]] = None,
+        minibatches_per_step: int = 1,
         rule: Literal["perceptron", "logistic"] = "logistic",
         lr: float = 1.0,
         tol: Optional[float] = 0.1,
@@ -73,6 +74,7 @@ class LinearClassifier(DragonClassifier):
             num_features: inputs per dragon (linked from the data under the CLI).
             num_classes: classes of the task (linked from the data under the CLI).
             class_names: names for logs and figures (linked from the data under the CLI).
+            minibatches_per_step: minibatches per training step (linked from the data under the CLI).
             rule: ``perceptron`` (the tutorial's update rule) or ``logistic`` (gradient descent on
                 cross-entropy).
             lr: perceptron only: learning rate of epoch 0; epoch ``e`` uses ``lr / (e + 1)``.
@@ -83,7 +85,7 @@ class LinearClassifier(DragonClassifier):
                 makes one update, the sum of its rows' corrections with the weights at batch start.
             optimizer: logistic only: the optimizer and its settings.
         """
-        super().__init__(num_features, num_classes, class_names)
+        super().__init__(num_features, num_classes, class_names, minibatches_per_step)
         if lr <= 0:
             raise DragonInputError(f"--model.lr must be positive, got {lr}")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -91,12 +93,17 @@ class LinearClassifier(DragonClassifier):
         self.linear = nn.Linear(num_features, self.num_outputs)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.automatic_optimization = rule == "logistic"
+        if rule == "perceptron":
+            self.automatic_optimization = False
         self._epoch_movement = 0.0
 
     @property
     def perceptron(self) -> bool:
         return self.hparams.rule == "perceptron"
+
+    @property
+    def has_optimizer(self) -> bool:
+        return not self.perceptron
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
@@ -113,21 +120,19 @@ class LinearClassifier(DragonClassifier):
     def configure_optimizers(self) -> Optional[torch.optim.Optimizer]:
         return None if self.perceptron else self.optimizer(self.parameters())
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
+    def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.perceptron:
-            return super().training_step(batch, batch_idx)
-        features, labels = batch
+            return super().update_on(minibatch)
+        features, labels = minibatch
         with torch.no_grad():
             logits = self(features)
             loss = self.loss(logits, labels)
-            self.update_metrics("train", logits, labels, loss)
-            self.watch_divergence(loss, batch_idx)
             lr = self.hparams.lr / (self.current_epoch + 1)
             if self.hparams.online:
                 self._epoch_movement += self._online_update(features, labels, lr)
             else:
                 self._epoch_movement += self._batch_update(features, labels, logits, lr)
-        return None
+        return logits, loss
 
     def _online_update(self, features: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
         if self.trainer.world_size > 1:

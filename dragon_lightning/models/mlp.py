@@ -23,6 +23,7 @@ class MLPClassifier(DragonClassifier):
         num_features: int = 2,
         num_classes: int = 3,
         class_names: Optional[Sequence[str]] = None,
+        minibatches_per_step: int = 1,
         hidden_sizes: Sequence[int] = (10, 20, 1000),
         activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu",
         dropout: float = 0.0,
@@ -33,13 +34,14 @@ class MLPClassifier(DragonClassifier):
             num_features: inputs per dragon (linked from the data under the CLI).
             num_classes: classes of the task (linked from the data under the CLI).
             class_names: names for logs and figures (linked from the data under the CLI).
+            minibatches_per_step: minibatches per training step (linked from the data under the CLI).
             hidden_sizes: width of each hidden layer; the tutorial's network is 10, 20, 1000.
             activation: nonlinearity after every hidden layer.
             dropout: probability of zeroing a hidden unit while training (0: no dropout).
             optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 2e-4``
                 (the tutorial's choice).
         """
-        super().__init__(num_features, num_classes, class_names)
+        super().__init__(num_features, num_classes, class_names, minibatches_per_step)
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
             raise DragonInputError(f"--model.hidden_sizes must be positive layer widths, got {list(hidden_sizes)}")
         if not 0.0 <= dropout < 1.0:
