@@ -4,19 +4,20 @@ the tutorial's one-dragon-per-step loop, on the same generated dragons, measured
     python benchmarks/throughput.py --n 1000000 --batch-sizes 256 4096 --json throughput.json
 
 (a) ``dragon-lightning fit`` in-process with configs/color_mlp.yaml (its callbacks, TensorBoard
-logger and progress bar), timing each epoch's training batches after a warm-up epoch;
+logger, progress bar and ``minibatches_per_step``), timing each epoch's training batches;
 (b) a plain PyTorch loop: the same standardized tensors, network, Adam and batch size;
 (c) scikit-learn's ``MLPClassifier(hidden_layer_sizes=(10, 20, 1000))``, one epoch, same batch size;
 (d) the tutorial's loop, one dragon per Adam step, on a subset.
-Rates are training samples per second: for (a) and (b) the median over ``--epochs`` timed epochs,
-best of ``--rounds`` alternating rounds (a, b, a, b, ...), so that a burst of load from other work
-on the machine hits both alike; the ratios a/b, a/c and a/d come from the same run.
+Rates are training samples per second. (a) and (b) take turns epoch by epoch in the same process
+(a plain-loop epoch runs after each Lightning epoch), so a burst of load from other work on the
+machine hits both alike; each is the median over ``--epochs`` epochs after one warm-up epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import statistics
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -41,11 +43,13 @@ LR = 0.003
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each epoch's training batches (validation and epoch-end work excluded)."""
+    """Wall time of each epoch's training batches (validation and epoch-end work excluded), and of a
+    plain-loop epoch run after each of them when :data:`PAIRED_LOOP` is set."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.samples: list[int] = []
+        self.paired_rates: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started, self._samples = time.perf_counter(), 0
@@ -59,17 +63,37 @@ class EpochTimer(L.Callback):
             self.seconds.append(time.perf_counter() - self._started)
             self.samples.append(self._samples)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if PAIRED_LOOP is not None:
+            with torch.enable_grad():
+                self.paired_rates.append(PAIRED_LOOP())
 
-def lightning_rate(n: int, batch_size: int, accelerator: str, epochs: int, root: Path, options: list[str]) -> float:
-    args = ["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--data.n_dragons", str(n), *options]
-    args += ["--data.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs + 1), "--test_after_fit", "false"]
-    args += ["--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(root)]
-    args += ["--data.data_dir", str(root / "data"), "--trainer.callbacks+=throughput.EpochTimer"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        cli = cli_main(args)
-    # The CLI imports this file as the module ``throughput``, so compare by name, not class identity.
-    timer = next(c for c in cli.trainer.callbacks if type(c).__name__ == EpochTimer.__name__)
-    return statistics.median(samples / seconds for samples, seconds in zip(timer.samples[1:], timer.seconds[1:]))
+
+PAIRED_LOOP: Callable[[], float] | None = None
+"""One epoch of the plain loop, returning its samples per second (set while (a) runs)."""
+
+
+def lightning_and_plain_rates(
+    features: torch.Tensor, labels: torch.Tensor, n: int, batch_size: int, args: argparse.Namespace, root: Path
+) -> tuple[float, float]:
+    """(a) and (b), epoch by epoch in turn: the medians after the warm-up epoch of each."""
+    # The CLI loads EpochTimer from the module ``throughput`` (this file imported, not ``__main__``).
+    timer_module = importlib.import_module("throughput")
+    timer_module.PAIRED_LOOP = plain_loop(features, labels, batch_size)
+    options = ["--data.n_dragons", str(n), "--data.batch_size", str(batch_size), "--test_after_fit", "false"]
+    options += ["--trainer.max_epochs", str(args.epochs + 1), "--trainer.accelerator", args.accelerator]
+    options += ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")]
+    options += ["--trainer.callbacks+=throughput.EpochTimer"]
+    if args.minibatches_per_step is not None:
+        options += ["--data.minibatches_per_step", str(args.minibatches_per_step)]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli = cli_main(["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), *options])
+    finally:
+        timer_module.PAIRED_LOOP = None
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer))
+    lightning = [samples / seconds for samples, seconds in zip(timer.samples[1:], timer.seconds[1:])]
+    return statistics.median(lightning), statistics.median(timer.paired_rates[1:])
 
 
 def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,13 +103,13 @@ def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.
     return data.transform(features).to(device), labels.to(device)
 
 
-def plain_loop_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int, epochs: int) -> float:
-    """The loop a user would write by hand: shuffle, slice, forward, backward, step."""
+def plain_loop(features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Callable[[], float]:
+    """The loop a user would write by hand (shuffle, slice, forward, backward, step), one epoch per call."""
     torch.manual_seed(0)
     net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
-    seconds = []
-    for _ in range(epochs + 1):  # the first epoch warms up
+
+    def epoch() -> float:
         started = time.perf_counter()
         order = torch.randperm(len(labels), device=features.device)
         x, y = features[order], labels[order]
@@ -95,8 +119,9 @@ def plain_loop_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: in
             optimizer.step()
         if features.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
-    return len(labels) / statistics.median(seconds[1:])
+        return len(labels) / (time.perf_counter() - started)
+
+    return epoch
 
 
 def sklearn_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
@@ -133,8 +158,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="dragons to generate (training is 48%%)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs for (a) and (b), after one warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b); the best counts")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs of (a) and of (b), after one warm-up each")
     parser.add_argument("--tutorial-rows", type=int, default=3000, help="rows for the one-per-step loop")
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument(
@@ -143,22 +167,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load throughput.EpochTimer
+    sys.argv = sys.argv[:1]  # the CLI gets its arguments from lightning_and_plain_rates, not from this command line
 
     device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
     features, labels = training_tensors(args.n, device)
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
     results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "rows": []}
     tutorial = tutorial_rate(features, labels, args.tutorial_rows)
-    options = [] if args.minibatches_per_step is None else ["--data.minibatches_per_step", str(args.minibatches_per_step)]
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:
-            rates = {"a_dragon_lightning": 0.0, "b_plain_pytorch": 0.0}
-            for round_ in range(args.rounds):
-                run_dir = Path(root) / f"{batch_size}-{round_}"
-                a = lightning_rate(args.n, batch_size, args.accelerator, args.epochs, run_dir, options)
-                b = plain_loop_rate(features, labels, batch_size, args.epochs)
-                rates = {"a_dragon_lightning": max(rates["a_dragon_lightning"], a), "b_plain_pytorch": max(rates["b_plain_pytorch"], b)}
-                print(f"batch {batch_size}, round {round_}: (a) {a:,.0f}/s (b) {b:,.0f}/s", file=sys.stderr)
+            a, b = lightning_and_plain_rates(features, labels, args.n, batch_size, args, Path(root) / str(batch_size))
+            rates = {"a_dragon_lightning": a, "b_plain_pytorch": b}
             if not args.skip_sklearn:
                 rates["c_sklearn"] = sklearn_rate(features, labels, batch_size)
             rates["d_tutorial_loop"] = tutorial
@@ -171,7 +190,7 @@ def main() -> None:
         a, b, c, d = (row.get(k) for k in ("a_dragon_lightning", "b_plain_pytorch", "c_sklearn", "d_tutorial_loop"))
         c_text, ac = (f"{c:,.0f}", f"{a / c:.2f}") if c else ("-", "-")
         print(f"| {row['batch_size']} | {a:,.0f} | {b:,.0f} | {c_text} | {d:,.0f} | {a / b:.2f} | {ac} | {a / d:.0f} |")
-    print("samples per second of training: median epoch after a warm-up epoch, best of the rounds")
+    print("samples per second of training: (a) and (b) median epochs, taking turns, after a warm-up epoch each")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -34,3 +34,18 @@ def test_the_table_script_writes_markdown_and_json(tmp_path, capsys):
     rows = {row["method"]: row for row in json.loads(output.read_text())["rows"]}
     assert rows["configs/color_perceptron.yaml"]["draws"] == 2
     assert 0.8 < rows["scikit-learn LogisticRegression"]["test/acc"]["mean"] <= 1
+
+
+def test_the_throughput_script_times_all_four_loops(tmp_path, capsys, monkeypatch):
+    throughput = load_benchmark("throughput")
+    output = tmp_path / "throughput.json"
+    monkeypatch.setattr(
+        "sys.argv",
+        ["throughput.py", "--n", "20000", "--batch-sizes", "256", "--epochs", "1", "--tutorial-rows", "50",
+         "--json", str(output)],
+    )
+    throughput.main()
+    row = json.loads(output.read_text())["rows"][0]
+    rates = [row[key] for key in ("a_dragon_lightning", "b_plain_pytorch", "c_sklearn", "d_tutorial_loop")]
+    assert row["batch_size"] == 256 and all(rate > 0 for rate in rates)
+    assert f"| 256 | {rates[0]:,.0f} | {rates[1]:,.0f} |" in capsys.readouterr().out
