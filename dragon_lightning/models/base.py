@@ -89,16 +89,16 @@ class DragonClassifier(L.LightningModule):
         features, labels = batch
         logits = self(features)
         loss = self.loss(logits, labels)
-        self.update_metrics(stage, logits.detach(), labels, loss.detach(), len(labels))
+        self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
         return loss, logits
 
     def update_metrics(
-        self, stage: str, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int | list[int]
+        self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int | list[int]
     ) -> None:
         """Accumulate a batch, or a group of minibatches (their losses weighted by their rows); nothing
         leaves the device until the epoch ends."""
         self.losses[f"{stage}_loss"].update(loss, weight=rows)
-        self.metrics[f"{stage}_metrics"].update(self.predict_classes(logits), labels)
+        self.metrics[f"{stage}_metrics"].update(predicted, labels)
 
     def watch_divergence(self, losses: torch.Tensor, first_batch: int) -> None:
         """Remember the epoch's first minibatch with a NaN or infinite loss, without a host sync per step.
@@ -156,15 +156,22 @@ class DragonClassifier(L.LightningModule):
             self.watch_divergence(loss, batch_idx)
             return loss
         minibatches = batch if self.minibatches_per_step > 1 else [batch]
-        updates = []
-        for minibatch in minibatches:
+        # Filled in place: a small tensor per minibatch kept alive across the group would sit between
+        # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
+        predicted = torch.empty(sum(len(labels) for _, labels in minibatches), dtype=torch.long, device=self.device)
+        losses = torch.empty(len(minibatches), dtype=torch.float64, device=self.device)
+        steps = rows = 0
+        for features, labels in minibatches:
             if 0 <= self.trainer.max_steps <= self.trainer.global_step:
                 break  # Lightning checks max_steps only between training steps
-            updates.append((*self.update_on(minibatch), minibatch[1]))
-        logits, losses, labels = zip(*updates)
-        losses = torch.stack(losses)
-        self.update_metrics("train", torch.cat(logits), torch.cat(labels), losses, [len(y) for y in labels])
-        self.watch_divergence(losses, batch_idx * self.minibatches_per_step)
+            logits, loss = self.update_on((features, labels))
+            predicted[rows : rows + len(labels)] = self.predict_classes(logits)
+            losses[steps] = loss
+            steps, rows = steps + 1, rows + len(labels)
+        trained = minibatches[:steps]
+        labels = torch.cat([labels for _, labels in trained])
+        self.update_metrics("train", predicted[:rows], labels, losses[:steps], [len(labels) for _, labels in trained])
+        self.watch_divergence(losses[:steps], batch_idx * self.minibatches_per_step)
         return None
 
     def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
