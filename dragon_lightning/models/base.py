@@ -159,7 +159,7 @@ class DragonClassifier(L.LightningModule):
         # Filled in place: a small tensor per minibatch kept alive across the group would sit between
         # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
         predicted = torch.empty(sum(len(labels) for _, labels in minibatches), dtype=torch.long, device=self.device)
-        losses = torch.empty(len(minibatches), dtype=torch.float64, device=self.device)
+        losses = torch.empty(len(minibatches), device=self.device)
         steps = rows = 0
         for features, labels in minibatches:
             if 0 <= self.trainer.max_steps <= self.trainer.global_step:
