@@ -19,6 +19,6 @@ echo "== main job on the GPU"
 grep -E "Elapsed|Maximum resident" "$OUT/main_job.time"
 
 echo "== throughput, GPU"
-"$PYTHON" benchmarks/throughput.py --accelerator gpu --skip-sklearn --tutorial-rows 2000 --json "$OUT/throughput_gpu.json"
+"$PYTHON" benchmarks/throughput.py --accelerator gpu --skip-sklearn --tutorial-rows 500 --json "$OUT/throughput_gpu.json"
 echo "== throughput, CPU (same machine)"
-"$PYTHON" benchmarks/throughput.py --accelerator cpu --n 200000 --skip-sklearn --tutorial-rows 1000 --json "$OUT/throughput_cpu.json"
+"$PYTHON" benchmarks/throughput.py --accelerator cpu --n 200000 --skip-sklearn --tutorial-rows 500 --json "$OUT/throughput_cpu.json"

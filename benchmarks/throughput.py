@@ -7,12 +7,11 @@ the tutorial's one-dragon-per-step loop, on the same generated dragons, measured
 logger, progress bar and ``minibatches_per_step``), timing each epoch's training batches;
 (b) a plain PyTorch loop: the same standardized tensors, network, Adam and batch size;
 (c) scikit-learn's ``MLPClassifier(hidden_layer_sizes=(10, 20, 1000))``, one epoch, same batch size;
-(d) the tutorial's loop, one dragon per Adam step, on a subset.
-Rates are training samples per second. (a) and (b) take turns epoch by epoch in the same process
-(a plain-loop epoch runs after each Lightning epoch), so a burst of load from other work on the
-machine hits both alike; each is its best of ``--epochs`` epochs after one warm-up epoch (load from
-elsewhere only ever slows a run down, so the fastest epoch is the least disturbed one, as with
-``timeit``).
+(d) the tutorial's loop, one dragon per Adam step, ``--tutorial-rows`` dragons per run.
+Rates are training samples per second. (b) and (d) run after every Lightning epoch, in the same
+process, so a burst of load from other work on the machine hits all three alike; each figure is the
+best of ``--epochs`` runs after one warm-up run (load from elsewhere only ever slows a run down, so
+the fastest run is the least disturbed one, as with ``timeit``). (c) is the best of two passes.
 """
 
 from __future__ import annotations
@@ -44,13 +43,13 @@ LR = 0.003
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each epoch's training batches (validation and epoch-end work excluded), and of a
-    plain-loop epoch run after each of them when :data:`PAIRED_LOOP` is set."""
+    """Wall time of each epoch's training batches (validation and epoch-end work excluded); after each
+    epoch, one timed run of every loop in :data:`PAIRED_LOOPS`."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.samples: list[int] = []
-        self.paired_rates: list[float] = []
+        self.paired_rates: dict[str, list[float]] = {name: [] for name in PAIRED_LOOPS}
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started, self._samples = time.perf_counter(), 0
@@ -65,22 +64,25 @@ class EpochTimer(L.Callback):
             self.samples.append(self._samples)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if PAIRED_LOOP is not None:
-            with torch.enable_grad():
-                self.paired_rates.append(PAIRED_LOOP())
+        with torch.enable_grad():
+            for name, loop in PAIRED_LOOPS.items():
+                self.paired_rates[name].append(loop())
 
 
-PAIRED_LOOP: Callable[[], float] | None = None
-"""One epoch of the plain loop, returning its samples per second (set while (a) runs)."""
+PAIRED_LOOPS: dict[str, Callable[[], float]] = {}
+"""Loops timed between Lightning epochs (set while (a) runs): each call runs once, returns samples/s."""
 
 
-def lightning_and_plain_rates(
+def paired_rates(
     features: torch.Tensor, labels: torch.Tensor, n: int, batch_size: int, args: argparse.Namespace, root: Path
-) -> tuple[float, float]:
-    """(a) and (b), epoch by epoch in turn: the best epoch of each after its warm-up epoch."""
+) -> dict[str, float]:
+    """(a), with (b) and (d) taking turns with its epochs: the best run of each after a warm-up run."""
     # The CLI loads EpochTimer from the module ``throughput`` (this file imported, not ``__main__``).
     timer_module = importlib.import_module("throughput")
-    timer_module.PAIRED_LOOP = plain_loop(features, labels, batch_size)
+    timer_module.PAIRED_LOOPS = {
+        "b_plain_pytorch": plain_loop(features, labels, batch_size),
+        "d_tutorial_loop": tutorial_loop(features, labels, args.tutorial_rows),
+    }
     options = ["--data.n_dragons", str(n), "--data.batch_size", str(batch_size), "--test_after_fit", "false"]
     options += ["--trainer.max_epochs", str(args.epochs + 1), "--trainer.accelerator", args.accelerator]
     options += ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")]
@@ -91,10 +93,10 @@ def lightning_and_plain_rates(
         with contextlib.redirect_stdout(io.StringIO()):
             cli = cli_main(["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), *options])
     finally:
-        timer_module.PAIRED_LOOP = None
+        timer_module.PAIRED_LOOPS = {}
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer))
     lightning = [samples / seconds for samples, seconds in zip(timer.samples[1:], timer.seconds[1:])]
-    return max(lightning), max(timer.paired_rates[1:])
+    return {"a_dragon_lightning": max(lightning), **{name: max(rates[1:]) for name, rates in timer.paired_rates.items()}}
 
 
 def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,15 +144,14 @@ def sklearn_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int, 
     return max(rates)
 
 
-def tutorial_rate(features: torch.Tensor, labels: torch.Tensor, rows: int, chunks: int = 5) -> float:
-    """One dragon per forward, backward and Adam step, as the tutorial trains: the best of ``chunks``
-    runs over ``rows`` dragons each."""
+def tutorial_loop(features: torch.Tensor, labels: torch.Tensor, rows: int) -> Callable[[], float]:
+    """One dragon per forward, backward and Adam step, as the tutorial trains; ``rows`` dragons per call."""
     torch.manual_seed(0)
     net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
     x, y = features[:rows], labels[:rows]
-    rates = []
-    for _ in range(chunks):
+
+    def run() -> float:
         started = time.perf_counter()
         for i in range(rows):
             optimizer.zero_grad()
@@ -158,8 +159,9 @@ def tutorial_rate(features: torch.Tensor, labels: torch.Tensor, rows: int, chunk
             optimizer.step()
         if features.device.type == "cuda":
             torch.cuda.synchronize()
-        rates.append(rows / (time.perf_counter() - started))
-    return max(rates)
+        return rows / (time.perf_counter() - started)
+
+    return run
 
 
 def main() -> None:
@@ -167,8 +169,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="dragons to generate (training is 48%%)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto")
-    parser.add_argument("--epochs", type=int, default=6, help="timed epochs of (a) and of (b), after one warm-up each")
-    parser.add_argument("--tutorial-rows", type=int, default=1000, help="rows per timed run of the one-per-step loop (5 runs)")
+    parser.add_argument("--epochs", type=int, default=6, help="timed epochs of (a), each followed by a run of (b) and (d)")
+    parser.add_argument("--tutorial-rows", type=int, default=1000, help="dragons per timed run of the one-per-step loop")
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument(
         "--minibatches-per-step", type=int, help="override the config's --data.minibatches_per_step for (a)"
@@ -176,20 +178,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load throughput.EpochTimer
-    sys.argv = sys.argv[:1]  # the CLI gets its arguments from lightning_and_plain_rates, not from this command line
+    sys.argv = sys.argv[:1]  # the CLI gets its arguments from paired_rates, not from this command line
 
     device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
     features, labels = training_tensors(args.n, device)
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
     results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "rows": []}
-    tutorial = tutorial_rate(features, labels, args.tutorial_rows)
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:
-            a, b = lightning_and_plain_rates(features, labels, args.n, batch_size, args, Path(root) / str(batch_size))
-            rates = {"a_dragon_lightning": a, "b_plain_pytorch": b}
+            rates = paired_rates(features, labels, args.n, batch_size, args, Path(root) / str(batch_size))
             if not args.skip_sklearn:
                 rates["c_sklearn"] = sklearn_rate(features, labels, batch_size)
-            rates["d_tutorial_loop"] = tutorial
             results["rows"].append({"batch_size": batch_size, **rates})
             print(f"batch {batch_size}: {', '.join(f'{k} {v:,.0f}/s' for k, v in rates.items())}", file=sys.stderr)
 
@@ -199,7 +198,7 @@ def main() -> None:
         a, b, c, d = (row.get(k) for k in ("a_dragon_lightning", "b_plain_pytorch", "c_sklearn", "d_tutorial_loop"))
         c_text, ac = (f"{c:,.0f}", f"{a / c:.2f}") if c else ("-", "-")
         print(f"| {row['batch_size']} | {a:,.0f} | {b:,.0f} | {c_text} | {d:,.0f} | {a / b:.2f} | {ac} | {a / d:.0f} |")
-    print("samples per second of training: (a) and (b) best epochs, taking turns, after a warm-up epoch each")
+    print("samples per second of training: best of the timed runs; (a), (b) and (d) take turns")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
