@@ -80,8 +80,8 @@ def paired_rates(
     # The CLI loads EpochTimer from the module ``throughput`` (this file imported, not ``__main__``).
     timer_module = importlib.import_module("throughput")
     timer_module.PAIRED_LOOPS = {
-        "b_plain_pytorch": plain_loop(features, labels, batch_size),
-        "d_tutorial_loop": tutorial_loop(features, labels, args.tutorial_rows),
+        "b_plain_pytorch": plain_loop(features, labels, batch_size, args.fused),
+        "d_tutorial_loop": tutorial_loop(features, labels, args.tutorial_rows, args.fused),
     }
     options = ["--data.n_dragons", str(n), "--data.batch_size", str(batch_size), "--test_after_fit", "false"]
     options += ["--trainer.max_epochs", str(args.epochs + 1), "--trainer.accelerator", args.accelerator]
@@ -89,6 +89,8 @@ def paired_rates(
     options += ["--trainer.callbacks+=throughput.EpochTimer"]
     if args.minibatches_per_step is not None:
         options += ["--data.minibatches_per_step", str(args.minibatches_per_step)]
+    if args.fused:
+        options += ["--model.init_args.optimizer.init_args.fused", "true"]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             cli = cli_main(["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), *options])
@@ -106,11 +108,11 @@ def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.
     return data.transform(features).to(device), labels.to(device)
 
 
-def plain_loop(features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Callable[[], float]:
+def plain_loop(features: torch.Tensor, labels: torch.Tensor, batch_size: int, fused: bool) -> Callable[[], float]:
     """The loop a user would write by hand (shuffle, slice, forward, backward, step), one epoch per call."""
     torch.manual_seed(0)
     net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR, fused=fused or None)
 
     def epoch() -> float:
         started = time.perf_counter()
@@ -144,11 +146,11 @@ def sklearn_rate(features: torch.Tensor, labels: torch.Tensor, batch_size: int, 
     return max(rates)
 
 
-def tutorial_loop(features: torch.Tensor, labels: torch.Tensor, rows: int) -> Callable[[], float]:
+def tutorial_loop(features: torch.Tensor, labels: torch.Tensor, rows: int, fused: bool) -> Callable[[], float]:
     """One dragon per forward, backward and Adam step, as the tutorial trains; ``rows`` dragons per call."""
     torch.manual_seed(0)
     net = MLPClassifier(num_classes=3, hidden_sizes=HIDDEN).net.to(features.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-4, fused=fused or None)
     x, y = features[:rows], labels[:rows]
 
     def run() -> float:
@@ -175,6 +177,7 @@ def main() -> None:
     parser.add_argument(
         "--minibatches-per-step", type=int, help="override the config's --data.minibatches_per_step for (a)"
     )
+    parser.add_argument("--fused", action="store_true", help="Adam's fused implementation in (a), (b) and (d)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load throughput.EpochTimer
@@ -183,7 +186,7 @@ def main() -> None:
     device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
     features, labels = training_tensors(args.n, device)
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
-    results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "rows": []}
+    results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "fused_adam": args.fused, "rows": []}
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:
             rates = paired_rates(features, labels, args.n, batch_size, args, Path(root) / str(batch_size))
