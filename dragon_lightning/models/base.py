@@ -156,6 +156,11 @@ class DragonClassifier(L.LightningModule):
             self.watch_divergence(loss, batch_idx)
             return loss
         minibatches = batch if self.minibatches_per_step > 1 else [batch]
+        self._train_on_group(minibatches, first_batch=batch_idx * self.minibatches_per_step)
+        return None
+
+    def _train_on_group(self, minibatches: Sequence[Sequence[torch.Tensor]], first_batch: int) -> None:
+        """:meth:`update_on` each minibatch in order, then accumulate the group's training metrics."""
         # Filled in place: a small tensor per minibatch kept alive across the group would sit between
         # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
         predicted = torch.empty(sum(len(labels) for _, labels in minibatches), dtype=torch.long, device=self.device)
@@ -171,8 +176,7 @@ class DragonClassifier(L.LightningModule):
         trained = minibatches[:steps]
         labels = torch.cat([labels for _, labels in trained])
         self.update_metrics("train", predicted[:rows], labels, losses[:steps], [len(labels) for _, labels in trained])
-        self.watch_divergence(losses[:steps], batch_idx * self.minibatches_per_step)
-        return None
+        self.watch_divergence(losses[:steps], first_batch)
 
     def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One manual optimizer step on a minibatch; returns its logits and loss from before the step.
