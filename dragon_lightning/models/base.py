@@ -161,22 +161,21 @@ class DragonClassifier(L.LightningModule):
 
     def _train_on_group(self, minibatches: Sequence[Sequence[torch.Tensor]], first_batch: int) -> None:
         """:meth:`update_on` each minibatch in order, then accumulate the group's training metrics."""
+        max_steps = self.trainer.max_steps
+        if max_steps >= 0:  # Lightning checks max_steps only between training steps
+            minibatches = minibatches[: max(max_steps - self.trainer.global_step, 0)]
         # Filled in place: a small tensor per minibatch kept alive across the group would sit between
         # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
         predicted = torch.empty(sum(len(labels) for _, labels in minibatches), dtype=torch.long, device=self.device)
         losses = torch.empty(len(minibatches), device=self.device)
-        steps = rows = 0
-        for features, labels in minibatches:
-            if 0 <= self.trainer.max_steps <= self.trainer.global_step:
-                break  # Lightning checks max_steps only between training steps
-            logits, loss = self.update_on((features, labels))
+        rows = 0
+        for step, (features, labels) in enumerate(minibatches):
+            logits, losses[step] = self.update_on((features, labels))
             predicted[rows : rows + len(labels)] = self.predict_classes(logits)
-            losses[steps] = loss
-            steps, rows = steps + 1, rows + len(labels)
-        trained = minibatches[:steps]
-        labels = torch.cat([labels for _, labels in trained])
-        self.update_metrics("train", predicted[:rows], labels, losses[:steps], [len(labels) for _, labels in trained])
-        self.watch_divergence(losses[:steps], first_batch)
+            rows += len(labels)
+        labels = torch.cat([labels for _, labels in minibatches])
+        self.update_metrics("train", predicted, labels, losses, [len(labels) for _, labels in minibatches])
+        self.watch_divergence(losses, first_batch)
 
     def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One manual optimizer step on a minibatch; returns its logits and loss from before the step.
