@@ -103,7 +103,7 @@ class DragonCLI(LightningCLI):
                     check_resumable(self.checkpoint, path, self.model)
                 self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
             if self.subcommand == "fit":
-                _check_optimization_options(self._get(self.config, "trainer"), self.model)
+                _check_optimization_options(self._get(self.config, "trainer"), self._get(self.config, "checkpoint"), self.model)
             if self.subcommand == "predict":
                 _check_predictions_path(self._get(self.config, "predictions"))
             self.datamodule.prepare_data()
@@ -120,8 +120,8 @@ class DragonCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
-    """Lightning clips and accumulates gradients only when it runs the optimizer itself."""
+def _check_optimization_options(trainer: Namespace, checkpoint: Optional[Namespace], model: DragonClassifier) -> None:
+    """Lightning clips and accumulates gradients, and saves on a timer, only when it runs the optimizer itself."""
     if model.automatic_optimization:
         return
     why = (
@@ -133,6 +133,8 @@ def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> 
         raise DragonInputError(f"--trainer.gradient_clip_val needs Lightning's automatic optimization: {why}")
     if trainer.get("accumulate_grad_batches", 1) != 1:
         raise DragonInputError(f"--trainer.accumulate_grad_batches needs Lightning's automatic optimization: {why}")
+    if checkpoint and checkpoint.get("train_time_interval") is not None:
+        raise DragonInputError(f"--checkpoint.train_time_interval needs Lightning's automatic optimization: {why}")
 
 
 def _check_predictions_path(options: Namespace) -> None:

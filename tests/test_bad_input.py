@@ -93,6 +93,10 @@ OPTION_CASES = {
         ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],
         "--trainer.gradient_clip_val needs Lightning's automatic optimization: --data.minibatches_per_step 4",
     ),
+    "timed checkpoints inside grouped steps": (
+        ["--checkpoint.train_time_interval", "0:00:30"],
+        "--checkpoint.train_time_interval needs Lightning's automatic optimization: --data.minibatches_per_step 128",
+    ),
     "accumulating the perceptron": (
         ["--model", "LinearClassifier", "--model.rule", "perceptron", "--trainer.accumulate_grad_batches", "2"],
         "--trainer.accumulate_grad_batches needs Lightning's automatic optimization: the perceptron rule",

@@ -69,7 +69,8 @@ class DragonDataModule(L.LightningDataModule):
                 Lightning's fixed cost per step (about half a millisecond of hooks) is then shared,
                 which matters for small models on CPU. Progress bars, ``limit_train_batches`` and
                 ``val_check_interval`` count these groups. Gradient models then optimize manually,
-                so ``gradient_clip_val`` and ``accumulate_grad_batches`` need 1 here.
+                so ``gradient_clip_val``, ``accumulate_grad_batches`` and the checkpoint's
+                ``train_time_interval`` need 1 here.
             shuffle: draw a new training order every epoch. Off: the same split order every epoch.
             predict_csv: dragons to predict, in the model's feature space (columns numberToes and
                 bodyLength, after the tutorial's recipe); other columns are copied to the output.

@@ -166,7 +166,8 @@ class DragonClassifier(L.LightningModule):
             minibatches = minibatches[: max(max_steps - self.trainer.global_step, 0)]
         # Filled in place: a small tensor per minibatch kept alive across the group would sit between
         # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
-        predicted = torch.empty(sum(len(labels) for _, labels in minibatches), dtype=torch.long, device=self.device)
+        sizes = [len(labels) for _, labels in minibatches]
+        predicted = torch.empty(sum(sizes), dtype=torch.long, device=self.device)
         losses = torch.empty(len(minibatches), device=self.device)
         rows = 0
         for step, (features, labels) in enumerate(minibatches):
@@ -174,7 +175,7 @@ class DragonClassifier(L.LightningModule):
             predicted[rows : rows + len(labels)] = self.predict_classes(logits)
             rows += len(labels)
         labels = torch.cat([labels for _, labels in minibatches])
-        self.update_metrics("train", predicted, labels, losses, [len(labels) for _, labels in minibatches])
+        self.update_metrics("train", predicted, labels, losses, sizes)
         self.watch_divergence(losses, first_batch)
 
     def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
