@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, TutorialFigures
+from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, ResumableCheckpoint, TutorialFigures
 from dragon_lightning.checkpoints import (
     check_checkpoint_fits,
     check_resumable,
@@ -47,7 +46,7 @@ class DragonCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("num_features", "num_classes", "class_names", "minibatches_per_step"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -103,7 +102,7 @@ class DragonCLI(LightningCLI):
                     check_resumable(self.checkpoint, path, self.model)
                 self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
             if self.subcommand == "fit":
-                _check_optimization_options(self._get(self.config, "trainer"), self._get(self.config, "checkpoint"), self.model)
+                _check_optimization_options(self._get(self.config, "trainer"), self.model)
             if self.subcommand == "predict":
                 _check_predictions_path(self._get(self.config, "predictions"))
             self.datamodule.prepare_data()
@@ -120,8 +119,8 @@ class DragonCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def _check_optimization_options(trainer: Namespace, checkpoint: Optional[Namespace], model: DragonClassifier) -> None:
-    """Lightning clips and accumulates gradients, and saves on a timer, only when it runs the optimizer itself."""
+def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
+    """Lightning clips and accumulates gradients only when it runs the optimizer itself."""
     if model.automatic_optimization:
         return
     why = (
@@ -133,8 +132,6 @@ def _check_optimization_options(trainer: Namespace, checkpoint: Optional[Namespa
         raise DragonInputError(f"--trainer.gradient_clip_val needs Lightning's automatic optimization: {why}")
     if trainer.get("accumulate_grad_batches", 1) != 1:
         raise DragonInputError(f"--trainer.accumulate_grad_batches needs Lightning's automatic optimization: {why}")
-    if checkpoint and checkpoint.get("train_time_interval") is not None:
-        raise DragonInputError(f"--checkpoint.train_time_interval needs Lightning's automatic optimization: {why}")
 
 
 def _check_predictions_path(options: Namespace) -> None:

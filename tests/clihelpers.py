@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from dragon_lightning.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,3 +20,14 @@ def run(*args: str):
 
 def files_under(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def last_checkpoint(cli) -> Path:
+    """The run's ``last.ckpt``. Not ``checkpoint_callback.last_model_path``: testing the best checkpoint
+    after ``fit`` restores the callback's state as it was when that checkpoint was written, and if it
+    was the run's first save, ``last_model_path`` goes back to empty."""
+    return Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+
+def last_weights(cli) -> dict[str, torch.Tensor]:
+    return torch.load(last_checkpoint(cli), weights_only=False)["state_dict"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clihelpers import config, files_under, run
+from clihelpers import config, files_under, last_checkpoint, run
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -93,10 +93,6 @@ OPTION_CASES = {
         ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],
         "--trainer.gradient_clip_val needs Lightning's automatic optimization: --data.minibatches_per_step 4",
     ),
-    "timed checkpoints inside grouped steps": (
-        ["--checkpoint.train_time_interval", "0:00:30"],
-        "--checkpoint.train_time_interval needs Lightning's automatic optimization: --data.minibatches_per_step 128",
-    ),
     "accumulating the perceptron": (
         ["--model", "LinearClassifier", "--model.rule", "perceptron", "--trainer.accumulate_grad_batches", "2"],
         "--trainer.accumulate_grad_batches needs Lightning's automatic optimization: the perceptron rule",
@@ -118,7 +114,7 @@ def color_mlp_checkpoint(tmp_path_factory) -> Path:
         "fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--test_after_fit", "false",
         "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
     )
-    return Path(cli.trainer.checkpoint_callback.last_model_path)
+    return last_checkpoint(cli)
 
 
 CHECKPOINT_CASES = {

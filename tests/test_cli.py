@@ -10,7 +10,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from clihelpers import ROOT, config, run
+from clihelpers import ROOT, config, last_weights, run
 from dragon_lightning.cli import cli_main
 
 CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
@@ -77,7 +77,7 @@ def test_saved_config_reproduces_the_run(fitted):
     again = run("fit", "--config", str(saved))
     assert float(again.trainer.callback_metrics["test/acc"]) == float(cli.trainer.callback_metrics["test/acc"])
     original = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["state_dict"]
-    rerun = torch.load(again.trainer.checkpoint_callback.last_model_path, weights_only=False)["state_dict"]
+    rerun = last_weights(again)
     assert all(torch.equal(original[name], rerun[name]) for name in original)
 
 

@@ -4,7 +4,7 @@ fixed per-step cost shared."""
 import pytest
 import torch
 
-from clihelpers import config, run
+from clihelpers import config, last_weights, run
 
 
 def fit(root, name, minibatches_per_step, *options):
@@ -13,10 +13,6 @@ def fit(root, name, minibatches_per_step, *options):
         "--test_after_fit", "false", "--data.minibatches_per_step", str(minibatches_per_step), *options,
         "--trainer.default_root_dir", str(root), "--data.data_dir", "null",
     )
-
-
-def last_weights(cli) -> dict[str, torch.Tensor]:
-    return torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)["state_dict"]
 
 
 @pytest.mark.parametrize("name", ["color_mlp.yaml", "fire_logistic.yaml"])

@@ -4,12 +4,13 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from clihelpers import config, run
+from clihelpers import config, last_weights, run
 
 COMMON = [
     "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
@@ -17,26 +18,34 @@ COMMON = [
 ]
 
 
-def final_weights(cli) -> dict[str, torch.Tensor]:
-    return torch.load(cli.trainer.checkpoint_callback.last_model_path, weights_only=False)["state_dict"]
+class Finished(NamedTuple):
+    last_weights: dict[str, torch.Tensor]
+    best_checkpoint: dict
+    test_accuracy: float
+
+
+def finished(cli) -> Finished:
+    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    return Finished(last_weights(cli), best, float(cli.trainer.callback_metrics["test/acc"]))
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory) -> Finished:
     root = tmp_path_factory.mktemp("uninterrupted")
-    cli = run("fit", *COMMON, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
-    return final_weights(cli), float(cli.trainer.callback_metrics["test/acc"])
+    return finished(run("fit", *COMMON, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")))
 
 
-def assert_resumes_to(uninterrupted, root, *options: str) -> None:
-    weights, accuracy = uninterrupted
-    resumed = run(
-        "fit", *COMMON, *options, "--ckpt_path", "last",
-        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+def assert_resumes_to(uninterrupted: Finished, root, *options: str) -> None:
+    resumed = finished(
+        run(
+            "fit", *COMMON, *options, "--ckpt_path", "last",
+            "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+        )
     )
-    resumed_weights = final_weights(resumed)
-    assert all(torch.equal(weights[name], resumed_weights[name]) for name in weights)
-    assert float(resumed.trainer.callback_metrics["test/acc"]) == accuracy
+    for ended, expected in ((resumed.last_weights, uninterrupted.last_weights),
+                            (resumed.best_checkpoint["state_dict"], uninterrupted.best_checkpoint["state_dict"])):
+        assert all(torch.equal(expected[name], ended[name]) for name in expected)
+    assert resumed.test_accuracy == uninterrupted.test_accuracy
 
 
 @pytest.mark.slow
@@ -61,28 +70,84 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
 class FailAtStep(Callback):
     """A bug in the middle of an epoch."""
 
+    def __init__(self, step: int = 37):
+        self.step = step
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step >= 37:
+        if trainer.global_step >= self.step:
             raise RuntimeError("simulated failure inside a step")
 
 
-@pytest.mark.parametrize(
-    ("minibatches_per_step", "every_n_train_steps", "last_saved_step"),
-    [(1, 5, 35), (4, 1, 38)],  # 15 minibatches per epoch: groups end at steps 30, 34, 38, 42, 45
-)
-def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(
-    minibatches_per_step, every_n_train_steps, last_saved_step, uninterrupted, tmp_path
-):
-    options = ["--data.minibatches_per_step", str(minibatches_per_step)]
-    options += ["--checkpoint.every_n_train_steps", str(every_n_train_steps)]
+def fail_at(step: int, root, *options: str) -> int:
+    """Run ``fit`` until a failure at optimizer step ``step``; the step of the ``last.ckpt`` it left."""
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(
             "fit", *COMMON, *options, "--trainer.callbacks+=test_resume.FailAtStep",
-            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+            "--trainer.callbacks.init_args.step", str(step),
+            "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
         )
-    last = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)
-    assert last["global_step"] == last_saved_step, "saved in the middle of an epoch"
+    return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["global_step"]
+
+
+GROUPS_OF_4 = ["--data.minibatches_per_step", "4"]  # 15 minibatches per epoch: groups end at 30, 34, 38, 42, 45
+
+
+@pytest.mark.parametrize(
+    ("options", "last_saved_step"),
+    [
+        ([], 35),
+        ([*GROUPS_OF_4, "--checkpoint.every_n_train_steps", "1"], 38),
+        ([*GROUPS_OF_4], 38),  # the group ending at 38 passes step 35
+        ([*GROUPS_OF_4, "--checkpoint.every_n_train_steps", "0", "--checkpoint.train_time_interval", "0:00:00"], 38),
+    ],
+    ids=["every 5 steps", "grouped, every step", "grouped, every 5 steps", "grouped, on a timer"],
+)
+def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(options, last_saved_step, uninterrupted, tmp_path):
+    assert fail_at(37, tmp_path, *options) == last_saved_step, "saved in the middle of an epoch"
     assert_resumes_to(uninterrupted, tmp_path, *options)
+
+
+def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path):
+    """The resumed run gets a new folder; the best checkpoint of the stopped run must still compete."""
+    by_accuracy = ["--checkpoint.monitor", "val/acc", "--checkpoint.mode", "max"]
+    root = tmp_path / "uninterrupted"
+    uninterrupted = finished(
+        run("fit", *COMMON, *by_accuracy, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
+    )
+    best_step = uninterrupted.best_checkpoint["global_step"]
+    assert best_step < 12 * 15, "the best epoch must not be the last for this to test anything"
+    assert fail_at(best_step + 7, tmp_path, *by_accuracy) > best_step
+    assert_resumes_to(uninterrupted, tmp_path, *by_accuracy)
+
+
+def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ranked(tmp_path):
+    """Lightning writes last.ckpt at an epoch end only when the monitored metric improves, and with
+    every_n_train_steps ranks weights by the previous validation's score."""
+    trainer = run(
+        "fit", *COMMON, "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch", "--test_after_fit", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+    ).trainer
+    checker = next(c for c in trainer.callbacks if isinstance(c, CheckLastAtEachEpoch))
+    assert checker.epochs_checked == 11
+    assert checker.epochs_without_improvement > 0, "some epoch must not improve for this to test anything"
+    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    assert best["global_step"] % 15 == 0, "the best checkpoint holds weights from an epoch end, as validated"
+
+
+class CheckLastAtEachEpoch(Callback):
+    """At each epoch start, last.ckpt holds the weights the previous epoch ended with."""
+
+    epochs_checked = epochs_without_improvement = 0
+    best_model_path = ""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        checkpoint = trainer.checkpoint_callback
+        if trainer.current_epoch > 0:
+            saved = torch.load(checkpoint.last_model_path, weights_only=False)
+            assert saved["global_step"] == trainer.global_step
+            self.epochs_checked += 1
+            self.epochs_without_improvement += checkpoint.best_model_path == self.best_model_path
+        self.best_model_path = checkpoint.best_model_path
 
 
 def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, capfd):

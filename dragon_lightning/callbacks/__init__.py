@@ -1,7 +1,8 @@
-"""Callbacks the CLI adds to every run: figures, prediction CSVs and the HPARAMS summary."""
+"""Callbacks the CLI adds to every run: checkpoints, figures, prediction CSVs and the HPARAMS summary."""
 
+from dragon_lightning.callbacks.checkpointing import ResumableCheckpoint
 from dragon_lightning.callbacks.figures import TutorialFigures
 from dragon_lightning.callbacks.hparams import HyperparametersWithMetrics
 from dragon_lightning.callbacks.predictions import PredictionWriter
 
-__all__ = ["HyperparametersWithMetrics", "PredictionWriter", "TutorialFigures"]
+__all__ = ["HyperparametersWithMetrics", "PredictionWriter", "ResumableCheckpoint", "TutorialFigures"]
