@@ -16,6 +16,7 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Optional
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -172,7 +173,7 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
-        return DragonCLI(
+        cli = DragonCLI(
             DragonClassifier,
             DragonDataModule,
             subclass_mode_model=True,
@@ -182,6 +183,8 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
             auto_configure_optimizers=False,
             args=args,
         )
+        _close_process_group()
+        return cli
     except SIGTERMException:
         print("dragon-lightning: stopped by SIGTERM; continue with the same command and --ckpt_path last", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -191,6 +194,13 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
             raise
         print(f"dragon-lightning: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _close_process_group() -> None:
+    """End a finished multi-process run's process group before the interpreter shuts down, as PyTorch
+    asks: Lightning does so only for NCCL, and leaves a CPU (gloo) group to be torn down at exit."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def input_error_message(error: BaseException) -> Optional[str]:

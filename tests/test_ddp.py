@@ -30,6 +30,7 @@ def ddp_fit(root: Path, *options: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "terminate called" not in result.stderr, "a rank aborted while the process group was torn down at exit"
     return result
 
 

@@ -39,8 +39,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         time_due = self._time_elapsed(trainer)
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch-end save follows, after validation
-        if (steps_due or time_due) and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if steps_due or time_due:
+            self._save_resume_point(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -61,7 +61,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def _save_resume_point(self, trainer: L.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        """Write ``last.ckpt`` (with ``save_last``) unless this step was saved already."""
+        if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _steps_crossed(self, trainer: L.Trainer) -> bool:
