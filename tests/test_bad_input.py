@@ -88,6 +88,9 @@ OPTION_CASES = {
     "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must be at least 1, got 0"),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
     "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
+    "negative epochs between rankings": (
+        ["--checkpoint.every_n_epochs", "-1"], "--checkpoint.every_n_epochs must be 0 or more, got -1"
+    ),
     "no minibatches per step": (["--data.minibatches_per_step", "0"], "--data.minibatches_per_step must be at least 1"),
     "clipping inside grouped steps": (
         ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],

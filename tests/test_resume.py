@@ -146,6 +146,19 @@ def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ra
     assert best["global_step"] % 15 == 0, "the best checkpoint holds weights from an epoch end, as validated"
 
 
+@pytest.mark.parametrize("every_n_epochs", [0, 3])
+def test_best_checkpoints_are_ranked_every_n_epochs_beside_step_saves(every_n_epochs, tmp_path):
+    run(
+        "fit", *COMMON, "--trainer.max_epochs", "6", "--checkpoint.every_n_epochs", str(every_n_epochs),
+        "--checkpoint.save_top_k", "-1", "--test_after_fit", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+    )
+    saved = sorted(path.name for path in (tmp_path / "lightning_logs/version_0/checkpoints").iterdir())
+    ranked = [f"epoch{epoch:03d}" for epoch in range(6) if every_n_epochs and (epoch + 1) % every_n_epochs == 0]
+    assert [name[: len("epoch000")] for name in saved if name != "last.ckpt"] == ranked
+    assert "last.ckpt" in saved
+
+
 class CheckLastAtEachEpoch(Callback):
     """At each epoch start, last.ckpt holds the weights the previous epoch ended with."""
 

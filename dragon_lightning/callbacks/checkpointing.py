@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from dragon_lightning.errors import DragonInputError
+
 
 class ResumableCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` with three changes for runs that get interrupted and resumed.
@@ -16,19 +18,25 @@ class ResumableCheckpoint(ModelCheckpoint):
     - ``last.ckpt`` is written at every epoch end, not only when the monitored metric improves, so a
       resumed run loses at most one epoch (or ``every_n_train_steps`` steps).
     - ``every_n_train_steps`` and ``train_time_interval`` add resume points: they write ``last.ckpt``
-      only, and the best checkpoints are still ranked at every epoch end (``save_top_k 0`` keeps
-      none). Between validations the monitored metric belongs to older weights; Lightning would rank
-      the step's weights by it, and would stop ranking at epoch ends. The step count is checked as a
-      threshold crossed, so it also fires when several optimizer steps share one training step
+      only, while the best checkpoints are ranked at epoch ends (``every_n_epochs``). Between
+      validations the monitored metric belongs to older weights; Lightning would rank the step's
+      weights by it, and would stop ranking at epoch ends. The step count is checked as a threshold
+      crossed, so it also fires when several optimizer steps share one training step
       (``--data.minibatches_per_step``).
     - A run resumed from another run folder keeps ranking against that run's best checkpoints (while
       their files exist), so ``fit`` tests the same best checkpoint as a run that was never stopped.
     """
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            self._every_n_epochs = 1  # before the callback's state is restored: it is part of its key
+    def __init__(self, every_n_epochs: int = 1, **kwargs: Any) -> None:
+        """
+        Args:
+            every_n_epochs: epochs between rankings of the best checkpoints (0: none). Unlike
+                Lightning's, it goes together with ``every_n_train_steps`` and ``train_time_interval``.
+        """
+        if every_n_epochs < 0:
+            raise DragonInputError(f"--checkpoint.every_n_epochs must be 0 or more, got {every_n_epochs}")
+        super().__init__(**kwargs)
+        self._every_n_epochs = every_n_epochs
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
