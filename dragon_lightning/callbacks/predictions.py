@@ -11,7 +11,6 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from dragon_lightning.data.csv_io import write_csv
-from dragon_lightning.data.schema import FEATURE_COLUMNS
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -45,10 +44,9 @@ class PredictionWriter(BasePredictionWriter):
         probabilities = torch.cat([batch["probabilities"] for batch in predictions]).float().cpu().numpy()
         predicted = torch.cat([batch["predicted"] for batch in predictions]).cpu().numpy()
         table = datamodule.predict_table.copy()
-        features = torch.from_numpy(table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
         table["predicted"] = np.asarray(pl_module.class_names, dtype=object)[predicted]
         for index, name in enumerate(pl_module.class_names):
             table[f"p_{name}"] = probabilities[:, index]
-        table["outside_training_range"] = datamodule.outside_training_range(features).numpy()
+        table["outside_training_range"] = datamodule.outside_training_range(datamodule.predict_features).numpy()
         path = self.output_path or Path(trainer.log_dir or ".") / "predictions.csv"
         write_csv(table, path, overwrite=self.overwrite)

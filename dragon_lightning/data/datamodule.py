@@ -102,6 +102,7 @@ class DragonDataModule(L.LightningDataModule):
         self.feature_max = torch.full((self.num_features,), torch.inf)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.predict_table: pd.DataFrame | None = None
+        self.predict_features: torch.Tensor | None = None  # the table's [numberToes, bodyLength], unscaled
         self._generated: pd.DataFrame | None = None
         self._prepared = False
         self._fitted_transform = False
@@ -170,6 +171,8 @@ class DragonDataModule(L.LightningDataModule):
         if self.predict_csv is None:
             raise DragonInputError("predict needs --data.predict_csv: a CSV with columns numberToes and bodyLength")
         self.predict_table = read_feature_csv(self.predict_csv)
+        # A copy: pandas hands out read-only arrays, which PyTorch warns about.
+        self.predict_features = torch.tensor(self.predict_table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
         """Scale raw ``[numberToes, bodyLength]`` rows as the model was trained to see them."""
@@ -211,8 +214,7 @@ class DragonDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:
             raise DragonInputError("predict runs in one process; drop --trainer.strategy/--trainer.devices")
-        features = torch.from_numpy(self.predict_table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
-        return self._batches(features, None)
+        return self._batches(self.predict_features, None)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must carry for the data side: the task and the fitted feature transform."""
