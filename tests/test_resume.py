@@ -132,11 +132,12 @@ def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path)
     assert_resumes_to(uninterrupted, tmp_path, *by_accuracy)
 
 
-def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ranked(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--trainer.check_val_every_n_epoch", "2"]], ids=["validating every epoch", "every second"])
+def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ranked(options, tmp_path):
     """Lightning writes last.ckpt at an epoch end only when the monitored metric improves, and with
     every_n_train_steps ranks weights by the previous validation's score."""
     trainer = run(
-        "fit", *COMMON, "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch", "--test_after_fit", "false",
+        "fit", *COMMON, *options, "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch", "--test_after_fit", "false",
         "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
     ).trainer
     checker = next(c for c in trainer.callbacks if isinstance(c, CheckLastAtEachEpoch))

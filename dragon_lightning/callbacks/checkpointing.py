@@ -52,12 +52,11 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_resume_point(trainer)
+        self._save_resume_point(trainer)  # after this epoch's validation, if it had one
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not self._should_save_on_train_epoch_end(trainer):  # also validates inside epochs
             self._save_resume_point(trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
