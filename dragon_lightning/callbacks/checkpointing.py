@@ -18,9 +18,9 @@ class ResumableCheckpoint(ModelCheckpoint):
     - ``last.ckpt`` is written at every epoch end, not only when the monitored metric improves, so a
       resumed run loses at most one epoch (or ``every_n_train_steps`` steps).
     - ``every_n_train_steps`` and ``train_time_interval`` add resume points: they write ``last.ckpt``
-      only, while the best checkpoints are ranked at epoch ends (``every_n_epochs``). Between
-      validations the monitored metric belongs to older weights; Lightning would rank the step's
-      weights by it, and would stop ranking at epoch ends. The step count is checked as a threshold
+      only, while the best checkpoints are ranked right after validation (``every_n_epochs``).
+      Between validations the monitored metric belongs to older weights; Lightning would rank the
+      step's weights by it, and would stop ranking at epoch ends. The step count is checked as a threshold
       crossed, so it also fires when several optimizer steps share one training step
       (``--data.minibatches_per_step``).
     - A run resumed from another run folder keeps ranking against that run's best checkpoints (while
