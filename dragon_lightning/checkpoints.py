@@ -90,12 +90,39 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
         )
 
 
-def check_resumable(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule) -> None:
-    """Resuming ``fit`` must keep the optimization mode: Lightning counts automatic and manual
-    optimizer steps separately, so switching would restart ``global_step`` from zero."""
+# Data options that decide each split's rows and the features: resuming with other values would, for
+# one, train on rows the earlier epochs held out for validation and testing.
+SPLIT_OPTIONS = ("task", "csv_path", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize")
+
+
+def check_resumable(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule, data_options: dict) -> None:
+    """Resuming ``fit`` must keep the optimization mode (Lightning counts automatic and manual
+    optimizer steps separately, so switching would restart ``global_step`` from zero) and the data
+    options that define the splits."""
     trained = checkpoint.get("hyper_parameters", {}).get("minibatches_per_step", 1)
     if model.has_optimizer and model.automatic_optimization != (trained == 1):
         raise DragonInputError(
             f"{path}: was trained with --data.minibatches_per_step {trained}; resume with that value "
             f"(1 and more than 1 count optimizer steps differently), not {model.minibatches_per_step}"
         )
+    trained_data = checkpoint.get("datamodule_hyper_parameters", {})
+    changed = [
+        f"--data.{name} {_option_text(trained_data[name])} (now {_option_text(data_options.get(name))})"
+        for name in SPLIT_OPTIONS
+        if name in trained_data and _option_text(trained_data[name]) != _option_text(data_options.get(name))
+        and not (name == "n_dragons" and trained_data.get("csv_path") is not None)
+    ]
+    if changed:
+        raise DragonInputError(
+            f"{path}: was trained with {' and '.join(changed)}; resume with the same data options "
+            "(they decide each split's rows and the features)"
+        )
+
+
+def _option_text(value) -> str:
+    """An option's value as it is typed: ``null``, ``true``/``false``, or the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

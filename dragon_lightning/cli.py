@@ -100,7 +100,7 @@ class DragonCLI(LightningCLI):
                 path = self._get(self.config, "ckpt_path")
                 check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
                 if self.subcommand == "fit":
-                    check_resumable(self.checkpoint, path, self.model)
+                    check_resumable(self.checkpoint, path, self.model, dict(self.datamodule.hparams))
                 self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
             if self.subcommand == "fit":
                 _check_optimization_options(self._get(self.config, "trainer"), self.model)

@@ -158,6 +158,19 @@ def test_resuming_keeps_the_optimization_mode(color_mlp_checkpoint, scratch, cap
     )
 
 
+def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):
+    trained = torch.load(color_mlp_checkpoint, weights_only=False)["datamodule_hyper_parameters"]["seed"]
+    args = [
+        "fit", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
+        "--data.seed", str(trained + 1), "--data.standardize", "false",
+    ]
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args,
+        f"{color_mlp_checkpoint}: was trained with --data.seed {trained} (now {trained + 1}) and "
+        "--data.standardize true (now false); resume with the same data options",
+    )
+
+
 def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scratch, capfd):
     dragons = scratch / "dragons.csv"
     dragons.write_text("numberToes,bodyLength\n6,170\n")
