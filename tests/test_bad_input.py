@@ -91,6 +91,9 @@ OPTION_CASES = {
     "negative epochs between rankings": (
         ["--checkpoint.every_n_epochs", "-1"], "--checkpoint.every_n_epochs must be 0 or more, got -1"
     ),
+    "negative steps between resume points": (
+        ["--checkpoint.every_n_train_steps", "-5"], "--checkpoint.every_n_train_steps must be 0 or more, got -5"
+    ),
     "no minibatches per step": (["--data.minibatches_per_step", "0"], "--data.minibatches_per_step must be at least 1"),
     "clipping inside grouped steps": (
         ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],

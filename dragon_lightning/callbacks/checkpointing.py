@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -18,7 +19,8 @@ class ResumableCheckpoint(ModelCheckpoint):
     - ``last.ckpt`` is written at every epoch end, not only when the monitored metric improves, so a
       resumed run loses at most one epoch (or ``every_n_train_steps`` steps).
     - ``every_n_train_steps`` and ``train_time_interval`` add resume points: they write ``last.ckpt``
-      only, while the best checkpoints are ranked right after validation (``every_n_epochs``).
+      only, while the best checkpoints are ranked right after validation (``every_n_epochs``); the
+      three go together.
       Between validations the monitored metric belongs to older weights; Lightning would rank the
       step's weights by it, and would stop ranking at epoch ends. The step count is checked as a threshold
       crossed, so it also fires when several optimizer steps share one training step
@@ -27,16 +29,28 @@ class ResumableCheckpoint(ModelCheckpoint):
       their files exist), so ``fit`` tests the same best checkpoint as a run that was never stopped.
     """
 
-    def __init__(self, every_n_epochs: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        every_n_train_steps: Optional[int] = None,
+        train_time_interval: Optional[timedelta] = None,
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
-            every_n_epochs: epochs between rankings of the best checkpoints (0: none). Unlike
-                Lightning's, it goes together with ``every_n_train_steps`` and ``train_time_interval``.
+            every_n_epochs: epochs between rankings of the best checkpoints (0: none).
+            every_n_train_steps: optimizer steps between resume points, which write ``last.ckpt``
+                only (unset or 0: none; ``last.ckpt`` is written at every epoch end anyway).
+            train_time_interval: time between resume points, e.g. ``0:30:00`` (unset: none).
         """
         if every_n_epochs < 0:
             raise DragonInputError(f"--checkpoint.every_n_epochs must be 0 or more, got {every_n_epochs}")
-        super().__init__(**kwargs)
+        if every_n_train_steps is not None and every_n_train_steps < 0:
+            raise DragonInputError(f"--checkpoint.every_n_train_steps must be 0 or more, got {every_n_train_steps}")
+        super().__init__(**kwargs)  # Lightning would refuse these three together
         self._every_n_epochs = every_n_epochs
+        self._every_n_train_steps = every_n_train_steps or 0
+        self._train_time_interval = train_time_interval
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
