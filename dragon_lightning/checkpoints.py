@@ -90,8 +90,8 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
         )
 
 
-# Data options that decide each split's rows and the features: resuming with other values would, for
-# one, train on rows the earlier epochs held out for validation and testing.
+# Data options that decide each split's rows and the features. Resuming with other values would train
+# on rows that earlier epochs held out for validation and testing, or on differently scaled features.
 SPLIT_OPTIONS = ("task", "csv_path", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize")
 
 
