@@ -1,5 +1,8 @@
 """Running the real CLI in-process, as a user would from a shell, inside a scratch folder."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -7,6 +10,7 @@ import torch
 from dragon_lightning.cli import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -16,6 +20,13 @@ def config(name: str) -> str:
 
 def run(*args: str):
     return cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else list(args))
+
+
+def run_in_subprocess(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m dragon_lightning ARGS`` in a process of its own, able to import the tests' callbacks."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "dragon_lightning", *args]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:

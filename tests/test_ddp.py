@@ -1,19 +1,14 @@
 """Two CPU processes under Lightning DDP train, test, and count every test row exactly once."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from clihelpers import config, run
+from clihelpers import config, run, run_in_subprocess
 from test_cli import read_events
-
-TESTS = Path(__file__).resolve().parent
-
 
 class SaveRankWeights(Callback):
     """Each process writes the weights it ended with."""
@@ -23,12 +18,12 @@ class SaveRankWeights(Callback):
 
 
 def ddp_fit(root: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", config("color_mlp.yaml"), *options]
-    command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    command += ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false"]
-    command += ["--trainer.default_root_dir", str(root)]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, env=environment)
+    result = run_in_subprocess(
+        "fit", "--config", config("color_mlp.yaml"), *options,
+        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+        "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+        cwd=root, timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "terminate called" not in result.stderr, "a rank aborted while the process group was torn down at exit"
     return result

@@ -2,16 +2,13 @@
 
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from clihelpers import config, last_weights, run
+from clihelpers import config, last_weights, run, run_in_subprocess
 
 COMMON = [
     "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
@@ -64,11 +61,11 @@ class SignalAtStep(Callback):
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_path):
-    command = [sys.executable, "-m", "dragon_lightning", "fit", *COMMON, "--trainer.callbacks+=test_resume.SignalAtStep"]
-    command += ["--trainer.callbacks.init_args.signum", str(int(signum))]
-    command += ["--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data")]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    finished_process = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    finished_process = run_in_subprocess(
+        "fit", *COMMON, "--trainer.callbacks+=test_resume.SignalAtStep", "--trainer.callbacks.init_args.signum",
+        str(int(signum)), "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        cwd=tmp_path, timeout=120,
+    )
     if signum == signal.SIGTERM:
         assert finished_process.returncode == 128 + signal.SIGTERM
         assert "stopped by SIGTERM; continue with the same command and --ckpt_path last" in finished_process.stderr
