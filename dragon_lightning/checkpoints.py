@@ -1,24 +1,37 @@
-"""Checkpoints: written atomically, and checked before Lightning loads one given on the command line.
+"""Checkpoints: written atomically, loaded as data only, and checked before Lightning loads one given on
+the command line.
 
-Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; the
-checks turn each into one line naming the file and what is wrong with it.
+A checkpoint is a pickle, and unpickling can run code: every load here and in Lightning's restore uses
+``weights_only=True``, which admits tensors and plain values only (all a dragon-lightning checkpoint
+holds). Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks;
+the checks turn each into one line naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.paths import require_regular_file
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a temporary file beside it, then rename: Ctrl-C in the middle of a
-    save leaves the previous ``last.ckpt`` whole instead of a truncated one."""
+    save leaves the previous ``last.ckpt`` whole instead of a truncated one. Load as data only,
+    whatever the caller asks for."""
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if "://" in str(path):  # remote storage: no local rename
@@ -31,8 +44,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             Path(temporary).unlink(missing_ok=True)
 
 
-# ckpt_path values that Lightning resolves itself rather than reading a file.
-LIGHTNING_CHECKPOINT_ALIASES = {"last", "best", "hpc", "registry"}
+# ckpt_path values that Lightning resolves itself rather than reading a file ("registry" also as a prefix).
+# The CLI resolves "last" itself; the others name checkpoints a new command does not have.
+LIGHTNING_CHECKPOINT_ALIASES = ("best", "hpc", "registry")
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
@@ -49,15 +63,28 @@ def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
-    """Load the checkpoint file at ``path`` (``None`` for no path or a Lightning alias such as ``last``)."""
-    if path is None or str(path) in LIGHTNING_CHECKPOINT_ALIASES:
+    """Load the checkpoint file at ``path`` as data (``None`` for no path)."""
+    if path is None:
         return None
-    path = Path(path)
-    if not path.is_file():
-        raise DragonInputError(f"{path}: no such checkpoint file")
+    if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
+        raise DragonInputError(
+            f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
+            "registry, which this command has none of; give a checkpoint file, or last"
+        )
+    path = require_regular_file(path, "checkpoint file", "--ckpt_path")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # any unpickling failure means the file is not a usable checkpoint
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # The weights-only unpickler names the first object the file would build (and so run code).
+        if (unsafe := re.search(r"GLOBAL (\S+)", str(error))) is None:
+            raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: UnpicklingError)") from None
+        raise DragonInputError(
+            f"{path}: refused: it would build the Python object {unsafe.group(1)}, and loading it could run code; "
+            "dragon-lightning checkpoints hold only tensors and plain values"
+        ) from None
+    except Exception as error:  # any other failure means the file is not a usable checkpoint
         raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
@@ -87,6 +114,35 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
         raise DragonInputError(
             f"{path}: its weights do not fit the configured {type(model).__name__}; "
             "use the config the checkpoint was trained with (its run folder has config.yaml)"
+        )
+
+
+# Set from the data under the CLI, never by the user.
+LINKED_HYPERPARAMETERS = ("num_features", "num_classes", "class_names")
+
+
+def check_hyperparameters(checkpoint: dict, path: str | os.PathLike, model_class: type, configured: dict) -> None:
+    """The checkpoint's hyperparameters must be arguments of this version's ``model_class``, and any value
+    the config sets away from its default must agree with the checkpoint's (LightningCLI would
+    otherwise let the checkpoint win without a word)."""
+    trained = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items() if not name.startswith("_")}
+    parameters = inspect.signature(model_class.__init__).parameters
+    unknown = sorted(set(trained) - set(parameters))
+    if unknown:
+        raise DragonInputError(
+            f"{path}: its hyperparameters {', '.join(unknown)} are not options of this version's "
+            f"{model_class.__name__} (a checkpoint of another version of dragon-lightning?)"
+        )
+    conflicts = [
+        f"--model.init_args.{name} {_option_text(configured[name])} (the checkpoint has {_option_text(value)})"
+        for name, value in trained.items()
+        if name in configured and name not in LINKED_HYPERPARAMETERS
+        and _option_text(configured[name]) not in (_option_text(value), _option_text(parameters[name].default))
+    ]
+    if conflicts:
+        raise DragonInputError(
+            f"{path}: the config asks for {' and '.join(conflicts)}; drop those options or use the config "
+            "the checkpoint was trained with (its run folder has config.yaml)"
         )
 
 
@@ -120,9 +176,11 @@ def check_resumable(checkpoint: dict, path: str | os.PathLike, model: L.Lightnin
 
 
 def _option_text(value) -> str:
-    """An option's value as it is typed: ``null``, ``true``/``false``, or the value."""
+    """An option's value as it is typed: ``null``, ``true``/``false``, ``[1, 2]``, or the value."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_option_text(item) for item in value) + "]"
     return str(value)
