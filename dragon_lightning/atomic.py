@@ -9,6 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.paths import require_writable_file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> bool:
@@ -19,14 +26,14 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, 
     Returns True when ``path`` was (re)written.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DragonInputError(f"{path}: is a directory, expected a file path to write")
+    require_writable_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         if path.exists() and not overwrite:
             if filecmp.cmp(tmp, path, shallow=False):
                 return False

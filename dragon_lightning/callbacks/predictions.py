@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from dragon_lightning.data.csv_io import write_csv
+from dragon_lightning.data.csv_io import line_of_row, write_csv
+from dragon_lightning.errors import DragonInputError
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -43,6 +44,11 @@ class PredictionWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         probabilities = torch.cat([batch["probabilities"] for batch in predictions]).float().cpu().numpy()
         predicted = torch.cat([batch["predicted"] for batch in predictions]).cpu().numpy()
+        if (unusable := np.flatnonzero(~np.isfinite(probabilities).all(axis=1))).size:
+            raise DragonInputError(
+                f"{datamodule.predict_csv}: line {line_of_row(Path(datamodule.predict_csv), unusable[0])}: the model gives "
+                "no finite probabilities for these features; nothing was written"
+            )
         table = datamodule.predict_table.copy()
         table["predicted"] = np.asarray(pl_module.class_names, dtype=object)[predicted]
         for index, name in enumerate(pl_module.class_names):

@@ -16,8 +16,12 @@ from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
 from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
-from dragon_lightning.data.schema import FEATURE_COLUMNS
+from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
+
+
+MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
+MAX_DRAGONS = 100_000_000  # generated tables are held in memory
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -76,8 +80,8 @@ class DragonDataModule(L.LightningDataModule):
                 bodyLength, after the tutorial's recipe); other columns are copied to the output.
         """
         super().__init__()
-        if n_dragons < 1:
-            raise DragonInputError(f"--data.n_dragons must be at least 1, got {n_dragons}")
+        if not 1 <= n_dragons <= MAX_DRAGONS:
+            raise DragonInputError(f"--data.n_dragons must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
         if batch_size < 1:
             raise DragonInputError(f"--data.batch_size must be at least 1, got {batch_size}")
         if minibatches_per_step < 1:
@@ -86,8 +90,12 @@ class DragonDataModule(L.LightningDataModule):
         _check_fraction("val_fraction", val_fraction)
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if not 0 <= seed <= MAX_SEED:
+            raise DragonInputError(f"--data.seed must lie between 0 and {MAX_SEED}, got {seed}")
         self.save_hyperparameters()
         self.hparams.seed = seed
+        for name in ("csv_path", "data_dir", "predict_csv"):  # plain strings: checkpoints hold no Path objects
+            self.hparams[name] = None if self.hparams[name] is None else str(self.hparams[name])
         self.task = task
         self.csv_path = csv_path
         self.predict_csv = predict_csv
@@ -113,22 +121,34 @@ class DragonDataModule(L.LightningDataModule):
         return Path(self.hparams.data_dir) / f"dragons_n{self.hparams.n_dragons}_seed{self.seed}.csv"
 
     def prepare_data(self) -> None:
-        """Write the generated table to ``data_dir`` (once, atomically, never clobbering)."""
+        """Write the generated table to ``data_dir`` (once, atomically, never clobbering).
+
+        The CLI calls it after every input check has passed, so bad input leaves no table behind.
+        """
         if self._prepared or self.csv_path is not None or self.hparams.data_dir is None:
             return
-        self._generated = generate_dragons(self.hparams.n_dragons, self.seed)
+        table = self._generated_table()
         if self.hparams.n_dragons >= 1_000_000:  # about 2 s of writing per million rows: say what is happening
             rank_zero_info(f"Writing {self.hparams.n_dragons:,} generated dragons to {self.generated_csv_path}")
-        write_csv(self._generated, self.generated_csv_path, overwrite=False)
+        write_csv(table, self.generated_csv_path, overwrite=False)
         self._prepared = True
+        if self.splits:  # setup has already used it
+            self._generated = None
+
+    def _generated_table(self) -> pd.DataFrame:
+        """The generated table, drawn once per process and kept until written and split."""
+        if self._generated is None:
+            self._generated = generate_dragons(self.hparams.n_dragons, self.seed)
+        return self._generated
 
     def load_table(self) -> pd.DataFrame:
-        """The dragon table: the user's CSV, or the generated one (the same draw as on disk, kept from
-        ``prepare_data`` when this process ran it)."""
+        """The dragon table: the user's CSV, or the generated one (the same draw as on disk)."""
         if self.csv_path is not None:
             return read_dragon_csv(self.csv_path)
-        table, self._generated = self._generated, None
-        return table if table is not None else generate_dragons(self.hparams.n_dragons, self.seed)
+        table = self._generated_table()
+        if self._prepared or self.hparams.data_dir is None:  # nothing else needs it
+            self._generated = None
+        return table
 
     @property
     def source(self) -> str:
@@ -167,10 +187,15 @@ class DragonDataModule(L.LightningDataModule):
         self._fitted_transform = True
 
     def _setup_predict(self) -> None:
-        self._generated = None  # predicting needs no dragon table
+        self._generated, self._prepared = None, True  # predicting needs no dragon table, on disk or in memory
         if self.predict_csv is None:
             raise DragonInputError("predict needs --data.predict_csv: a CSV with columns numberToes and bodyLength")
         self.predict_table = read_feature_csv(self.predict_csv)
+        taken = [name for name in prediction_columns(self.class_names) if name in self.predict_table.columns]
+        if taken:
+            raise DragonInputError(
+                f"{self.predict_csv}: already has the column(s) {', '.join(taken)}, which predict writes; rename them"
+            )
         # A copy: pandas hands out read-only arrays, which PyTorch warns about.
         self.predict_features = torch.tensor(self.predict_table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
 

@@ -9,3 +9,8 @@ CATEGORIES = {"mountainRange": MOUNTAIN_RANGES, "color": COLORS, "diet": DIETS}
 
 FEATURE_COLUMNS = ("numberToes", "bodyLength")
 """The model's inputs, in this order, after the tutorial's feature recipe."""
+
+
+def prediction_columns(class_names) -> list[str]:
+    """The columns ``predict`` adds to the user's rows."""
+    return ["predicted", *(f"p_{name}" for name in class_names), "outside_training_range"]
