@@ -7,23 +7,31 @@ exit status 2, before anything is written.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import signal
 import sys
 import warnings
 from argparse import ArgumentError
-from pathlib import Path
 from typing import Optional
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dragon_lightning.callbacks import HyperparametersWithMetrics, PredictionWriter, ResumableCheckpoint, TutorialFigures
+from dragon_lightning.callbacks import (
+    HyperparametersWithMetrics,
+    PredictionWriter,
+    ResumableCheckpoint,
+    RunConfig,
+    TutorialFigures,
+)
 from dragon_lightning.checkpoints import (
     check_checkpoint_fits,
+    check_hyperparameters,
     check_resumable,
     check_trained_model,
     latest_last_checkpoint,
@@ -32,6 +40,13 @@ from dragon_lightning.checkpoints import (
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.models import DragonClassifier
+from dragon_lightning.preflight import (
+    check_config_files,
+    check_optimizer_settings,
+    check_output_locations,
+    check_seed,
+    check_trainer_options,
+)
 
 DESCRIPTION = (
     "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
@@ -43,6 +58,11 @@ DESCRIPTION = (
 class DragonCLI(LightningCLI):
     checkpoint: Optional[dict] = None
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands, without ``--weights_only``: checkpoints always load as data."""
+        return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("num_features", "num_classes", "class_names", "minibatches_per_step"):
@@ -80,44 +100,77 @@ class DragonCLI(LightningCLI):
             )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Parse, then resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` (a new run gets a
-        new version folder, where Lightning itself would find none) and make sure the checkpoint is
-        readable before LightningCLI reads the model's hyperparameters from it."""
+        """Check the config files, parse, then resolve ``--ckpt_path last`` to the newest run's
+        ``last.ckpt`` (a new run gets a new version folder, where Lightning itself would find none) and
+        check the checkpoint before LightningCLI reads the model's hyperparameters from it."""
+        check_config_files(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
         super().parse_arguments(parser, args)
         if not self.config.get("subcommand"):
             return
         config = self.config[self.config.subcommand]
+        check_seed(config.get("seed_everything"))
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
         self.checkpoint = read_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
-            check_trained_model(self.checkpoint, config.ckpt_path, config.model.get("class_path"))
+            class_path = config.model.get("class_path")
+            check_trained_model(self.checkpoint, config.ckpt_path, class_path)
+            configured = config.model.get("init_args") or Namespace()
+            check_hyperparameters(self.checkpoint, config.ckpt_path, _import(class_path), configured.as_dict())
+            self._check_hyperparameter_values(parser, config.ckpt_path, class_path)
+
+    def _check_hyperparameter_values(self, parser: LightningArgumentParser, path: str, class_path: str) -> None:
+        """Parse the checkpoint's hyperparameters as LightningCLI is about to, so that a value this version
+        refuses is reported with the checkpoint's name."""
+        trained = {k: v for k, v in self.checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        model = {"class_path": class_path, "init_args": trained}
+        try:
+            parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
+        except ArgumentError as error:
+            reason = input_error_message(error) or str(error).splitlines()[0]
+            raise DragonInputError(f"{path}: a hyperparameter this version does not accept: {reason}") from None
 
     def instantiate_trainer(self, **kwargs):
-        """Read and check every input first: bad input then fails before the Trainer prints or writes."""
+        """Read and check every input first: bad input then fails before the Trainer prints or writes.
+        The generated table is written once the Trainer, the last thing that can refuse, exists."""
         if self.subcommand is not None:
-            if self.checkpoint is not None:
-                path = self._get(self.config, "ckpt_path")
-                check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
-                if self.subcommand == "fit":
-                    check_resumable(self.checkpoint, path, self.model, dict(self.datamodule.hparams))
-                self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
-            if self.subcommand == "fit":
-                _check_optimization_options(self._get(self.config, "trainer"), self.model)
-            if self.subcommand == "predict":
-                _check_predictions_path(self._get(self.config, "predictions"))
+            self._check_inputs()
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
+        if self.subcommand not in (None, "predict"):
             self.datamodule.prepare_data()
-            self.datamodule.setup(self.subcommand)
-        trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand != "predict":  # every callback costs a little on every step
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
         return trainer
+
+    def _check_inputs(self) -> None:
+        config = self.config[self.subcommand]
+        if self.checkpoint is not None:
+            path = config.ckpt_path
+            check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
+            if self.subcommand == "fit":
+                check_resumable(self.checkpoint, path, self.model, dict(self.datamodule.hparams))
+            self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
+        check_trainer_options(config.trainer)
+        if self.subcommand == "fit":
+            _check_optimization_options(config.trainer, self.model)
+            check_optimizer_settings(self.model)
+        writes_table = self.subcommand != "predict" and self.datamodule.csv_path is None
+        check_output_locations(config, self.subcommand, writes_generated_table=writes_table)
+        self.datamodule.setup(self.subcommand)
 
     def after_fit(self) -> None:
         if not self._get(self.config, "test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _import(class_path: str) -> type:
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
@@ -133,15 +186,6 @@ def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> 
         raise DragonInputError(f"--trainer.gradient_clip_val needs Lightning's automatic optimization: {why}")
     if trainer.get("accumulate_grad_batches", 1) != 1:
         raise DragonInputError(f"--trainer.accumulate_grad_batches needs Lightning's automatic optimization: {why}")
-
-
-def _check_predictions_path(options: Namespace) -> None:
-    """Refuse, before predicting, to replace an existing file unless told to."""
-    path = options.get("output_path")
-    if path is not None and Path(path).exists() and not options.get("overwrite"):
-        raise DragonInputError(
-            f"{path}: exists; choose another --predictions.output_path or pass --predictions.overwrite true"
-        )
 
 
 PROGRESS_BAR = "lightning.pytorch.callbacks.TQDMProgressBar"
@@ -172,13 +216,17 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # cli_main(args) from Python (tests, notebooks) while sys.argv holds the caller's own arguments.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # The prediction writer needs no batch indices: rows come back in the order of the CSV.
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     try:
         cli = DragonCLI(
             DragonClassifier,
             DragonDataModule,
             subclass_mode_model=True,
             trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfig,
             parser_kwargs={"description": DESCRIPTION, "exit_on_error": False},
             auto_configure_optimizers=False,
             args=args,
@@ -219,9 +267,24 @@ def input_error_message(error: BaseException) -> Optional[str]:
         return " ".join(lines[:2])
     option = "--" + key.group(1).replace(".init_args", "")
     if option == "--model":
-        return "--model must name a model: LinearClassifier, MLPClassifier or a class_path"
+        return _model_problem(lines) or "--model must name a model: LinearClassifier, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
     if detail.startswith("Does not validate"):
         given = next((line for line in lines if line.startswith("Given value:")), "")
         detail = f"invalid value{given.removeprefix('Given value:')}"
     return f"{option}: {detail}"
+
+
+def _model_problem(lines: list[str]) -> Optional[str]:
+    """jsonargparse's reason for refusing a known model's arguments, as ``--model.init_args.NAME: reason``."""
+    for index, line in enumerate(lines):
+        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if problem is None:
+            continue
+        model, detail = problem.group(1).rsplit(".", 1)[-1], lines[index + 1 :] or [""]
+        if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
+            return f"--model.init_args.{unknown.group(1)}: not an option of {model} (see --model.help {model})"
+        if key := re.match(r'Parser key "([^"]+)":', detail[0]):
+            return f"--model.init_args.{key.group(1)}: {detail[1] if len(detail) > 1 else 'invalid value'}"
+        return f"--model {model}: {detail[0]}"
+    return None

@@ -4,5 +4,6 @@ from dragon_lightning.callbacks.checkpointing import ResumableCheckpoint
 from dragon_lightning.callbacks.figures import TutorialFigures
 from dragon_lightning.callbacks.hparams import HyperparametersWithMetrics
 from dragon_lightning.callbacks.predictions import PredictionWriter
+from dragon_lightning.callbacks.run_config import RunConfig
 
-__all__ = ["HyperparametersWithMetrics", "PredictionWriter", "ResumableCheckpoint", "TutorialFigures"]
+__all__ = ["HyperparametersWithMetrics", "PredictionWriter", "ResumableCheckpoint", "RunConfig", "TutorialFigures"]
