@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from dragon_lightning.cli import cli_main
@@ -42,3 +43,19 @@ def last_checkpoint(cli) -> Path:
 
 def last_weights(cli) -> dict[str, torch.Tensor]:
     return torch.load(last_checkpoint(cli), weights_only=False)["state_dict"]
+
+
+def expect_one_line_error(capfd, folder: Path, before: dict, args: list[str], *messages: str) -> str:
+    """Run the CLI on bad input: exit status 2, one line naming the problem, no file under ``folder``
+    created or changed. Returns the line."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(*args)
+    assert exit_info.value.code == 2
+    captured = capfd.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("dragon-lightning: error: ")
+    for message in messages:
+        assert message in lines[0]
+    assert files_under(folder) == before, "bad input must not create or change files"
+    return lines[0]

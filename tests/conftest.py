@@ -11,3 +11,10 @@ def real_csv() -> Path:
     if not REAL_CSV.exists():
         pytest.skip(f"the real dragon file is not at {REAL_CSV}")
     return REAL_CSV
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """An empty working directory for one CLI run."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clihelpers import config, files_under, last_checkpoint, run
+from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -45,25 +45,6 @@ CSV_CASES = {
 }
 
 
-@pytest.fixture
-def scratch(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def expect_one_line_error(capfd, folder: Path, before: dict, args: list[str], *messages: str) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        run(*args)
-    assert exit_info.value.code == 2
-    captured = capfd.readouterr()
-    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("dragon-lightning: error: ")
-    for message in messages:
-        assert message in lines[0]
-    assert files_under(folder) == before, "bad input must not create or change files"
-
-
 @pytest.mark.parametrize("case", CSV_CASES)
 def test_bad_csv(case, scratch, capfd):
     content, message = CSV_CASES[case]
@@ -85,7 +66,7 @@ OPTION_CASES = {
     "test fraction of 1": (["--data.test_fraction", "1"], "--data.test_fraction must lie strictly between 0 and 1"),
     "negative val fraction": (["--data.val_fraction", "-0.1"], "--data.val_fraction must lie strictly between 0 and 1"),
     "hidden size of zero": (["--model.hidden_sizes", "[10, 0]"], "--model.hidden_sizes must be positive"),
-    "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must be at least 1, got 0"),
+    "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must lie between 1 and 100,000,000, got 0"),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
     "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
     "negative epochs between rankings": (
