@@ -4,7 +4,7 @@ the tutorial's one-dragon-per-step loop, on the same generated dragons, measured
     python benchmarks/throughput.py --n 1000000 --batch-sizes 256 4096 --json throughput.json
 
 (a) ``dragon-lightning fit`` in-process with configs/color_mlp.yaml (its callbacks, TensorBoard
-logger, progress bar and ``minibatches_per_step``), timing each epoch's training batches;
+logger, progress bar, Lightning's automatic optimization), timing each epoch's training batches;
 (b) a plain PyTorch loop: the same standardized tensors, network, Adam and batch size;
 (c) scikit-learn's ``MLPClassifier(hidden_layer_sizes=(10, 20, 1000))``, one epoch, same batch size;
 (d) the tutorial's loop, one dragon per Adam step, ``--tutorial-rows`` dragons per run.
@@ -12,6 +12,9 @@ Rates are training samples per second. (b) and (d) run after every Lightning epo
 process, so a burst of load from other work on the machine hits all three alike; each figure is the
 best of ``--epochs`` runs after one warm-up run (load from elsewhere only ever slows a run down, so
 the fastest run is the least disturbed one, as with ``timeit``). (c) is the best of two passes.
+``--fused`` runs Adam's fused implementation in (a), (b) and (d); ``--compile`` compiles (a)'s network
+with ``torch.compile`` (its first epoch, the warm-up, includes the compilation and is reported), while
+(b) stays eager.
 """
 
 from __future__ import annotations
@@ -55,8 +58,7 @@ class EpochTimer(L.Callback):
         self._started, self._samples = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        minibatches = batch if isinstance(batch, list) else [batch]  # a group of minibatches, or one
-        self._samples += sum(len(labels) for _, labels in minibatches)
+        self._samples += len(batch[1])
         if batch_idx + 1 == trainer.num_training_batches:
             if trainer.strategy.root_device.type == "cuda":
                 torch.cuda.synchronize()
@@ -87,8 +89,8 @@ def paired_rates(
     options += ["--trainer.max_epochs", str(args.epochs + 1), "--trainer.accelerator", args.accelerator]
     options += ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")]
     options += ["--trainer.callbacks+=throughput.EpochTimer"]
-    if args.minibatches_per_step is not None:
-        options += ["--data.minibatches_per_step", str(args.minibatches_per_step)]
+    if args.compile:
+        options += ["--model.init_args.compile", "true"]
     if args.fused:
         options += ["--model.init_args.optimizer.init_args.fused", "true"]
     try:
@@ -98,7 +100,8 @@ def paired_rates(
         timer_module.PAIRED_LOOPS = {}
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer))
     lightning = [samples / seconds for samples, seconds in zip(timer.samples[1:], timer.seconds[1:])]
-    return {"a_dragon_lightning": max(lightning), **{name: max(rates[1:]) for name, rates in timer.paired_rates.items()}}
+    paired = {name: max(rates[1:]) for name, rates in timer.paired_rates.items()}
+    return {"a_dragon_lightning": max(lightning), **paired, "a_first_epoch_seconds": timer.seconds[0]}
 
 
 def training_tensors(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,9 +177,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="timed epochs of (a), each followed by a run of (b) and (d)")
     parser.add_argument("--tutorial-rows", type=int, default=1000, help="dragons per timed run of the one-per-step loop")
     parser.add_argument("--skip-sklearn", action="store_true")
-    parser.add_argument(
-        "--minibatches-per-step", type=int, help="override the config's --data.minibatches_per_step for (a)"
-    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network of (a)")
     parser.add_argument("--fused", action="store_true", help="Adam's fused implementation in (a), (b) and (d)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -186,7 +187,10 @@ def main() -> None:
     device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
     features, labels = training_tensors(args.n, device)
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
-    results = {"n_dragons": args.n, "training_rows": len(labels), "device": str(device), "fused_adam": args.fused, "rows": []}
+    results = {
+        "n_dragons": args.n, "training_rows": len(labels), "device": str(device), "fused_adam": args.fused,
+        "compiled": args.compile, "rows": [],
+    }
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:
             rates = paired_rates(features, labels, args.n, batch_size, args, Path(root) / str(batch_size))
@@ -202,6 +206,8 @@ def main() -> None:
         c_text, ac = (f"{c:,.0f}", f"{a / c:.2f}") if c else ("-", "-")
         print(f"| {row['batch_size']} | {a:,.0f} | {b:,.0f} | {c_text} | {d:,.0f} | {a / b:.2f} | {ac} | {a / d:.0f} |")
     print("samples per second of training: best of the timed runs; (a), (b) and (d) take turns")
+    for row in results["rows"]:
+        print(f"batch size {row['batch_size']}: (a)'s first epoch, warm-up included, took {row['a_first_epoch_seconds']:.2f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -151,16 +151,8 @@ def check_hyperparameters(checkpoint: dict, path: str | os.PathLike, model_class
 SPLIT_OPTIONS = ("task", "csv_path", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize")
 
 
-def check_resumable(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule, data_options: dict) -> None:
-    """Resuming ``fit`` must keep the optimization mode (Lightning counts automatic and manual
-    optimizer steps separately, so switching would restart ``global_step`` from zero) and the data
-    options that define the splits."""
-    trained = checkpoint.get("hyper_parameters", {}).get("minibatches_per_step", 1)
-    if model.has_optimizer and model.automatic_optimization != (trained == 1):
-        raise DragonInputError(
-            f"{path}: was trained with --data.minibatches_per_step {trained}; resume with that value "
-            f"(1 and more than 1 count optimizer steps differently), not {model.minibatches_per_step}"
-        )
+def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dict) -> None:
+    """Resuming ``fit`` must keep the data options that define the splits."""
     trained_data = checkpoint.get("datamodule_hyper_parameters", {})
     changed = [
         f"--data.{name} {_option_text(trained_data[name])} (now {_option_text(data_options.get(name))})"

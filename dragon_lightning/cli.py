@@ -42,7 +42,7 @@ from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.preflight import (
     check_config_files,
-    check_optimizer_settings,
+    check_optimization_options,
     check_output_locations,
     check_seed,
     check_trainer_options,
@@ -51,7 +51,8 @@ from dragon_lightning.preflight import (
 DESCRIPTION = (
     "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
     "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
-    "'dragon-lightning fit --config configs/color_mlp.yaml'."
+    "'dragon-lightning fit --config configs/color_mlp.yaml'. 'dragon-lightning lr_find --config C' "
+    "suggests a learning rate for a config and plots the loss against it."
 )
 
 
@@ -59,13 +60,18 @@ class DragonCLI(LightningCLI):
     checkpoint: Optional[dict] = None
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
 
+    @property
+    def stage(self) -> Optional[str]:
+        """What the run does: its subcommand (``None`` when a tool builds the CLI without one)."""
+        return self.subcommand
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands, without ``--weights_only``: checkpoints always load as data."""
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_features", "num_classes", "class_names", "minibatches_per_step"):
+        for name in ("num_features", "num_classes", "class_names"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -91,6 +97,7 @@ class DragonCLI(LightningCLI):
         for HPARAMS, atomic checkpoint writes, a progress bar that redraws every few steps."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         _throttle_progress_bar(config.trainer)
+        _watch_learning_rates(config.trainer)
         if config.trainer.plugins is None:
             config.trainer.plugins = [Namespace(class_path="dragon_lightning.checkpoints.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
@@ -133,33 +140,32 @@ class DragonCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes.
         The generated table is written once the Trainer, the last thing that can refuse, exists."""
-        if self.subcommand is not None:
+        if self.stage is not None:
             self._check_inputs()
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:
             raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
-        if self.subcommand not in (None, "predict"):
+        if self.stage not in (None, "predict"):
             self.datamodule.prepare_data()
-        if self.subcommand != "predict":  # every callback costs a little on every step
+        if self.stage != "predict":  # every callback costs a little on every step
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
         return trainer
 
     def _check_inputs(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         if self.checkpoint is not None:
             path = config.ckpt_path
             check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
-            if self.subcommand == "fit":
-                check_resumable(self.checkpoint, path, self.model, dict(self.datamodule.hparams))
+            if self.stage == "fit":
+                check_resumable(self.checkpoint, path, dict(self.datamodule.hparams))
             self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
         check_trainer_options(config.trainer)
-        if self.subcommand == "fit":
-            _check_optimization_options(config.trainer, self.model)
-            check_optimizer_settings(self.model)
-        writes_table = self.subcommand != "predict" and self.datamodule.csv_path is None
-        check_output_locations(config, self.subcommand, writes_generated_table=writes_table)
-        self.datamodule.setup(self.subcommand)
+        if self.stage == "fit":
+            check_optimization_options(config.trainer, self.model)
+        writes_table = self.stage != "predict" and self.datamodule.csv_path is None
+        check_output_locations(config, self.stage, writes_generated_table=writes_table)
+        self.datamodule.setup(self.stage)
 
     def after_fit(self) -> None:
         if not self._get(self.config, "test_after_fit"):
@@ -171,21 +177,6 @@ class DragonCLI(LightningCLI):
 def _import(class_path: str) -> type:
     module, name = class_path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
-
-
-def _check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
-    """Lightning clips and accumulates gradients only when it runs the optimizer itself."""
-    if model.automatic_optimization:
-        return
-    why = (
-        f"--data.minibatches_per_step {model.minibatches_per_step} steps the optimizer inside each training step; set it to 1"
-        if model.has_optimizer
-        else "the perceptron rule updates its weights without gradients"
-    )
-    if trainer.get("gradient_clip_val"):
-        raise DragonInputError(f"--trainer.gradient_clip_val needs Lightning's automatic optimization: {why}")
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise DragonInputError(f"--trainer.accumulate_grad_batches needs Lightning's automatic optimization: {why}")
 
 
 PROGRESS_BAR = "lightning.pytorch.callbacks.TQDMProgressBar"
@@ -205,13 +196,45 @@ def _throttle_progress_bar(trainer: Namespace) -> None:
         trainer.callbacks = [*callbacks, bar]
 
 
+LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
+
+
+def _watch_learning_rates(trainer: Namespace) -> None:
+    """Log each epoch's learning rate (``lr-Adam``, ``lr-SGD``) when there is a logger: Lightning's
+    monitor refuses to run without one, so with ``logger: false`` ours is left out (and one saved in a
+    config.yaml is dropped). An explicit monitor is left as it is."""
+    callbacks = list(trainer.callbacks or [])
+    ours = [c for c in callbacks if getattr(c, "class_path", None) == LR_MONITOR]
+    if trainer.logger is False:
+        trainer.callbacks = [c for c in callbacks if c not in ours] or None
+    elif not ours and not any("LearningRateMonitor" in str(getattr(c, "class_path", c)) for c in callbacks):
+        monitor = Namespace(class_path=LR_MONITOR, init_args=Namespace(logging_interval="epoch"))
+        trainer.callbacks = [*callbacks, monitor]
+
+
 def main() -> None:
     """Console entry point: ``dragon-lightning`` and ``python -m dragon_lightning``."""
     cli_main()
 
 
+def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI) -> DragonCLI:
+    """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``)."""
+    return cli_class(
+        DragonClassifier,
+        DragonDataModule,
+        subclass_mode_model=True,
+        trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
+        save_config_callback=RunConfig,
+        parser_kwargs={"description": DESCRIPTION, "exit_on_error": False},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
 def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests)."""
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find`` runs
+    Lightning's learning-rate finder; everything else is LightningCLI's."""
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
@@ -220,17 +243,14 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # The prediction writer needs no batch indices: rows come back in the order of the CSV.
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    arguments = sys.argv[1:] if args is None else list(args)
     try:
-        cli = DragonCLI(
-            DragonClassifier,
-            DragonDataModule,
-            subclass_mode_model=True,
-            trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
-            save_config_callback=RunConfig,
-            parser_kwargs={"description": DESCRIPTION, "exit_on_error": False},
-            auto_configure_optimizers=False,
-            args=args,
-        )
+        if arguments[:1] == ["lr_find"]:
+            from dragon_lightning.tuning import find_learning_rate  # it builds on this module
+
+            cli = find_learning_rate(arguments[1:])
+        else:
+            cli = build_cli(arguments)
         _close_process_group()
         return cli
     except SIGTERMException:
@@ -267,7 +287,7 @@ def input_error_message(error: BaseException) -> Optional[str]:
         return " ".join(lines[:2])
     option = "--" + key.group(1).replace(".init_args", "")
     if option == "--model":
-        return _model_problem(lines) or "--model must name a model: LinearClassifier, MLPClassifier or a class_path"
+        return _model_problem(lines) or "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
     if detail.startswith("Does not validate"):
         given = next((line for line in lines if line.startswith("Given value:")), "")

@@ -110,13 +110,28 @@ def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
         raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
 
 
-def check_optimizer_settings(model: L.LightningModule) -> None:
-    """Build the model's optimizers once: PyTorch refuses a negative learning rate, betas outside
-    [0, 1) and the like only when training starts."""
-    try:
-        model.configure_optimizers()
-    except (ValueError, TypeError) as error:
-        raise DragonInputError(f"--model.init_args.optimizer: {error}") from None
+def check_optimization_options(trainer: Namespace, model: L.LightningModule) -> None:
+    """Build the model's optimizer and scheduler once: PyTorch refuses a negative learning rate, betas
+    outside [0, 1) and the like only when training starts. Clipping and accumulation need Lightning to
+    run the optimizer, which the online perceptron does not have."""
+    if getattr(model, "optimizer", None) is not None:  # injected from the config
+        try:
+            optimizer = model.optimizer(model.parameters())
+        except (ValueError, TypeError) as error:
+            raise DragonInputError(f"--model.init_args.optimizer: {error}") from None
+        if getattr(model, "scheduler", None) is not None:
+            try:
+                model.scheduler(optimizer)
+            except (ValueError, TypeError, KeyError) as error:
+                raise DragonInputError(f"--model.init_args.scheduler: {error}") from None
+    if model.automatic_optimization:
+        return
+    for name, inactive in (("gradient_clip_val", (None, 0)), ("accumulate_grad_batches", (1,))):
+        if trainer.get(name) not in inactive:
+            raise DragonInputError(
+                f"--trainer.{name} needs an optimizer that Lightning runs: --model.init_args.online true "
+                "applies the perceptron rule row by row itself"
+            )
 
 
 def check_output_locations(config: Namespace, subcommand: str, writes_generated_table: bool) -> None:

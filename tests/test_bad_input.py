@@ -75,14 +75,13 @@ OPTION_CASES = {
     "negative steps between resume points": (
         ["--checkpoint.every_n_train_steps", "-5"], "--checkpoint.every_n_train_steps must be 0 or more, got -5"
     ),
-    "no minibatches per step": (["--data.minibatches_per_step", "0"], "--data.minibatches_per_step must be at least 1"),
-    "clipping inside grouped steps": (
-        ["--data.minibatches_per_step", "4", "--trainer.gradient_clip_val", "1"],
-        "--trainer.gradient_clip_val needs Lightning's automatic optimization: --data.minibatches_per_step 4",
+    "clipping the online perceptron": (
+        ["--model", "Perceptron", "--model.online", "true", "--trainer.gradient_clip_val", "1"],
+        "--trainer.gradient_clip_val needs an optimizer that Lightning runs: --model.init_args.online true",
     ),
-    "accumulating the perceptron": (
-        ["--model", "LinearClassifier", "--model.rule", "perceptron", "--trainer.accumulate_grad_batches", "2"],
-        "--trainer.accumulate_grad_batches needs Lightning's automatic optimization: the perceptron rule",
+    "accumulating the online perceptron": (
+        ["--model", "Perceptron", "--model.online", "true", "--trainer.accumulate_grad_batches", "2"],
+        "--trainer.accumulate_grad_batches needs an optimizer that Lightning runs",
     ),
 }
 
@@ -111,7 +110,7 @@ CHECKPOINT_CASES = {
     "other task": (lambda good, folder: good, ["--data.task", "fire"], "was trained for task 'color', but --data.task is 'fire'"),
     "other model": (
         lambda good, folder: good, ["--config", config("color_perceptron.yaml")],
-        "holds a MLPClassifier, but the config asks for LinearClassifier",
+        "holds a MLPClassifier, but the config asks for Perceptron",
     ),
 }
 
@@ -127,19 +126,6 @@ def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
     path = make_path(color_mlp_checkpoint, scratch)
     args = ["test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(path), *options]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{path}: ", message)
-
-
-def test_resuming_keeps_the_optimization_mode(color_mlp_checkpoint, scratch, capfd):
-    trained = torch.load(color_mlp_checkpoint, weights_only=False)["hyper_parameters"]["minibatches_per_step"]
-    other = 1 if trained > 1 else 4
-    args = [
-        "fit", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
-        "--data.minibatches_per_step", str(other),
-    ]
-    expect_one_line_error(
-        capfd, scratch, files_under(scratch), args,
-        f"{color_mlp_checkpoint}: was trained with --data.minibatches_per_step {trained}; resume with that value",
-    )
 
 
 def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):

@@ -86,29 +86,19 @@ def test_batches_are_slices_of_whole_tensors():
     torch.testing.assert_close(torch.cat([b[0] for b in batches]), features)
 
 
-def test_groups_hold_the_same_minibatches_in_the_same_order():
-    features, labels = torch.arange(22.0).reshape(11, 2), torch.arange(11)
-    single = list(TensorBatches(features, labels, 2, shuffle=True, seed=5))
-    grouped = TensorBatches(features, labels, 2, shuffle=True, seed=5, minibatches_per_step=4)
-    groups = list(grouped)
-    assert len(grouped) == len(groups) == 2
-    assert [len(group) for group in groups] == [4, 2]
-    flat = [minibatch for group in groups for minibatch in group]
-    assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(single, flat, strict=True))
-    assert grouped.state_dict()["batches"] == 6, "resume state counts minibatches, not groups"
-
-
-def test_a_resumed_loader_starts_at_the_next_minibatch_whatever_the_grouping():
+def test_a_resumed_loader_starts_at_the_next_batch():
     labels = torch.arange(30)
     features = labels[:, None].float()
-    loader = TensorBatches(features, labels, 3, shuffle=True, seed=1, minibatches_per_step=4)
-    next(iter(loader))
+    loader = TensorBatches(features, labels, 3, shuffle=True, seed=1)
+    iterator = iter(loader)
+    next(iterator), next(iterator)
     state = loader.state_dict()
-    resumed = TensorBatches(features, labels, 3, shuffle=True, seed=1, minibatches_per_step=3)
+    assert state["batches"] == 2
+    resumed = TensorBatches(features, labels, 3, shuffle=True, seed=1)
     resumed.load_state_dict(state)
-    rest = torch.cat([minibatch[1] for group in resumed for minibatch in group])
+    rest = torch.cat([batch[1] for batch in resumed])
     everything = torch.cat([b[1] for b in TensorBatches(features, labels, 3, shuffle=True, seed=1)])
-    assert torch.equal(rest, everything[12:])
+    assert torch.equal(rest, everything[6:])
 
 
 def test_shuffled_epochs_differ_and_depend_only_on_seed_and_epoch():

@@ -12,7 +12,7 @@ from clihelpers import config, last_weights, run, run_in_subprocess
 
 COMMON = [
     "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
-    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false", "--data.minibatches_per_step", "1",
+    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false",
 ]
 
 
@@ -98,18 +98,14 @@ def fail_at(step: int, root, *options: str) -> int:
     return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["global_step"]
 
 
-GROUPS_OF_4 = ["--data.minibatches_per_step", "4"]  # 15 minibatches per epoch: groups end at 30, 34, 38, 42, 45
-
-
 @pytest.mark.parametrize(
     ("options", "last_saved_step"),
     [
         ([], 35),
-        ([*GROUPS_OF_4, "--checkpoint.every_n_train_steps", "1"], 38),
-        ([*GROUPS_OF_4], 38),  # the group ending at 38 passes step 35
-        ([*GROUPS_OF_4, "--checkpoint.every_n_train_steps", "0", "--checkpoint.train_time_interval", "0:00:00"], 38),
+        (["--checkpoint.every_n_train_steps", "1"], 37),
+        (["--checkpoint.every_n_train_steps", "0", "--checkpoint.train_time_interval", "0:00:00"], 37),
     ],
-    ids=["every 5 steps", "grouped, every step", "grouped, every 5 steps", "grouped, on a timer"],
+    ids=["every 5 steps", "every step", "on a timer"],
 )
 def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(options, last_saved_step, uninterrupted, tmp_path):
     assert fail_at(37, tmp_path, *options) == last_saved_step, "saved in the middle of an epoch"
@@ -174,23 +170,21 @@ class CheckLastAtEachEpoch(Callback):
 
 
 def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, capfd):
-    messages = []
-    for minibatches_per_step in (1, 4):
-        root = tmp_path / str(minibatches_per_step)
-        with pytest.raises(SystemExit) as exit_info:
-            run(
-                "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
-                "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
-                "--data.minibatches_per_step", str(minibatches_per_step),
-                "--trainer.default_root_dir", str(root), "--data.data_dir", str(tmp_path / "data"),
-            )
-        assert exit_info.value.code == 2
-        messages.append(capfd.readouterr().err.strip().splitlines()[-1])
-        for checkpoint in root.rglob("*.ckpt"):
-            state = torch.load(checkpoint, weights_only=False)["state_dict"]
-            assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
-    assert messages[0].startswith("dragon-lightning: error: training diverged: the loss became NaN or infinite at epoch 0, batch")
-    assert messages[1] == messages[0], "a group names the same first bad minibatch"
+    with pytest.raises(SystemExit) as exit_info:
+        run(
+            "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
+            "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
+            "--checkpoint.every_n_train_steps", "1",
+            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        )
+    assert exit_info.value.code == 2
+    message = capfd.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("dragon-lightning: error: training diverged: the loss became NaN or infinite at epoch 0, batch")
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert checkpoints, "step saves ran before the loss went bad"
+    for checkpoint in checkpoints:
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(tensor).all() for tensor in state.values()), checkpoint
 
 
 def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

@@ -22,9 +22,9 @@ class ResumableCheckpoint(ModelCheckpoint):
       only, while the best checkpoints are ranked right after validation (``every_n_epochs``); the
       three go together.
       Between validations the monitored metric belongs to older weights; Lightning would rank the
-      step's weights by it, and would stop ranking at epoch ends. The step count is checked as a threshold
-      crossed, so it also fires when several optimizer steps share one training step
-      (``--data.minibatches_per_step``).
+      step's weights by it, and would stop ranking at epoch ends. The step count is checked as a
+      threshold crossed, so it also fires when ``accumulate_grad_batches`` makes several batches one
+      optimizer step.
     - A run resumed from another run folder keeps ranking against that run's best checkpoints (while
       their files exist), so ``fit`` tests the same best checkpoint as a run that was never stopped.
     """

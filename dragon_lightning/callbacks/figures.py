@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from dragon_lightning.callbacks import plots
-from dragon_lightning.models import LinearClassifier
+from dragon_lightning.models import LogisticRegression, Perceptron
 
 
 class TutorialFigures(Callback):
@@ -60,7 +60,7 @@ class TutorialFigures(Callback):
 
     @staticmethod
     def _is_linear(pl_module: L.LightningModule) -> bool:
-        return isinstance(pl_module, LinearClassifier)
+        return isinstance(pl_module, (LogisticRegression, Perceptron))
 
     def _snapshot_interval(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
         every = self.boundary_every_n_epochs

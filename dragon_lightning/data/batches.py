@@ -3,10 +3,6 @@
 For tabular data that fits in memory this is orders of magnitude cheaper than a ``DataLoader`` over a
 ``TensorDataset``. Lightning does not re-wrap it with a ``DistributedSampler``, so sharding across
 processes happens here: under DDP every rank sees its own rows.
-
-With ``minibatches_per_step > 1`` each item is a list of that many minibatches (the last may be
-shorter): the model takes one optimizer step per minibatch inside one ``training_step``, so
-Lightning's fixed cost per step is shared by several updates.
 """
 
 from __future__ import annotations
@@ -18,8 +14,7 @@ import torch
 
 
 class TensorBatches:
-    """Yield ``(features, labels)`` (or ``(features,)`` without labels) in batches of ``batch_size``,
-    or lists of ``minibatches_per_step`` such batches.
+    """Yield ``(features, labels)`` (or ``(features,)`` without labels) in batches of ``batch_size``.
 
     ``shuffle`` draws a new order each epoch from ``(seed, epoch)``, so an epoch's order does not
     depend on how many epochs this process has run before (resumed runs see the same batches).
@@ -39,7 +34,6 @@ class TensorBatches:
         world_size: int = 1,
         drop_uneven: bool = False,
         device: torch.device | str = "cpu",
-        minibatches_per_step: int = 1,
     ) -> None:
         self.features = features.to(device)
         self.labels = None if labels is None else labels.to(device)
@@ -49,7 +43,6 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.drop_uneven = drop_uneven
-        self.minibatches_per_step = minibatches_per_step
         self.epoch = 0
         self._yielded = 0
         self._resume_at: tuple[int, int] | None = None
@@ -71,12 +64,8 @@ class TensorBatches:
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))
 
-    @property
-    def rows_per_item(self) -> int:
-        return self.batch_size * self.minibatches_per_step
-
     def __len__(self) -> int:
-        return math.ceil(self._rows_per_rank() / self.rows_per_item)
+        return math.ceil(self._rows_per_rank() / self.batch_size)
 
     def _order(self) -> torch.Tensor | None:
         n = len(self.features)
@@ -89,7 +78,7 @@ class TensorBatches:
             order = torch.arange(n)
         return order[self.rank :: self.world_size][: self._rows_per_rank()].to(self.features.device)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | list[tuple[torch.Tensor, ...]]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self._order()
         tensors = [t for t in (self.features, self.labels) if t is not None]
         if order is not None:
@@ -100,21 +89,15 @@ class TensorBatches:
         self._resume_at = None
         self._yielded = skip
         rows = self._rows_per_rank()
-        for start in range(skip * self.batch_size, rows, self.rows_per_item):
-            if self.minibatches_per_step == 1:
-                self._yielded += 1
-                yield tuple(t[start : start + self.batch_size] for t in tensors)
-            else:
-                stop = min(start + self.rows_per_item, rows)
-                group = [tuple(t[s : s + self.batch_size] for t in tensors) for s in range(start, stop, self.batch_size)]
-                self._yielded += len(group)
-                yield group
+        for start in range(skip * self.batch_size, rows, self.batch_size):
+            self._yielded += 1
+            yield tuple(t[start : start + self.batch_size] for t in tensors)
 
     def state_dict(self) -> dict[str, int]:
         """Where this epoch stands, saved in checkpoints so a resumed run continues with the next batch.
 
-        Lightning asks while the last yielded item is being processed (it does not prefetch from a
-        loader of known length), so minibatches yielded equals minibatches trained on.
+        Lightning asks while the last yielded batch is being processed (it does not prefetch from a
+        loader of known length), so batches yielded equals batches trained on.
         """
         return {"epoch": self.epoch, "batches": self._yielded}
 

@@ -49,7 +49,6 @@ class DragonDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         standardize: bool = True,
         batch_size: int = 32,
-        minibatches_per_step: int = 1,
         shuffle: bool = True,
         predict_csv: Optional[Path] = None,
     ) -> None:
@@ -68,13 +67,6 @@ class DragonDataModule(L.LightningDataModule):
             standardize: scale features to zero mean and unit variance, fitted on the training split.
                 Off: the raw features, as the tutorial trains.
             batch_size: rows per optimizer step, and per evaluation step.
-            minibatches_per_step: training minibatches handed to each ``training_step``; the model
-                takes one optimizer step on each, in order, with the same updates as 1 would give.
-                Lightning's fixed cost per step (about half a millisecond of hooks) is then shared,
-                which matters for small models on CPU. Progress bars, ``limit_train_batches`` and
-                ``val_check_interval`` count these groups. Gradient models then optimize manually,
-                so ``gradient_clip_val``, ``accumulate_grad_batches`` and the checkpoint's
-                ``train_time_interval`` need 1 here.
             shuffle: draw a new training order every epoch. Off: the same split order every epoch.
             predict_csv: dragons to predict, in the model's feature space (columns numberToes and
                 bodyLength, after the tutorial's recipe); other columns are copied to the output.
@@ -84,8 +76,6 @@ class DragonDataModule(L.LightningDataModule):
             raise DragonInputError(f"--data.n_dragons must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
         if batch_size < 1:
             raise DragonInputError(f"--data.batch_size must be at least 1, got {batch_size}")
-        if minibatches_per_step < 1:
-            raise DragonInputError(f"--data.minibatches_per_step must be at least 1, got {minibatches_per_step}")
         _check_fraction("test_fraction", test_fraction)
         _check_fraction("val_fraction", val_fraction)
         if seed is None:
@@ -99,7 +89,6 @@ class DragonDataModule(L.LightningDataModule):
         self.task = task
         self.csv_path = csv_path
         self.predict_csv = predict_csv
-        self.minibatches_per_step = minibatches_per_step
         self.seed = seed
         self.class_names = list(CLASS_NAMES[task])
         self.num_classes = len(self.class_names)
@@ -224,7 +213,6 @@ class DragonDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
             drop_uneven=train,
             device=trainer.strategy.root_device if trainer else "cpu",
-            minibatches_per_step=self.minibatches_per_step if train else 1,
         )
 
     def train_dataloader(self) -> TensorBatches:

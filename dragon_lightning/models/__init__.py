@@ -1,7 +1,7 @@
-"""Dragon classifiers: the tutorial's linear models and its MLP, binary and multiclass."""
+"""Dragon classifiers with scikit-learn's names: the tutorial's perceptron, logistic regression and MLP."""
 
 from dragon_lightning.models.base import DragonClassifier
-from dragon_lightning.models.linear import LinearClassifier
+from dragon_lightning.models.linear import LogisticRegression, Perceptron
 from dragon_lightning.models.mlp import MLPClassifier
 
-__all__ = ["DragonClassifier", "LinearClassifier", "MLPClassifier"]
+__all__ = ["DragonClassifier", "LogisticRegression", "MLPClassifier", "Perceptron"]

@@ -1,4 +1,5 @@
-"""What every dragon classifier shares: outputs, loss, metrics per stage, and prediction.
+"""What every dragon classifier shares: outputs, loss, metrics per stage, optimizer and scheduler, and
+prediction.
 
 A binary task has one output (the logit of the positive class, predicted when above 0); a
 multiclass task has one output per class (predicted by argmax, the first on ties). Losses work on
@@ -13,6 +14,7 @@ from typing import Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric
 
 from dragon_lightning.errors import TrainingDiverged
@@ -22,23 +24,24 @@ STAGES = ("train", "val", "test")
 
 
 class DragonClassifier(L.LightningModule):
-    """Base class: subclasses build the network in ``forward`` and may replace ``loss``."""
+    """Base class: subclasses build the network in ``forward`` and may replace ``loss`` and
+    ``configure_optimizers``. Training is Lightning's automatic optimization: ``training_step``
+    returns the loss, and Lightning runs backward, clipping, accumulation, the optimizer and the
+    scheduler."""
 
     def __init__(
         self,
         num_features: int,
         num_classes: int,
         class_names: Optional[Sequence[str]],
-        minibatches_per_step: int = 1,
+        optimizer: Optional[OptimizerCallable] = None,
+        scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if minibatches_per_step < 1:
-            raise ValueError(f"minibatches_per_step must be at least 1, got {minibatches_per_step}")
-        self.minibatches_per_step = minibatches_per_step
-        # Lightning's automatic optimization makes one step per training_step; a group needs one per minibatch.
-        self.automatic_optimization = minibatches_per_step == 1
+        self.optimizer = optimizer
+        self.scheduler = scheduler
         self.num_features = num_features
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -54,15 +57,11 @@ class DragonClassifier(L.LightningModule):
         # "disable": no NaN check (a host sync) per update; divergence is watched separately.
         self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES})
         self._first_nonfinite_batch = torch.tensor(-1)
+        self._counted_batch: tuple[int, int] = (-1, -1)
 
     @property
     def num_outputs(self) -> int:
         return 1 if self.num_classes == 2 else self.num_classes
-
-    @property
-    def has_optimizer(self) -> bool:
-        """False for a model that updates its weights by its own rule, without gradients."""
-        return True
 
     @property
     def binary(self) -> bool:
@@ -84,31 +83,24 @@ class DragonClassifier(L.LightningModule):
             return torch.stack([1 - positive, positive], dim=1)
         return logits.softmax(dim=1)
 
-    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of a batch; the stage's loss and metrics accumulate on the way."""
+    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; the stage's loss and metrics accumulate on the way (if ``count``)."""
         features, labels = batch
         logits = self(features)
         loss = self.loss(logits, labels)
-        self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
+        if count:
+            self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
         return loss, logits
 
-    def update_metrics(
-        self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int | list[int]
-    ) -> None:
-        """Accumulate a batch, or a group of minibatches (their losses weighted by their rows); nothing
-        leaves the device until the epoch ends."""
+    def update_metrics(self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int) -> None:
+        """Accumulate a batch; nothing leaves the device until the epoch ends."""
         self.losses[f"{stage}_loss"].update(loss, weight=rows)
         self.metrics[f"{stage}_metrics"].update(predicted, labels)
 
-    def watch_divergence(self, losses: torch.Tensor, first_batch: int) -> None:
-        """Remember the epoch's first minibatch with a NaN or infinite loss, without a host sync per step.
-
-        ``losses`` holds consecutive minibatches' losses, the first of them minibatch ``first_batch``.
-        """
-        nonfinite = ~torch.isfinite(losses.detach().reshape(-1))
-        offending = torch.where(nonfinite.any(), first_batch + nonfinite.int().argmax(), -1)
-        known = self._first_nonfinite_batch.to(losses.device)
-        self._first_nonfinite_batch = torch.where(known < 0, offending, known)
+    def watch_divergence(self, loss: torch.Tensor, batch: int) -> None:
+        """Remember the epoch's first batch with a NaN or infinite loss, without a host sync per step."""
+        known = self._first_nonfinite_batch.to(loss.device)
+        self._first_nonfinite_batch = torch.where((known < 0) & ~torch.isfinite(loss.detach()), batch, known)
 
     def _stop_if_diverged(self) -> None:
         """Raise before anything (validation, a checkpoint) uses weights from a diverged step."""
@@ -148,56 +140,23 @@ class DragonClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
-        """One update per minibatch: Lightning's automatic optimization for a single minibatch, or
-        :meth:`update_on` for each minibatch of a group (and for models that update themselves)."""
-        if self.automatic_optimization:
-            loss, _ = self._shared_step(batch, "train")
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # A closure optimizer (L-BFGS) evaluates a step several times: the metrics count the first
+        # evaluation, the batch as it was before the step.
+        first_evaluation = self._counted_batch != (self.current_epoch, batch_idx)
+        self._counted_batch = (self.current_epoch, batch_idx)
+        loss, _ = self._shared_step(batch, "train", count=first_evaluation)
+        if first_evaluation:
             self.watch_divergence(loss, batch_idx)
-            return loss
-        minibatches = batch if self.minibatches_per_step > 1 else [batch]
-        self._train_on_group(minibatches, first_batch=batch_idx * self.minibatches_per_step)
-        return None
+        return loss
 
-    def _train_on_group(self, minibatches: Sequence[Sequence[torch.Tensor]], first_batch: int) -> None:
-        """:meth:`update_on` each minibatch in order, then accumulate the group's training metrics."""
-        max_steps = self.trainer.max_steps
-        if max_steps >= 0:  # Lightning checks max_steps only between training steps
-            minibatches = minibatches[: max(max_steps - self.trainer.global_step, 0)]
-        # Filled in place: a small tensor per minibatch kept alive across the group would sit between
-        # the large short-lived activations and fragment the heap (hundreds of MB at batch size 4096).
-        sizes = [len(labels) for _, labels in minibatches]
-        predicted = torch.empty(sum(sizes), dtype=torch.long, device=self.device)
-        losses = torch.empty(len(minibatches), device=self.device)
-        rows = 0
-        for step, (features, labels) in enumerate(minibatches):
-            logits, losses[step] = self.update_on((features, labels))
-            predicted[rows : rows + len(labels)] = self.predict_classes(logits)
-            rows += len(labels)
-        labels = torch.cat([labels for _, labels in minibatches])
-        self.update_metrics("train", predicted, labels, losses, sizes)
-        self.watch_divergence(losses, first_batch)
-
-    def update_on(self, minibatch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One manual optimizer step on a minibatch; returns its logits and loss from before the step.
-
-        ``manual_backward`` and the wrapped optimizer keep what automatic optimization gives: DDP
-        gradient sync, precision scaling, the backward and optimizer hooks, ``global_step``.
-        """
-        features, labels = minibatch
-        optimizer = self.optimizers()
-        evaluations = []
-
-        def closure() -> torch.Tensor:  # optimizers such as L-BFGS evaluate it several times
-            optimizer.zero_grad()
-            logits = self(features)
-            loss = self.loss(logits, labels)
-            self.manual_backward(loss)
-            evaluations.append((logits.detach(), loss.detach()))
-            return loss
-
-        optimizer.step(closure=closure)
-        return evaluations[0]
+    def configure_optimizers(self):
+        """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``
+        follows ``val/loss``); Lightning steps both."""
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "val/loss"}}
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal, Optional
 
 import torch
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from dragon_lightning.errors import DragonInputError
@@ -23,31 +23,34 @@ class MLPClassifier(DragonClassifier):
         num_features: int = 2,
         num_classes: int = 3,
         class_names: Optional[Sequence[str]] = None,
-        minibatches_per_step: int = 1,
         hidden_sizes: Sequence[int] = (10, 20, 1000),
         activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu",
         dropout: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        compile: bool = False,
     ) -> None:
         """
         Args:
             num_features: inputs per dragon (linked from the data under the CLI).
             num_classes: classes of the task (linked from the data under the CLI).
             class_names: names for logs and figures (linked from the data under the CLI).
-            minibatches_per_step: minibatches per training step (linked from the data under the CLI).
             hidden_sizes: width of each hidden layer; the tutorial's network is 10, 20, 1000.
             activation: nonlinearity after every hidden layer.
             dropout: probability of zeroing a hidden unit while training (0: no dropout).
             optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 2e-4``
                 (the tutorial's choice).
+            scheduler: a learning-rate scheduler, e.g. ``torch.optim.lr_scheduler.StepLR`` (unset: none).
+                ``ReduceLROnPlateau`` follows ``val/loss``.
+            compile: ``torch.compile`` the network (needs a C++ compiler; pays off on large batches and
+                long runs, see the README's speed section). Checkpoints stay loadable without it.
         """
-        super().__init__(num_features, num_classes, class_names, minibatches_per_step)
+        super().__init__(num_features, num_classes, class_names, optimizer, scheduler)
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
             raise DragonInputError(f"--model.hidden_sizes must be positive layer widths, got {list(hidden_sizes)}")
         if not 0.0 <= dropout < 1.0:
             raise DragonInputError(f"--model.dropout must lie in [0, 1), got {dropout}")
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer = optimizer
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         layers: list[nn.Module] = []
         width = num_features
         for size in hidden_sizes:
@@ -58,8 +61,9 @@ class MLPClassifier(DragonClassifier):
         layers.append(nn.Linear(width, self.num_outputs))
         self.net = nn.Sequential(*layers)
 
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.net.compile(dynamic=True)  # in place: checkpoint keys stay net.0.weight, ...
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())

@@ -1,0 +1,108 @@
+"""Lightning's own training features, used from the CLI on the shipped configs: schedulers and the
+learning-rate monitor, clipping, accumulation, early stopping, step limits, validation inside epochs,
+and the learning-rate finder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from clihelpers import config, run
+from test_cli import read_events
+
+QUICK = ["--figures.enabled", "false", "--test_after_fit", "false"]
+
+
+def fit(root: Path, *options: str, name: str = "color_mlp.yaml"):
+    return run(
+        "fit", "--config", config(name), *QUICK, *options,
+        "--trainer.default_root_dir", str(root), "--data.data_dir", "null",
+    )
+
+
+def logged(root: Path, tag: str) -> list[float]:
+    return read_events(root / "lightning_logs" / "version_0")["scalars"][tag]
+
+
+def test_a_step_scheduler_in_a_config_halves_the_logged_learning_rate_every_5_epochs(tmp_path):
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(
+        "model:\n  init_args:\n    scheduler:\n      class_path: torch.optim.lr_scheduler.StepLR\n"
+        "      init_args: {step_size: 5, gamma: 0.5}\n"
+    )
+    cli = fit(tmp_path, "--config", str(schedule), "--trainer.max_epochs", "12")
+    assert cli.trainer.num_training_batches == 15, "the progress bar counts minibatches"
+    assert logged(tmp_path, "lr-Adam") == pytest.approx([0.003] * 5 + [0.0015] * 5 + [0.00075] * 2)
+
+
+def test_reduce_on_plateau_follows_the_validation_loss(tmp_path):
+    fit(
+        tmp_path, "--trainer.max_epochs", "6",
+        "--model.init_args.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        # Ask for a halving of val/loss every epoch: it cannot keep up, so the rate falls.
+        "--model.init_args.scheduler.init_args.threshold", "0.5", "--model.init_args.scheduler.init_args.patience", "0",
+    )
+    rates = logged(tmp_path, "lr-Adam")
+    assert rates[0] == pytest.approx(0.003) and rates[-1] < rates[0]
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))
+
+
+class WeightChange(Callback):
+    """The largest change of any weight over the run."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+
+    def on_train_end(self, trainer, pl_module):
+        self.largest = max(float((p.detach() - self.start[name]).abs().max()) for name, p in pl_module.named_parameters())
+
+
+def weight_change(cli) -> float:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, WeightChange)).largest
+
+
+def test_clipping_bounds_every_update_and_accumulation_counts_optimizer_steps(tmp_path):
+    sgd = ["--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "0.1",
+           "--trainer.max_epochs", "1", "--trainer.callbacks+=test_trainer_features.WeightChange"]
+    free = fit(tmp_path / "free", *sgd)
+    clipped = fit(tmp_path / "clipped", *sgd, "--trainer.gradient_clip_val", "0.001", "--trainer.accumulate_grad_batches", "3")
+    assert free.trainer.global_step == 15 and clipped.trainer.global_step == 5
+    assert weight_change(clipped) <= 5 * 0.1 * 0.001 * (1 + 1e-5) < weight_change(free) / 10
+
+
+def test_early_stopping_ends_the_run_and_the_best_checkpoint_is_tested(tmp_path):
+    cli = run(
+        "fit", "--config", config("color_mlp.yaml"), "--figures.enabled", "false", "--trainer.max_epochs", "300",
+        "--model.init_args.optimizer.init_args.lr", "0.03",
+        "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss", "--trainer.callbacks.patience", "3",
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", "null",
+    )
+    assert cli.trainer.current_epoch < 299, "stopped early"
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert best and cli.trainer.ckpt_path == best
+    assert "test/acc" in cli.trainer.callback_metrics
+
+
+def test_max_steps_and_validation_inside_epochs(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_steps", "37", "--trainer.val_check_interval", "5")
+    assert cli.trainer.global_step == 37
+    # 15 batches an epoch: validation after batches 5, 10 and 15 of epochs 0 and 1, then 5 of epoch 2 (step 35).
+    assert len(logged(tmp_path, "val/loss")) == 7
+
+
+def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
+    run("lr_find", "--config", config("color_mlp.yaml"), "--trainer.default_root_dir", str(tmp_path),
+        "--data.data_dir", "null", "--trainer.enable_progress_bar", "false")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("suggested learning rate: ")]
+    assert len(lines) == 1 and float(lines[0].split(": ")[1]) > 0
+    plot = tmp_path / "lightning_logs" / "version_0" / "lr_find.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".lr_find_*.ckpt")), "the finder's temporary checkpoint is gone"
+
+
+def test_lr_find_refuses_the_online_perceptron(tmp_path, capfd):
+    with pytest.raises(SystemExit) as exit_info:
+        run("lr_find", "--config", config("tutorial/fire_perceptron.yaml"), "--trainer.default_root_dir", str(tmp_path))
+    assert exit_info.value.code == 2
+    assert "lr_find needs an optimizer that Lightning runs" in capfd.readouterr().err
