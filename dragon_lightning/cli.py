@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -38,7 +39,7 @@ from dragon_lightning.checkpoints import (
     read_checkpoint,
 )
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonError, DragonInputError
+from dragon_lightning.errors import DragonError, DragonInputError, InvalidArgument
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.preflight import (
     check_config_files,
@@ -276,6 +277,8 @@ def input_error_message(error: BaseException) -> Optional[str]:
     jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
     cause: Optional[BaseException] = error
     while cause is not None:
+        if isinstance(cause, InvalidArgument):
+            return f"{_option_group(cause.owner_class)}{cause}"
         if isinstance(cause, DragonError):
             return str(cause)
         cause = cause.__cause__ or cause.__context__
@@ -293,6 +296,20 @@ def input_error_message(error: BaseException) -> Optional[str]:
         given = next((line for line in lines if line.startswith("Given value:")), "")
         detail = f"invalid value{given.removeprefix('Given value:')}"
     return f"{option}: {detail}"
+
+
+# Where a class's arguments live on the command line.
+OPTION_GROUPS = {
+    LightningDataModule: "--data.",
+    LightningModule: "--model.init_args.",
+    ResumableCheckpoint: "--checkpoint.",
+    PredictionWriter: "--predictions.",
+    TutorialFigures: "--figures.",
+}
+
+
+def _option_group(owner_class: type) -> str:
+    return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
 
 
 def _model_problem(lines: list[str]) -> Optional[str]:

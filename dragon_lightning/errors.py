@@ -13,5 +13,17 @@ class DragonInputError(DragonError, ValueError):
     """Bad input from the user: a CSV, a config value, a checkpoint or an output path."""
 
 
+class InvalidArgument(DragonInputError):
+    """A class's argument out of its range. The message names the argument as Python code passes it
+    (``batch_size must be at least 1, got 0``); the CLI puts the option group of the class in front
+    (``--data.batch_size ...``)."""
+
+    def __init__(self, owner: object, argument: str, problem: str) -> None:
+        super().__init__(f"{argument} {problem}")
+        self.owner_class = type(owner)
+        self.argument = argument
+        self.problem = problem
+
+
 class TrainingDiverged(DragonError, RuntimeError):
     """The training loss became NaN or infinite; the run stops before saving such weights."""

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import InvalidArgument
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -44,9 +44,9 @@ class ResumableCheckpoint(ModelCheckpoint):
             train_time_interval: time between resume points, e.g. ``0:30:00`` (unset: none).
         """
         if every_n_epochs < 0:
-            raise DragonInputError(f"--checkpoint.every_n_epochs must be 0 or more, got {every_n_epochs}")
+            raise InvalidArgument(self, "every_n_epochs", f"must be 0 or more, got {every_n_epochs}")
         if every_n_train_steps is not None and every_n_train_steps < 0:
-            raise DragonInputError(f"--checkpoint.every_n_train_steps must be 0 or more, got {every_n_train_steps}")
+            raise InvalidArgument(self, "every_n_train_steps", f"must be 0 or more, got {every_n_train_steps}")
         super().__init__(**kwargs)  # Lightning would refuse these three together
         self._every_n_epochs = every_n_epochs
         self._every_n_train_steps = every_n_train_steps or 0

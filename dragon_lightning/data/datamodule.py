@@ -17,16 +17,16 @@ from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, writ
 from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, InvalidArgument
 
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 MAX_DRAGONS = 100_000_000  # generated tables are held in memory
 
 
-def _check_fraction(name: str, value: float) -> None:
+def _check_fraction(owner: object, name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise DragonInputError(f"--data.{name} must lie strictly between 0 and 1, got {value}")
+        raise InvalidArgument(owner, name, f"must lie strictly between 0 and 1, got {value}")
 
 
 class DragonDataModule(L.LightningDataModule):
@@ -73,15 +73,15 @@ class DragonDataModule(L.LightningDataModule):
         """
         super().__init__()
         if not 1 <= n_dragons <= MAX_DRAGONS:
-            raise DragonInputError(f"--data.n_dragons must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
+            raise InvalidArgument(self, "n_dragons", f"must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
         if batch_size < 1:
-            raise DragonInputError(f"--data.batch_size must be at least 1, got {batch_size}")
-        _check_fraction("test_fraction", test_fraction)
-        _check_fraction("val_fraction", val_fraction)
+            raise InvalidArgument(self, "batch_size", f"must be at least 1, got {batch_size}")
+        _check_fraction(self, "test_fraction", test_fraction)
+        _check_fraction(self, "val_fraction", val_fraction)
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if not 0 <= seed <= MAX_SEED:
-            raise DragonInputError(f"--data.seed must lie between 0 and {MAX_SEED}, got {seed}")
+            raise InvalidArgument(self, "seed", f"must lie between 0 and {MAX_SEED}, got {seed}")
         self.save_hyperparameters()
         self.hparams.seed = seed
         for name in ("csv_path", "data_dir", "predict_csv"):  # plain strings: checkpoints hold no Path objects

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.models.base import DragonClassifier
 
 # The online perceptron applies its rule itself and has no optimizer by design.
@@ -97,9 +97,9 @@ class Perceptron(DragonClassifier):
         """
         super().__init__(num_features, num_classes, class_names)
         if lr <= 0:
-            raise DragonInputError(f"--model.init_args.lr must be positive, got {lr}")
+            raise InvalidArgument(self, "lr", f"must be positive, got {lr}")
         if tol is not None and tol < 0:
-            raise DragonInputError(f"--model.init_args.tol must be 0 or more, got {tol}")
+            raise InvalidArgument(self, "tol", f"must be 0 or more, got {tol}")
         self.save_hyperparameters()
         self.linear = _zero_linear(num_features, self.num_outputs)
         self.automatic_optimization = not online
@@ -147,7 +147,7 @@ class Perceptron(DragonClassifier):
 
     def _online_step(self, batch: Sequence[torch.Tensor]) -> None:
         if self.trainer.world_size > 1:
-            raise DragonInputError("--model.init_args.online applies the rule row by row and runs in one process only")
+            raise InvalidArgument(self, "online", "applies the rule row by row and runs in one process only")
         features, labels = batch
         with torch.no_grad():
             logits = self(features)

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.models.base import DragonClassifier
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -47,9 +47,9 @@ class MLPClassifier(DragonClassifier):
         """
         super().__init__(num_features, num_classes, class_names, optimizer, scheduler)
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
-            raise DragonInputError(f"--model.hidden_sizes must be positive layer widths, got {list(hidden_sizes)}")
+            raise InvalidArgument(self, "hidden_sizes", f"must be positive layer widths, got {list(hidden_sizes)}")
         if not 0.0 <= dropout < 1.0:
-            raise DragonInputError(f"--model.dropout must lie in [0, 1), got {dropout}")
+            raise InvalidArgument(self, "dropout", f"must lie in [0, 1), got {dropout}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         layers: list[nn.Module] = []
         width = num_features
