@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from clihelpers import config, run
+from dragon_lightning.models import MLPClassifier
 from test_cli import read_events
 
 QUICK = ["--figures.enabled", "false", "--test_after_fit", "false"]
@@ -106,3 +107,12 @@ def test_lr_find_refuses_the_online_perceptron(tmp_path, capfd):
         run("lr_find", "--config", config("tutorial/fire_perceptron.yaml"), "--trainer.default_root_dir", str(tmp_path))
     assert exit_info.value.code == 2
     assert "lr_find needs an optimizer that Lightning runs" in capfd.readouterr().err
+
+
+def test_a_compiled_network_trains_and_its_checkpoint_loads_uncompiled(tmp_path):
+    compiled = fit(tmp_path, "--model.init_args.compile", "true", "--trainer.max_epochs", "1")
+    assert compiled.model.net._compiled_call_impl is not None, "the network runs through torch.compile"
+    checkpoint = torch.load(compiled.trainer.checkpoint_callback.last_model_path, weights_only=True)
+    plain = MLPClassifier(num_classes=3)
+    plain.load_state_dict(checkpoint["state_dict"])  # strict: the keys stay net.0.weight, ...
+    assert plain.net._compiled_call_impl is None
