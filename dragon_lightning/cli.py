@@ -95,7 +95,8 @@ class DragonCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Defaults that need the parsed config: a TensorBoard logger under ``default_root_dir`` set up
-        for HPARAMS, atomic checkpoint writes, a progress bar that redraws every few steps."""
+        for HPARAMS, atomic checkpoint writes, a progress bar that redraws every few steps, and the
+        learning rate logged each epoch."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         _throttle_progress_bar(config.trainer)
         _watch_learning_rates(config.trainer)
@@ -113,9 +114,7 @@ class DragonCLI(LightningCLI):
         check the checkpoint before LightningCLI reads the model's hyperparameters from it."""
         check_config_files(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
         super().parse_arguments(parser, args)
-        if not self.config.get("subcommand"):
-            return
-        config = self.config[self.config.subcommand]
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         check_seed(config.get("seed_everything"))
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
