@@ -42,7 +42,7 @@ def last_checkpoint(cli) -> Path:
 
 
 def last_weights(cli) -> dict[str, torch.Tensor]:
-    return torch.load(last_checkpoint(cli), weights_only=False)["state_dict"]
+    return torch.load(last_checkpoint(cli), weights_only=True)["state_dict"]
 
 
 def expect_one_line_error(capfd, folder: Path, before: dict, args: list[str], *messages: str) -> str:

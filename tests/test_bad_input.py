@@ -129,7 +129,7 @@ def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
 
 
 def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):
-    trained = torch.load(color_mlp_checkpoint, weights_only=False)["datamodule_hyper_parameters"]["seed"]
+    trained = torch.load(color_mlp_checkpoint, weights_only=True)["datamodule_hyper_parameters"]["seed"]
     args = [
         "fit", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
         "--data.seed", str(trained + 1), "--data.standardize", "false",

@@ -76,7 +76,7 @@ def test_saved_config_reproduces_the_run(fitted):
     assert yaml.safe_load(saved.read_text())["seed_everything"] == 42
     again = run("fit", "--config", str(saved))
     assert float(again.trainer.callback_metrics["test/acc"]) == float(cli.trainer.callback_metrics["test/acc"])
-    original = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    original = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
     rerun = last_weights(again)
     assert all(torch.equal(original[name], rerun[name]) for name in original)
 

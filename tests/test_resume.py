@@ -23,7 +23,7 @@ class Finished(NamedTuple):
 
 
 def finished(cli) -> Finished:
-    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
     return Finished(last_weights(cli), best, float(cli.trainer.callback_metrics["test/acc"]))
 
 
@@ -72,7 +72,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
     else:
         assert finished_process.returncode != 0
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 40, "the save before the signal"
+    assert torch.load(last, weights_only=True)["global_step"] == 40, "the save before the signal"
     assert_resumes_to(uninterrupted, tmp_path)
 
 
@@ -95,7 +95,7 @@ def fail_at(step: int, root, *options: str) -> int:
             "--trainer.callbacks.init_args.step", str(step),
             "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
         )
-    return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=False)["global_step"]
+    return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ra
     checker = next(c for c in trainer.callbacks if isinstance(c, CheckLastAtEachEpoch))
     assert checker.epochs_checked == 11
     assert checker.epochs_without_improvement > 0, "some epoch must not improve for this to test anything"
-    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert best["global_step"] % 15 == 0, "the best checkpoint holds weights from an epoch end, as validated"
 
 
@@ -162,7 +162,7 @@ class CheckLastAtEachEpoch(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         checkpoint = trainer.checkpoint_callback
         if trainer.current_epoch > 0:
-            saved = torch.load(checkpoint.last_model_path, weights_only=False)
+            saved = torch.load(checkpoint.last_model_path, weights_only=True)
             assert saved["global_step"] == trainer.global_step
             self.epochs_checked += 1
             self.epochs_without_improvement += checkpoint.best_model_path == self.best_model_path
@@ -203,5 +203,5 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path
     monkeypatch.setattr(torch_io, "_atomic_save", write_half_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
-    assert torch.equal(torch.load(path, weights_only=False)["state_dict"]["w"], torch.ones(3))
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
