@@ -217,15 +217,16 @@ def main() -> None:
     cli_main()
 
 
-def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI) -> DragonCLI:
-    """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``)."""
+def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None) -> DragonCLI:
+    """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
+    the command in ``--help``."""
     return cli_class(
         DragonClassifier,
         DragonDataModule,
         subclass_mode_model=True,
         trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
         save_config_callback=RunConfig,
-        parser_kwargs={"description": DESCRIPTION, "exit_on_error": False},
+        parser_kwargs={"description": DESCRIPTION, "exit_on_error": False, **({"prog": prog} if prog else {})},
         auto_configure_optimizers=False,
         args=args,
         run=run,

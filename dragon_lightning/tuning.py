@@ -23,7 +23,7 @@ class LearningRateFinderCLI(DragonCLI):
 def find_learning_rate(args: list[str]) -> DragonCLI:
     """Run ``Tuner.lr_find`` with the config and options in ``args`` (those of ``fit``); print the
     suggestion and write ``lr_find.png`` in the run's folder."""
-    cli = build_cli(args, run=False, cli_class=LearningRateFinderCLI)
+    cli = build_cli(args, run=False, cli_class=LearningRateFinderCLI, prog="dragon-lightning lr_find")
     if not cli.model.automatic_optimization:
         raise DragonInputError("lr_find needs an optimizer that Lightning runs; --model.init_args.online true has none")
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.

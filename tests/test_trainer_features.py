@@ -116,3 +116,11 @@ def test_a_compiled_network_trains_and_its_checkpoint_loads_uncompiled(tmp_path)
     plain = MLPClassifier(num_classes=3)
     plain.load_state_dict(checkpoint["state_dict"])  # strict: the keys stay net.0.weight, ...
     assert plain.net._compiled_call_impl is None
+
+
+def test_lr_find_help_names_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run("lr_find", "--help")
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: dragon-lightning lr_find") and "--model.help" in help_text
