@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import lightning as L
 import torch
 import yaml
 from jsonargparse import Namespace
 
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.models import DragonClassifier
 from dragon_lightning.paths import require_regular_file, require_writable_dir, require_writable_file
 
 
@@ -110,16 +110,16 @@ def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
         raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
 
 
-def check_optimization_options(trainer: Namespace, model: L.LightningModule) -> None:
+def check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
     """Build the model's optimizer and scheduler once: PyTorch refuses a negative learning rate, betas
     outside [0, 1) and the like only when training starts. Clipping and accumulation need Lightning to
     run the optimizer, which the online perceptron does not have."""
-    if getattr(model, "optimizer", None) is not None:  # injected from the config
+    if model.optimizer is not None:  # injected from the config (the perceptron builds its own)
         try:
             optimizer = model.optimizer(model.parameters())
         except (ValueError, TypeError) as error:
             raise DragonInputError(f"--model.init_args.optimizer: {error}") from None
-        if getattr(model, "scheduler", None) is not None:
+        if model.scheduler is not None:
             try:
                 model.scheduler(optimizer)
             except (ValueError, TypeError, KeyError) as error:

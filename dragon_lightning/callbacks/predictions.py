@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from dragon_lightning.data.csv_io import line_of_row, write_csv
+from dragon_lightning.data.schema import prediction_columns
 from dragon_lightning.errors import DragonInputError
 
 
@@ -50,9 +51,10 @@ class PredictionWriter(BasePredictionWriter):
                 "no finite probabilities for these features; nothing was written"
             )
         table = datamodule.predict_table.copy()
-        table["predicted"] = np.asarray(pl_module.class_names, dtype=object)[predicted]
-        for index, name in enumerate(pl_module.class_names):
-            table[f"p_{name}"] = probabilities[:, index]
-        table["outside_training_range"] = datamodule.outside_training_range(datamodule.predict_features).numpy()
+        predicted_column, *probability_columns, outside_column = prediction_columns(pl_module.class_names)
+        table[predicted_column] = np.asarray(pl_module.class_names, dtype=object)[predicted]
+        for index, column in enumerate(probability_columns):
+            table[column] = probabilities[:, index]
+        table[outside_column] = datamodule.outside_training_range(datamodule.predict_features).numpy()
         path = self.output_path or Path(trainer.log_dir or ".") / "predictions.csv"
         write_csv(table, path, overwrite=self.overwrite)
