@@ -28,7 +28,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, 
     path = Path(path)
     require_writable_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -62,8 +62,9 @@ def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
     return max(candidates)[1]
 
 
-def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
-    """Load the checkpoint file at ``path`` as data (``None`` for no path)."""
+def read_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "--ckpt_path") -> Optional[dict]:
+    """Load the checkpoint file at ``path`` as data (``None`` for no path); ``option`` is where the
+    path came from, for messages."""
     if path is None:
         return None
     if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
@@ -71,7 +72,7 @@ def read_checkpoint(path: Optional[str | os.PathLike]) -> Optional[dict]:
             f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
             "registry, which this command has none of; give a checkpoint file, or last"
         )
-    path = require_regular_file(path, "checkpoint file", "--ckpt_path")
+    path = require_regular_file(path, "checkpoint file", option)
     try:
         with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
             warnings.simplefilter("ignore")

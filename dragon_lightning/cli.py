@@ -53,7 +53,8 @@ DESCRIPTION = (
     "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
     "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
     "'dragon-lightning fit --config configs/color_mlp.yaml'. 'dragon-lightning lr_find --config C' "
-    "suggests a learning rate for a config and plots the loss against it."
+    "suggests a learning rate for a config and plots the loss against it; 'dragon-lightning export "
+    "--ckpt_path X --output model.onnx' writes a trained model as ONNX with its preprocessing."
 )
 
 
@@ -212,6 +213,13 @@ def _watch_learning_rates(trainer: Namespace) -> None:
         trainer.callbacks = [*callbacks, monitor]
 
 
+# Commands beside LightningCLI's, as "module:function(args)"; imported when used (they build on this module).
+EXTRA_COMMANDS = {
+    "lr_find": "dragon_lightning.tuning:find_learning_rate",
+    "export": "dragon_lightning.export:export_command",
+}
+
+
 def main() -> None:
     """Console entry point: ``dragon-lightning`` and ``python -m dragon_lightning``."""
     cli_main()
@@ -233,9 +241,10 @@ def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = Dr
     )
 
 
-def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find`` runs
-    Lightning's learning-rate finder; everything else is LightningCLI's."""
+def cli_main(args: Optional[list[str]] = None):
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find`` and
+    ``export`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
+    result (the LightningCLI object for LightningCLI's commands)."""
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
@@ -246,12 +255,10 @@ def cli_main(args: Optional[list[str]] = None) -> DragonCLI:
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     arguments = sys.argv[1:] if args is None else list(args)
     try:
-        if arguments[:1] == ["lr_find"]:
-            from dragon_lightning.tuning import find_learning_rate  # it builds on this module
-
-            cli = find_learning_rate(arguments[1:])
-        else:
-            cli = build_cli(arguments)
+        if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
+            module, function = EXTRA_COMMANDS[arguments[0]].split(":")
+            return getattr(importlib.import_module(module), function)(arguments[1:])
+        cli = build_cli(arguments)
         _close_process_group()
         return cli
     except SIGTERMException:

@@ -49,3 +49,12 @@ def test_the_throughput_script_times_all_four_loops(tmp_path, capsys, monkeypatc
     rates = [row[key] for key in ("a_dragon_lightning", "b_plain_pytorch", "c_sklearn", "d_tutorial_loop")]
     assert row["batch_size"] == 256 and all(rate > 0 for rate in rates)
     assert f"| 256 | {rates[0]:,.0f} | {rates[1]:,.0f} |" in capsys.readouterr().out
+
+
+def test_the_inference_script_times_all_three_ways(tmp_path, capsys):
+    inference = load_benchmark("inference_throughput")
+    result = inference.main(["--rows", "2000", "--repeats", "1", "--config", "configs/fire_logistic.yaml"])
+    assert set(result["rows_per_second"]) == {"onnxruntime", "predict_proba", "predict command"}
+    assert all(rate > 0 for rate in result["rows_per_second"].values())
+    assert result["max_abs_difference"] <= 1e-5
+    assert "| predict command |" in capsys.readouterr().out

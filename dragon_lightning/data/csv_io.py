@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,25 +90,27 @@ def _first_bad(mask: np.ndarray | pd.Series) -> int | None:
     return int(bad[0]) if len(bad) else None
 
 
-def _check_numeric(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
-    """Return ``column`` as float64 that is finite also in float32 (the models' dtype), or raise naming
-    the first bad line."""
-    values = table[column]
+def numeric_values(values: pd.Series, where: Callable[[int], str]) -> np.ndarray:
+    """Return ``values`` as float64 that is finite also in float32 (the models' dtype), or raise
+    naming the first bad row as ``where(row)`` describes it."""
     if (row := _first_bad(values.isna())) is not None:
-        raise DragonInputError(f"{path}: line {line_of_row(path, row)}, column '{column}': empty or missing value")
+        raise DragonInputError(f"{where(row)}: empty or missing value")
     if not pd.api.types.is_numeric_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
         row = _first_bad(numbers.isna())
-        raise DragonInputError(f"{path}: line {line_of_row(path, row)}, column '{column}': {values.iloc[row]!r} is not a number")
+        raise DragonInputError(f"{where(row)}: {values.iloc[row]!r} is not a number")
     numbers = values.to_numpy(dtype=np.float64)
     if (row := _first_bad(~np.isfinite(numbers))) is not None:
-        raise DragonInputError(f"{path}: line {line_of_row(path, row)}, column '{column}': {numbers[row]} is not a finite number")
+        raise DragonInputError(f"{where(row)}: {numbers[row]} is not a finite number")
     if (row := _first_bad(np.abs(numbers) > FLOAT32_MAX)) is not None:
         raise DragonInputError(
-            f"{path}: line {line_of_row(path, row)}, column '{column}': {numbers[row]:g} is too large "
-            f"(the models compute in float32, up to {FLOAT32_MAX:.3g})"
+            f"{where(row)}: {numbers[row]:g} is too large (the models compute in float32, up to {FLOAT32_MAX:.3g})"
         )
     return numbers
+
+
+def _check_numeric(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
+    return numeric_values(table[column], lambda row: f"{path}: line {line_of_row(path, row)}, column '{column}'")
 
 
 def _check_categorical(table: pd.DataFrame, path: Path, column: str, allowed: Sequence[str]) -> pd.Categorical:

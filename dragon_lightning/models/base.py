@@ -21,6 +21,17 @@ from dragon_lightning.errors import TrainingDiverged
 from dragon_lightning.models.metrics import accuracy_collection, test_collection
 
 STAGES = ("train", "val", "test")
+CHECKPOINT_KEY = "dragon_lightning"
+"""Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """One probability column per class: a single logit is the positive class's (sigmoid), several
+    are softmaxed."""
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return logits.softmax(dim=1)
 
 
 class DragonClassifier(L.LightningModule):
@@ -82,10 +93,15 @@ class DragonClassifier(L.LightningModule):
         return logits.argmax(dim=1)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.binary:
-            positive = torch.sigmoid(logits[:, 0])
-            return torch.stack([1 - positive, positive], dim=1)
-        return logits.softmax(dim=1)
+        return class_probabilities(logits)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The module that maps (scaled) features to logits: all that inference and export need."""
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.network(features)
 
     def _shared_step(self, batch: Sequence[torch.Tensor], stage: str, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; the stage's loss and metrics accumulate on the way (if ``count``)."""
@@ -131,6 +147,7 @@ class DragonClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._stop_if_diverged()
+        checkpoint[CHECKPOINT_KEY] = {"model": type(self).__name__}
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""

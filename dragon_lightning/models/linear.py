@@ -105,8 +105,9 @@ class Perceptron(DragonClassifier):
         self.automatic_optimization = not online
         self._epoch_movement = torch.zeros(())
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+    @property
+    def network(self) -> nn.Module:
+        return self.linear
 
     def _criterion(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per row, ``-(e * logits)``: how far the true class's activation falls short of the
@@ -196,5 +197,6 @@ class LogisticRegression(DragonClassifier):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.linear = _zero_linear(num_features, self.num_outputs)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
+    @property
+    def network(self) -> nn.Module:
+        return self.linear

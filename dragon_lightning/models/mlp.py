@@ -65,5 +65,6 @@ class MLPClassifier(DragonClassifier):
         if self.hparams.compile:
             self.net.compile(dynamic=True)  # in place: checkpoint keys stay net.0.weight, ...
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+    @property
+    def network(self) -> nn.Module:
+        return self.net

@@ -1,0 +1,183 @@
+"""``dragon-lightning export``: a checkpoint as a self-contained ONNX or ``torch.export`` (``.pt2``) file.
+
+The file maps raw float32 ``[N, 2]`` features (``numberToes``, ``bodyLength``, the units ``predict``
+takes) to class probabilities ``[N, C]``: standardization, network and sigmoid or softmax are all in
+the graph, and the batch size is free. Before the file takes its name, it is run (onnxruntime, or the
+loaded ``.pt2`` program) on the checkpoint's test split and a grid over the training range, and must
+agree with the PyTorch model to :data:`TOLERANCE`; otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser
+
+from dragon_lightning import __version__
+from dragon_lightning.atomic import write_atomically
+from dragon_lightning.data import DragonDataModule
+from dragon_lightning.data.schema import FEATURE_COLUMNS
+from dragon_lightning.errors import DragonError, DragonInputError
+from dragon_lightning.inference import TrainedModel, load_model
+from dragon_lightning.paths import require_writable_file
+
+TOLERANCE = 1e-5
+ONNX_OPSET = 20
+INPUT_NAME, OUTPUT_NAME = "features", "probabilities"
+PT2_METADATA = "dragon_lightning.json"
+EXPORT_EXTRA = "pip install 'dragon-lightning[export]'"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    size_bytes: int
+    rows_checked: int
+    max_abs_difference: float
+
+
+def metadata(model: TrainedModel) -> dict[str, str]:
+    """What a consumer needs besides the graph: the task, the output columns and the input columns."""
+    return {
+        "task": model.task,
+        "class_names": json.dumps(list(model.classes_)),
+        "feature_names": json.dumps(list(FEATURE_COLUMNS)),
+        "output": "class probabilities, one column per class in class_names order",
+        "model": type(model.classifier).__name__,
+        "producer": f"dragon-lightning {__version__}",
+    }
+
+
+def check_points(model: TrainedModel) -> np.ndarray:
+    """Rows to compare on: the checkpoint's test split (rebuilt from its data options; skipped when its
+    CSV is gone) and a 50 x 50 grid over the training range and as far again beyond it."""
+    parts = []
+    accepted = inspect.signature(DragonDataModule.__init__).parameters
+    options = {name: value for name, value in model.data_options.items() if name in accepted}
+    if options:
+        data = DragonDataModule(**{**options, "data_dir": None, "predict_csv": None})
+        with contextlib.suppress(DragonInputError):
+            data.setup("test")
+            parts.append(data.splits["test"][0].numpy())
+    low, high = model.feature_range
+    width = high - low
+    axes = [np.linspace(low[i] - width[i], high[i] + width[i], 50) for i in range(len(FEATURE_COLUMNS))]
+    parts.append(np.stack([grid.ravel() for grid in np.meshgrid(*axes)], axis=1))
+    return np.concatenate(parts).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters' progress lines and warnings about optional packages say nothing to act on."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _example_batch() -> torch.Tensor:
+    # A batch of 1 would be specialized into the graph; 8 keeps the batch dimension free.
+    return torch.zeros(8, len(FEATURE_COLUMNS))
+
+
+def _batch_dimension() -> dict:
+    return {INPUT_NAME: {0: torch.export.Dim("batch")}}
+
+
+def _write_onnx(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnx
+    import onnxruntime
+
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model.module, (_example_batch(),), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=_batch_dimension(), opset_version=ONNX_OPSET, external_data=False, verbose=False,
+        )
+        program.save(str(path))
+    proto = onnx.load(str(path))
+    for key, value in metadata(model).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda features: session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+
+
+def _write_pt2(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    with _quiet_exporter():
+        program = torch.export.export(model.module, (_example_batch(),), dynamic_shapes=_batch_dimension())
+    torch.export.save(program, path, extra_files={PT2_METADATA: json.dumps(metadata(model))})
+    loaded = torch.export.load(path).module()
+    return lambda features: loaded(torch.from_numpy(features)).detach().numpy()
+
+
+WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
+
+
+def export_model(model: TrainedModel, output: str | Path, format: Literal["onnx", "pt2"] = "onnx", overwrite: bool = False) -> ExportReport:
+    """Write ``model`` to ``output`` atomically, after checking the written file against ``model``."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise DragonInputError(f"--output {output}: exists; choose another path or add --overwrite true")
+    require_writable_file(output, "--output")
+    if format == "onnx":
+        try:
+            import onnx, onnxruntime, onnxscript  # noqa: E401, F401  (the exporter needs onnxscript)
+        except ImportError as missing:
+            raise DragonInputError(f"export --format onnx needs {missing.name}: {EXPORT_EXTRA}") from None
+    points = check_points(model)
+    with torch.no_grad():
+        expected = model.module(torch.from_numpy(points)).numpy()
+    difference = np.inf
+
+    def write_and_check(temporary: Path) -> None:
+        nonlocal difference
+        run_exported = WRITERS[format](model, temporary)
+        difference = float(np.abs(run_exported(points) - expected).max())
+        if not difference <= TOLERANCE:
+            raise DragonError(
+                f"export: the {format} file's probabilities differ from the PyTorch model's by up to {difference:.3g} "
+                f"(more than {TOLERANCE:g}) on {len(points):,} rows; nothing was written"
+            )
+
+    write_atomically(output, write_and_check, overwrite=overwrite)
+    return ExportReport(output, output.stat().st_size, len(points), difference)
+
+
+def export_command(args: list[str]) -> ExportReport:
+    """``dragon-lightning export``: parse ``args``, export, print where and how well it checked out."""
+    parser = ArgumentParser(
+        prog="dragon-lightning export",
+        description="Write a trained checkpoint as one ONNX (or torch.export .pt2) file that takes raw "
+        "[N, 2] float32 features (numberToes, bodyLength, the units predict takes) and returns class "
+        "probabilities [N, C], with the checkpoint's standardization inside. The file is checked against "
+        f"the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--ckpt_path", type=str, required=True, help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt)")
+    parser.add_argument("--output", type=str, required=True, help="the file to write, e.g. model.onnx")
+    parser.add_argument("--format", type=Literal["onnx", "pt2"], default="onnx", help="onnx (onnxruntime, any language) or pt2 (torch.export.load)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
+    options = parser.parse_args(args)
+    model = load_model(options.ckpt_path, option="--ckpt_path")
+    report = export_model(model, options.output, options.format, options.overwrite)
+    print(
+        f"wrote {report.path} ({report.size_bytes:,} bytes): {model.task} probabilities for {', '.join(model.classes_)}; "
+        f"checked on {report.rows_checked:,} rows, max |difference| from PyTorch {report.max_abs_difference:.2g}"
+    )
+    return report

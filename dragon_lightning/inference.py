@@ -1,0 +1,156 @@
+"""A trained model outside Lightning: ``load_model`` turns a checkpoint into a scikit-learn-style
+predictor for notebooks and scripts, and into the plain ``torch.nn.Module`` that export writes out.
+
+The checkpoint is read as data (``weights_only=True``) onto the CPU, whatever device trained it. The
+predictor takes features in the units ``predict`` takes (``numberToes``, ``bodyLength`` after the
+tutorial's recipe): the checkpoint's standardization is part of the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dragon_lightning.checkpoints import check_hyperparameters, read_checkpoint
+from dragon_lightning.data.csv_io import numeric_values
+from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.models import DragonClassifier, LogisticRegression, MLPClassifier, Perceptron
+from dragon_lightning.models.base import CHECKPOINT_KEY, class_probabilities
+
+MODEL_CLASSES = {cls.__name__: cls for cls in (Perceptron, LogisticRegression, MLPClassifier)}
+DATA_STATE_KEY = "DragonDataModule"
+DATA_STATE_FIELDS = ("task", "feature_mean", "feature_std", "feature_min", "feature_max")
+
+Features = Union[pd.DataFrame, np.ndarray, torch.Tensor]
+
+
+class ProbabilityModel(nn.Module):
+    """Raw ``[N, 2]`` float32 features in, class probabilities ``[N, C]`` out: the fitted
+    standardization, the network and the sigmoid or softmax in one module (what export traces)."""
+
+    def __init__(self, network: nn.Module, feature_mean: torch.Tensor, feature_std: torch.Tensor) -> None:
+        super().__init__()
+        self.network = network
+        # float32 buffers: a float64 constant would promote the exported graph to double.
+        self.register_buffer("feature_mean", feature_mean.float().reshape(1, -1))
+        self.register_buffer("feature_std", feature_std.float().reshape(1, -1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return class_probabilities(self.network((features - self.feature_mean) / self.feature_std))
+
+
+class TrainedModel:
+    """A trained dragon classifier with scikit-learn's inference interface.
+
+    Attributes:
+        classes_: class names in the order of the probability columns.
+        task: ``fire`` or ``color``.
+        feature_names_in_: the two input columns, ``numberToes`` and ``bodyLength``.
+        module: the :class:`ProbabilityModel` on the CPU, in eval mode.
+        classifier: the restored LightningModule (for fine-tuning or a ``Trainer``).
+    """
+
+    feature_names_in_ = np.array(FEATURE_COLUMNS, dtype=object)
+    n_features_in_ = len(FEATURE_COLUMNS)
+
+    def __init__(self, classifier: DragonClassifier, data_state: dict, data_options: dict, path: Path) -> None:
+        self.classifier = classifier.eval()
+        self.task = data_state["task"]
+        self.path = path
+        self.data_options = data_options
+        """The data module's options at training time (how to rebuild its splits)."""
+        self.feature_range = (data_state["feature_min"].numpy(), data_state["feature_max"].numpy())
+        """Lowest and highest training value of each feature."""
+        self.classes_ = np.array(classifier.class_names, dtype=object)
+        self.module = ProbabilityModel(classifier.network, data_state["feature_mean"], data_state["feature_std"]).eval()
+
+    def __repr__(self) -> str:
+        return f"TrainedModel({type(self.classifier).__name__}, task={self.task!r}, classes={list(self.classes_)}, path='{self.path}')"
+
+    def features(self, X: Features) -> torch.Tensor:
+        """``X`` checked and as a float32 ``[N, 2]`` tensor: a DataFrame's two feature columns by name
+        (others ignored), or an array's two columns in that order."""
+        if isinstance(X, pd.DataFrame):
+            missing = [column for column in FEATURE_COLUMNS if column not in X.columns]
+            if missing:
+                raise DragonInputError(f"X: missing column(s) {', '.join(missing)}; expected {', '.join(FEATURE_COLUMNS)}")
+            table = X[list(FEATURE_COLUMNS)].reset_index(drop=True)
+        else:
+            array = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+            if array.ndim != 2 or array.shape[1] != len(FEATURE_COLUMNS):
+                raise DragonInputError(
+                    f"X: expected shape [N, {len(FEATURE_COLUMNS)}] ({', '.join(FEATURE_COLUMNS)}), got {list(array.shape)}"
+                )
+            table = pd.DataFrame(array, columns=list(FEATURE_COLUMNS))
+        columns = [numeric_values(table[name], lambda row, name=name: f"X: row {row}, column '{name}'") for name in FEATURE_COLUMNS]
+        return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32)).reshape(-1, len(FEATURE_COLUMNS))
+
+    @torch.no_grad()
+    def probabilities(self, X: Features) -> np.ndarray:
+        """Class probabilities as a float32 ``[N, C]`` array."""
+        return self.module(self.features(X)).numpy()
+
+    def predict_proba(self, X: Features) -> pd.DataFrame:
+        """One ``p_<class>`` column per class (the columns ``predict`` writes); a DataFrame keeps its index."""
+        _, *columns, _ = prediction_columns(self.classes_)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(self.probabilities(X), columns=columns, index=index)
+
+    def predict(self, X: Features) -> np.ndarray:
+        """The predicted class name of every row."""
+        return self.classes_[self.decide(self.probabilities(X))]
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class indices from probabilities, as the model decides (first class on ties)."""
+        if self.classifier.binary:
+            return (probabilities[:, 1] > 0.5).astype(int)
+        return probabilities.argmax(axis=1)
+
+
+def load_model(path: str | os.PathLike, option: Optional[str] = None) -> TrainedModel:
+    """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs).
+
+    ``option`` names where ``path`` came from in messages (a command-line option). Raises
+    :class:`DragonInputError` naming the file when it is not a readable dragon-lightning
+    checkpoint or its weights do not fit the model it names.
+    """
+    checkpoint = read_checkpoint(path, option=option)
+    model_class = _model_class(checkpoint, path)
+    data_state = checkpoint.get(DATA_STATE_KEY)
+    if not isinstance(data_state, dict) or not set(DATA_STATE_FIELDS) <= set(data_state):
+        raise DragonInputError(
+            f"{path}: has no fitted features (trained without DragonDataModule?); not a dragon-lightning checkpoint"
+        )
+    hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    check_hyperparameters(checkpoint, path, model_class, {})
+    parameters = inspect.signature(model_class.__init__).parameters
+    if "compile" in parameters:
+        hyperparameters["compile"] = False  # inference runs eagerly; the weights are the same
+    try:
+        classifier = model_class(**hyperparameters)
+        classifier.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        raise DragonInputError(f"{path}: its weights do not fit a {model_class.__name__} ({reason})") from None
+    return TrainedModel(classifier, data_state, dict(checkpoint.get("datamodule_hyper_parameters", {})), Path(path))
+
+
+def _model_class(checkpoint: dict, path: str | os.PathLike) -> type[DragonClassifier]:
+    """The model class the checkpoint names: ours (any Trainer) or LightningCLI's ``_class_path``."""
+    marker = checkpoint.get(CHECKPOINT_KEY)
+    name: Optional[str] = marker.get("model") if isinstance(marker, dict) else None
+    if name is None:
+        class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+        name = class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else None
+    if name not in MODEL_CLASSES:
+        found = f"a model named {name!r}" if name else "no dragon-lightning model"
+        raise DragonInputError(f"{path}: holds {found}; not a dragon-lightning checkpoint")
+    return MODEL_CLASSES[name]
