@@ -15,6 +15,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import lightning as L
@@ -122,10 +123,25 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
 LINKED_HYPERPARAMETERS = ("num_features", "num_classes", "class_names")
 
 
-def check_hyperparameters(checkpoint: dict, path: str | os.PathLike, model_class: type, configured: dict) -> None:
+# How a trained model decides, not what it learned: ``validate``, ``test`` and ``predict`` may set them.
+DECISION_HYPERPARAMETERS = ("threshold",)
+
+
+def explicit_values(model_class: type, configured: dict, names: Sequence[str]) -> dict:
+    """The options among ``names`` that the config sets away from their defaults."""
+    parameters = inspect.signature(model_class.__init__).parameters
+    return {
+        name: configured[name] for name in names
+        if name in configured and name in parameters and _option_text(configured[name]) != _option_text(parameters[name].default)
+    }
+
+
+def check_hyperparameters(
+    checkpoint: dict, path: str | os.PathLike, model_class: type, configured: dict, adjustable: Sequence[str] = ()
+) -> None:
     """The checkpoint's hyperparameters must be arguments of this version's ``model_class``, and any value
     the config sets away from its default must agree with the checkpoint's (LightningCLI would
-    otherwise let the checkpoint win without a word)."""
+    otherwise let the checkpoint win without a word), except for the ``adjustable`` ones."""
     trained = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items() if not name.startswith("_")}
     parameters = inspect.signature(model_class.__init__).parameters
     unknown = sorted(set(trained) - set(parameters))
@@ -137,7 +153,7 @@ def check_hyperparameters(checkpoint: dict, path: str | os.PathLike, model_class
     conflicts = [
         f"--model.init_args.{name} {_option_text(configured[name])} (the checkpoint has {_option_text(value)})"
         for name, value in trained.items()
-        if name in configured and name not in LINKED_HYPERPARAMETERS
+        if name in configured and name not in (*LINKED_HYPERPARAMETERS, *adjustable)
         and _option_text(configured[name]) not in (_option_text(value), _option_text(parameters[name].default))
     ]
     if conflicts:

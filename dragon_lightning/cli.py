@@ -32,8 +32,10 @@ from dragon_lightning.callbacks import (
 )
 from dragon_lightning.checkpoints import (
     check_checkpoint_fits,
+    DECISION_HYPERPARAMETERS,
     check_hyperparameters,
     check_resumable,
+    explicit_values,
     check_trained_model,
     latest_last_checkpoint,
     read_checkpoint,
@@ -54,13 +56,22 @@ DESCRIPTION = (
     "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
     "'dragon-lightning fit --config configs/color_mlp.yaml'. 'dragon-lightning lr_find --config C' "
     "suggests a learning rate for a config and plots the loss against it; 'dragon-lightning export "
-    "--ckpt_path X --output model.onnx' writes a trained model as ONNX with its preprocessing."
+    "--ckpt_path X --output model.onnx' writes a trained model as ONNX with its preprocessing; "
+    "'dragon-lightning compare RUN...' draws finished runs' decision regions side by side."
 )
+
+
+TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+EVALUATION_COMMANDS = ("validate", "test", "predict")
+ROOT_DIR = "<trainer.default_root_dir>"
+"""A logger's ``save_dir`` by default: replaced by the Trainer's ``default_root_dir`` before the run."""
 
 
 class DragonCLI(LightningCLI):
     checkpoint: Optional[dict] = None
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
+    decision_overrides: dict = {}
+    """Options of how a checkpoint's model decides (its threshold) set on an evaluation command."""
 
     @property
     def stage(self) -> Optional[str]:
@@ -85,6 +96,9 @@ class DragonCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # A logger's save_dir follows --trainer.default_root_dir, as Lightning's own default logger does;
+        # jsonargparse carries it over when --trainer.logger names another class (e.g. CSVLogger).
+        parser.set_defaults({"trainer.logger": {"class_path": TENSORBOARD_LOGGER, "init_args": {"save_dir": ROOT_DIR, "default_hp_metric": False}}})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TutorialFigures, "figures")
         parser.add_argument(
@@ -95,8 +109,8 @@ class DragonCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Defaults that need the parsed config: a TensorBoard logger under ``default_root_dir`` set up
-        for HPARAMS, atomic checkpoint writes, a progress bar that redraws every few steps, and the
+        """Defaults that need the parsed config: a logger under ``default_root_dir`` (TensorBoard, set up
+        for HPARAMS, unless another is named), atomic checkpoint writes, a progress bar that redraws every few steps, and the
         learning rate logged each epoch."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         _throttle_progress_bar(config.trainer)
@@ -105,9 +119,14 @@ class DragonCLI(LightningCLI):
             config.trainer.plugins = [Namespace(class_path="dragon_lightning.checkpoints.AtomicCheckpointIO")]
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.TensorBoardLogger",
-                init_args=Namespace(save_dir=config.trainer.default_root_dir or ".", default_hp_metric=False),
+                class_path=TENSORBOARD_LOGGER, init_args=Namespace(save_dir=ROOT_DIR, default_hp_metric=False)
             )
+        for name, value in self.decision_overrides.items():
+            config.model.init_args[name] = value
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        for logger in loggers:
+            if isinstance(logger, Namespace) and logger.get("init_args") and logger.init_args.get("save_dir") == ROOT_DIR:
+                logger.init_args.save_dir = config.trainer.default_root_dir or "."
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """Check the config files, parse, then resolve ``--ckpt_path last`` to the newest run's
@@ -123,9 +142,12 @@ class DragonCLI(LightningCLI):
         if self.checkpoint is not None:
             class_path = config.model.get("class_path")
             check_trained_model(self.checkpoint, config.ckpt_path, class_path)
-            configured = config.model.get("init_args") or Namespace()
-            check_hyperparameters(self.checkpoint, config.ckpt_path, _import(class_path), configured.as_dict())
+            configured = (config.model.get("init_args") or Namespace()).as_dict()
+            adjustable = DECISION_HYPERPARAMETERS if self.config.get("subcommand") in EVALUATION_COMMANDS else ()
+            check_hyperparameters(self.checkpoint, config.ckpt_path, _import(class_path), configured, adjustable)
             self._check_hyperparameter_values(parser, config.ckpt_path, class_path)
+            # LightningCLI is about to let the checkpoint's values win; these the user's should.
+            self.decision_overrides = explicit_values(_import(class_path), configured, adjustable)
 
     def _check_hyperparameter_values(self, parser: LightningArgumentParser, path: str, class_path: str) -> None:
         """Parse the checkpoint's hyperparameters as LightningCLI is about to, so that a value this version
@@ -217,6 +239,7 @@ def _watch_learning_rates(trainer: Namespace) -> None:
 EXTRA_COMMANDS = {
     "lr_find": "dragon_lightning.tuning:find_learning_rate",
     "export": "dragon_lightning.export:export_command",
+    "compare": "dragon_lightning.compare:compare_command",
 }
 
 
@@ -242,8 +265,8 @@ def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = Dr
 
 
 def cli_main(args: Optional[list[str]] = None):
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find`` and
-    ``export`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
+    ``export`` and ``compare`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
     result (the LightningCLI object for LightningCLI's commands)."""
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

@@ -10,7 +10,6 @@ agree with the PyTorch model to :data:`TOLERANCE`; otherwise nothing is written.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import logging
@@ -25,7 +24,6 @@ from jsonargparse import ArgumentParser
 
 from dragon_lightning import __version__
 from dragon_lightning.atomic import write_atomically
-from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.schema import FEATURE_COLUMNS
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.inference import TrainedModel, load_model
@@ -54,6 +52,7 @@ def metadata(model: TrainedModel) -> dict[str, str]:
         "feature_names": json.dumps(list(FEATURE_COLUMNS)),
         "output": "class probabilities, one column per class in class_names order",
         "model": type(model.classifier).__name__,
+        "threshold": str(model.classifier.threshold),  # binary: predict the second class above it
         "producer": f"dragon-lightning {__version__}",
     }
 
@@ -61,14 +60,8 @@ def metadata(model: TrainedModel) -> dict[str, str]:
 def check_points(model: TrainedModel) -> np.ndarray:
     """Rows to compare on: the checkpoint's test split (rebuilt from its data options; skipped when its
     CSV is gone) and a 50 x 50 grid over the training range and as far again beyond it."""
-    parts = []
-    accepted = inspect.signature(DragonDataModule.__init__).parameters
-    options = {name: value for name, value in model.data_options.items() if name in accepted}
-    if options:
-        data = DragonDataModule(**{**options, "data_dir": None, "predict_csv": None})
-        with contextlib.suppress(DragonInputError):
-            data.setup("test")
-            parts.append(data.splits["test"][0].numpy())
+    test_split = model.test_split()
+    parts = [] if test_split is None else [test_split[0]]
     low, high = model.feature_range
     width = high - low
     axes = [np.linspace(low[i] - width[i], high[i] + width[i], 50) for i in range(len(FEATURE_COLUMNS))]

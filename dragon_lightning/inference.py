@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dragon_lightning.checkpoints import check_hyperparameters, read_checkpoint
+from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.csv_io import numeric_values
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
@@ -104,15 +105,35 @@ class TrainedModel:
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(self.probabilities(X), columns=columns, index=index)
 
-    def predict(self, X: Features) -> np.ndarray:
-        """The predicted class name of every row."""
-        return self.classes_[self.decide(self.probabilities(X))]
-
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        """Class indices from probabilities, as the model decides (first class on ties)."""
+    @torch.no_grad()
+    def decision_function(self, X: Features) -> np.ndarray:
+        """scikit-learn's decision scores: for two classes one score per row, positive where the model
+        predicts the second class (the logit less that of ``threshold``); else one logit per class."""
+        module = self.module
+        logits = module.network((self.features(X) - module.feature_mean) / module.feature_std).numpy()
         if self.classifier.binary:
-            return (probabilities[:, 1] > 0.5).astype(int)
-        return probabilities.argmax(axis=1)
+            return logits[:, 0] - self.classifier.logit_threshold
+        return logits
+
+    def predict(self, X: Features) -> np.ndarray:
+        """The predicted class name of every row, decided as ``predict`` decides."""
+        scores = self.decision_function(X)
+        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)]
+
+    def test_split(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """The checkpoint's test rows (raw features, class indices), drawn again from its data options;
+        ``None`` when they cannot be (a CSV that is gone or changed, or no data options)."""
+        accepted = inspect.signature(DragonDataModule.__init__).parameters
+        options = {name: value for name, value in self.data_options.items() if name in accepted}
+        if not options:
+            return None
+        data = DragonDataModule(**{**options, "data_dir": None, "predict_csv": None})
+        try:
+            data.setup("test")
+        except DragonInputError:
+            return None
+        features, labels = data.splits["test"]
+        return features.numpy(), labels.numpy()
 
 
 def load_model(path: str | os.PathLike, option: Optional[str] = None) -> TrainedModel:

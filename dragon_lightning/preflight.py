@@ -147,6 +147,9 @@ def check_output_locations(config: Namespace, subcommand: str, writes_generated_
     dirpath = config.get("checkpoint", Namespace()).get("dirpath")
     if subcommand == "fit" and dirpath:
         require_writable_dir(dirpath, "--checkpoint.dirpath")
+    figures = config.get("figures", Namespace())
+    if subcommand != "predict" and figures.get("enabled") and figures.get("save_dir"):
+        require_writable_dir(figures.save_dir, "--figures.save_dir")
     if subcommand == "predict":
         _check_predictions_path(config.get("predictions", Namespace()))
 

@@ -61,12 +61,10 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
         assert metric in events["scalars"], metric
     assert events["scalars"]["test/acc"][-1] == pytest.approx(float(cli.trainer.callback_metrics["test/acc"]))
     assert "_hparams_/experiment" in events["hparams"], "HPARAMS tab needs hparams written with metrics"
-    assert events["images"] == {
-        "figures/truth_vs_predictions",
-        "figures/decision_regions",
-        "figures/confusion_matrix",
-        "figures/boundary_over_training",
-    }
+    pictures = {"truth_vs_predictions", "decision_regions", "confusion_matrix", "learning_curves"}
+    assert events["images"] == {f"figures/{name}" for name in (*pictures, "boundary_over_training")}
+    files = {path.name for path in (run_dir / "figures").iterdir()}
+    assert files == {f"{name}.png" for name in pictures} | {"boundary_over_training.gif"}, "and the same as files"
     assert (root / "data" / "dragons_n480_seed42.csv").is_file()
 
 
@@ -154,3 +152,4 @@ def test_perceptron_boundary_is_drawn_after_every_epoch_and_figures_can_be_turne
         "--trainer.default_root_dir", str(tmp_path / "off"), *common,
     )
     assert read_events(tmp_path / "off/lightning_logs/version_0")["images"] == set()
+    assert not (tmp_path / "off/lightning_logs/version_0/figures").exists()

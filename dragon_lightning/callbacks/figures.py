@@ -1,8 +1,9 @@
-"""``TutorialFigures``: the tutorial's pictures in TensorBoard, beside the curves."""
+"""``TutorialFigures``: the tutorial's pictures as files in the run folder, and in TensorBoard when it logs."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -10,53 +11,85 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import BinaryROC
 
 from dragon_lightning.callbacks import plots
+from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.models import LogisticRegression, Perceptron
 
 
 class TutorialFigures(Callback):
-    """Draws, on rank 0 and only for a TensorBoard logger:
+    """Draws on rank 0, whatever the logger, into ``figures/`` in the run's folder:
 
-    - ``figures/truth_vs_predictions``: the test set by true and by predicted class, side by side;
-    - ``figures/decision_regions``: the model's regions and boundaries over the test set;
-    - ``figures/confusion_matrix``: test counts per true and predicted class;
-    - ``figures/boundary_over_training``: the regions over the training set during training, an
-      image series for TensorBoard's step slider (the tutorial's redrawn perceptron boundary).
+    - ``truth_vs_predictions.png``: the test set by true and by predicted class, side by side;
+    - ``decision_regions.png``: the model's regions and boundaries over the test set;
+    - ``confusion_matrix.png``: test counts per true and predicted class;
+    - ``roc_curve.png`` (``fire``): the test ROC curve with the decision threshold marked;
+    - ``learning_curves.png``: training and validation loss and accuracy per epoch;
+    - ``boundary_over_training.gif``: the regions over the training set as training goes, one frame per
+      snapshot (the tutorial's redrawn perceptron boundary).
 
-    All axes are in the original units, also when the model sees standardized features.
+    With a TensorBoard logger the same pictures are also logged as images (the snapshots as one
+    series for the step slider). All axes are in the original units, also when the model sees
+    standardized features.
     """
 
     def __init__(
         self,
         enabled: bool = True,
+        save_dir: Optional[Path] = None,
         boundary_every_n_epochs: Optional[int] = None,
         max_boundary_images: int = 60,
         max_points: int = 2000,
+        frame_ms: int = 250,
     ) -> None:
         """
         Args:
             enabled: draw the figures (off: ``--figures.enabled false``).
+            save_dir: folder for the picture files. Unset: ``figures/`` in the run's log folder.
             boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: every
                 epoch for linear models, every 60 for others.
             max_boundary_images: at most this many snapshots per run (spaced further apart on long runs).
             max_points: dragons drawn in a scatter plot; larger sets show a random sample of this
-                size (the confusion matrix always counts every test dragon).
+                size (the confusion matrix and the ROC curve always count every test dragon).
+            frame_ms: how long the animation shows each snapshot, in milliseconds.
         """
+        counts = {"boundary_every_n_epochs": boundary_every_n_epochs or 1, "max_boundary_images": max_boundary_images,
+                  "max_points": max_points, "frame_ms": frame_ms}
+        for name, value in counts.items():
+            if value < 1:
+                raise InvalidArgument(self, name, f"must be at least 1, got {value}")
         self.enabled = enabled
+        self.save_dir = save_dir
         self.boundary_every_n_epochs = boundary_every_n_epochs
         self.max_boundary_images = max_boundary_images
         self.max_points = max_points
+        self.frame_ms = frame_ms
+        self.figure_dir = Path("figures")
         self._training_regions: Optional[plots.DecisionRegions] = None
+        self._frames: list[np.ndarray] = []
         self._test_counts: Optional[torch.Tensor] = None
+        self._test_roc: Optional[BinaryROC] = None
+        self._test_curve: list[np.ndarray] = []  # false and true positive rates
         self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_sampled = 0
 
-    def _experiment(self, trainer: L.Trainer):
-        """The TensorBoard writer where this process draws (rank 0, data set up), else ``None``."""
-        if not self._drawing(trainer) or not trainer.is_global_zero or not getattr(trainer.datamodule, "splits", None):
-            return None
-        return trainer.logger.experiment
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Settle where the files go: ``save_dir``, or ``figures/`` in the run's log folder (asked on
+        every process: under DDP ``trainer.log_dir`` is a collective call)."""
+        if self.enabled:
+            self.figure_dir = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "figures")
+
+    def _drawing(self, trainer: L.Trainer) -> bool:
+        """The same answer on every rank, so that all of them join the collective sums of the test set."""
+        return self.enabled and trainer.datamodule is not None and bool(getattr(trainer.datamodule, "splits", None))
+
+    def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray) -> None:
+        """Write ``name``.png and, with a TensorBoard logger, log it as ``figures/<name>``."""
+        plots.save_png(self.figure_dir / f"{name}.png", image)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
 
     @staticmethod
     def _is_linear(pl_module: L.LightningModule) -> bool:
@@ -79,52 +112,69 @@ class TutorialFigures(Callback):
         pl_module.train(was_training)
         return logits.float().cpu().numpy()
 
+    def _decision_logits(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
+        """Logits shifted so that the regions split where the model decides (its threshold, for fire)."""
+        return self._logits_on(trainer, pl_module, points) - getattr(pl_module, "logit_threshold", 0.0)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        experiment = self._experiment(trainer)
         epoch = trainer.current_epoch
         last = trainer.should_stop or (trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs)
-        if experiment is None or (epoch + 1) % self._snapshot_interval(trainer, pl_module) and not last:
+        if not (self._drawing(trainer) and trainer.is_global_zero):
+            return
+        if (epoch + 1) % self._snapshot_interval(trainer, pl_module) and not last:
             return
         if self._training_regions is None:
             # Split rows are in random order, so the first rows are a random sample.
             features, labels = (t[: self.max_points].numpy() for t in trainer.datamodule.splits["train"])
             self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names, grid_size=80)
         regions = self._training_regions
-        logits = self._logits_on(trainer, pl_module, regions.points)
+        logits = self._decision_logits(trainer, pl_module, regions.points)
         image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=self._is_linear(pl_module))
-        experiment.add_image("figures/boundary_over_training", image, epoch, dataformats="HWC")
+        self._frames.append(image)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("figures/boundary_over_training", image, epoch, dataformats="HWC")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._training_regions = None
-
-    def _drawing(self, trainer: L.Trainer) -> bool:
-        """The same answer on every rank, so that all of them join the collective sum of the counts."""
-        return self.enabled and isinstance(trainer.logger, TensorBoardLogger) and trainer.datamodule is not None
+        if self._drawing(trainer) and trainer.is_global_zero:
+            if pl_module.history:
+                self._publish(trainer, "learning_curves", plots.learning_curves(pl_module.history))
+            if self._frames:
+                plots.save_gif(self.figure_dir / "boundary_over_training.gif", self._frames, self.frame_ms)
+        self._training_regions, self._frames = None, []
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.num_classes
         self._test_counts = torch.zeros(n * n, dtype=torch.long, device=pl_module.device)
+        self._test_roc = BinaryROC().to(pl_module.device) if pl_module.binary else None
         self._test_sample, self._test_sampled = [], 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Count every test dragon into the confusion matrix; keep the first ones for scatter plots."""
+        """Count every test dragon into the confusion matrix and the ROC curve; keep the first ones for
+        scatter plots."""
         if not self._drawing(trainer) or outputs is None:
             return
         features, labels = batch
-        self._test_counts += torch.bincount(labels * pl_module.num_classes + outputs, minlength=len(self._test_counts))
+        predicted = outputs["predicted"]
+        self._test_counts += torch.bincount(labels * pl_module.num_classes + predicted, minlength=len(self._test_counts))
+        if self._test_roc is not None:
+            self._test_roc.update(outputs["probabilities"][:, 1], labels)
         if trainer.is_global_zero and self._test_sampled < self.max_points:
             rows = slice(0, self.max_points - self._test_sampled)
             raw = trainer.datamodule.untransform(features[rows].float())
-            self._test_sample.append((raw.cpu(), labels[rows].cpu(), outputs[rows].cpu()))
+            self._test_sample.append((raw.cpu(), labels[rows].cpu(), predicted[rows].cpu()))
             self._test_sampled += len(self._test_sample[-1][1])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._drawing(trainer) and self._test_counts is not None:
-            self._test_counts = trainer.strategy.reduce(self._test_counts, reduce_op="sum")
+        if not self._drawing(trainer) or self._test_counts is None:
+            return
+        self._test_counts = trainer.strategy.reduce(self._test_counts, reduce_op="sum")
+        if self._test_roc is not None:
+            curve = self._test_roc.compute()  # gathers every process's scores
+            self._test_curve = [part.cpu().numpy() for part in curve[:2]]
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        experiment = self._experiment(trainer)
-        if experiment is None or not self._test_sample:
+        if not (self._drawing(trainer) and trainer.is_global_zero and self._test_sample):
             return
         names, n = pl_module.class_names, pl_module.num_classes
         counts = self._test_counts.cpu().numpy().reshape(n, n)
@@ -132,12 +182,16 @@ class TutorialFigures(Callback):
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
         caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
         regions = plots.DecisionRegions(features, labels, names)
-        boundaries = regions.draw(self._logits_on(trainer, pl_module, regions.points), caption, boundary_lines=True)
-        images = {
-            "figures/truth_vs_predictions": plots.truth_and_predictions(features, labels, predicted, names, caption),
-            "figures/decision_regions": boundaries,
-            "figures/confusion_matrix": plots.confusion_matrix(counts, names),
-        }
-        for tag, image in images.items():
-            experiment.add_image(tag, image, trainer.current_epoch, dataformats="HWC")
-        self._test_sample = []
+        logits = self._decision_logits(trainer, pl_module, regions.points)
+        self._publish(trainer, "truth_vs_predictions", plots.truth_and_predictions(features, labels, predicted, names, caption))
+        self._publish(trainer, "decision_regions", regions.draw(logits, caption, boundary_lines=True))
+        self._publish(trainer, "confusion_matrix", plots.confusion_matrix(counts, names))
+        if self._test_curve:
+            self._publish(trainer, "roc_curve", self._roc_image(trainer, counts, pl_module))
+        self._test_sample, self._test_curve = [], []
+
+    def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: L.LightningModule) -> np.ndarray:
+        negatives, positives = counts.sum(axis=1)
+        operating_point = (counts[0, 1] / max(negatives, 1), counts[1, 1] / max(positives, 1))
+        auroc = float(trainer.callback_metrics["test/auroc"])  # the model logs it from the same scores
+        return plots.roc_curve(*self._test_curve, auroc, operating_point, pl_module.threshold, pl_module.class_names[1])

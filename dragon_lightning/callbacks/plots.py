@@ -1,11 +1,14 @@
 """The tutorial's pictures as matplotlib figures, drawn without pyplot (no GUI backend, no global state).
 
 Every function takes features in the original units (number of toes, body length) and returns an
-RGB image array ready for TensorBoard.
+RGB image array, which TensorBoard takes as it is and :func:`save_png` and :func:`save_gif` write as
+files.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,12 +16,17 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from PIL import Image
+
+from dragon_lightning.atomic import write_atomically
 
 AXIS_LABELS = ("number of toes", "body length")
 # Dragon colors are drawn in their own color, fire in red; other class names take the palette in order.
 NAMED_COLORS = {"Blue": "#1f77b4", "Red": "#d62728", "Yellow": "#e6b800", "fire": "#d62728", "no fire": "#7f7f7f"}
 PALETTE = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
-DPI = 72
+# Curves of a split, never of a class: dark for training, green for validation.
+SPLIT_COLORS = {"train": "#333333", "val": "#2ca02c"}
+DPI = 90
 # TensorBoard shows images shrunk to fit a card; larger text keeps them readable there.
 STYLE = {"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12}
 
@@ -55,7 +63,7 @@ def truth_and_predictions(
 ) -> np.ndarray:
     """Two panels side by side, as in the tutorial: dragons colored by truth and by prediction."""
     figure = Figure(figsize=(10, 4), dpi=DPI)
-    figure.subplots_adjust(left=0.07, right=0.87, bottom=0.13, top=0.85, wspace=0.1)
+    figure.subplots_adjust(left=0.07, right=0.87, bottom=0.13, top=0.83, wspace=0.1)
     truth_ax, predicted_ax = figure.subplots(1, 2, sharex=True, sharey=True)
     _scatter(truth_ax, features, labels, class_names, "ground truth")
     _scatter(predicted_ax, features, predicted, class_names, "predictions")
@@ -150,3 +158,77 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
     ax.set_ylabel("true")
     ax.set_title(f"test set: {counts.trace():,} of {counts.sum():,} right")
     return render(figure)
+
+
+@rc_context(STYLE)
+def learning_curves(history: Sequence[dict]) -> np.ndarray:
+    """Loss and accuracy per epoch for training and validation, side by side, from a model's
+    ``history`` (entries with ``stage``, ``epoch``, ``step``, ``loss``, ``acc``). Validation that runs
+    within an epoch is placed at its fraction of the epoch."""
+    figure = Figure(figsize=(10, 4), dpi=DPI)
+    figure.subplots_adjust(left=0.08, right=0.85, bottom=0.14, top=0.88, wspace=0.25)
+    loss_ax, acc_ax = figure.subplots(1, 2, sharex=True)
+    train = [entry for entry in history if entry["stage"] == "train"]
+    steps_per_epoch = train[-1]["step"] / (train[-1]["epoch"] + 1) if train and train[-1]["step"] else None
+    for stage, label in (("train", "training"), ("val", "validation")):
+        entries = [entry for entry in history if entry["stage"] == stage]
+        if stage == "train" or steps_per_epoch is None:
+            epochs = [entry["epoch"] + 1 for entry in entries]  # a value logged at an epoch's end
+        else:
+            epochs = [entry["step"] / steps_per_epoch for entry in entries]
+        style = {"color": SPLIT_COLORS[stage], "label": label, "marker": "o" if len(entries) < 30 else None, "markersize": 4}
+        loss_ax.plot(epochs, [entry["loss"] for entry in entries], **style)
+        acc_ax.plot(epochs, [entry["acc"] for entry in entries], **style)
+    losses = np.array([entry["loss"] for entry in history], dtype=float)
+    loss_title = "loss"
+    if losses.size and np.nanmax(losses) > 20 * max(np.nanmedian(losses), 1e-12):
+        # Early losses far above the rest (raw features) would flatten the curve against the axis.
+        loss_ax.set_yscale("symlog", linthresh=max(float(np.nanmedian(losses)), 1e-6))
+        loss_title = "loss (symmetric log scale)"
+    for ax, name in ((loss_ax, loss_title), (acc_ax, "accuracy")):
+        ax.set_xlabel("epochs trained")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    _legend_outside(acc_ax)
+    return render(figure)
+
+
+@rc_context(STYLE)
+def roc_curve(
+    false_positive_rate: np.ndarray, true_positive_rate: np.ndarray, auroc: float,
+    operating_point: tuple[float, float], threshold: float, positive: str,
+) -> np.ndarray:
+    """The test ROC curve with the model's decision threshold marked at ``operating_point`` (FPR, TPR)."""
+    figure = Figure(figsize=(5.2, 4.6), dpi=DPI)
+    figure.subplots_adjust(left=0.15, right=0.95, bottom=0.13, top=0.9)
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+    ax.plot(false_positive_rate, true_positive_rate, color=NAMED_COLORS.get(positive, PALETTE[1]), linewidth=2)
+    ax.plot(*operating_point, "o", color="black", markersize=8)
+    ax.annotate(
+        f"threshold {threshold:g}\nFPR {operating_point[0]:.3f}, TPR {operating_point[1]:.3f}",
+        operating_point, xytext=(0.35, 0.25), textcoords="axes fraction",
+        arrowprops={"arrowstyle": "->", "color": "black"}, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+    )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel(f"true positive rate ({positive})")
+    ax.set_title(f"test ROC, AUROC {auroc:.3f}")
+    return render(figure)
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    write_atomically(path, lambda temporary: Image.fromarray(image).save(temporary, format="PNG"))
+
+
+def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], frame_ms: int) -> None:
+    """An animation that loops forever; each frame gets its own 64-color palette."""
+    images = [Image.fromarray(frame).quantize(colors=64) for frame in frames]
+
+    def write(temporary) -> None:
+        buffer = io.BytesIO()
+        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+        temporary.write_bytes(buffer.getvalue())
+
+    write_atomically(path, write)

@@ -10,12 +10,17 @@ from lightning.pytorch.cli import SaveConfigCallback
 from dragon_lightning.atomic import write_atomically
 
 
+CONFIG_FILES_COMMENT = "# --config: "
+"""First line of a saved config.yaml: the config files the run was started from (for titles)."""
+
+
 class RunConfig(SaveConfigCallback):
     """Writes ``config.yaml`` into the run's own log folder (``lightning_logs/version_N``), atomically.
 
     Without a logger a run has no folder of its own and no config file is written: Lightning would
     write it to the working directory, replacing a ``config.yaml`` there, even the ``--config`` being
-    run. An existing different file is never replaced.
+    run. An existing different file is never replaced. Its first line names the ``--config`` files
+    the run started from, as a comment.
     """
 
     def __init__(self, parser, config, config_filename: str = "config.yaml", multifile: bool = False, **_) -> None:
@@ -30,4 +35,6 @@ class RunConfig(SaveConfigCallback):
         if self._log_dir is None:
             return
         text = self.parser.dump(self.config, skip_none=False)
+        if self.config.get("config"):
+            text = f"{CONFIG_FILES_COMMENT}{', '.join(str(path) for path in self.config.config)}\n{text}"
         write_atomically(Path(self._log_dir) / self.config_filename, lambda tmp: tmp.write_text(text), overwrite=False)

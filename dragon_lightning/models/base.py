@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
-from dragon_lightning.errors import TrainingDiverged
-from dragon_lightning.models.metrics import accuracy_collection, test_collection
+from dragon_lightning.errors import InvalidArgument, TrainingDiverged
+from dragon_lightning.models.metrics import accuracy_collection, score_collection, test_collection
 
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
@@ -47,10 +49,20 @@ class DragonClassifier(L.LightningModule):
         class_names: Optional[Sequence[str]],
         optimizer: Optional[OptimizerCallable] = None,
         scheduler: Optional[LRSchedulerCallable] = None,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if not 0.0 < threshold < 1.0:
+            raise InvalidArgument(self, "threshold", f"must lie strictly between 0 and 1, got {threshold}")
+        if num_classes > 2 and threshold != 0.5:
+            raise InvalidArgument(
+                self, "threshold", f"applies to two classes (fire); with {num_classes} the most probable class is predicted"
+            )
+        self.threshold = threshold
+        # The decision p > threshold on the logit: exactly logit > 0 at 0.5.
+        self.logit_threshold = math.log(threshold / (1 - threshold))
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.num_features = num_features
@@ -65,8 +77,12 @@ class DragonClassifier(L.LightningModule):
                 "train_metrics": MetricCollection({"acc": MeanMetric(nan_strategy="disable")}, prefix="train/"),
                 "val_metrics": accuracy_collection(num_classes).clone(prefix="val/"),
                 "test_metrics": test_collection(num_classes, self.class_names).clone(prefix="test/"),
+                "test_scores": score_collection(num_classes).clone(prefix="test/"),
             }
         )
+        self.history: list[dict] = []
+        """Each epoch's logged training and validation loss and accuracy (kept in checkpoints), as
+        Keras' ``History``: what the learning-curves figure draws, whatever the logger."""
         # "disable": no NaN check (a host sync) per update; divergence is watched separately.
         self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES})
         self._first_nonfinite_batch = torch.tensor(-1)
@@ -88,8 +104,9 @@ class DragonClassifier(L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """The positive class where its probability exceeds ``threshold`` (binary), else the argmax."""
         if self.binary:
-            return (logits[:, 0] > 0).long()
+            return (logits[:, 0] > self.logit_threshold).long()
         return logits.argmax(dim=1)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -110,6 +127,8 @@ class DragonClassifier(L.LightningModule):
         loss = self.loss(logits, labels)
         if count:
             self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
+            if stage == "test" and self.binary:
+                self.metrics["test_scores"].update(self.probabilities(logits.detach())[:, -1], labels)
         return loss, logits
 
     def update_metrics(self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int) -> None:
@@ -147,16 +166,31 @@ class DragonClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._stop_if_diverged()
-        checkpoint[CHECKPOINT_KEY] = {"model": type(self).__name__}
+        checkpoint[CHECKPOINT_KEY] = {"model": type(self).__name__, "history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        self.history = list(saved.get("history", [])) if isinstance(saved, dict) else []
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""
-        metrics = self.metrics[f"{stage}_metrics"]
-        values = {f"{stage}/loss": self.losses[f"{stage}_loss"].compute(), **metrics.compute()}
+        collections = [self.metrics[f"{stage}_metrics"], *([self.metrics["test_scores"]] if stage == "test" else [])]
+        values = {f"{stage}/loss": self.losses[f"{stage}_loss"].compute()}
+        for collection in collections:
+            values.update(collection.compute())
         # Already identical on every rank; sync_dist only averages equal values (and tells Lightning so).
         self.log_dict(values, prog_bar=stage != "test", sync_dist=True)
+        if stage != "test" and not self.trainer.sanity_checking:
+            self._remember(stage, values)
         self.losses[f"{stage}_loss"].reset()
-        metrics.reset()
+        for collection in collections:
+            collection.reset()
+
+    def _remember(self, stage: str, values: dict[str, torch.Tensor]) -> None:
+        """Add the epoch's loss and accuracy to :attr:`history` (one host sync per epoch)."""
+        entry = {"stage": stage, "epoch": self.current_epoch, "step": self.global_step}
+        entry.update({name.split("/")[1]: float(values[name]) for name in (f"{stage}/loss", f"{stage}/acc")})
+        self.history.append(entry)
 
     def on_train_epoch_end(self) -> None:
         self._stop_if_diverged()
@@ -193,10 +227,11 @@ class DragonClassifier(L.LightningModule):
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Returns the predicted classes, for callbacks that look at the test set (the figures)."""
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Returns the predicted classes and probabilities, for callbacks that look at the test set
+        (the figures)."""
         _, logits = self._shared_step(batch, "test")
-        return self.predict_classes(logits)
+        return {"predicted": self.predict_classes(logits), "probabilities": self.probabilities(logits)}
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Class probabilities (one column per class) and the predicted class index."""

@@ -83,6 +83,7 @@ class Perceptron(DragonClassifier):
         lr: float = 1.0,
         tol: Optional[float] = 0.1,
         online: bool = False,
+        threshold: float = 0.5,
     ) -> None:
         """
         Args:
@@ -94,8 +95,12 @@ class Perceptron(DragonClassifier):
                 change); unset: run all epochs.
             online: apply the rule row by row inside each batch (single process), exactly as batch
                 size 1 would. Off: each batch makes one update, the sum of its rows' corrections.
+            threshold: probability of ``fire`` (the sigmoid of the activation) above which a dragon is predicted to breathe fire: the
+                operating point of accuracy, detection and false positive rates, predictions and
+                figures (two classes only).
+                The rule itself always trains on the sign of the activation, as the tutorial's does.
         """
-        super().__init__(num_features, num_classes, class_names)
+        super().__init__(num_features, num_classes, class_names, threshold=threshold)
         if lr <= 0:
             raise InvalidArgument(self, "lr", f"must be positive, got {lr}")
         if tol is not None and tol < 0:
@@ -112,7 +117,7 @@ class Perceptron(DragonClassifier):
     def _criterion(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per row, ``-(e * logits)``: how far the true class's activation falls short of the
         prediction's (0 when right). Its gradient is the rule's correction."""
-        predicted = self.predict_classes(logits.detach())
+        predicted = (logits.detach()[:, 0] > 0).long() if self.binary else logits.detach().argmax(dim=1)
         if self.binary:
             correction = (labels - predicted)[:, None]
         else:
@@ -183,6 +188,7 @@ class LogisticRegression(DragonClassifier):
         class_names: Optional[Sequence[str]] = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: Optional[LRSchedulerCallable] = None,
+        threshold: float = 0.5,
     ) -> None:
         """
         Args:
@@ -192,8 +198,11 @@ class LogisticRegression(DragonClassifier):
             optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 0.05``.
             scheduler: a learning-rate scheduler, e.g. ``torch.optim.lr_scheduler.StepLR`` (unset: none).
                 ``ReduceLROnPlateau`` follows ``val/loss``.
+            threshold: probability of ``fire`` above which a dragon is predicted to breathe fire: the
+                operating point of accuracy, detection and false positive rates, predictions and
+                figures (two classes only).
         """
-        super().__init__(num_features, num_classes, class_names, optimizer, scheduler)
+        super().__init__(num_features, num_classes, class_names, optimizer, scheduler, threshold)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.linear = _zero_linear(num_features, self.num_outputs)
 

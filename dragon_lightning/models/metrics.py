@@ -2,7 +2,8 @@
 
 ``acc`` is plain (micro) accuracy, the figure the tutorial reports. For ``fire`` the test stage adds
 the tutorial's detection rate (recall of fire) and false positive rate; for ``color`` it adds
-balanced accuracy (macro recall) and each class's recall.
+balanced accuracy (macro recall) and each class's recall. ``fire`` also logs ``test/auroc``, which
+scores the probabilities themselves and so does not depend on the decision threshold.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torchmetrics import ClasswiseWrapper, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
+    BinaryAUROC,
     BinaryRecall,
     BinarySpecificity,
     MulticlassAccuracy,
@@ -56,3 +58,9 @@ def test_collection(num_classes: int, class_names: Sequence[str]) -> MetricColle
             }
         )
     return metrics
+
+
+def score_collection(num_classes: int) -> MetricCollection:
+    """Metrics of the predicted probability rather than the decision: for ``fire``, the area under the
+    ROC curve (exact, every score kept until the epoch ends); none for ``color``."""
+    return MetricCollection({"auroc": BinaryAUROC()} if num_classes == 2 else {})

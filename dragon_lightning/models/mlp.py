@@ -29,6 +29,7 @@ class MLPClassifier(DragonClassifier):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: Optional[LRSchedulerCallable] = None,
         compile: bool = False,
+        threshold: float = 0.5,
     ) -> None:
         """
         Args:
@@ -44,8 +45,11 @@ class MLPClassifier(DragonClassifier):
                 ``ReduceLROnPlateau`` follows ``val/loss``.
             compile: ``torch.compile`` the network (needs a C++ compiler; pays off on large batches and
                 long runs, see the README's speed section). Checkpoints stay loadable without it.
+            threshold: probability of ``fire`` above which a dragon is predicted to breathe fire: the
+                operating point of accuracy, detection and false positive rates, predictions and
+                figures (two classes only).
         """
-        super().__init__(num_features, num_classes, class_names, optimizer, scheduler)
+        super().__init__(num_features, num_classes, class_names, optimizer, scheduler, threshold)
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
             raise InvalidArgument(self, "hidden_sizes", f"must be positive layer widths, got {list(hidden_sizes)}")
         if not 0.0 <= dropout < 1.0:

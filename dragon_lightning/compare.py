@@ -1,0 +1,105 @@
+"""``dragon-lightning compare RUN...``: the decision regions of finished runs side by side in one PNG,
+as the tutorial compares its models, each titled with its config and test accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from jsonargparse import ArgumentParser
+
+from dragon_lightning.callbacks import plots
+from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.inference import TrainedModel, load_model
+from dragon_lightning.paths import require_writable_file
+
+PANELS_PER_ROW = 3
+
+
+def tested_checkpoint(run: Path) -> Path:
+    """The checkpoint ``fit`` tested in a run folder: its single best checkpoint, else ``last.ckpt``
+    (runs that test their final weights keep only that). A checkpoint file is taken as it is."""
+    if run.is_file():
+        return run
+    folder = run / "checkpoints"
+    if not folder.is_dir():
+        raise DragonInputError(f"{run}: not a run folder (no checkpoints/ in it) or a checkpoint file")
+    best = sorted(path for path in folder.glob("*.ckpt") if path.name != "last.ckpt")
+    if len(best) == 1:
+        return best[0]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise DragonInputError(f"{run}: {len(best)} checkpoints and no last.ckpt; name the checkpoint file to compare")
+
+
+def run_name(run: Path) -> str:
+    """The config file a run started from (its config.yaml's first line), else the run's folder name."""
+    folder = run.parent.parent if run.is_file() else run
+    saved = folder / "config.yaml"
+    if saved.is_file():
+        with saved.open(encoding="utf-8") as file:
+            first = file.readline().strip()
+        if first.startswith(CONFIG_FILES_COMMENT):
+            return f"{Path(first.removeprefix(CONFIG_FILES_COMMENT).split(', ')[-1]).stem} ({folder.name})"
+    return str(run.name)
+
+
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    accuracy: float
+    image: np.ndarray
+
+
+def panel(run: Path, model: TrainedModel) -> Panel:
+    """The model's regions over its own test split, titled like the tutorial's side-by-side plots."""
+    test_split = model.test_split()
+    if test_split is None:
+        raise DragonInputError(f"{run}: its data ({model.data_options.get('csv_path')}) cannot be read again to draw the test set")
+    features, labels = test_split
+    accuracy = float((model.predict(features) == model.classes_[labels]).mean())
+    regions = plots.DecisionRegions(features, labels, list(model.classes_))
+    scores = model.decision_function(regions.points)
+    name = run_name(run)
+    image = regions.draw(scores.reshape(len(regions.points), -1), f"{name}: test accuracy {accuracy:.3f}", boundary_lines=True)
+    return Panel(name, accuracy, image)
+
+
+def tile(images: list[np.ndarray], per_row: int) -> np.ndarray:
+    """Images in rows of ``per_row`` on a white background."""
+    height, width = max(image.shape[0] for image in images), max(image.shape[1] for image in images)
+    rows = -(-len(images) // per_row)
+    canvas = np.full((rows * height, min(len(images), per_row) * width, 3), 255, dtype=np.uint8)
+    for index, image in enumerate(images):
+        top, left = (index // per_row) * height, (index % per_row) * width
+        canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return canvas
+
+
+def compare_runs(runs: list[Path], output: Path, overwrite: bool = False) -> list[Panel]:
+    """Write the runs' panels to ``output`` (atomically) and return them."""
+    if output.exists() and not overwrite:
+        raise DragonInputError(f"--output {output}: exists; choose another path or add --overwrite true")
+    require_writable_file(output, "--output")
+    panels = [panel(run, load_model(tested_checkpoint(run))) for run in runs]
+    plots.save_png(output, tile([panel.image for panel in panels], PANELS_PER_ROW))
+    return panels
+
+
+def compare_command(args: list[str]) -> list[Panel]:
+    parser = ArgumentParser(
+        prog="dragon-lightning compare",
+        description="Draw the decision regions of finished runs side by side in one PNG, each over its "
+        "own test set and titled with its config and test accuracy. A run is a run folder "
+        "(lightning_logs/version_N: its best checkpoint, else last.ckpt) or a checkpoint file.",
+        exit_on_error=False,
+    )
+    parser.add_argument("runs", type=str, nargs="+", help="run folders or checkpoint files")
+    parser.add_argument("--output", type=str, default="comparison.png", help="the PNG to write")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
+    options = parser.parse_args(args)
+    panels = compare_runs([Path(run) for run in options.runs], Path(options.output), options.overwrite)
+    print(f"wrote {options.output}: " + "; ".join(f"{panel.name} {panel.accuracy:.3f}" for panel in panels))
+    return panels

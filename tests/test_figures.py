@@ -1,0 +1,127 @@
+"""Pictures as files in every run, whatever the logger; the fire threshold and ROC; ``compare``."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from clihelpers import config, expect_one_line_error, files_under, run
+from dragon_lightning import load_model
+from dragon_lightning.cli import cli_main
+
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+PICTURES = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matrix.png", "learning_curves.png"}
+
+
+def fit_fire(root, *options):
+    return run(
+        "fit", "--config", config("fire_logistic.yaml"), "--trainer.default_root_dir", str(root),
+        "--data.data_dir", str(root.parent / "data"), *options,
+    )
+
+
+def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path):
+    run(
+        "fit", "--config", config("fire_perceptron.yaml"), "--trainer.logger", CSV_LOGGER, "--trainer.max_epochs", "5",
+        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+    )
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    figures = run_dir / "figures"
+    assert {path.name for path in figures.iterdir()} == PICTURES | {"roc_curve.png", "boundary_over_training.gif"}
+    for name in PICTURES | {"roc_curve.png"}:
+        with Image.open(figures / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, name
+    with Image.open(figures / "boundary_over_training.gif") as animation:
+        assert animation.n_frames == 5 and animation.info["loop"] == 0  # one frame per epoch, looping
+    assert not list(run_dir.glob("events.out.tfevents.*"))
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert 0.5 < metrics["test/auroc"].dropna().iloc[-1] <= 1
+
+
+def test_learning_curves_come_from_the_models_history_which_checkpoints_keep(tmp_path):
+    cli = fit_fire(tmp_path / "runs", "--trainer.logger", CSV_LOGGER, "--trainer.max_epochs", "4", "--test_after_fit", "false")
+    history = cli.model.history
+    assert [entry["epoch"] for entry in history if entry["stage"] == "train"] == [0, 1, 2, 3]
+    assert [entry["epoch"] for entry in history if entry["stage"] == "val"] == [0, 1, 2, 3]
+    logged = pd.read_csv(tmp_path / "runs/lightning_logs/version_0/metrics.csv")
+    np.testing.assert_allclose([e["loss"] for e in history if e["stage"] == "train"], logged["train/loss"].dropna(), rtol=1e-6)
+    np.testing.assert_allclose([e["acc"] for e in history if e["stage"] == "val"], logged["val/acc"].dropna(), rtol=1e-6)
+    saved = torch.load(tmp_path / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert saved["dragon_lightning"]["history"] == history
+    resumed = fit_fire(
+        tmp_path / "runs", "--trainer.max_epochs", "6", "--test_after_fit", "false", "--ckpt_path", "last",
+        "--trainer.logger", CSV_LOGGER,
+    )
+    assert [entry["epoch"] for entry in resumed.model.history if entry["stage"] == "train"] == [0, 1, 2, 3, 4, 5]
+
+
+def test_save_dir_moves_the_files_and_a_file_in_its_way_is_refused(tmp_path, capfd):
+    fit_fire(tmp_path / "runs", "--trainer.max_epochs", "2", "--figures.save_dir", str(tmp_path / "slides"))
+    assert {path.name for path in (tmp_path / "slides").iterdir()} >= PICTURES | {"roc_curve.png"}
+    assert not (tmp_path / "runs/lightning_logs/version_0/figures").exists()
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    before, _ = files_under(tmp_path), capfd.readouterr()
+    expect_one_line_error(
+        capfd, tmp_path, before,
+        ["fit", "--config", config("fire_logistic.yaml"), "--figures.save_dir", str(tmp_path / "blocked"),
+         "--trainer.default_root_dir", str(tmp_path / "runs"), "--data.data_dir", str(tmp_path / "data")],
+        f"--figures.save_dir {tmp_path / 'blocked'}: is a file",
+    )
+
+
+def test_a_higher_threshold_trades_detections_for_fewer_false_alarms(tmp_path):
+    # Two epochs leave the model unsure about enough dragons for the threshold to matter.
+    common = ["--trainer.max_epochs", "2", "--trainer.logger", "false", "--checkpoint.monitor", "null"]
+    default = fit_fire(tmp_path / "a", *common).trainer.callback_metrics
+    strict_cli = fit_fire(tmp_path / "b", *common, "--model.init_args.threshold", "0.9")
+    strict = strict_cli.trainer.callback_metrics
+    assert strict["test/detection_rate"] < default["test/detection_rate"]
+    assert strict["test/false_positive_rate"] <= default["test/false_positive_rate"]
+    assert strict["test/auroc"] == default["test/auroc"], "AUROC scores the probabilities, not the decision"
+
+    retested = run(
+        "test", "--config", config("fire_logistic.yaml"), "--ckpt_path", str(next((tmp_path / "a").rglob("last.ckpt"))),
+        "--model.init_args.threshold", "0.9", "--trainer.logger", "false",
+    ).trainer.callback_metrics
+    for metric in ("test/acc", "test/detection_rate", "test/false_positive_rate"):
+        assert retested[metric] == strict[metric], "a trained model's threshold can be changed without training again"
+
+    checkpoint = next((tmp_path / "b").rglob("last.ckpt"))
+    assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["threshold"] == 0.9
+    model = load_model(checkpoint)
+    features, labels = model.test_split()
+    probabilities = model.predict_proba(features)["p_fire"].to_numpy()
+    assert roc_auc_score(labels, probabilities) == pytest.approx(float(strict["test/auroc"]), abs=1e-6)
+    predicted_fire = model.predict(features) == "fire"
+    np.testing.assert_array_equal(predicted_fire, probabilities > 0.9)
+    false_alarms = (predicted_fire & (labels == 0)).sum() / (labels == 0).sum()
+    assert false_alarms == pytest.approx(float(strict["test/false_positive_rate"]))
+
+
+def test_a_threshold_for_three_colors_is_refused(tmp_path, capfd):
+    expect_one_line_error(
+        capfd, tmp_path, files_under(tmp_path),
+        ["fit", "--config", config("color_mlp.yaml"), "--model.init_args.threshold", "0.7",
+         "--trainer.default_root_dir", str(tmp_path)],
+        "--model.init_args.threshold applies to two classes",
+    )
+
+
+def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd):
+    fits = [
+        fit_fire(tmp_path / name, "--trainer.max_epochs", "3", "--figures.enabled", "false", *options)
+        for name, options in (("logistic", []), ("perceptron", ["--model", "Perceptron"]))
+    ]
+    runs = [str(next((tmp_path / name).glob("lightning_logs/version_0"))) for name in ("logistic", "perceptron")]
+    capfd.readouterr()
+    panels = cli_main(["compare", *runs, "--output", str(tmp_path / "both.png")])
+    assert [panel.accuracy for panel in panels] == pytest.approx([float(f.trainer.callback_metrics["test/acc"]) for f in fits])
+    assert [panel.name for panel in panels] == ["fire_logistic (version_0)"] * 2
+    with Image.open(tmp_path / "both.png") as image:
+        assert image.size[0] > 2 * image.size[1]  # two panels in a row
+    assert f"wrote {tmp_path / 'both.png'}" in capfd.readouterr().out
+    before = files_under(tmp_path)
+    expect_one_line_error(capfd, tmp_path, before, ["compare", *runs, "--output", str(tmp_path / "both.png")], "exists")
+    expect_one_line_error(capfd, tmp_path, before, ["compare", str(tmp_path)], f"{tmp_path}: not a run folder")
