@@ -14,12 +14,14 @@ import signal
 import sys
 import warnings
 from argparse import ArgumentError
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -117,16 +119,9 @@ class DragonCLI(LightningCLI):
         _watch_learning_rates(config.trainer)
         if config.trainer.plugins is None:
             config.trainer.plugins = [Namespace(class_path="dragon_lightning.checkpoints.AtomicCheckpointIO")]
-        if config.trainer.logger in (None, True):
-            config.trainer.logger = Namespace(
-                class_path=TENSORBOARD_LOGGER, init_args=Namespace(save_dir=ROOT_DIR, default_hp_metric=False)
-            )
         for name, value in self.decision_overrides.items():
             config.model.init_args[name] = value
-        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
-        for logger in loggers:
-            if isinstance(logger, Namespace) and logger.get("init_args") and logger.init_args.get("save_dir") == ROOT_DIR:
-                logger.init_args.save_dir = config.trainer.default_root_dir or "."
+        resolve_logger(config.trainer)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """Check the config files, parse, then resolve ``--ckpt_path last`` to the newest run's
@@ -197,6 +192,25 @@ class DragonCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+class FitSetupCLI(DragonCLI):
+    """``fit``'s set-up and checks (Trainer, model, data split), without running ``fit``: for commands
+    that build on a config (``lr_find``, ``cv``, ``sweep``). Build it with ``run=False``."""
+
+    @property
+    def stage(self) -> str:
+        return "fit"
+
+
+def resolve_logger(trainer: Namespace) -> None:
+    """Give the Trainer config a logger under ``default_root_dir``: TensorBoard when none is named."""
+    if trainer.logger in (None, True):
+        trainer.logger = Namespace(class_path=TENSORBOARD_LOGGER, init_args=Namespace(save_dir=ROOT_DIR, default_hp_metric=False))
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    for logger in loggers:
+        if isinstance(logger, Namespace) and logger.get("init_args") and logger.init_args.get("save_dir") == ROOT_DIR:
+            logger.init_args.save_dir = trainer.default_root_dir or "."
+
+
 def _import(class_path: str) -> type:
     module, name = class_path.rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
@@ -240,6 +254,8 @@ EXTRA_COMMANDS = {
     "lr_find": "dragon_lightning.tuning:find_learning_rate",
     "export": "dragon_lightning.export:export_command",
     "compare": "dragon_lightning.compare:compare_command",
+    "cv": "dragon_lightning.search.cv:cv_command",
+    "sweep": "dragon_lightning.search.sweep:sweep_command",
 }
 
 
@@ -248,14 +264,18 @@ def main() -> None:
     cli_main()
 
 
-def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None) -> DragonCLI:
+def build_cli(
+    args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None,
+    callbacks: Sequence[Callback] = (),
+) -> DragonCLI:
     """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
-    the command in ``--help``."""
+    the command in ``--help``; ``callbacks`` join the configured ones (objects that a config cannot
+    name, such as a search trial's pruning callback)."""
     return cli_class(
         DragonClassifier,
         DragonDataModule,
         subclass_mode_model=True,
-        trainer_defaults={"callbacks": [HyperparametersWithMetrics()]},
+        trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
         save_config_callback=RunConfig,
         parser_kwargs={"description": DESCRIPTION, "exit_on_error": False, **({"prog": prog} if prog else {})},
         auto_configure_optimizers=False,
@@ -264,18 +284,23 @@ def build_cli(args: list[str], run: bool = True, cli_class: type[DragonCLI] = Dr
     )
 
 
-def cli_main(args: Optional[list[str]] = None):
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
-    ``export`` and ``compare`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
-    result (the LightningCLI object for LightningCLI's commands)."""
+def quiet_warnings() -> None:
+    """Leave out log lines and warnings that say nothing a user can act on."""
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-    # Lightning's own use of a PyTorch API that newer PyTorch deprecates; nothing a user can act on.
+    # Lightning's own use of a PyTorch API that newer PyTorch deprecates.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     # cli_main(args) from Python (tests, notebooks) while sys.argv holds the caller's own arguments.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     # The prediction writer needs no batch indices: rows come back in the order of the CSV.
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+
+
+def cli_main(args: Optional[list[str]] = None):
+    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
+    ``export`` and ``compare`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
+    result (the LightningCLI object for LightningCLI's commands)."""
+    quiet_warnings()
     arguments = sys.argv[1:] if args is None else list(args)
     try:
         if arguments[:1] and arguments[0] in EXTRA_COMMANDS:

@@ -8,22 +8,14 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 
 from dragon_lightning.atomic import write_atomically
-from dragon_lightning.cli import DragonCLI, build_cli
+from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonError, DragonInputError
-
-
-class LearningRateFinderCLI(DragonCLI):
-    """The ``fit`` set-up and checks, without running ``fit``."""
-
-    @property
-    def stage(self) -> str:
-        return "fit"
 
 
 def find_learning_rate(args: list[str]) -> DragonCLI:
     """Run ``Tuner.lr_find`` with the config and options in ``args`` (those of ``fit``); print the
     suggestion and write ``lr_find.png`` in the run's folder."""
-    cli = build_cli(args, run=False, cli_class=LearningRateFinderCLI, prog="dragon-lightning lr_find")
+    cli = build_cli(args, run=False, cli_class=FitSetupCLI, prog="dragon-lightning lr_find")
     if not cli.model.automatic_optimization:
         raise DragonInputError("lr_find needs an optimizer that Lightning runs; --model.init_args.online true has none")
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.

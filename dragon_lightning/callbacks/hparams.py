@@ -15,17 +15,22 @@ class HyperparametersWithMetrics(Callback):
     """
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not isinstance(trainer.logger, TensorBoardLogger):
-            return
-        metrics = {
-            name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if name.startswith(("val/", "test/")) and value.numel() == 1
-        }
-        params = {"model": _settings(pl_module.hparams), "model_class": type(pl_module).__name__}
-        if trainer.datamodule is not None:
-            params["data"] = _settings(trainer.datamodule.hparams)
-        trainer.logger.log_hyperparams(params, metrics, step=trainer.global_step)
+        record_hyperparameters(trainer, pl_module)
+
+
+def record_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """Write the run's HPARAMS row (TensorBoard only): settings beside the latest val and test metrics."""
+    if not isinstance(trainer.logger, TensorBoardLogger):
+        return
+    metrics = {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(("val/", "test/")) and value.numel() == 1
+    }
+    params = {"model": _settings(pl_module.hparams), "model_class": type(pl_module).__name__}
+    if trainer.datamodule is not None:
+        params["data"] = _settings(trainer.datamodule.hparams)
+    trainer.logger.log_hyperparams(params, metrics, step=trainer.global_step)
 
 
 def _settings(hparams) -> dict:

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
-from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_split, tutorial_features
+from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_folds, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
@@ -51,6 +51,8 @@ class DragonDataModule(L.LightningDataModule):
         batch_size: int = 32,
         shuffle: bool = True,
         predict_csv: Optional[Path] = None,
+        n_folds: Optional[int] = None,
+        fold: int = 0,
     ) -> None:
         """
         Args:
@@ -63,19 +65,27 @@ class DragonDataModule(L.LightningDataModule):
             seed: seeds the generated table, the toes draw and the split. Unset: the run's
                 ``seed_everything`` value, so one seed changes both the data draw and the model init.
             test_fraction: share of each class held out for testing (the tutorial's 0.4).
-            val_fraction: share of the remaining rows of each class used for validation.
+            val_fraction: share of the remaining rows of each class used for validation (unused
+                with ``n_folds``).
             standardize: scale features to zero mean and unit variance, fitted on the training split.
                 Off: the raw features, as the tutorial trains.
             batch_size: rows per optimizer step, and per evaluation step.
             shuffle: draw a new training order every epoch. Off: the same split order every epoch.
             predict_csv: dragons to predict, in the model's feature space (columns numberToes and
                 bodyLength, after the tutorial's recipe); other columns are copied to the output.
+            n_folds: cross-validation: cut the rows outside the test split into this many stratified
+                folds (the test split stays as without folds). Unset: one validation split.
+            fold: with ``n_folds``, the fold that validates (0 to n_folds - 1); the others train.
         """
         super().__init__()
         if not 1 <= n_dragons <= MAX_DRAGONS:
             raise InvalidArgument(self, "n_dragons", f"must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
         if batch_size < 1:
             raise InvalidArgument(self, "batch_size", f"must be at least 1, got {batch_size}")
+        if n_folds is not None and n_folds < 2:
+            raise InvalidArgument(self, "n_folds", f"must be at least 2, got {n_folds}")
+        if not 0 <= fold < (n_folds or 1):
+            raise InvalidArgument(self, "fold", f"must lie between 0 and {(n_folds or 1) - 1} for n_folds {n_folds}, got {fold}")
         _check_fraction(self, "test_fraction", test_fraction)
         _check_fraction(self, "val_fraction", val_fraction)
         if seed is None:
@@ -146,9 +156,12 @@ class DragonDataModule(L.LightningDataModule):
 
     def split_indices(self, labels: np.ndarray) -> SplitIndices:
         try:
-            return stratified_split(
+            split = stratified_split(
                 labels, self.hparams.test_fraction, self.hparams.val_fraction, self.seed, tuple(self.class_names)
             )
+            if self.hparams.n_folds is None:
+                return split
+            return stratified_folds(labels, split, self.hparams.n_folds, self.hparams.fold, self.seed, tuple(self.class_names))
         except DragonInputError as error:
             raise DragonInputError(f"{self.source}: {error}") from None
 

@@ -96,3 +96,21 @@ def _too_few(n_rows: int, test_fraction: float, val_fraction: float, split: str)
         f"{n_rows} rows are too few for test_fraction={test_fraction} and val_fraction={val_fraction}: "
         f"the {split} split would be empty"
     )
+
+
+def stratified_folds(labels: np.ndarray, split: SplitIndices, n_folds: int, fold: int, seed: int, class_names: tuple[str, ...]) -> SplitIndices:
+    """Keep ``split.test``; cut the other rows into ``n_folds`` stratified folds (scikit-learn's
+    ``StratifiedKFold``), validate on fold ``fold`` and train on the rest. Rows are in random order."""
+    from sklearn.model_selection import StratifiedKFold  # only cross-validation needs it
+
+    rest = np.concatenate([split.train, split.val])
+    counts = np.bincount(labels[rest], minlength=len(class_names))
+    if counts.min() < n_folds:
+        name = class_names[int(counts.argmin())]
+        raise DragonInputError(
+            f"class {name!r} has {counts.min()} rows outside the test split, too few for {n_folds} folds"
+        )
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(rest, labels[rest])
+    train, val = list(folds)[fold]
+    rng = np.random.default_rng([seed, 2, fold])
+    return SplitIndices(train=rng.permutation(rest[train]), val=rng.permutation(rest[val]), test=split.test)

@@ -1,0 +1,126 @@
+"""What ``cv`` and ``sweep`` share: their own options split from the ``fit`` options, a check of the
+config before any run, and quiet ``fit`` runs in named folders scored on validation data only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+from dragon_lightning.callbacks.hparams import record_hyperparameters
+from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
+from dragon_lightning.errors import DragonInputError
+
+# Put before the user's options (who may turn them back on): a search runs many quiet fits.
+QUIET_DEFAULTS = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--figures.enabled", "false"]
+FIT_OPTIONS_EPILOG = (
+    "Every other option is a fit option (see 'dragon-lightning fit --help'): --config C and overrides such "
+    "as --data.csv_path or --trainer.max_epochs apply to every run, as they would to fit."
+)
+
+
+def parse_own_options(parser: argparse.ArgumentParser, args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The command's own options, and the rest for ``fit``. Errors are one line (``DragonInputError``)."""
+    class OneLineParser(type(parser)):
+        def error(self, message: str):
+            raise DragonInputError(f"{self.prog}: {message}")
+
+    parser.__class__ = OneLineParser
+    return parser.parse_known_args(list(args))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The validation metric that ranks runs: the config's checkpoint monitor (``val/acc`` when the
+    config keeps final weights) and whether lower is better."""
+
+    metric: str
+    mode: str
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.mode == "min" else "maximize"
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A config with its overrides, checked once as ``fit`` would check it."""
+
+    cli: DragonCLI
+    fit_args: list[str]
+
+    @property
+    def objective(self) -> Objective:
+        checkpoint = self.cli.config.checkpoint
+        return Objective(checkpoint.monitor, checkpoint.mode) if checkpoint.monitor else Objective("val/acc", "max")
+
+    @property
+    def root_dir(self) -> Path:
+        return Path(self.cli.config.trainer.default_root_dir or ".")
+
+
+def check_config(fit_args: Sequence[str], prog: str) -> CheckedConfig:
+    """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run."""
+    if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
+        raise DragonInputError(f"{prog} needs --config: the config to {'search around' if 'sweep' in prog else 'cross-validate'}")
+    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=FitSetupCLI, prog=prog), list(fit_args))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    training_seconds: float
+    """Wall time inside ``Trainer.fit`` (the rest of a run is set-up and validation)."""
+
+
+class FitTimer(Callback):
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+def quiet_lightning() -> None:
+    """Many runs in one process: keep Lightning's per-run start-up lines out of the search's output."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = ()) -> RunResult:
+    """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
+    (the monitored best, else the final ones). Test rows are never touched."""
+    args = [
+        "fit", *QUIET_DEFAULTS, *fit_args, "--test_after_fit", "false",
+        "--trainer.logger.init_args.save_dir", str(run_dir.parent),
+        "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", run_dir.name,
+    ]
+    timer = FitTimer()
+    cli = build_cli(args, callbacks=[timer, *callbacks])
+    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if c not in callbacks]  # fit's alone, not validate's
+    checkpoint = cli.trainer.checkpoint_callback
+    kept = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else None
+    validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=kept or None, verbose=False)
+    record_hyperparameters(cli.trainer, cli.model)
+    return RunResult(run_dir, {name: float(value) for name, value in validated[0].items()}, timer.seconds)
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; NaN for none)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def next_free(folder: Path, prefix: str) -> Path:
+    """``folder/prefix_N`` for the smallest N not yet taken."""
+    taken = {path.name for path in folder.glob(f"{prefix}_*")}
+    return folder / next(f"{prefix}_{n}" for n in range(len(taken) + 1) if f"{prefix}_{n}" not in taken)

@@ -1,0 +1,345 @@
+"""``dragon-lightning sweep --config C --space S --n_trials N``: Optuna's TPE search over a config.
+
+Every trial is a quiet ``fit`` (one run folder per trial, or per fold with ``--folds``) scored on
+validation data; a median pruner stops hopeless trials, each epoch through the Lightning pruning
+callback (between folds with ``--folds``). The study lives in a journal file in the sweep folder, so
+the same command again continues it: finished trials are kept, interrupted ones run again. Test rows
+are used only by ``fit --config <sweep>/best_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from argparse import ArgumentError
+import multiprocessing
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import optuna
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from optuna.trial import FrozenTrial, TrialState
+
+from dragon_lightning.atomic import write_atomically
+from dragon_lightning.callbacks.plots import STYLE
+from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_warnings, resolve_logger
+from dragon_lightning.data.csv_io import write_csv
+from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
+from dragon_lightning.paths import require_writable_dir
+from dragon_lightning.search.runs import (
+    FIT_OPTIONS_EPILOG,
+    CheckedConfig,
+    Objective,
+    check_config,
+    fit_and_validate,
+    mean_and_std,
+    parse_own_options,
+    quiet_lightning,
+)
+from dragon_lightning.search.space import SearchSpace, as_options, read_space
+
+PROG = "dragon-lightning sweep"
+JOURNAL = "study.journal"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Everything a worker process needs (plain values: workers are started fresh)."""
+
+    fit_args: tuple[str, ...]
+    space_path: str
+    sweep_dir: str
+    storage_url: Optional[str]
+    study_name: str
+    objective: Objective
+    folds: Optional[int]
+    seed: int
+    threads: Optional[int]
+    trials_before: int = 0
+    """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
+
+
+def open_storage(settings: SweepSettings) -> optuna.storages.BaseStorage:
+    """The sweep folder's journal file, or a database URL that many machines can share (a stalled
+    trial there is retried once its heartbeat stops)."""
+    if settings.storage_url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(Path(settings.sweep_dir) / JOURNAL)))
+    return optuna.storages.RDBStorage(
+        settings.storage_url, heartbeat_interval=60, grace_period=120,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+
+
+def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
+    """The shared study, with a sampler seeded per worker (one seed would repeat the same first trials)."""
+    return optuna.create_study(
+        study_name=settings.study_name,
+        storage=open_storage(settings),
+        load_if_exists=True,
+        direction=settings.objective.direction,
+        sampler=optuna.samplers.TPESampler(seed=settings.seed + 1000 * settings.trials_before + worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5),
+    )
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.RUNNING or (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"))
+
+
+def finished(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count towards ``--n_trials``: complete, pruned, or failed on their own (diverged)."""
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    return [
+        t for t in study.get_trials(deepcopy=False)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") and t.number not in retried)
+    ]
+
+
+def requeue_interrupted(study: optuna.Study, running_are_stale: bool) -> int:
+    """Queue each interrupted trial's settings once more (Optuna's journal has no heartbeat). Trials
+    still marked running are stale only when this folder's journal is the storage."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    count = 0
+    for trial in trials:
+        if trial.number in retried or not interrupted(trial):
+            continue
+        if trial.state == TrialState.RUNNING:
+            if not running_are_stale:
+                continue
+            study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        count += 1
+    return count
+
+
+class TrialObjective:
+    """One trial: the space's settings as ``fit`` options, trained on the split or on every fold."""
+
+    def __init__(self, settings: SweepSettings, space: SearchSpace) -> None:
+        self.settings = settings
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except TrainingDiverged as diverged:
+            trial.set_user_attr("diverged", str(diverged))
+            return math.nan  # a failed trial; the sweep goes on
+        except BaseException:
+            trial.set_user_attr("interrupted", True)  # Ctrl-C, SIGTERM: run it again next time
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        options = as_options(self.space.suggest(trial))
+        trial_dir = Path(self.settings.sweep_dir) / f"trial_{trial.number}"
+        metric = self.settings.objective.metric
+        base = [*self.settings.fit_args, *options]
+        if not self.settings.folds:
+            pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+            result = fit_and_validate(trial_dir, base, callbacks=[pruning])
+            trial.set_user_attr("training_seconds", result.training_seconds)
+            return result.metrics[metric]
+        scores, training = [], 0.0
+        for fold in range(self.settings.folds):
+            fold_args = [*base, "--data.n_folds", str(self.settings.folds), "--data.fold", str(fold)]
+            result = fit_and_validate(trial_dir / f"fold_{fold}", fold_args)
+            scores.append(result.metrics[metric])
+            training += result.training_seconds
+            trial.set_user_attr("training_seconds", training)
+            trial.report(mean_and_std(scores)[0], fold)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {fold}")
+        return mean_and_std(scores)[0]
+
+
+def report_progress(metric: str):
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if trial.state == TrialState.COMPLETE:
+            outcome = f"{metric} {trial.value:.4f}"
+        elif trial.state == TrialState.PRUNED:
+            outcome = f"pruned at step {trial.last_step}"
+        else:
+            outcome = "failed: " + trial.user_attrs.get("diverged", "no value")
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})" if complete else ""
+        print(f"trial {trial.number}: {outcome}{best}; {seconds:.1f} s", flush=True)
+
+    return report
+
+
+def run_worker(settings: SweepSettings, worker: int, trials: int) -> None:
+    """Run ``trials`` trials of the shared study in this process, without re-importing anything between them."""
+    quiet_warnings()
+    quiet_lightning()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    study = open_study(settings, worker)
+    objective = TrialObjective(settings, read_space(settings.space_path))
+    study.optimize(objective, n_trials=trials, callbacks=[report_progress(settings.objective.metric)], gc_after_trial=False)
+
+
+def _worker_process(settings: SweepSettings, worker: int, trials: int) -> None:
+    try:
+        run_worker(settings, worker, trials)
+    except (KeyboardInterrupt, SIGTERMException):
+        raise SystemExit(130) from None
+
+
+def run_workers(settings: SweepSettings, shares: list[int]) -> None:
+    """One process per share; Ctrl-C or SIGTERM stops them all (their trials run again next time)."""
+    if len(shares) == 1:
+        run_worker(settings, 0, shares[0])
+        return
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_process, args=(settings, i, n), daemon=False) for i, n in enumerate(shares)]
+
+    def stop(signum, frame):
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = [process.exitcode for process in processes if process.exitcode]
+    if failed:
+        raise DragonError(f"sweep: {len(failed)} of {len(processes)} worker processes failed (exit {failed[0]}); see their output above")
+
+
+def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: SearchSpace) -> Optional[FrozenTrial]:
+    """trials.csv, best_config.yaml and Optuna's history and importance plots in the sweep folder."""
+    study = open_study(settings, 0)
+    folder = Path(settings.sweep_dir)
+    table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
+    if "duration" in table:
+        table["duration"] = table["duration"].dt.total_seconds()
+    write_csv(table, folder / "trials.csv")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    best = study.best_trial
+    config = checked.cli.parser.parse_args([*settings.fit_args, *as_options(best.params)])
+    resolve_logger(config.trainer)
+    over = f"the mean over {settings.folds} folds" if settings.folds else "the validation split"
+    header = f"# Best trial {best.number} of the sweep in {folder}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
+    text = header + checked.cli.parser.dump(config, skip_none=False)
+    write_atomically(folder / "best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _plot(folder / "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study)
+    if len(complete) > 1 and len(space.distributions) > 1:
+        _plot(folder / "param_importances.png", optuna.visualization.matplotlib.plot_param_importances, study)
+    return best
+
+
+def _plot(path: Path, plot, study: optuna.Study) -> None:
+    """Optuna's matplotlib plots use pyplot and change its style: draw them inside a style context."""
+    import matplotlib
+    from matplotlib import pyplot
+
+    with matplotlib.rc_context(STYLE), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = plot(study)
+        figure = axes.figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
+        pyplot.close(figure)
+
+
+def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
+    config = Path(str(checked.cli.config.config[-1])).stem
+    return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
+
+
+def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a "
+        "fit scored on validation data (its monitored metric), one run folder per trial. The same command "
+        "again continues the study. Writes trials.csv, best_config.yaml (train and test it with "
+        "'dragon-lightning fit --config <sweep>/best_config.yaml') and Optuna's plots.",
+        epilog=FIT_OPTIONS_EPILOG,
+    )
+    parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
+    parser.add_argument("--n_trials", type=int, default=20, help="trials the study should have in total; a rerun adds the missing ones (default: 20)")
+    parser.add_argument("--folds", type=int, default=None, help="score each trial by the mean over this many stratified folds (default: one split)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that run trials side by side on this machine (default: 1)")
+    parser.add_argument("--storage", default=None, help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
+                        "default: a journal file in the sweep folder")
+    parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
+    parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
+                        "under --trainer.default_root_dir)")
+    own, fit_args = parse_own_options(parser, args)
+    for name, value, low in (("n_trials", own.n_trials, 1), ("workers", own.workers, 1), ("folds", own.folds or 2, 2)):
+        if value < low:
+            parser.error(f"--{name} must be at least {low}, got {value}")
+    if own.storage is not None and "://" not in own.storage:
+        parser.error(f"--storage must be a database URL such as postgresql://user:password@host/db, got {own.storage}")
+    quiet_lightning()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = read_space(own.space)
+    folds = ["--data.n_folds", str(own.folds)] if own.folds else []
+    checked = check_config([*fit_args, *folds], PROG)
+    check_space(checked, space)
+    sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
+    require_writable_dir(sweep_dir, "--output_dir")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    settings = SweepSettings(
+        fit_args=tuple(fit_args), space_path=str(space.path), sweep_dir=str(sweep_dir), storage_url=own.storage,
+        study_name=own.study_name or sweep_dir.name, objective=checked.objective, folds=own.folds, seed=own.seed,
+        threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None,
+    )
+    study = open_study(settings, 0)
+    settings = dataclasses.replace(settings, trials_before=len(study.trials))
+    again = requeue_interrupted(study, running_are_stale=own.storage is None)
+    remaining = own.n_trials - len(finished(study))
+    print(f"sweep in {sweep_dir}: {len(finished(study))} trials done, {max(remaining, 0)} to run"
+          + (f" ({again} interrupted, run again)" if again else "") + f"; {settings.objective.direction} {settings.objective.metric}", flush=True)
+    try:
+        if remaining > 0:
+            workers = min(own.workers, remaining)
+            run_workers(settings, [remaining // workers + (i < remaining % workers) for i in range(workers)])
+    except (KeyboardInterrupt, SystemExit) as stopped:  # Lightning ends a run on Ctrl-C with SystemExit(1)
+        print(f"{PROG}: stopped; run the same command again to continue the study", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM if isinstance(stopped, SIGTERMException) else 130) from None
+    best = write_outputs(settings, checked, space)
+    if best is None:
+        print(f"no trial completed; trials.csv in {sweep_dir}")
+    else:
+        print(f"best trial {best.number}: {settings.objective.metric} {best.value:.4f}; "
+              f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}")
+    return best
+
+
+def check_space(checked: CheckedConfig, space: SearchSpace) -> None:
+    """Every bound and choice of the space must make a config that ``fit`` accepts, before any trial."""
+    for sample in space.samples():
+        try:
+            build_cli([*checked.fit_args, *as_options(sample)], run=False, cli_class=FitSetupCLI, prog=PROG)
+        except (DragonError, ArgumentError, ValueError) as error:
+            message = input_error_message(error)
+            if message is None:
+                raise
+            raise DragonInputError(f"{space.path}: {message}") from None
