@@ -90,6 +90,8 @@ def read_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "
         raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
+    if not all(isinstance(checkpoint.get(key, {}), dict) for key in ("state_dict", "hyper_parameters", "datamodule_hyper_parameters")):
+        raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict or hyperparameters are not mappings)")
     return checkpoint
 
 

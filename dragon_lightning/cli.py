@@ -56,10 +56,11 @@ from dragon_lightning.preflight import (
 DESCRIPTION = (
     "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
     "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
-    "'dragon-lightning fit --config configs/color_mlp.yaml'. 'dragon-lightning lr_find --config C' "
-    "suggests a learning rate for a config and plots the loss against it; 'dragon-lightning export "
-    "--ckpt_path X --output model.onnx' writes a trained model as ONNX with its preprocessing; "
-    "'dragon-lightning compare RUN...' draws finished runs' decision regions side by side."
+    "'dragon-lightning fit --config configs/color_mlp.yaml'. More commands, each with --help: "
+    "'lr_find --config C' plots the loss against the learning rate; 'cv --config C --folds K' "
+    "cross-validates a config; 'sweep --config C --space S' searches its options with Optuna; "
+    "'export --ckpt_path X --output model.onnx' writes a trained model as ONNX with its "
+    "preprocessing; 'compare RUN...' draws finished runs' decision regions side by side."
 )
 
 

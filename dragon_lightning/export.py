@@ -10,6 +10,7 @@ agree with the PyTorch model to :data:`TOLERANCE`; otherwise nothing is written.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -129,10 +130,11 @@ def export_model(model: TrainedModel, output: str | Path, format: Literal["onnx"
         raise DragonInputError(f"--output {output}: exists; choose another path or add --overwrite true")
     require_writable_file(output, "--output")
     if format == "onnx":
-        try:
-            import onnx, onnxruntime, onnxscript  # noqa: E401, F401  (the exporter needs onnxscript)
-        except ImportError as missing:
-            raise DragonInputError(f"export --format onnx needs {missing.name}: {EXPORT_EXTRA}") from None
+        for module in ("onnx", "onnxscript", "onnxruntime"):  # the exporter needs onnxscript too
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise DragonInputError(f"export --format onnx needs {module}: {EXPORT_EXTRA}") from None
     points = check_points(model)
     with torch.no_grad():
         expected = model.module(torch.from_numpy(points)).numpy()

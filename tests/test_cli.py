@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from clihelpers import ROOT, config, last_weights, run
 from dragon_lightning.cli import cli_main
 
-CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
+# Fit configs; configs/sweeps/ holds search spaces.
+CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")
 
 
 def read_events(run_dir: Path) -> dict[str, set]:

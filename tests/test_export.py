@@ -69,6 +69,10 @@ def test_load_model_refuses_what_is_not_a_dragon_lightning_checkpoint(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"_class_path": "resnet.ResNet"}}, foreign)
     with pytest.raises(DragonInputError, match=f"{foreign}: holds a model named 'ResNet'; not a dragon-lightning checkpoint"):
         load_model(foreign)
+    odd = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": ["not", "a", "mapping"]}, odd)
+    with pytest.raises(DragonInputError, match=f"{odd}: not a Lightning checkpoint"):
+        load_model(odd)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
     with pytest.raises(DragonInputError, match=f"{text}: not a readable checkpoint"):

@@ -16,6 +16,9 @@ from dragon_lightning.checkpoints import check_resumable
 from dragon_lightning.cli import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
+from dragon_lightning.search.runs import check_config
+from dragon_lightning.search.space import read_space
+from dragon_lightning.search.sweep import check_space
 from test_cli import read_events
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
@@ -152,6 +155,12 @@ def test_a_bad_space_is_one_line_before_any_trial(space, config_name, message, t
         message,
     )
     assert str(tmp_path / "space.yaml") in line
+
+
+@pytest.mark.parametrize("space", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda path: path.name)
+def test_the_shipped_spaces_fit_their_configs(space):
+    checked = check_config(["--config", config(space.name), "--data.data_dir", "null"], "sweep")
+    check_space(checked, read_space(space))  # raises on any bound or choice the config refuses
 
 
 def test_sweep_and_cv_explain_their_own_options(capsys):

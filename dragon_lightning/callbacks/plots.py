@@ -36,8 +36,9 @@ def class_colors(class_names: Sequence[str]) -> list[str]:
 
 
 def render(figure: Figure) -> np.ndarray:
-    """Draw ``figure`` with Agg and return its pixels as an ``H x W x 3`` uint8 array."""
-    canvas = FigureCanvasAgg(figure)
+    """Draw ``figure`` with Agg and return its pixels as an ``H x W x 3`` uint8 array. A figure drawn
+    again (a training snapshot) keeps its canvas and the canvas's pixel buffer."""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
@@ -148,7 +149,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
     figure = Figure(figsize=(4.2, 3.8), dpi=DPI)
     figure.subplots_adjust(left=0.2, right=0.95, bottom=0.14, top=0.9)
     ax = figure.subplots()
-    ax.imshow(counts, cmap="Blues")
+    ax.imshow(counts, cmap="Blues", vmin=0)  # shade from zero, as the text color assumes
     for (row, column), count in np.ndenumerate(counts):
         dark = count > counts.max() / 2
         ax.text(column, row, str(count), ha="center", va="center", color="white" if dark else "black", fontsize=15)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 import pandas as pd
 
 from dragon_lightning.data.csv_io import write_csv
 from dragon_lightning.paths import require_writable_dir
 from dragon_lightning.search.runs import (
-    FIT_OPTIONS_EPILOG,
+    CommandParser,
     RunResult,
     check_config,
     fit_and_validate,
     mean_and_std,
     next_free,
-    parse_own_options,
     quiet_lightning,
 )
 
@@ -38,18 +36,17 @@ def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: st
 
 
 def cv_command(args: list[str]) -> list[RunResult]:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Cross-validate a config: the rows outside the test split are cut into K stratified "
         "folds; each fold validates once while the others train (one run folder each). Prints every "
         "fold's validation metrics and the mean and standard deviation of the monitored one, and writes "
         "cv_results.csv. Test rows are not touched.",
-        epilog=FIT_OPTIONS_EPILOG,
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds, at least 2 (default: 5)")
     parser.add_argument("--output_dir", type=Path, default=None, help="where the fold runs and cv_results.csv go "
                         "(default: a new lightning_logs/cv_N under --trainer.default_root_dir)")
-    own, fit_args = parse_own_options(parser, args)
+    own, fit_args = parser.parse_known_args(args)
     if own.folds < 2:
         parser.error(f"--folds must be at least 2, got {own.folds}")
     quiet_lightning()

@@ -26,14 +26,15 @@ FIT_OPTIONS_EPILOG = (
 )
 
 
-def parse_own_options(parser: argparse.ArgumentParser, args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The command's own options, and the rest for ``fit``. Errors are one line (``DragonInputError``)."""
-    class OneLineParser(type(parser)):
-        def error(self, message: str):
-            raise DragonInputError(f"{self.prog}: {message}")
+class CommandParser(argparse.ArgumentParser):
+    """The command's own options; ``parse_known_args`` leaves the rest for ``fit``. A bad option is one
+    line (``DragonInputError``) rather than argparse's usage block."""
 
-    parser.__class__ = OneLineParser
-    return parser.parse_known_args(list(args))
+    def __init__(self, **kwargs) -> None:
+        super().__init__(epilog=FIT_OPTIONS_EPILOG, **kwargs)
+
+    def error(self, message: str):
+        raise DragonInputError(f"{self.prog}: {message}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class FitTimer(Callback):
         self.seconds = time.perf_counter() - self.started
 
 
+class RunCLI(DragonCLI):
+    """A search's ``fit`` run: only the ``fit`` subcommand's parser is built (a tenth of a second less per run)."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": DragonCLI.subcommands()["fit"]}
+
+
 def quiet_lightning() -> None:
     """Many runs in one process: keep Lightning's per-run start-up lines out of the search's output."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -104,7 +113,7 @@ def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence
         "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", run_dir.name,
     ]
     timer = FitTimer()
-    cli = build_cli(args, callbacks=[timer, *callbacks])
+    cli = build_cli(args, cli_class=RunCLI, callbacks=[timer, *callbacks])
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if c not in callbacks]  # fit's alone, not validate's
     checkpoint = cli.trainer.checkpoint_callback
     kept = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else None

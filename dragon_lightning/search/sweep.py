@@ -33,13 +33,12 @@ from dragon_lightning.data.csv_io import write_csv
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
 from dragon_lightning.paths import require_writable_dir
 from dragon_lightning.search.runs import (
-    FIT_OPTIONS_EPILOG,
+    CommandParser,
     CheckedConfig,
     Objective,
     check_config,
     fit_and_validate,
     mean_and_std,
-    parse_own_options,
     quiet_lightning,
 )
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
@@ -61,6 +60,7 @@ class SweepSettings:
     folds: Optional[int]
     seed: int
     threads: Optional[int]
+    prune: bool = True
     trials_before: int = 0
     """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
 
@@ -86,7 +86,8 @@ def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
         load_if_exists=True,
         direction=settings.objective.direction,
         sampler=optuna.samplers.TPESampler(seed=settings.seed + 1000 * settings.trials_before + worker),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
+        if settings.prune else optuna.pruners.NopPruner(),
     )
 
 
@@ -267,19 +268,24 @@ def _plot(path: Path, plot, study: optuna.Study) -> None:
         pyplot.close(figure)
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
+    return text.lower() == "true"
+
+
 def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
     config = Path(str(checked.cli.config.config[-1])).stem
     return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
 
 
 def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description="Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a "
         "fit scored on validation data (its monitored metric), one run folder per trial. The same command "
         "again continues the study. Writes trials.csv, best_config.yaml (train and test it with "
         "'dragon-lightning fit --config <sweep>/best_config.yaml') and Optuna's plots.",
-        epilog=FIT_OPTIONS_EPILOG,
     )
     parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
     parser.add_argument("--n_trials", type=int, default=20, help="trials the study should have in total; a rerun adds the missing ones (default: 20)")
@@ -288,10 +294,12 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     parser.add_argument("--storage", default=None, help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
                         "default: a journal file in the sweep folder")
     parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
+    parser.add_argument("--prune", type=_boolean, default=True, help="stop trials whose validation metric is worse than "
+                        "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
                         "under --trainer.default_root_dir)")
-    own, fit_args = parse_own_options(parser, args)
+    own, fit_args = parser.parse_known_args(args)
     for name, value, low in (("n_trials", own.n_trials, 1), ("workers", own.workers, 1), ("folds", own.folds or 2, 2)):
         if value < low:
             parser.error(f"--{name} must be at least {low}, got {value}")
@@ -309,7 +317,7 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     settings = SweepSettings(
         fit_args=tuple(fit_args), space_path=str(space.path), sweep_dir=str(sweep_dir), storage_url=own.storage,
         study_name=own.study_name or sweep_dir.name, objective=checked.objective, folds=own.folds, seed=own.seed,
-        threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None,
+        threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None, prune=own.prune,
     )
     study = open_study(settings, 0)
     settings = dataclasses.replace(settings, trials_before=len(study.trials))
