@@ -154,6 +154,7 @@ def test_the_onnx_example_classifies_three_dragons(trained, tmp_path):
     assert len(lines) == 4 and all(line.split(": ")[1].split(" (")[0] in classes for line in lines[1:])
 
 
+@pytest.mark.slow
 def test_the_python_api_example_trains_and_predicts(tmp_path):
     example = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "python_api.py")],

@@ -72,6 +72,7 @@ def trials(sweep_dir: Path) -> pd.DataFrame:
     return pd.read_csv(sweep_dir / "trials.csv")
 
 
+@pytest.mark.slow
 def test_a_sweep_with_two_workers_continues_and_its_best_config_trains_and_tests(tmp_path, capfd):
     sweep_dir = tmp_path / "sweep"
     common = ["--config", config("color_mlp.yaml"), "--space", COLOR_SPACE, "--output_dir", str(sweep_dir), *SHORT,
@@ -106,6 +107,7 @@ class InterruptOnce(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
     args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", str(ROOT / "configs/sweeps/fire_logistic.yaml"),
             "--n_trials", "2", "--output_dir", "sweep", *SHORT, "--trainer.callbacks+=test_search.InterruptOnce"]
