@@ -70,7 +70,7 @@ class CheckedConfig:
 def check_config(fit_args: Sequence[str], prog: str) -> CheckedConfig:
     """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run."""
     if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
-        raise DragonInputError(f"{prog} needs --config: the config to {'search around' if 'sweep' in prog else 'cross-validate'}")
+        raise DragonInputError(f"{prog} needs --config C: the config whose runs it compares")
     return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=FitSetupCLI, prog=prog), list(fit_args))
 
 
