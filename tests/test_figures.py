@@ -125,3 +125,17 @@ def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd
     before = files_under(tmp_path)
     expect_one_line_error(capfd, tmp_path, before, ["compare", *runs, "--output", str(tmp_path / "both.png")], "exists")
     expect_one_line_error(capfd, tmp_path, before, ["compare", str(tmp_path)], f"{tmp_path}: not a run folder")
+
+
+def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
+    from dragon_lightning.callbacks import plots
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    features = np.array([[5, 170], [14, 120], [10, 260]])[labels] + rng.normal(size=(300, 2)) * [3, 25]
+    regions = plots.DecisionRegions(features, labels, ["Blue", "Red", "Yellow"], grid_size=60)
+    scaled = (regions.points - [10, 180]) / [5, 50]
+    for step in (1.0, 2.0, 3.0):  # the boundaries move between snapshots, as in training
+        snapshot = regions.draw(np.c_[-scaled[:, 0] * step, scaled[:, 0] - scaled[:, 1], scaled[:, 1] * step],
+                                f"training set after epoch {step:g}", boundary_lines=True)
+    np.testing.assert_array_equal(snapshot, plots.render(regions.figure))
