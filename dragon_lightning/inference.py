@@ -44,8 +44,11 @@ class ProbabilityModel(nn.Module):
         self.register_buffer("feature_mean", feature_mean.float().reshape(1, -1))
         self.register_buffer("feature_std", feature_std.float().reshape(1, -1))
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.network((features - self.feature_mean) / self.feature_std)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.network((features - self.feature_mean) / self.feature_std))
+        return class_probabilities(self.logits(features))
 
 
 class TrainedModel:
@@ -109,8 +112,7 @@ class TrainedModel:
     def decision_function(self, X: Features) -> np.ndarray:
         """scikit-learn's decision scores: for two classes one score per row, positive where the model
         predicts the second class (the logit less that of ``threshold``); else one logit per class."""
-        module = self.module
-        logits = module.network((self.features(X) - module.feature_mean) / module.feature_std).numpy()
+        logits = self.module.logits(self.features(X)).numpy()
         if self.classifier.binary:
             return logits[:, 0] - self.classifier.logit_threshold
         return logits

@@ -127,8 +127,6 @@ class DragonClassifier(L.LightningModule):
         loss = self.loss(logits, labels)
         if count:
             self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
-            if stage == "test" and self.binary:
-                self.metrics["test_scores"].update(self.probabilities(logits.detach())[:, -1], labels)
         return loss, logits
 
     def update_metrics(self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int) -> None:
@@ -231,7 +229,10 @@ class DragonClassifier(L.LightningModule):
         """Returns the predicted classes and probabilities, for callbacks that look at the test set
         (the figures)."""
         _, logits = self._shared_step(batch, "test")
-        return {"predicted": self.predict_classes(logits), "probabilities": self.probabilities(logits)}
+        probabilities = self.probabilities(logits)
+        if self.binary:  # scores, not decisions: the ROC area
+            self.metrics["test_scores"].update(probabilities[:, 1], batch[1])
+        return {"predicted": self.predict_classes(logits), "probabilities": probabilities}
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Class probabilities (one column per class) and the predicted class index."""
