@@ -1,53 +1,44 @@
-"""Checkpoints: written atomically, loaded as data only, and checked before Lightning loads one given on
-the command line.
+"""Checkpoints: written atomically with their checksum, loaded through the checkpoint gate (also by
+Lightning's restore), and checked against the command's model and data before Lightning loads one given
+on the command line.
 
-A checkpoint is a pickle, and unpickling can run code: every load here and in Lightning's restore uses
-``weights_only=True``, which admits tensors and plain values only (all a dragon-lightning checkpoint
-holds). Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks;
-the checks turn each into one line naming the file and what is wrong with it.
+Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; the
+checks turn each into one line naming the file and what is wrong with it.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import pickle
-import re
-import warnings
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Optional
 
 import lightning as L
-import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.paths import require_regular_file
+from dragon_lightning.gates.checkpoints import load_checkpoint, model_class, stamp_checksum
+from dragon_lightning.gates.outputs import OutputFolder
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file beside it, then rename: Ctrl-C in the middle of a
-    save leaves the previous ``last.ckpt`` whole instead of a truncated one. Load as data only,
-    whatever the caller asks for."""
+    """Write each checkpoint with its checksum through the output gate (a temporary file beside it,
+    then renamed: Ctrl-C or a full disk in the middle of a save leaves the previous ``last.ckpt``
+    whole; a file of the user's with the same name is never replaced). Load through the checkpoint
+    gate, whatever the caller asks for."""
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        checkpoint = load_checkpoint(path, option=None)
+        assert checkpoint is not None
+        return checkpoint
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        stamp_checksum(checkpoint)
         if "://" in str(path):  # remote storage: no local rename
             return super().save_checkpoint(checkpoint, path, storage_options)
-        temporary = f"{path}.partial"
-        try:
-            super().save_checkpoint(checkpoint, temporary, storage_options)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
-
-
-# ckpt_path values that Lightning resolves itself rather than reading a file ("registry" also as a prefix).
-# The CLI resolves "last" itself; the others name checkpoints a new command does not have.
-LIGHTNING_CHECKPOINT_ALIASES = ("best", "hpc", "registry")
+        path = Path(path)
+        OutputFolder(path.parent).write(path.name, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
@@ -63,47 +54,14 @@ def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
     return max(candidates)[1]
 
 
-def read_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "--ckpt_path") -> Optional[dict]:
-    """Load the checkpoint file at ``path`` as data (``None`` for no path); ``option`` is where the
-    path came from, for messages."""
-    if path is None:
-        return None
-    if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
-        raise DragonInputError(
-            f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
-            "registry, which this command has none of; give a checkpoint file, or last"
-        )
-    path = require_regular_file(path, "checkpoint file", option)
-    try:
-        with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # The weights-only unpickler names the first object the file would build (and so run code).
-        if (unsafe := re.search(r"GLOBAL (\S+)", str(error))) is None:
-            raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: UnpicklingError)") from None
-        raise DragonInputError(
-            f"{path}: refused: it would build the Python object {unsafe.group(1)}, and loading it could run code; "
-            "dragon-lightning checkpoints hold only tensors and plain values"
-        ) from None
-    except Exception as error:  # any other failure means the file is not a usable checkpoint
-        raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
-    if not all(isinstance(checkpoint.get(key, {}), dict) for key in ("state_dict", "hyper_parameters", "datamodule_hyper_parameters")):
-        raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict or hyperparameters are not mappings)")
-    return checkpoint
-
-
-def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured_class_path: Optional[str]) -> None:
+def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: Optional[type]) -> None:
     """The checkpoint must hold the model class the config asks for (LightningCLI would otherwise
     quietly swap in the checkpoint's class)."""
-    trained = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if trained and configured_class_path and trained.rsplit(".", 1)[-1] != configured_class_path.rsplit(".", 1)[-1]:
+    trained = model_class(checkpoint, path)
+    if configured is not None and trained is not configured:
         raise DragonInputError(
-            f"{path}: holds a {trained.rsplit('.', 1)[-1]}, but the config asks for "
-            f"{configured_class_path.rsplit('.', 1)[-1]}; use the config the checkpoint was trained with "
-            "(its run folder has config.yaml)"
+            f"{path}: holds a {trained.__name__}, but the config asks for {configured.__name__}; use the config "
+            "the checkpoint was trained with (its run folder has config.yaml)"
         )
 
 

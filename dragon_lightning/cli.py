@@ -7,11 +7,14 @@ exit status 2, before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import re
 import signal
 import sys
+import threading
 import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
@@ -40,13 +43,15 @@ from dragon_lightning.checkpoints import (
     explicit_values,
     check_trained_model,
     latest_last_checkpoint,
-    read_checkpoint,
 )
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonError, DragonInputError, InvalidArgument
+from dragon_lightning.gates.checkpoints import load_checkpoint
+from dragon_lightning.gates.inputs import check_argument_files
+from dragon_lightning.gates.outputs import DISK_FULL
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.preflight import (
-    check_config_files,
+    check_monitor,
     check_optimization_options,
     check_output_locations,
     check_seed,
@@ -125,25 +130,36 @@ class DragonCLI(LightningCLI):
         resolve_logger(config.trainer)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Check the config files, parse, then resolve ``--ckpt_path last`` to the newest run's
-        ``last.ckpt`` (a new run gets a new version folder, where Lightning itself would find none) and
-        check the checkpoint before LightningCLI reads the model's hyperparameters from it."""
-        check_config_files(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
+        """Parse, then resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` (a new run gets a
+        new version folder, where Lightning itself would find none) and read the checkpoint through its
+        gate, and check it, before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         check_seed(config.get("seed_everything"))
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
-        self.checkpoint = read_checkpoint(config.get("ckpt_path"))
+        self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             class_path = config.model.get("class_path")
-            check_trained_model(self.checkpoint, config.ckpt_path, class_path)
+            check_trained_model(self.checkpoint, config.ckpt_path, _import(class_path))
             configured = (config.model.get("init_args") or Namespace()).as_dict()
             adjustable = DECISION_HYPERPARAMETERS if self.config.get("subcommand") in EVALUATION_COMMANDS else ()
             check_hyperparameters(self.checkpoint, config.ckpt_path, _import(class_path), configured, adjustable)
             self._check_hyperparameter_values(parser, config.ckpt_path, class_path)
             # LightningCLI is about to let the checkpoint's values win; these the user's should.
             self.decision_overrides = explicit_values(_import(class_path), configured, adjustable)
+
+    def _parse_ckpt_path(self) -> None:
+        """The checkpoint's hyperparameters into the config, as LightningCLI does, but from the copy the
+        checkpoint gate read and checked. Overridden (the one private LightningCLI method here) because
+        Lightning 2.6's version reads the file a second time and lets its ``_class_path`` choose the
+        module jsonargparse imports; the gate has allowed only dragon-lightning's models by then."""
+        if self.checkpoint is None:
+            return
+        trained = {k: v for k, v in self.checkpoint.get("hyper_parameters", {}).items() if k not in ("_class_path", "_instantiator")}
+        if trained:
+            model = {"class_path": self.config[self.config.subcommand].model.class_path, "dict_kwargs": trained}
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
 
     def _check_hyperparameter_values(self, parser: LightningArgumentParser, path: str, class_path: str) -> None:
         """Parse the checkpoint's hyperparameters as LightningCLI is about to, so that a value this version
@@ -163,7 +179,7 @@ class DragonCLI(LightningCLI):
             self._check_inputs()
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:
+        except (MisconfigurationException, TypeError, ValueError) as error:  # what the Trainer refuses while being built
             raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
         if self.stage not in (None, "predict"):
             self.datamodule.prepare_data()
@@ -182,6 +198,7 @@ class DragonCLI(LightningCLI):
         check_trainer_options(config.trainer)
         if self.stage == "fit":
             check_optimization_options(config.trainer, self.model)
+            check_monitor(config.get("checkpoint", Namespace()), self.model)
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
@@ -297,28 +314,55 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 
 
+def quiet_lightning() -> None:
+    """Commands that run Trainers for their own ends (a search's many runs, the learning-rate finder):
+    keep Lightning's start-up lines (accelerator, TPU, model summary) out of their output."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def cli_main(args: Optional[list[str]] = None):
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
-    ``export`` and ``compare`` are :data:`EXTRA_COMMANDS`; everything else is LightningCLI's. Returns the command's
-    result (the LightningCLI object for LightningCLI's commands)."""
+    ``export``, ``compare``, ``cv`` and ``sweep`` are :data:`EXTRA_COMMANDS`; everything else is
+    LightningCLI's. Every command's arguments pass the input gate first. Returns the command's result
+    (the LightningCLI object for LightningCLI's commands)."""
     quiet_warnings()
     arguments = sys.argv[1:] if args is None else list(args)
     try:
+        check_argument_files(arguments)
         if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
             module, function = EXTRA_COMMANDS[arguments[0]].split(":")
-            return getattr(importlib.import_module(module), function)(arguments[1:])
+            with _sigterm_as_exception():
+                return getattr(importlib.import_module(module), function)(arguments[1:])
         cli = build_cli(arguments)
         _close_process_group()
         return cli
     except SIGTERMException:
-        print("dragon-lightning: stopped by SIGTERM; continue with the same command and --ckpt_path last", file=sys.stderr)
+        resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
+        print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
-    except (DragonError, ArgumentError, ValueError) as error:
+    except (DragonError, ArgumentError, ValueError, OSError) as error:
         message = input_error_message(error)
         if message is None:
             raise
         print(f"dragon-lightning: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """SIGTERM raises inside our own commands (Lightning installs the same for a Trainer's run), so
+    that every ``finally`` runs: no temporary file outlives the command."""
+
+    def stop(signum, frame):
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _close_process_group() -> None:
@@ -333,6 +377,8 @@ def input_error_message(error: BaseException) -> Optional[str]:
     jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
     cause: Optional[BaseException] = error
     while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            return f"{cause.filename or 'a file'}: not written, the disk is full ({os.strerror(cause.errno)})"
         if isinstance(cause, InvalidArgument):
             return f"{_option_group(cause.owner_class)}{cause}"
         if isinstance(cause, DragonError):

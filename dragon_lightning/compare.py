@@ -13,7 +13,7 @@ from dragon_lightning.callbacks import plots
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.inference import TrainedModel, load_model
-from dragon_lightning.paths import require_writable_file
+from dragon_lightning.gates.outputs import OutputFolder
 
 PANELS_PER_ROW = 3
 
@@ -80,11 +80,10 @@ def tile(images: list[np.ndarray], per_row: int) -> np.ndarray:
 
 def compare_runs(runs: list[Path], output: Path, overwrite: bool = False) -> list[Panel]:
     """Write the runs' panels to ``output`` (atomically) and return them."""
-    if output.exists() and not overwrite:
-        raise DragonInputError(f"--output {output}: exists; choose another path or add --overwrite true")
-    require_writable_file(output, "--output")
+    folder = OutputFolder(output.parent, "--output")
+    folder.claim([output.name], replace=overwrite, remedy="choose another path or add --overwrite true")
     panels = [panel(run, load_model(tested_checkpoint(run))) for run in runs]
-    plots.save_png(output, tile([panel.image for panel in panels], PANELS_PER_ROW))
+    folder.write(output.name, plots.png_writer(tile([panel.image for panel in panels], PANELS_PER_ROW)), replace=overwrite)
     return panels
 
 

@@ -24,11 +24,10 @@ import torch
 from jsonargparse import ArgumentParser
 
 from dragon_lightning import __version__
-from dragon_lightning.atomic import write_atomically
 from dragon_lightning.data.schema import FEATURE_COLUMNS
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.inference import TrainedModel, load_model
-from dragon_lightning.paths import require_writable_file
+from dragon_lightning.gates.outputs import OutputFolder
 
 TOLERANCE = 1e-5
 ONNX_OPSET = 20
@@ -121,14 +120,18 @@ def _write_pt2(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.nda
 
 
 WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
+SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 
 
 def export_model(model: TrainedModel, output: str | Path, format: Literal["onnx", "pt2"] = "onnx", overwrite: bool = False) -> ExportReport:
     """Write ``model`` to ``output`` atomically, after checking the written file against ``model``."""
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise DragonInputError(f"--output {output}: exists; choose another path or add --overwrite true")
-    require_writable_file(output, "--output")
+    if output.suffix.lower() in SUFFIXES and SUFFIXES[output.suffix.lower()] != format:
+        raise DragonInputError(f"--output {output}: a .{SUFFIXES[output.suffix.lower()]} name for --format {format}; name it *.{format}")
+    if model.path.exists() and output.exists() and output.samefile(model.path):
+        raise DragonInputError(f"--output {output}: is the checkpoint being exported; choose another path")
+    folder = OutputFolder(output.parent, "--output")
+    folder.claim([output.name], replace=overwrite, remedy="choose another path or add --overwrite true")
     if format == "onnx":
         for module in ("onnx", "onnxscript", "onnxruntime"):  # the exporter needs onnxscript too
             try:
@@ -150,7 +153,7 @@ def export_model(model: TrainedModel, output: str | Path, format: Literal["onnx"
                 f"(more than {TOLERANCE:g}) on {len(points):,} rows; nothing was written"
             )
 
-    write_atomically(output, write_and_check, overwrite=overwrite)
+    folder.write(output.name, write_and_check, replace=overwrite)
     return ExportReport(output, output.stat().st_size, len(points), difference)
 
 

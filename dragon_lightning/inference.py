@@ -11,26 +11,24 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from dragon_lightning.checkpoints import check_hyperparameters, read_checkpoint
+from dragon_lightning.checkpoints import check_hyperparameters
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.data.csv_io import numeric_values
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.models import DragonClassifier, LogisticRegression, MLPClassifier, Perceptron
-from dragon_lightning.models.base import CHECKPOINT_KEY, class_probabilities
+from dragon_lightning.gates.checkpoints import DATA_STATE_KEY, load_checkpoint
+from dragon_lightning.gates.checkpoints import model_class as checkpoint_model_class
+from dragon_lightning.gates.tables import Features, feature_tensor
+from dragon_lightning.models import DragonClassifier
+from dragon_lightning.models.base import class_probabilities
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (Perceptron, LogisticRegression, MLPClassifier)}
-DATA_STATE_KEY = "DragonDataModule"
 DATA_STATE_FIELDS = ("task", "feature_mean", "feature_std", "feature_min", "feature_max")
-
-Features = Union[pd.DataFrame, np.ndarray, torch.Tensor]
 
 
 class ProbabilityModel(nn.Module):
@@ -80,22 +78,9 @@ class TrainedModel:
         return f"TrainedModel({type(self.classifier).__name__}, task={self.task!r}, classes={list(self.classes_)}, path='{self.path}')"
 
     def features(self, X: Features) -> torch.Tensor:
-        """``X`` checked and as a float32 ``[N, 2]`` tensor: a DataFrame's two feature columns by name
-        (others ignored), or an array's two columns in that order."""
-        if isinstance(X, pd.DataFrame):
-            missing = [column for column in FEATURE_COLUMNS if column not in X.columns]
-            if missing:
-                raise DragonInputError(f"X: missing column(s) {', '.join(missing)}; expected {', '.join(FEATURE_COLUMNS)}")
-            table = X[list(FEATURE_COLUMNS)].reset_index(drop=True)
-        else:
-            array = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-            if array.ndim != 2 or array.shape[1] != len(FEATURE_COLUMNS):
-                raise DragonInputError(
-                    f"X: expected shape [N, {len(FEATURE_COLUMNS)}] ({', '.join(FEATURE_COLUMNS)}), got {list(array.shape)}"
-                )
-            table = pd.DataFrame(array, columns=list(FEATURE_COLUMNS))
-        columns = [numeric_values(table[name], lambda row, name=name: f"X: row {row}, column '{name}'") for name in FEATURE_COLUMNS]
-        return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32)).reshape(-1, len(FEATURE_COLUMNS))
+        """``X`` checked and as a float32 ``[N, 2]`` tensor (the table gate): a DataFrame's two feature
+        columns by name (others ignored), or an array's two columns in that order."""
+        return feature_tensor(X, "X")
 
     @torch.no_grad()
     def probabilities(self, X: Features) -> np.ndarray:
@@ -138,6 +123,18 @@ class TrainedModel:
         return features.numpy(), labels.numpy()
 
 
+def _check_fitted_features(data_state: dict, path: str | os.PathLike) -> None:
+    """The standardization and training range: finite float tensors of one value per feature, and a
+    standard deviation above 0 (the data module never fits 0; a file that says so was edited)."""
+    for name in DATA_STATE_FIELDS[1:]:
+        value = data_state[name]
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point() and value.shape == (len(FEATURE_COLUMNS),)
+                and torch.isfinite(value).all()):
+            raise DragonInputError(f"{path}: its fitted {name} is not {len(FEATURE_COLUMNS)} finite numbers; not a usable checkpoint")
+    if not (data_state["feature_std"] > 0).all():
+        raise DragonInputError(f"{path}: its feature scaling has a standard deviation of 0, which would divide by zero; not a usable checkpoint")
+
+
 def load_model(path: str | os.PathLike, option: Optional[str] = None) -> TrainedModel:
     """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs).
 
@@ -145,13 +142,14 @@ def load_model(path: str | os.PathLike, option: Optional[str] = None) -> Trained
     :class:`DragonInputError` naming the file when it is not a readable dragon-lightning
     checkpoint or its weights do not fit the model it names.
     """
-    checkpoint = read_checkpoint(path, option=option)
-    model_class = _model_class(checkpoint, path)
+    checkpoint = load_checkpoint(path, option=option)
+    model_class = checkpoint_model_class(checkpoint, path)
     data_state = checkpoint.get(DATA_STATE_KEY)
     if not isinstance(data_state, dict) or not set(DATA_STATE_FIELDS) <= set(data_state):
         raise DragonInputError(
             f"{path}: has no fitted features (trained without DragonDataModule?); not a dragon-lightning checkpoint"
         )
+    _check_fitted_features(data_state, path)
     hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     check_hyperparameters(checkpoint, path, model_class, {})
     parameters = inspect.signature(model_class.__init__).parameters
@@ -164,16 +162,3 @@ def load_model(path: str | os.PathLike, option: Optional[str] = None) -> Trained
         reason = str(error).splitlines()[0]
         raise DragonInputError(f"{path}: its weights do not fit a {model_class.__name__} ({reason})") from None
     return TrainedModel(classifier, data_state, dict(checkpoint.get("datamodule_hyper_parameters", {})), Path(path))
-
-
-def _model_class(checkpoint: dict, path: str | os.PathLike) -> type[DragonClassifier]:
-    """The model class the checkpoint names: ours (any Trainer) or LightningCLI's ``_class_path``."""
-    marker = checkpoint.get(CHECKPOINT_KEY)
-    name: Optional[str] = marker.get("model") if isinstance(marker, dict) else None
-    if name is None:
-        class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
-        name = class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else None
-    if name not in MODEL_CLASSES:
-        found = f"a model named {name!r}" if name else "no dragon-lightning model"
-        raise DragonInputError(f"{path}: holds {found}; not a dragon-lightning checkpoint")
-    return MODEL_CLASSES[name]

@@ -1,5 +1,5 @@
-"""Checks that run before a command trains, tests or predicts: config files, option ranges, the optimizer
-settings and every place the run will write.
+"""Checks that run before a command trains, tests or predicts: option ranges, the optimizer settings and
+every place the run will write (through the output gate).
 
 Lightning and PyTorch find most of these problems too, but later: after a run folder, a generated table
 or a checkpoint has been written, and as a traceback. Each check here raises one
@@ -8,55 +8,18 @@ or a checkpoint has been written, and as a traceback. Each check here raises one
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 from jsonargparse import Namespace
 
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models import DragonClassifier
-from dragon_lightning.paths import require_regular_file, require_writable_dir, require_writable_file
-
-
-def check_config_files(args: Sequence[str]) -> None:
-    """Every ``--config`` that names a file must be a regular file holding a YAML mapping.
-
-    A value that names no file is left to jsonargparse, which also takes inline YAML. Safe loading
-    refuses tags that would build Python objects.
-    """
-    for path in _config_paths(args):
-        if not os.path.lexists(path):
-            continue
-        require_regular_file(path, "config file", "--config")
-        try:
-            content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise DragonInputError(f"--config {path}: not UTF-8 text") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"line {mark.line + 1}: " if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise DragonInputError(f"--config {path}: {where}not valid YAML ({problem})") from None
-        if not isinstance(content, dict):
-            raise DragonInputError(
-                f"--config {path}: expected a mapping of options (e.g. 'trainer: {{max_epochs: 10}}'), "
-                f"got {type(content).__name__}"
-            )
-
-
-def _config_paths(args: Sequence[str]) -> list[str]:
-    paths = []
-    for index, arg in enumerate(args):
-        if arg == "--config" and index + 1 < len(args):
-            paths.append(args[index + 1])
-        elif arg.startswith("--config="):
-            paths.append(arg.removeprefix("--config="))
-    return paths
+from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
+from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
 
 
 def check_seed(value: Any) -> None:
@@ -91,12 +54,27 @@ def check_trainer_options(trainer: Namespace) -> None:
     for name in BATCH_LIMITS:
         _check_batch_count(f"--trainer.{name}", trainer.get(name), allow_zero=True)
     _check_batch_count("--trainer.val_check_interval", trainer.get("val_check_interval"), allow_zero=False)
+    if (limit := _duration(trainer.get("max_time"))) is not None and limit <= timedelta(0):
+        raise DragonInputError(f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none")
     accelerator = trainer.get("accelerator")
     gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
     if accelerator in ("gpu", "cuda") and not gpu:
         raise DragonInputError(
             f"--trainer.accelerator {accelerator}: PyTorch finds no GPU on this machine; use cpu or auto"
         )
+
+
+def _duration(value: Any) -> Optional[timedelta]:
+    """``max_time`` as Lightning reads it: ``DD:HH:MM:SS`` or a mapping of ``timedelta`` arguments."""
+    if isinstance(value, str) and len(parts := value.split(":")) == 4 and all(p.lstrip("-").isdigit() for p in parts):
+        days, hours, minutes, seconds = map(int, parts)
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if isinstance(value, dict):
+        try:
+            return timedelta(**value)
+        except TypeError:
+            return None
+    return value if isinstance(value, timedelta) else None
 
 
 def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
@@ -108,6 +86,16 @@ def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
             raise DragonInputError(f"{option}: a share of the batches must lie in {'[0' if allow_zero else '(0'}, 1], got {value}")
     elif value < (0 if allow_zero else 1):
         raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
+
+
+def check_monitor(checkpoint: Namespace, model: DragonClassifier) -> None:
+    """The checkpoint's monitored metric must be one the model logs (Lightning finds out only after the
+    first validation, when a run folder and its files already exist)."""
+    monitor = checkpoint.get("monitor")
+    if monitor and monitor not in model.monitorable_metrics():
+        raise DragonInputError(
+            f"--checkpoint.monitor {monitor}: the model never logs it; choose one of {', '.join(model.monitorable_metrics())}"
+        )
 
 
 def check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:
@@ -135,7 +123,8 @@ def check_optimization_options(trainer: Namespace, model: DragonClassifier) -> N
 
 
 def check_output_locations(config: Namespace, subcommand: str, writes_generated_table: bool) -> None:
-    """Every folder the run writes into, and the predictions file, must be usable before anything starts."""
+    """Every folder the run writes into must be usable, and hold no file of the user's under a name
+    the run writes, before anything starts (the output gate's claim)."""
     trainer = config.trainer
     require_writable_dir(trainer.get("default_root_dir") or ".", "--trainer.default_root_dir")
     logger = trainer.get("logger")
@@ -146,21 +135,14 @@ def check_output_locations(config: Namespace, subcommand: str, writes_generated_
         require_writable_dir(data_dir, "--data.data_dir")
     dirpath = config.get("checkpoint", Namespace()).get("dirpath")
     if subcommand == "fit" and dirpath:
-        require_writable_dir(dirpath, "--checkpoint.dirpath")
+        existing = [path.name for path in Path(dirpath).glob("*.ckpt")] if Path(dirpath).is_dir() else []
+        OutputFolder(dirpath, "--checkpoint.dirpath").claim(["last.ckpt", *existing])
     figures = config.get("figures", Namespace())
     if subcommand != "predict" and figures.get("enabled") and figures.get("save_dir"):
-        require_writable_dir(figures.save_dir, "--figures.save_dir")
-    if subcommand == "predict":
-        _check_predictions_path(config.get("predictions", Namespace()))
-
-
-def _check_predictions_path(options: Namespace) -> None:
-    """Refuse, before predicting, to replace an existing file unless told to, or to write where no file can go."""
-    path: Optional[str] = options.get("output_path")
-    if path is None:
-        return
-    require_writable_file(path, "--predictions.output_path")
-    if Path(path).exists() and not options.get("overwrite"):
-        raise DragonInputError(
-            f"{path}: exists; choose another --predictions.output_path or pass --predictions.overwrite true"
+        OutputFolder(figures.save_dir, "--figures.save_dir").claim(FIGURE_FILES)
+    predictions = config.get("predictions", Namespace())
+    if subcommand == "predict" and predictions.get("output_path"):
+        path = Path(predictions.output_path)
+        OutputFolder(path.parent, "--predictions.output_path").claim(
+            [path.name], replace=bool(predictions.get("overwrite")), remedy="choose another file or pass --predictions.overwrite true"
         )

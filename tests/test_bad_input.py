@@ -24,7 +24,7 @@ def with_row(row: str, line: int = 4) -> str:
 
 
 CSV_CASES = {
-    "missing file": (None, "no such file"),
+    "missing file": (None, "no such CSV file"),
     "a directory": ("<dir>", "is a directory"),
     "empty file": ("", "file is empty"),
     "header only": (HEADER + "\n", "has a header but no data rows"),
@@ -154,7 +154,7 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
     with pytest.raises(SystemExit) as exit_info:
         run(*args)
     assert exit_info.value.code == 2
-    assert f"{output}: exists; choose another --predictions.output_path" in capfd.readouterr().err
+    assert f"--predictions.output_path {output}: exists; choose another file or pass --predictions.overwrite true" in capfd.readouterr().err
     assert output.read_text() == "my earlier results\n"
     assert sorted(p.name for p in scratch.iterdir()) == ["dragons.csv", "predictions.csv"]
     run(*args, "--predictions.overwrite", "true")

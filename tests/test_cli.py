@@ -53,7 +53,7 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
     run_dir = root / "lightning_logs" / "version_0"
     assert (run_dir / "config.yaml").is_file()
     assert type(cli.trainer.strategy.checkpoint_io).__name__ == "AtomicCheckpointIO"
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2
     events = read_events(run_dir)
     for curve in ("train/loss", "train/acc", "val/loss", "val/acc"):
@@ -64,7 +64,7 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
     assert "_hparams_/experiment" in events["hparams"], "HPARAMS tab needs hparams written with metrics"
     pictures = {"truth_vs_predictions", "decision_regions", "confusion_matrix", "learning_curves"}
     assert events["images"] == {f"figures/{name}" for name in (*pictures, "boundary_over_training")}
-    files = {path.name for path in (run_dir / "figures").iterdir()}
+    files = {path.name for path in (run_dir / "figures").iterdir() if not path.name.startswith(".")}  # not the manifest
     assert files == {f"{name}.png" for name in pictures} | {"boundary_over_training.gif"}, "and the same as files"
     assert (root / "data" / "dragons_n480_seed42.csv").is_file()
 
@@ -135,7 +135,7 @@ def test_the_command_exits_cleanly(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     bad = subprocess.run([*command, "--data.csv_path", "missing.csv"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such file"
+    assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such CSV file"
 
 
 def test_perceptron_boundary_is_drawn_after_every_epoch_and_figures_can_be_turned_off(tmp_path):

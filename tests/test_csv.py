@@ -1,10 +1,10 @@
 import hashlib
 
-import numpy as np
 import pandas as pd
+import torch
 import pytest
 
-from dragon_lightning.atomic import write_atomically
+from dragon_lightning.gates.outputs import write_atomically
 from dragon_lightning.data import generate_dragons, read_dragon_csv, read_feature_csv
 from dragon_lightning.data.csv_io import write_csv
 from dragon_lightning.errors import DragonInputError
@@ -42,9 +42,9 @@ def test_trailing_blank_lines_are_ignored_but_inner_ones_are_reported(tmp_path):
 def test_feature_csv_keeps_other_columns(tmp_path):
     path = tmp_path / "new.csv"
     path.write_text("name,numberToes,bodyLength\nSmaug,6,170.5\nPuff,22,240\n")
-    table = read_feature_csv(path)
+    table, features = read_feature_csv(path)
     assert table["name"].tolist() == ["Smaug", "Puff"]
-    assert table["numberToes"].dtype == np.float64
+    assert features.dtype == torch.float32 and features.tolist() == [[6.0, 170.5], [22.0, 240.0]]
     path.write_text("name,numberToes\nSmaug,6\n")
     with pytest.raises(DragonInputError, match="missing column 'bodyLength'"):
         read_feature_csv(path)

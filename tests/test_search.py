@@ -172,3 +172,104 @@ def test_sweep_and_cv_explain_their_own_options(capsys):
         assert done.value.code == 0
         help_text = capsys.readouterr().out
         assert option in help_text and "dragon-lightning fit --help" in help_text
+
+
+FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
+
+
+def quick_sweep(folder: Path, trials: int, *extra: str):
+    return run("sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE, "--n_trials", str(trials),
+               "--output_dir", str(folder), "--trainer.max_epochs", "2", "--data.data_dir", "null", *extra)
+
+
+def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, capfd):
+    sweep_dir = tmp_path / "sweep"
+    quick_sweep(sweep_dir, 1)
+    journal = sweep_dir / "study.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "cut-sh')  # a write that a crash cut short
+    quick_sweep(sweep_dir, 2)
+    assert "its last line was cut short by an interrupted write; removed it" in capfd.readouterr().out
+    assert trials(sweep_dir)["state"].tolist() == ["COMPLETE", "COMPLETE"]
+    capfd.readouterr()
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
+    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE, "--n_trials", "3", "--output_dir", str(sweep_dir),
+            "--data.data_dir", "null"]
+    expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{journal}: line 2: not a record of an Optuna study")
+
+
+def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
+    sweep_dir = tmp_path / "sweep"
+    quick_sweep(sweep_dir, 1)
+    other = tmp_path / "other.yaml"
+    other.write_text("model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n")
+    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", str(other), "--n_trials", "2", "--output_dir", str(sweep_dir),
+            "--data.data_dir", "null"]
+    capfd.readouterr()
+    expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{other}: differs from the space the study 'sweep' was run with")
+
+
+SEARCH_OPTION_CASES = {
+    "negative seed": (["--seed", "-1"], "--seed must lie between 0 and 4294967295, got -1"),
+    "seed too large": (["--seed", str(2**40)], "--seed must lie between 0 and 4294967295"),
+    "unknown scheme": (["--storage", "redis://127.0.0.1/0"], "--storage redis://127.0.0.1/0: unsupported scheme 'redis'"),
+    "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
+    "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
+    "unreachable path": (["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study database"),
+    "bad choice": (["--space", "SPACE:model.init_args.hidden_sizes: {type: categorical, choices: [[8], [0]]}"],
+                   "model.init_args.hidden_sizes: [0]: --model.init_args.hidden_sizes must be positive layer widths"),
+    "monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
+}
+
+
+@pytest.mark.parametrize("command", ["sweep", "cv"])
+@pytest.mark.parametrize("case", SEARCH_OPTION_CASES)
+def test_search_options_are_one_line_before_any_run(command, case, tmp_path, capfd):
+    options, message = SEARCH_OPTION_CASES[case]
+    if command == "cv" and case != "monitor never logged":
+        pytest.skip("a sweep option")
+    if options[0] == "--space":
+        (tmp_path / "space.yaml").write_text(options[1].removeprefix("SPACE:") + "\n")
+        options = ["--space", str(tmp_path / "space.yaml")]
+    space = [] if command == "cv" or "--space" in options else ["--space", COLOR_SPACE]
+    args = [command, "--config", config("color_mlp.yaml"), *space, *options, "--output_dir", str(tmp_path / "out"), "--data.data_dir", "null"]
+    line = expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, message)
+    assert "s3cret" not in line, "a password never shows"
+
+
+@pytest.mark.slow
+def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    command = [sys.executable, "-m", "dragon_lightning", "sweep", "--config", config("color_mlp.yaml"), "--space", COLOR_SPACE,
+               "--n_trials", "20", "--workers", "2", "--output_dir", "sweep", "--trainer.max_epochs", "200", "--data.data_dir", "null"]
+    parent = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        found = []
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid and fields[0] != "Z":
+                found.append(int(status.parent.name))
+        return found
+
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "sweep").glob("trial_*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers = children()
+    assert workers, "the sweep started its workers"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" != Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert not alive, f"workers {alive} outlived their parent"

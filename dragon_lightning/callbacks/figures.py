@@ -15,7 +15,14 @@ from torchmetrics.classification import BinaryROC
 
 from dragon_lightning.callbacks import plots
 from dragon_lightning.errors import InvalidArgument
+from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.models import LogisticRegression, Perceptron
+
+
+PICTURES = ("truth_vs_predictions", "decision_regions", "confusion_matrix", "roc_curve", "learning_curves")
+ANIMATION = "boundary_over_training.gif"
+FILES = (*(f"{name}.png" for name in PICTURES), ANIMATION)
+"""Every file the figures callback may write into its folder."""
 
 
 class TutorialFigures(Callback):
@@ -86,7 +93,7 @@ class TutorialFigures(Callback):
 
     def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray) -> None:
         """Write ``name``.png and, with a TensorBoard logger, log it as ``figures/<name>``."""
-        plots.save_png(self.figure_dir / f"{name}.png", image)
+        OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(f"{name}.png", plots.png_writer(image))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
@@ -140,7 +147,8 @@ class TutorialFigures(Callback):
             if pl_module.history:
                 self._publish(trainer, "learning_curves", plots.learning_curves(pl_module.history))
             if self._frames:
-                plots.save_gif(self.figure_dir / "boundary_over_training.gif", self._frames, self.frame_ms)
+                folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
+                folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))
         self._training_regions, self._frames = None, []
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

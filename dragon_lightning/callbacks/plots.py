@@ -1,15 +1,15 @@
 """The tutorial's pictures as matplotlib figures, drawn without pyplot (no GUI backend, no global state).
 
 Every function takes features in the original units (number of toes, body length) and returns an
-RGB image array, which TensorBoard takes as it is and :func:`save_png` and :func:`save_gif` write as
-files.
+RGB image array, which TensorBoard takes as it is and :func:`png_writer` and :func:`gif_writer` write
+as files through the output gate.
 """
 
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib import rc_context
@@ -18,7 +18,6 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dragon_lightning.atomic import write_atomically
 
 AXIS_LABELS = ("number of toes", "body length")
 # Dragon colors are drawn in their own color, fire in red; other class names take the palette in order.
@@ -247,18 +246,19 @@ def roc_curve(
     return render(figure)
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    write_atomically(path, lambda temporary: Image.fromarray(image).save(temporary, format="PNG"))
+def png_writer(image: np.ndarray) -> Callable[[Path], None]:
+    """Writes ``image`` as a PNG file (hand it to the output gate)."""
+    return lambda path: Image.fromarray(image).save(path, format="PNG")
 
 
-def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], frame_ms: int) -> None:
-    """An animation that loops forever; each frame gets its own 64-color palette (fast octree: a
+def gif_writer(frames: Sequence[np.ndarray], frame_ms: int) -> Callable[[Path], None]:
+    """Writes an animation that loops forever; each frame gets its own 64-color palette (fast octree: a
     sixth of the default's time, the same look for flat-colored plots)."""
     images = [Image.fromarray(frame).quantize(colors=64, method=Image.Quantize.FASTOCTREE) for frame in frames]
 
-    def write(temporary) -> None:
+    def write(path: Path) -> None:
         buffer = io.BytesIO()
         images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-        temporary.write_bytes(buffer.getvalue())
+        path.write_bytes(buffer.getvalue())
 
-    write_atomically(path, write)
+    return write

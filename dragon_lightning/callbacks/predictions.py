@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from dragon_lightning.data.csv_io import line_of_row, write_csv
+from dragon_lightning.data.csv_io import line_of_row
 from dragon_lightning.data.schema import prediction_columns
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.outputs import write_output_file
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -28,8 +29,8 @@ class PredictionWriter(BasePredictionWriter):
         Args:
             output_path: where to write the predictions CSV. Unset: ``predictions.csv`` in the run's
                 log folder.
-            overwrite: replace an existing file at ``output_path``. Off: the CLI refuses to start, and
-                a different file that appears meanwhile is kept.
+            overwrite: replace an existing file at ``output_path``. Off: the CLI refuses to start unless
+                the file is one dragon-lightning wrote there, and a file that appears meanwhile is kept.
         """
         super().__init__(write_interval="epoch")
         self.output_path = output_path
@@ -56,5 +57,7 @@ class PredictionWriter(BasePredictionWriter):
         for index, column in enumerate(probability_columns):
             table[column] = probabilities[:, index]
         table[outside_column] = datamodule.outside_training_range(datamodule.predict_features).numpy()
-        path = self.output_path or Path(trainer.log_dir or ".") / "predictions.csv"
-        write_csv(table, path, overwrite=self.overwrite)
+        path = Path(self.output_path or Path(trainer.log_dir or ".") / "predictions.csv")
+        replace = self.overwrite if self.output_path else None  # a path the user named is theirs unless they say so
+        write_output_file(path, lambda tmp: table.to_csv(tmp, index=False), replace=replace, option="--predictions.output_path",
+                          remedy="choose another file or pass --predictions.overwrite true")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
 
-from dragon_lightning.atomic import write_atomically
+from dragon_lightning.gates.outputs import OutputFolder
 
 
 CONFIG_FILES_COMMENT = "# --config: "
@@ -19,7 +18,7 @@ class RunConfig(SaveConfigCallback):
 
     Without a logger a run has no folder of its own and no config file is written: Lightning would
     write it to the working directory, replacing a ``config.yaml`` there, even the ``--config`` being
-    run. An existing different file is never replaced. Its first line names the ``--config`` files
+    run. A file there that dragon-lightning did not write is never replaced. Its first line names the ``--config`` files
     the run started from, as a comment.
     """
 
@@ -37,4 +36,4 @@ class RunConfig(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         if self.config.get("config"):
             text = f"{CONFIG_FILES_COMMENT}{', '.join(str(path) for path in self.config.config)}\n{text}"
-        write_atomically(Path(self._log_dir) / self.config_filename, lambda tmp: tmp.write_text(text), overwrite=False)
+        OutputFolder(self._log_dir).write(self.config_filename, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from dragon_lightning.atomic import write_atomically
 from dragon_lightning.data.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.paths import require_regular_file
+from dragon_lightning.gates.inputs import CSV, open_input
+from dragon_lightning.gates.outputs import write_atomically
+from dragon_lightning.gates.tables import first_bad, feature_tensor, numeric_values
 
 ENCODING = "utf-8-sig"
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_COLUMNS = 1000
 
 
 def line_of_row(path: Path, row_index: int) -> int:
@@ -33,8 +35,13 @@ def line_of_row(path: Path, row_index: int) -> int:
     """
     with path.open(newline="", encoding=ENCODING) as file:
         reader = csv.reader(file)
-        for _ in range(int(row_index) + 1):  # the header and the rows before this one
-            next(reader)
+        try:
+            for _ in range(int(row_index) + 1):  # the header and the rows before this one
+                next(reader)
+        except csv.Error:  # a field beyond the csv module's limit: pandas read it, the line counter cannot
+            raise DragonInputError(
+                f"{path}: line {reader.line_num}: a field longer than {csv.field_size_limit():,} characters"
+            ) from None
         return reader.line_num + 1
 
 
@@ -51,7 +58,7 @@ def _not_utf8(path: Path) -> DragonInputError:
 
 def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) -> pd.DataFrame:
     """Read ``path`` with pandas, turning I/O and header problems into one-line errors."""
-    require_regular_file(path, "file")
+    open_input(path, CSV)
     try:
         header = pd.read_csv(path, nrows=0, encoding=ENCODING).columns
     except pd.errors.EmptyDataError:
@@ -61,6 +68,11 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
     except pd.errors.ParserError as error:
         raise DragonInputError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
     header = [str(name).strip() for name in header]
+    if len(header) > MAX_COLUMNS:
+        raise DragonInputError(f"{path}: line 1: {len(header):,} columns, more than {MAX_COLUMNS:,}; is this a dragon table?")
+    for name in dict.fromkeys(header):
+        if header.count(name) > 1 and name in required:
+            raise DragonInputError(f"{path}: line 1: the column '{name}' appears {header.count(name)} times (spaces around names are ignored)")
     for name in required:
         if name not in header:
             hint = " (is the file comma-separated?)" if len(header) == 1 and len(required) > 1 else ""
@@ -85,42 +97,18 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
     return table
 
 
-def _first_bad(mask: np.ndarray | pd.Series) -> int | None:
-    bad = np.flatnonzero(np.asarray(mask))
-    return int(bad[0]) if len(bad) else None
-
-
-def numeric_values(values: pd.Series, where: Callable[[int], str]) -> np.ndarray:
-    """Return ``values`` as float64 that is finite also in float32 (the models' dtype), or raise
-    naming the first bad row as ``where(row)`` describes it."""
-    if (row := _first_bad(values.isna())) is not None:
-        raise DragonInputError(f"{where(row)}: empty or missing value")
-    if not pd.api.types.is_numeric_dtype(values):
-        numbers = pd.to_numeric(values, errors="coerce")
-        row = _first_bad(numbers.isna())
-        raise DragonInputError(f"{where(row)}: {values.iloc[row]!r} is not a number")
-    numbers = values.to_numpy(dtype=np.float64)
-    if (row := _first_bad(~np.isfinite(numbers))) is not None:
-        raise DragonInputError(f"{where(row)}: {numbers[row]} is not a finite number")
-    if (row := _first_bad(np.abs(numbers) > FLOAT32_MAX)) is not None:
-        raise DragonInputError(
-            f"{where(row)}: {numbers[row]:g} is too large (the models compute in float32, up to {FLOAT32_MAX:.3g})"
-        )
-    return numbers
-
-
 def _check_numeric(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
     return numeric_values(table[column], lambda row: f"{path}: line {line_of_row(path, row)}, column '{column}'")
 
 
 def _check_categorical(table: pd.DataFrame, path: Path, column: str, allowed: Sequence[str]) -> pd.Categorical:
     values = table[column]
-    if (row := _first_bad(values.isna())) is not None:
+    if (row := first_bad(values.isna())) is not None:
         raise DragonInputError(f"{path}: line {line_of_row(path, row)}, column '{column}': empty or missing value")
     values = values.astype(str).astype("category") if values.dtype != "category" else values
     unknown = set(values.cat.categories) - set(allowed)
     if unknown:
-        row = _first_bad(values.isin(unknown))
+        row = first_bad(values.isin(unknown))
         raise DragonInputError(
             f"{path}: line {line_of_row(path, row)}, column '{column}': unknown category {values.iloc[row]!r}; "
             f"expected one of {', '.join(allowed)}"
@@ -136,19 +124,18 @@ def read_dragon_csv(path: str | os.PathLike) -> pd.DataFrame:
     for column, allowed in CATEGORIES.items():
         checked[column] = _check_categorical(table, path, column, allowed)
     fire = _check_numeric(table, path, "breathesFire")
-    if (row := _first_bad((fire != 0) & (fire != 1))) is not None:
+    if (row := first_bad((fire != 0) & (fire != 1))) is not None:
         raise DragonInputError(f"{path}: line {line_of_row(path, row)}, column 'breathesFire': {fire[row]:g} is not 0 or 1")
     checked["breathesFire"] = fire.astype(np.int8)
     return pd.DataFrame(checked, columns=list(COLUMNS))
 
 
-def read_feature_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Load dragons to predict: numeric ``numberToes`` and ``bodyLength``, other columns kept as they are."""
+def read_feature_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Load dragons to predict: the table as it is (other columns kept) and its checked feature tensor."""
     path = Path(path)
     table = _read(path, FEATURE_COLUMNS)
-    for column in FEATURE_COLUMNS:
-        table[column] = _check_numeric(table, path, column)
-    return table
+    features = feature_tensor(table, str(path), lambda row: f"line {line_of_row(path, row)}")
+    return table, features
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = True) -> bool:

@@ -192,14 +192,12 @@ class DragonDataModule(L.LightningDataModule):
         self._generated, self._prepared = None, True  # predicting needs no dragon table, on disk or in memory
         if self.predict_csv is None:
             raise DragonInputError("predict needs --data.predict_csv: a CSV with columns numberToes and bodyLength")
-        self.predict_table = read_feature_csv(self.predict_csv)
+        self.predict_table, self.predict_features = read_feature_csv(self.predict_csv)
         taken = [name for name in prediction_columns(self.class_names) if name in self.predict_table.columns]
         if taken:
             raise DragonInputError(
                 f"{self.predict_csv}: already has the column(s) {', '.join(taken)}, which predict writes; rename them"
             )
-        # A copy: pandas hands out read-only arrays, which PyTorch warns about.
-        self.predict_features = torch.tensor(self.predict_table[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32))
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
         """Scale raw ``[numberToes, bodyLength]`` rows as the model was trained to see them."""

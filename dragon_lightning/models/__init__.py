@@ -4,4 +4,7 @@ from dragon_lightning.models.base import DragonClassifier
 from dragon_lightning.models.linear import LogisticRegression, Perceptron
 from dragon_lightning.models.mlp import MLPClassifier
 
-__all__ = ["DragonClassifier", "LogisticRegression", "MLPClassifier", "Perceptron"]
+MODELS = (Perceptron, LogisticRegression, MLPClassifier)
+"""Every model class dragon-lightning trains; the only classes a checkpoint may name."""
+
+__all__ = ["MODELS", "DragonClassifier", "LogisticRegression", "MLPClassifier", "Perceptron"]

@@ -25,6 +25,8 @@ from dragon_lightning.models.metrics import accuracy_collection, score_collectio
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
 """Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
+INJECTED = ("optimizer", "scheduler")
+"""Arguments built from the config (classes and their settings), never saved in a checkpoint."""
 
 
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -169,6 +171,10 @@ class DragonClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get(CHECKPOINT_KEY)
         self.history = list(saved.get("history", [])) if isinstance(saved, dict) else []
+
+    def monitorable_metrics(self) -> list[str]:
+        """The metrics logged each epoch while fitting: what a checkpoint or early stopping may monitor."""
+        return [*(f"{stage}/loss" for stage in ("train", "val")), *self.metrics["train_metrics"].keys(), *self.metrics["val_metrics"].keys()]
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""

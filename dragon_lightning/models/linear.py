@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from dragon_lightning.errors import InvalidArgument
-from dragon_lightning.models.base import DragonClassifier
+from dragon_lightning.models.base import INJECTED, DragonClassifier
 
 # The online perceptron applies its rule itself and has no optimizer by design.
 warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`")
@@ -169,6 +169,9 @@ class Perceptron(DragonClassifier):
         super().on_train_epoch_start()
         self._epoch_movement = torch.zeros((), dtype=torch.float64, device=self.device)
 
+    def monitorable_metrics(self) -> list[str]:
+        return [*super().monitorable_metrics(), "train/weight_change"]
+
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         moved = float(self._epoch_movement)
@@ -203,7 +206,7 @@ class LogisticRegression(DragonClassifier):
                 figures (two classes only).
         """
         super().__init__(num_features, num_classes, class_names, optimizer, scheduler, threshold)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=list(INJECTED))
         self.linear = _zero_linear(num_features, self.num_outputs)
 
     @property

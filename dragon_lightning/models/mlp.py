@@ -10,8 +10,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from dragon_lightning.errors import InvalidArgument
-from dragon_lightning.models.base import DragonClassifier
+from dragon_lightning.models.base import INJECTED, DragonClassifier
 
+MAX_PARAMETERS = 25_000_000
+"""The most weights a network may have (100 MB in float32, 300 MB with Adam's state): far beyond any
+dragon's needs, and refused before a layer is allocated."""
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -52,9 +55,15 @@ class MLPClassifier(DragonClassifier):
         super().__init__(num_features, num_classes, class_names, optimizer, scheduler, threshold)
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
             raise InvalidArgument(self, "hidden_sizes", f"must be positive layer widths, got {list(hidden_sizes)}")
+        widths = [num_features, *hidden_sizes, self.num_outputs]
+        parameters = sum((inputs + 1) * outputs for inputs, outputs in zip(widths, widths[1:]))
+        if parameters > MAX_PARAMETERS:
+            raise InvalidArgument(
+                self, "hidden_sizes", f"{list(hidden_sizes)} would need {parameters:,} weights, more than {MAX_PARAMETERS:,}; refused before allocating"
+            )
         if not 0.0 <= dropout < 1.0:
             raise InvalidArgument(self, "dropout", f"must lie in [0, 1), got {dropout}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=list(INJECTED))
         layers: list[nn.Module] = []
         width = num_features
         for size in hidden_sizes:

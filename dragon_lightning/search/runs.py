@@ -4,7 +4,6 @@ config before any run, and quiet ``fit`` runs in named folders scored on validat
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from dragon_lightning.callbacks.hparams import record_hyperparameters
-from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
+from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli, quiet_lightning  # noqa: F401 (shared by cv and sweep)
 from dragon_lightning.errors import DragonInputError
 
 # Put before the user's options (who may turn them back on): a search runs many quiet fits.
@@ -96,12 +95,6 @@ class RunCLI(DragonCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {"fit": DragonCLI.subcommands()["fit"]}
-
-
-def quiet_lightning() -> None:
-    """Many runs in one process: keep Lightning's per-run start-up lines out of the search's output."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = ()) -> RunResult:

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.paths import require_regular_file
-from dragon_lightning.preflight import check_config_files
+from dragon_lightning.gates.inputs import SPACE, read_yaml_mapping
 
 FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 
@@ -40,10 +38,9 @@ class SearchSpace:
                 settings[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
         return settings
 
-    def samples(self) -> list[dict[str, Any]]:
-        """Settings that together touch every bound and every choice: each must parse as ``fit`` options."""
-        widest = max(len(_extremes(d)) for d in self.distributions.values())
-        return [{key: _extremes(d)[min(i, len(_extremes(d)) - 1)] for key, d in self.distributions.items()} for i in range(widest)]
+    def extremes(self) -> list[tuple[str, Any]]:
+        """Every key with each of its bounds and choices: each must parse as a ``fit`` option."""
+        return [(key, value) for key, d in self.distributions.items() for value in _extremes(d)]
 
 
 def _extremes(distribution: optuna.distributions.BaseDistribution) -> list[Any]:
@@ -59,9 +56,8 @@ def as_options(settings: dict[str, Any]) -> list[str]:
 
 def read_space(path: str | Path) -> SearchSpace:
     """Read and check a space file; every problem is one line naming the file and the key."""
-    path = require_regular_file(path, "search space file", "--space")
-    check_config_files(["--config", str(path)])  # YAML, a mapping, no Python tags
-    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    path = Path(path)
+    entries = read_yaml_mapping(path, SPACE, "--space")
     if not entries:
         raise DragonInputError(f"{path}: an empty search space; map fit option keys to distributions")
     return SearchSpace(path, {str(key): _distribution(path, str(key), spec) for key, spec in entries.items()})

@@ -17,6 +17,8 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -26,12 +28,11 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
-from dragon_lightning.atomic import write_atomically
 from dragon_lightning.callbacks.plots import STYLE
 from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_warnings, resolve_logger
-from dragon_lightning.data.csv_io import write_csv
+from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
-from dragon_lightning.paths import require_writable_dir
+from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.search.runs import (
     CommandParser,
     CheckedConfig,
@@ -42,9 +43,11 @@ from dragon_lightning.search.runs import (
     quiet_lightning,
 )
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
+from dragon_lightning.search.storage import open_database, open_storage
 
 PROG = "dragon-lightning sweep"
-JOURNAL = "study.journal"
+PARENT_POLL_SECONDS = 1.0
+OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,27 +68,14 @@ class SweepSettings:
     """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
 
 
-def open_storage(settings: SweepSettings) -> optuna.storages.BaseStorage:
-    """The sweep folder's journal file, or a database URL that many machines can share (a stalled
-    trial there is retried once its heartbeat stops)."""
-    if settings.storage_url is None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(str(Path(settings.sweep_dir) / JOURNAL)))
-    return optuna.storages.RDBStorage(
-        settings.storage_url, heartbeat_interval=60, grace_period=120,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-    )
-
-
 def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
     """The shared study, with a sampler seeded per worker (one seed would repeat the same first trials)."""
     return optuna.create_study(
         study_name=settings.study_name,
-        storage=open_storage(settings),
+        storage=open_storage(settings.sweep_dir, settings.storage_url),
         load_if_exists=True,
         direction=settings.objective.direction,
-        sampler=optuna.samplers.TPESampler(seed=settings.seed + 1000 * settings.trials_before + worker),
+        sampler=optuna.samplers.TPESampler(seed=(settings.seed + 1000 * settings.trials_before + worker) % 2**32),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
         if settings.prune else optuna.pruners.NopPruner(),
     )
@@ -195,7 +185,20 @@ def run_worker(settings: SweepSettings, worker: int, trials: int) -> None:
     study.optimize(objective, n_trials=trials, callbacks=[report_progress(settings.objective.metric)], gc_after_trial=False)
 
 
-def _worker_process(settings: SweepSettings, worker: int, trials: int) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """End this worker when the sweep that started it ends, even by SIGKILL: no orphan keeps writing.
+    SIGTERM, as Ctrl-C would, marks its trial as interrupted, to run again next time."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-sweep-parent", daemon=True).start()
+
+
+def _worker_process(settings: SweepSettings, worker: int, trials: int, parent: int) -> None:
+    _stop_with_parent(parent)
     try:
         run_worker(settings, worker, trials)
     except (KeyboardInterrupt, SIGTERMException):
@@ -208,7 +211,7 @@ def run_workers(settings: SweepSettings, shares: list[int]) -> None:
         run_worker(settings, 0, shares[0])
         return
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(settings, i, n), daemon=False) for i, n in enumerate(shares)]
+    processes = [context.Process(target=_worker_process, args=(settings, i, n, os.getpid()), daemon=False) for i, n in enumerate(shares)]
 
     def stop(signum, frame):
         for process in processes:
@@ -232,11 +235,11 @@ def run_workers(settings: SweepSettings, shares: list[int]) -> None:
 def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: SearchSpace) -> Optional[FrozenTrial]:
     """trials.csv, best_config.yaml and Optuna's history and importance plots in the sweep folder."""
     study = open_study(settings, 0)
-    folder = Path(settings.sweep_dir)
+    folder = OutputFolder(settings.sweep_dir, "--output_dir")
     table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
     if "duration" in table:
         table["duration"] = table["duration"].dt.total_seconds()
-    write_csv(table, folder / "trials.csv")
+    folder.write("trials.csv", lambda tmp: table.to_csv(tmp, index=False))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
@@ -244,16 +247,16 @@ def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: Search
     config = checked.cli.parser.parse_args([*settings.fit_args, *as_options(best.params)])
     resolve_logger(config.trainer)
     over = f"the mean over {settings.folds} folds" if settings.folds else "the validation split"
-    header = f"# Best trial {best.number} of the sweep in {folder}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
+    header = f"# Best trial {best.number} of the sweep in {folder.path}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
     text = header + checked.cli.parser.dump(config, skip_none=False)
-    write_atomically(folder / "best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    _plot(folder / "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study)
+    folder.write("best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _plot(folder, "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study)
     if len(complete) > 1 and len(space.distributions) > 1:
-        _plot(folder / "param_importances.png", optuna.visualization.matplotlib.plot_param_importances, study)
+        _plot(folder, "param_importances.png", optuna.visualization.matplotlib.plot_param_importances, study)
     return best
 
 
-def _plot(path: Path, plot, study: optuna.Study) -> None:
+def _plot(folder: OutputFolder, name: str, plot, study: optuna.Study) -> None:
     """Optuna's matplotlib plots use pyplot and change its style: draw them inside a style context."""
     import matplotlib
     from matplotlib import pyplot
@@ -264,7 +267,7 @@ def _plot(path: Path, plot, study: optuna.Study) -> None:
         figure = axes.figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
-        write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
+        folder.write(name, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
         pyplot.close(figure)
 
 
@@ -298,27 +301,33 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
                         "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
-                        "under --trainer.default_root_dir)")
+                        "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
+                        "dragon-lightning did not write is refused before any trial")
     own, fit_args = parser.parse_known_args(args)
     for name, value, low in (("n_trials", own.n_trials, 1), ("workers", own.workers, 1), ("folds", own.folds or 2, 2)):
         if value < low:
             parser.error(f"--{name} must be at least {low}, got {value}")
-    if own.storage is not None and "://" not in own.storage:
-        parser.error(f"--storage must be a database URL such as postgresql://user:password@host/db, got {own.storage}")
+    if not 0 <= own.seed <= MAX_SEED:
+        parser.error(f"--seed must lie between 0 and {MAX_SEED}, got {own.seed}")
+    if own.storage is not None:
+        open_database(own.storage)  # a bad URL, a missing driver or a server that is down: one line, nothing written
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if own.output_dir is not None:  # before the config's checks write anything
+        OutputFolder(own.output_dir, "--output_dir").claim(OUTPUTS)
     space = read_space(own.space)
     folds = ["--data.n_folds", str(own.folds)] if own.folds else []
     checked = check_config([*fit_args, *folds], PROG)
     check_space(checked, space)
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
-    require_writable_dir(sweep_dir, "--output_dir")
+    OutputFolder(sweep_dir, "--output_dir").claim(OUTPUTS)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings = SweepSettings(
         fit_args=tuple(fit_args), space_path=str(space.path), sweep_dir=str(sweep_dir), storage_url=own.storage,
         study_name=own.study_name or sweep_dir.name, objective=checked.objective, folds=own.folds, seed=own.seed,
         threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None, prune=own.prune,
     )
+    check_same_space(settings, space)
     study = open_study(settings, 0)
     settings = dataclasses.replace(settings, trials_before=len(study.trials))
     again = requeue_interrupted(study, running_are_stale=own.storage is None)
@@ -342,12 +351,30 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
 
 
 def check_space(checked: CheckedConfig, space: SearchSpace) -> None:
-    """Every bound and choice of the space must make a config that ``fit`` accepts, before any trial."""
-    for sample in space.samples():
+    """Every bound and choice of the space must make a config that ``fit`` accepts, before any trial;
+    a refusal names the key and the value."""
+    for key, value in space.extremes():
         try:
-            build_cli([*checked.fit_args, *as_options(sample)], run=False, cli_class=FitSetupCLI, prog=PROG)
+            build_cli([*checked.fit_args, *as_options({key: value})], run=False, cli_class=FitSetupCLI, prog=PROG)
         except (DragonError, ArgumentError, ValueError) as error:
             message = input_error_message(error)
             if message is None:
                 raise
-            raise DragonInputError(f"{space.path}: {message}") from None
+            raise DragonInputError(f"{space.path}: {key}: {value}: {message}") from None
+
+
+def check_same_space(settings: SweepSettings, space: SearchSpace) -> None:
+    """A study continues only with the space it was started with: other keys or ranges would mix
+    trials that answer different questions. Read without writing to the storage."""
+    try:
+        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.sweep_dir, settings.storage_url))
+    except KeyError:  # a new study
+        return
+    for trial in study.get_trials(deepcopy=False):
+        if trial.distributions and trial.distributions != space.distributions:
+            changed = sorted(set(trial.distributions) ^ set(space.distributions)) or sorted(
+                key for key in space.distributions if trial.distributions[key] != space.distributions[key])
+            raise DragonInputError(
+                f"{space.path}: differs from the space the study {study.study_name!r} was run with ({', '.join(changed)}); "
+                "give another --output_dir or --study_name for a new study"
+            )

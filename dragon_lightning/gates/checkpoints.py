@@ -1,0 +1,200 @@
+"""The one way to load a checkpoint: data only, class paths from an allow-list, bounded, checksummed,
+read once.
+
+A checkpoint is a pickle inside a zip file, and unpickling can run code. Here it is:
+
+- read once through the input gate (a regular file within :data:`~dragon_lightning.gates.inputs.CHECKPOINT`'s
+  bound), its zip entries summed before anything is inflated;
+- unpickled with ``weights_only=True``: tensors and plain values only;
+- refused unless every class it names is one of dragon-lightning's own models, by exact class path,
+  before anything is imported (LightningCLI would otherwise import the module a checkpoint names);
+- refused when its weights and fitted features no longer match the SHA-256 checksum written with them.
+
+Lightning's own restore of the same file (``--ckpt_path``) goes through :func:`load_checkpoint` too
+(``AtomicCheckpointIO``) and gets the copy already read and checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.inputs import CHECKPOINT, named, read_bytes, stat_path
+from dragon_lightning.models import MODELS
+from dragon_lightning.models.base import CHECKPOINT_KEY, INJECTED
+
+CHECKSUM_KEY = "state_sha256"
+DATA_STATE_KEY = "DragonDataModule"
+"""Where Lightning keeps the data module's fitted state (standardization, feature range) in a checkpoint."""
+
+ALLOWED_CLASS_PATHS = {
+    path: model for model in MODELS for path in (f"dragon_lightning.models.{model.__name__}", f"{model.__module__}.{model.__qualname__}")
+}
+"""The exact class paths a checkpoint may name: dragon-lightning's models, as the package exports them
+and where they are defined."""
+MODEL_NAMES = {model.__name__: model for model in MODELS}
+
+# ckpt_path values that Lightning resolves itself rather than reading a file ("registry" also as a prefix).
+LIGHTNING_CHECKPOINT_ALIASES = ("best", "hpc", "registry")
+
+
+def state_checksum(checkpoint: dict) -> str:
+    """SHA-256 over the weights (``state_dict``) and the fitted feature state, in key order: any change
+    to a tensor's values, shape or type changes it."""
+    digest = hashlib.sha256()
+    for section in ("state_dict", DATA_STATE_KEY):
+        for name, value in sorted((checkpoint.get(section) or {}).items()):
+            digest.update(f"{section}/{name}".encode())
+            if isinstance(value, torch.Tensor):
+                tensor = value.detach().cpu().contiguous()
+                digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def stamp_checksum(checkpoint: dict) -> None:
+    """Record the checksum in a checkpoint about to be written."""
+    entry = checkpoint.setdefault(CHECKPOINT_KEY, {})
+    if isinstance(entry, dict):
+        entry[CHECKSUM_KEY] = state_checksum(checkpoint)
+
+
+_verified: dict[tuple, dict] = {}
+"""The last checkpoint read and checked, by file identity, for Lightning's restore of the same file."""
+
+
+def _identity(path: Path) -> Optional[tuple]:
+    status = stat_path(path)
+    return None if status is None else (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "--ckpt_path") -> Optional[dict]:
+    """The checkpoint at ``path`` as checked data (``None`` for no path); ``option`` is where the path
+    came from, for messages. Every problem is one :class:`DragonInputError` line naming the file."""
+    if path is None:
+        return None
+    if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
+        raise DragonInputError(
+            f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
+            "registry, which this command has none of; give a checkpoint file, or last"
+        )
+    path = Path(path)
+    identity = _identity(path)
+    if identity in _verified:
+        return _verified.pop(identity)
+    data = read_bytes(path, CHECKPOINT, option)
+    _check_archive(data, path, option)
+    checkpoint = _unpickle(data, path)
+    check_class_paths(checkpoint, path)
+    check_checksum(checkpoint, path)
+    _verified.clear()
+    _verified[identity] = checkpoint
+    return checkpoint
+
+
+def take_verified(path: str | os.PathLike) -> Optional[dict]:
+    """The checkpoint :func:`load_checkpoint` read from this very file (unchanged since), handed over once."""
+    return _verified.pop(_identity(Path(path)), None)
+
+
+def _check_archive(data: bytes, path: Path, option: Optional[str]) -> None:
+    """A zip checkpoint (torch's format) may not inflate beyond the bound: sum its entries first."""
+    if not data.startswith(b"PK"):
+        return  # the legacy format: plain pickle, already bounded by the file size
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise DragonInputError(f"{named(path, option)}: not a readable checkpoint (truncated or corrupt zip archive)") from None
+    if inflated > CHECKPOINT.max_bytes:
+        raise DragonInputError(
+            f"{named(path, option)}: would inflate to {inflated / 2**20:,.0f} MiB, more than a checkpoint may hold "
+            f"({CHECKPOINT.max_bytes / 2**20:,.0f} MiB)"
+        )
+
+
+def _unpickle(data: bytes, path: Path) -> dict:
+    try:
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # The weights-only unpickler names the first object the file would build (and so run code).
+        if (unsafe := re.search(r"GLOBAL (\S+)", str(error))) is None:
+            raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: UnpicklingError)") from None
+        raise DragonInputError(
+            f"{path}: refused: it would build the Python object {unsafe.group(1)}, and loading it could run code; "
+            "dragon-lightning checkpoints hold only tensors and plain values"
+        ) from None
+    except Exception as error:  # any other failure means the file is not a usable checkpoint
+        raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
+    sections = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", CHECKPOINT_KEY, DATA_STATE_KEY)
+    if not all(isinstance(checkpoint.get(key, {}), dict) for key in sections):
+        raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict or hyperparameters are not mappings)")
+    if not all(isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in checkpoint["state_dict"].items()):
+        raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict holds more than named tensors)")
+    return checkpoint
+
+
+def check_class_paths(checkpoint: dict, path: str | os.PathLike) -> None:
+    """The model class the checkpoint names must be one of :data:`ALLOWED_CLASS_PATHS`, exactly, and its
+    hyperparameters plain values (no class paths, no optimizer or scheduler): nothing a file says may
+    choose a module to import."""
+    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    name = checkpoint.get(CHECKPOINT_KEY, {}).get("model")
+    for where, value, allowed in (("_class_path", class_path, ALLOWED_CLASS_PATHS), ("model", name, MODEL_NAMES)):
+        if value is not None and (not isinstance(value, str) or value not in allowed):
+            raise DragonInputError(
+                f"{path}: names the class {value!r} ({where}), which is not one of dragon-lightning's models "
+                f"({', '.join(MODEL_NAMES)}); refused before importing anything"
+            )
+    for key, value in checkpoint.get("hyper_parameters", {}).items():
+        if key in ("_class_path", "_instantiator"):
+            continue
+        if key in INJECTED or not _plain(value):
+            raise DragonInputError(
+                f"{path}: its hyperparameter {key} is not a plain value (numbers, text, lists of them); "
+                "dragon-lightning checkpoints name no classes in their hyperparameters; refused"
+            )
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def model_class(checkpoint: dict, path: str | os.PathLike) -> type:
+    """The model class an allow-listed checkpoint holds (by its class path, or by our own entry)."""
+    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if class_path is not None:
+        return ALLOWED_CLASS_PATHS[class_path]
+    name = checkpoint.get(CHECKPOINT_KEY, {}).get("model")
+    if name in MODEL_NAMES:
+        return MODEL_NAMES[name]
+    raise DragonInputError(f"{path}: holds no dragon-lightning model; not a dragon-lightning checkpoint")
+
+
+def check_checksum(checkpoint: dict, path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose weights or fitted features changed after they were written (checkpoints
+    of versions before the checksum carry none and load as they are)."""
+    recorded = checkpoint.get(CHECKPOINT_KEY, {}).get(CHECKSUM_KEY)
+    if recorded is not None and recorded != state_checksum(checkpoint):
+        raise DragonInputError(
+            f"{path}: its weights or fitted features do not match the checksum written with them "
+            "(the file was altered or damaged); refused"
+        )

@@ -1,0 +1,175 @@
+"""The one way to write into a place a user named: atomic, never over a file this project did not write,
+and refused before any work.
+
+Every file is written to a hidden temporary file beside its target and renamed, so a reader (or a
+crash, Ctrl-C, a full disk) never leaves half a file under the real name. Each folder keeps a small
+manifest, :data:`MANIFEST`, of the files dragon-lightning wrote there (name, size, modification
+time): only those, unchanged since, are replaced. A file of the user's with a name the project
+writes is refused in one line before the command starts its work (:meth:`OutputFolder.claim`), and
+again at the moment of writing should it appear meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import filecmp
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Optional
+
+from dragon_lightning.errors import DragonError, DragonInputError
+from dragon_lightning.gates.inputs import named, stat_path
+
+MANIFEST = ".dragon-lightning-files.json"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFull(DragonError, OSError):
+    """Writing failed for want of space; what was there before is whole."""
+
+
+def require_writable_dir(path: str | os.PathLike, option: Optional[str] = None) -> None:
+    """``path`` must be a folder, or creatable as one, where files can be written."""
+    path = Path(path)
+    existing = next((candidate for candidate in (path, *path.parents) if stat_path(candidate, option)), Path("."))
+    if not existing.is_dir():
+        where = "is" if existing == path else f"lies under {existing}, which is"
+        raise DragonInputError(f"{named(path, option)}: {where} a file, expected a folder to write into")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DragonInputError(f"{named(path, option)}: {existing} is not writable")
+
+
+def require_writable_file(path: str | os.PathLike, option: Optional[str] = None) -> None:
+    """``path`` must be writable as a regular file: not a folder or special file, in a usable folder."""
+    path = Path(path)
+    status = stat_path(path, option)
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise DragonInputError(f"{named(path, option)}: is a directory, expected a file path to write")
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise DragonInputError(f"{named(path, option)}: not a regular file (a device, FIFO or socket)")
+    require_writable_dir(path.parent, option=None if option is None else f"{option} (its folder)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> bool:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    With ``overwrite=False`` an existing ``path`` is kept: identical content is accepted (returns False,
+    nothing changes) and different content raises :class:`DragonInputError` instead of clobbering it.
+    Returns True when ``path`` was (re)written. A full disk is one :class:`DiskFull` line, with the
+    previous file whole.
+    """
+    path = Path(path)
+    require_writable_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
+        if path.exists() and not overwrite:
+            if filecmp.cmp(tmp, path, shallow=False):
+                return False
+            raise DragonInputError(f"{path}: exists with different content; move it away or choose another path")
+        os.replace(tmp, path)
+        return True
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise DiskFull(f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged") from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class OutputFolder:
+    """A folder a user named for output (``option``), written only through :meth:`write`."""
+
+    def __init__(self, path: str | os.PathLike, option: Optional[str] = None) -> None:
+        self.path = Path(path)
+        self.option = option
+        require_writable_dir(self.path, option)
+
+    def _manifest(self) -> dict[str, list[int]]:
+        try:
+            entries = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
+
+    def ours(self, name: str, manifest: Optional[dict] = None) -> bool:
+        """Whether ``name`` is absent, or a file (or folder) this project wrote and nobody changed since."""
+        status = stat_path(self.path / name, self.option)
+        if status is None:
+            return True
+        recorded = (manifest if manifest is not None else self._manifest()).get(name)
+        if stat.S_ISDIR(status.st_mode):
+            return recorded == "folder"
+        return recorded == [status.st_size, status.st_mtime_ns]
+
+    def claim(self, names: Iterable[str], replace: Optional[bool] = None, remedy: str = "move them away or choose another folder") -> None:
+        """Before any work: refuse unless every one of ``names`` may be written. ``replace``: ``None``
+        replaces only files this project wrote there; ``True`` whatever is there (the user said so);
+        ``False`` nothing (a file the user names and has not allowed us to replace). ``remedy`` tells
+        the user what to do instead."""
+        if replace:
+            for name in names:
+                require_writable_file(self.path / name, self.option)
+            return
+        if replace is False:
+            taken = sorted(name for name in names if stat_path(self.path / name, self.option) is not None)
+            if taken:
+                raise DragonInputError(f"{named(self.path / taken[0], self.option)}: exists; {remedy} (nothing was written)")
+            return
+        manifest = self._manifest()
+        theirs = sorted({name for name in names if not self.ours(name, manifest)})
+        if theirs:
+            raise DragonInputError(
+                f"{named(self.path, self.option)}: already holds {', '.join(theirs)}, which dragon-lightning did not "
+                f"write; {remedy} (nothing was written)"
+            )
+
+    def claim_folder(self, name: str) -> Path:
+        """A subfolder the project fills (a run's folder): refused if the user's, recorded as ours."""
+        self.claim([name])
+        folder = self.path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        self._record(name, "folder")
+        return folder
+
+    def write(self, name: str, write: Callable[[Path], None], replace: Optional[bool] = None, remedy: str = "move it away or choose another folder") -> Path:
+        """Write file ``name`` atomically (see :func:`write_atomically`) and record it as ours; what may
+        be replaced is as for :meth:`claim`."""
+        self.claim([name], replace=replace, remedy=remedy)
+        target = self.path / name
+        write_atomically(target, write)
+        status = target.stat()
+        self._record(name, [status.st_size, status.st_mtime_ns])
+        return target
+
+    def _record(self, name: str, entry) -> None:
+        manifest = self._manifest()
+        if manifest.get(name) == entry:
+            return
+        manifest[name] = entry
+        text = json.dumps(manifest, indent=0, sort_keys=True)
+        write_atomically(self.path / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_output_file(
+    path: str | os.PathLike, write: Callable[[Path], None], replace: Optional[bool] = None, option: Optional[str] = None,
+    remedy: str = "move it away or choose another path",
+) -> Path:
+    """Write one file through its folder's :class:`OutputFolder`."""
+    path = Path(path)
+    return OutputFolder(path.parent, option).write(path.name, write, replace=replace, remedy=remedy)

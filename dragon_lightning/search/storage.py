@@ -1,0 +1,92 @@
+"""Where a sweep's study lives: a journal file in the sweep folder, or a database URL that several
+machines share. Both are user input: the journal is read through the input gate and repaired or
+refused before anything is appended; a URL is checked (scheme, driver, server) with its password
+masked in every message."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import optuna
+
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
+
+JOURNAL_FILE = "study.journal"
+SCHEMES = ("postgresql", "mysql", "sqlite")
+DB_EXTRA = "pip install 'dragon-lightning[db]'"
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and files."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
+        return url.split("://", 1)[0] + "://..."
+
+
+def open_journal(path: Path) -> optuna.storages.BaseStorage:
+    """The journal file at ``path``, after :func:`repair_journal`."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if stat_path(path, "--output_dir") is not None:
+        repair_journal(path)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def repair_journal(path: Path) -> None:
+    """Every line of a study journal must be a JSON record. A last line cut short (a crash or a full
+    disk in the middle of a write) is removed, as Optuna itself never read it; a line that is not a
+    record anywhere else is refused, naming the line, before anything is appended."""
+    data = read_bytes(path, JOURNAL, "--output_dir")
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    for number, line in enumerate(complete, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise DragonInputError(f"{path}: line {number}: not a record of an Optuna study; move the file away to start a new study")
+    if tail:
+        os.truncate(path, len(data) - len(tail))
+        print(f"{path}: its last line was cut short by an interrupted write; removed it", flush=True)
+
+
+def open_database(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna database that several machines share: a trial whose machine stops beating is retried
+    after the heartbeat's grace period, with the same settings."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = masked(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DragonInputError(f"--storage {shown}: not a database URL such as postgresql://user:password@host/db") from None
+    if parsed.get_backend_name() not in SCHEMES:
+        raise DragonInputError(f"--storage {shown}: unsupported scheme {parsed.drivername!r}; use one of {', '.join(SCHEMES)}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError) as error:
+        raise DragonInputError(f"--storage {shown}: the database driver is not installed ({error}); {DB_EXTRA}") from None
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=60, grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    except (SQLAlchemyError, ValueError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        raise DragonInputError(f"--storage {shown}: cannot open the study database ({reason})") from None
+
+
+def open_storage(sweep_dir: str, storage_url: Optional[str]) -> optuna.storages.BaseStorage:
+    """The sweep folder's journal, or the database at ``storage_url``."""
+    return open_journal(Path(sweep_dir) / JOURNAL_FILE) if storage_url is None else open_database(storage_url)
