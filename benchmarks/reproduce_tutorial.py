@@ -5,7 +5,7 @@ the CLI's own code path (``cli_main(["fit", ...])``); scikit-learn's LogisticReg
 and MLPClassifier train on exactly the same rows and standardized features. Prints a markdown table
 and optionally writes the numbers as JSON.
 
-    python benchmarks/reproduce_tutorial.py --csv ../shared/data/2020-10-21-dragon-data.csv --draws 10
+    python benchmarks/reproduce_tutorial.py --csv path/to/2020-10-21-dragon-data.csv --draws 10
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ class DragonCLI(LightningCLI):
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
     decision_overrides: dict = {}
     """Options of how a checkpoint's model decides (its threshold) set on an evaluation command."""
+    announce = True
+    """Print where a run's files went (off for a search's many quiet runs)."""
 
     @property
     def stage(self) -> Optional[str]:
@@ -100,7 +102,6 @@ class DragonCLI(LightningCLI):
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
@@ -121,6 +122,8 @@ class DragonCLI(LightningCLI):
         for HPARAMS, unless another is named), atomic checkpoint writes, a progress bar that redraws every few steps, and the
         learning rate logged each epoch."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("checkpoint") is not None and config.checkpoint.filename is None:
+            config.checkpoint.filename = checkpoint_filename(config.checkpoint.monitor)
         _throttle_progress_bar(config.trainer)
         _watch_learning_rates(config.trainer)
         if config.trainer.plugins is None:
@@ -179,7 +182,7 @@ class DragonCLI(LightningCLI):
             self._check_inputs()
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, TypeError, ValueError) as error:  # what the Trainer refuses while being built
+        except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses while built
             raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
         if self.stage not in (None, "predict"):
             self.datamodule.prepare_data()
@@ -204,9 +207,14 @@ class DragonCLI(LightningCLI):
         self.datamodule.setup(self.stage)
 
     def after_fit(self) -> None:
+        """Say where the run went, then test the weights it kept (the best checkpoint, else the last)."""
+        if self.announce and self.trainer.is_global_zero and self.trainer.log_dir:
+            print(f"run folder: {self.trainer.log_dir}", flush=True)
         if not self._get(self.config, "test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if self.announce and self.trainer.is_global_zero:
+            print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
@@ -217,6 +225,13 @@ class FitSetupCLI(DragonCLI):
     @property
     def stage(self) -> str:
         return "fit"
+
+
+def checkpoint_filename(monitor: Optional[str]) -> str:
+    """A best checkpoint's name: its epoch and the monitored metric (``epoch007-val_loss0.3121.ckpt``)."""
+    if not monitor:
+        return "epoch{epoch:03d}"
+    return f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}{{{monitor}:.4f}}"
 
 
 def resolve_logger(trainer: Namespace) -> None:
@@ -267,6 +282,32 @@ def _watch_learning_rates(trainer: Namespace) -> None:
         trainer.callbacks = [*callbacks, monitor]
 
 
+PROG = "dragon-lightning"
+COMMANDS = {
+    "fit": "train a config, keep the best checkpoint, then test it",
+    "validate": "score a checkpoint on the validation split",
+    "test": "score a checkpoint on the test split",
+    "predict": "write predictions for a CSV of dragons",
+    "lr_find": "plot the loss against the learning rate and suggest one",
+    "cv": "cross-validate a config on K stratified folds",
+    "sweep": "search a config's options with Optuna",
+    "export": "write a checkpoint as ONNX or torch.export with its preprocessing",
+    "compare": "draw finished runs' decision regions side by side",
+}
+"""Every command with its one-line purpose, for the top-level help."""
+
+
+def print_overview() -> None:
+    """``dragon-lightning --help``: every command on the usage line, each with its purpose."""
+    print(f"usage: {PROG} {{{','.join(COMMANDS)}}} [--help] [options]\n")
+    print(DESCRIPTION.split(". Start")[0] + ".\n")
+    width = max(map(len, COMMANDS))
+    for name, purpose in COMMANDS.items():
+        print(f"  {name:<{width}}  {purpose}")
+    print(f"\nStart from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'. "
+          f"Each command explains its options: '{PROG} COMMAND --help'.")
+
+
 # Commands beside LightningCLI's, as "module:function(args)"; imported when used (they build on this module).
 EXTRA_COMMANDS = {
     "lr_find": "dragon_lightning.tuning:find_learning_rate",
@@ -284,7 +325,7 @@ def main() -> None:
 
 def build_cli(
     args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] = (), description: str = DESCRIPTION,
 ) -> DragonCLI:
     """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
     the command in ``--help``; ``callbacks`` join the configured ones (objects that a config cannot
@@ -295,7 +336,7 @@ def build_cli(
         subclass_mode_model=True,
         trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
         save_config_callback=RunConfig,
-        parser_kwargs={"description": DESCRIPTION, "exit_on_error": False, **({"prog": prog} if prog else {})},
+        parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},
         auto_configure_optimizers=False,
         args=args,
         run=run,
@@ -328,6 +369,9 @@ def cli_main(args: Optional[list[str]] = None):
     (the LightningCLI object for LightningCLI's commands)."""
     quiet_warnings()
     arguments = sys.argv[1:] if args is None else list(args)
+    if arguments in ([], ["-h"], ["--help"]):
+        print_overview()
+        raise SystemExit(0 if arguments else 2)
     try:
         check_argument_files(arguments)
         if arguments[:1] and arguments[0] in EXTRA_COMMANDS:

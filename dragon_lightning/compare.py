@@ -12,6 +12,7 @@ from jsonargparse import ArgumentParser
 from dragon_lightning.callbacks import plots
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.inputs import CONFIG, load_yaml, read_text, read_yaml_mapping
 from dragon_lightning.inference import TrainedModel, load_model
 from dragon_lightning.gates.outputs import OutputFolder
 
@@ -34,16 +35,48 @@ def tested_checkpoint(run: Path) -> Path:
     raise DragonInputError(f"{run}: {len(best)} checkpoints and no last.ckpt; name the checkpoint file to compare")
 
 
-def run_name(run: Path) -> str:
-    """The config file a run started from (its config.yaml's first line), else the run's folder name."""
+def run_name(run: Path, model: TrainedModel) -> str:
+    """The config file a run started from (its config.yaml's first line) and what the command line
+    changed in its model: another model class, or settings the config file sets to other values.
+    Without a config.yaml, the model's class and the run's folder name."""
     folder = run.parent.parent if run.is_file() else run
+    trained = type(model.classifier).__name__
     saved = folder / "config.yaml"
-    if saved.is_file():
-        with saved.open(encoding="utf-8") as file:
-            first = file.readline().strip()
-        if first.startswith(CONFIG_FILES_COMMENT):
-            return f"{Path(first.removeprefix(CONFIG_FILES_COMMENT).split(', ')[-1]).stem} ({folder.name})"
-    return str(run.name)
+    if not saved.is_file():
+        return f"{trained} ({run.name})"
+    text = read_text(saved, CONFIG)
+    first = text.splitlines()[0] if text else ""
+    if not first.startswith(CONFIG_FILES_COMMENT):
+        return f"{trained} ({folder.name})"
+    origin = Path(first.removeprefix(CONFIG_FILES_COMMENT).split(", ")[-1])
+    run_model = (load_yaml(text, str(saved)) or {}).get("model") or {}
+    try:
+        original = read_yaml_mapping(origin, CONFIG).get("model") or {}
+    except DragonInputError:  # the config file moved or changed since: name what the run says
+        original = {}
+    if str(original.get("class_path", trained)).rsplit(".", 1)[-1] != trained:
+        return f"{trained} ({origin.stem} with --model)"
+    trained_options = _flat(run_model.get("init_args") or {})
+    changed = [
+        f"{key.rsplit('.', 1)[-1]}={_text(trained_options[key])}" for key, value in _flat(original.get("init_args") or {}).items()
+        if key in trained_options and trained_options[key] != value
+    ]
+    return f"{origin.stem}" + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _flat(options: dict, prefix: str = "") -> dict:
+    """Nested options as dotted keys (``optimizer.init_args.lr``)."""
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _text(value) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
 
 
 @dataclass(frozen=True)
@@ -62,7 +95,7 @@ def panel(run: Path, model: TrainedModel) -> Panel:
     accuracy = float((model.predict(features) == model.classes_[labels]).mean())
     regions = plots.DecisionRegions(features, labels, list(model.classes_))
     scores = model.decision_function(regions.points)
-    name = run_name(run)
+    name = run_name(run, model)
     image = regions.draw(scores.reshape(len(regions.points), -1), f"{name}: test accuracy {accuracy:.3f}", boundary_lines=True)
     return Panel(name, accuracy, image)
 

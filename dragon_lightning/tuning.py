@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import numpy as np
 from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 
@@ -11,6 +12,13 @@ from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 
 PLOT = "lr_find.png"
+DESCRIPTION = (
+    "Run Lightning's learning-rate finder with every fit option: a short run that raises the learning "
+    "rate step by step and records the smoothed training loss. Suggests a tenth of the rate where that "
+    "loss is lowest (past it the loss climbs; a tenth of it still learns fast and stays stable, a rule "
+    "of thumb that holds up on small data, where the steepest fall Lightning suggests is noisy). "
+    "Writes the curve, with the suggestion marked, to lr_find.png in the run's folder."
+)
 
 
 class LrFindCLI(FitSetupCLI):
@@ -31,18 +39,35 @@ def find_learning_rate(args: list[str]) -> DragonCLI:
     suggestion and write ``lr_find.png`` in the run's folder (without a logger: in
     ``--trainer.default_root_dir``, never over a file of the user's)."""
     quiet_lightning()
-    cli = build_cli(args, run=False, cli_class=LrFindCLI, prog="dragon-lightning lr_find")
+    cli = build_cli(args, run=False, cli_class=LrFindCLI, prog="dragon-lightning lr_find", description=DESCRIPTION)
     logged = cli.trainer.log_dir if cli.trainer.logger is not None else None
     folder = OutputFolder(logged or cli.trainer.default_root_dir, None if logged else "--trainer.default_root_dir")
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.
     finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, update_attr=False)
-    suggestion = finder.suggestion()
-    if suggestion is None:
-        raise DragonError("lr_find: the loss never fell steadily over the range tried; no learning rate to suggest")
+    suggestion = suggest(finder.results["lr"], finder.results["loss"])
     figure = Figure(figsize=(6, 4), dpi=100)
-    finder.plot(suggest=True, ax=figure.subplots())
+    ax = figure.subplots()
+    finder.plot(suggest=False, ax=ax)
+    ax.axvline(suggestion, color="#d62728", linestyle="--", label=f"suggested: {suggestion:.3g}")
+    ax.legend()
+    ax.set_title("training loss (smoothed) against the learning rate")
     figure.tight_layout()
     path = folder.write(PLOT, lambda tmp: figure.savefig(tmp, format="png"))
-    print(f"suggested learning rate: {suggestion:.3g}")
+    print(f"suggested learning rate: {suggestion:.3g} (a tenth of where the smoothed loss is lowest)")
     print(f"loss against learning rate: {path}")
     return cli
+
+
+SKIP_BEGIN, SKIP_END = 10, 1
+"""Points of the finder's curve left out, as Lightning's own suggestion does: the first smoothed losses
+rest on a step or two, and the last is where the loss blew up."""
+
+
+def suggest(rates: list[float], losses: list[float]) -> float:
+    """A tenth of the learning rate where the finder's smoothed loss is lowest."""
+    rates_array = np.asarray(rates, dtype=float)[SKIP_BEGIN:-SKIP_END]
+    losses_array = np.asarray(losses, dtype=float)[SKIP_BEGIN:-SKIP_END]
+    finite = np.isfinite(losses_array)
+    if not finite.any():
+        raise DragonError("lr_find: the loss was never finite over the range tried; no learning rate to suggest")
+    return float(rates_array[finite][np.argmin(losses_array[finite])] / 10)

@@ -112,15 +112,18 @@ def test_a_threshold_for_three_colors_is_refused(tmp_path, capfd):
 def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd):
     fits = [
         fit_fire(tmp_path / name, "--trainer.max_epochs", "3", "--figures.enabled", "false", *options)
-        for name, options in (("logistic", []), ("perceptron", ["--model", "Perceptron"]))
+        for name, options in (("logistic", ["--model.init_args.optimizer.init_args.lr", "0.02"]), ("perceptron", ["--model", "Perceptron"]))
     ]
     runs = [str(next((tmp_path / name).glob("lightning_logs/version_0"))) for name in ("logistic", "perceptron")]
     capfd.readouterr()
     panels = cli_main(["compare", *runs, "--output", str(tmp_path / "both.png")])
     assert [panel.accuracy for panel in panels] == pytest.approx([float(f.trainer.callback_metrics["test/acc"]) for f in fits])
-    assert [panel.name for panel in panels] == ["fire_logistic (version_0)"] * 2
+    assert [panel.name for panel in panels] == ["fire_logistic (lr=0.02)", "Perceptron (fire_logistic with --model)"]
     with Image.open(tmp_path / "both.png") as image:
         assert image.size[0] > 2 * image.size[1]  # two panels in a row
+        pixels = np.asarray(image.convert("L"))
+    for half in np.array_split(pixels, 2, axis=1):
+        assert title_drawn(half), "every panel has its title"
     assert f"wrote {tmp_path / 'both.png'}" in capfd.readouterr().out
     before = files_under(tmp_path)
     expect_one_line_error(capfd, tmp_path, before, ["compare", *runs, "--output", str(tmp_path / "both.png")], "exists")
@@ -139,3 +142,33 @@ def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
         snapshot = regions.draw(np.c_[-scaled[:, 0] * step, scaled[:, 0] - scaled[:, 1], scaled[:, 1] * step],
                                 f"training set after epoch {step:g}", boundary_lines=True)
     np.testing.assert_array_equal(snapshot, plots.render(regions.figure))
+
+
+def title_drawn(pixels: np.ndarray) -> bool:
+    """Whether the band above a picture's axes holds dark text (a title), in a grayscale image: the axes
+    begin at the first row that is mostly dark (the top of their frame)."""
+    dark = pixels < 128
+    frame_top = int(np.argmax(dark.mean(axis=1) > 0.55))
+    return frame_top > 0 and int(dark[: frame_top - 2].sum()) > 100
+
+
+def test_every_titled_picture_shows_its_title_in_the_saved_file(tmp_path):
+    fit_fire(tmp_path, "--trainer.max_epochs", "3")
+    figures = tmp_path / "lightning_logs" / "version_0" / "figures"
+    for name in ("decision_regions.png", "confusion_matrix.png", "roc_curve.png", "truth_vs_predictions.png", "learning_curves.png"):
+        with Image.open(figures / name) as image:
+            assert title_drawn(np.asarray(image.convert("L"))), name
+    with Image.open(figures / "boundary_over_training.gif") as animation:
+        assert animation.n_frames == 3, "a snapshot every epoch on a short run"
+        for frame in range(animation.n_frames):
+            animation.seek(frame)
+            assert title_drawn(np.asarray(animation.convert("L"))), f"frame {frame}"
+
+
+@pytest.mark.parametrize("epochs", [120, 1500, 25])
+def test_the_default_animation_has_enough_frames_to_watch(epochs):
+    """The shipped MLP (120 epochs), the tutorial's perceptron (1500) and MLP (25): 20 to 60 frames."""
+    from dragon_lightning.callbacks.figures import snapshot_interval
+
+    frames = epochs // snapshot_interval(epochs, None, 60)
+    assert 20 <= frames <= 60

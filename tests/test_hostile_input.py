@@ -544,6 +544,7 @@ def test_predict_csv_edges_are_one_line(case, trained, scratch, capfd):
 
 MORE_OPTION_CASES = {
     "negative devices": (["--trainer.devices", "-2"], "--trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
+    "a precision plugin that is not installed": (["--trainer.precision", "transformer-engine"], "--trainer: Requirement 'transformer_engine"),
     "no time to train": (["--trainer.max_time", "00:00:00:00"], "--trainer.max_time 00:00:00:00: leaves no time to train"),
     "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
     "a file name too long": (["--data.csv_path", "x" * 300 + ".csv"], "file name too long"),
@@ -577,3 +578,9 @@ def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
     assert sorted(path.name for path in scratch.iterdir()) == [], "no temporary or partial file is left"
+
+
+def test_export_of_a_checkpoint_with_zero_scaling_says_so(trained, scratch, capfd):
+    flat = edited_checkpoint(trained, scratch / "flat.ckpt", lambda c: c["DragonDataModule"]["feature_std"].__setitem__(0, 0.0))
+    args = ["export", "--ckpt_path", str(flat), "--output", "model.onnx"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "its feature scaling has a standard deviation of 0")

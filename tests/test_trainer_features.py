@@ -95,8 +95,12 @@ def test_max_steps_and_validation_inside_epochs(tmp_path):
 def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
     run("lr_find", "--config", config("color_mlp.yaml"), "--trainer.default_root_dir", str(tmp_path),
         "--data.data_dir", "null", "--trainer.enable_progress_bar", "false")
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("suggested learning rate: ")]
-    assert len(lines) == 1 and float(lines[0].split(": ")[1]) > 0
+    output = capsys.readouterr()
+    lines = [line for line in output.out.splitlines() if line.startswith("suggested learning rate: ")]
+    assert len(lines) == 1
+    suggestion = float(lines[0].split(": ")[1].split()[0])
+    assert 1e-4 < suggestion < 1e-1, "near the config's own 3e-3, not Lightning's noisy steepest fall"
+    assert "weights_only" not in output.err, "the finder's own checkpoint loads as data, through the gate"
     plot = tmp_path / "lightning_logs" / "version_0" / "lr_find.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".lr_find_*.ckpt")), "the finder's temporary checkpoint is gone"
@@ -124,3 +128,13 @@ def test_lr_find_help_names_the_command(capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert help_text.startswith("usage: dragon-lightning lr_find") and "--model.help" in help_text
+
+
+def test_lr_find_suggests_a_tenth_of_the_lowest_smoothed_loss():
+    from dragon_lightning.tuning import suggest
+
+    from dragon_lightning.tuning import SKIP_BEGIN
+
+    rates = [1e-9] * SKIP_BEGIN + [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    losses = [0.1] * SKIP_BEGIN + [2.0, 1.5, 0.9, 0.4, float("nan"), 0.01]  # the warm-up and the blow-up are left out
+    assert suggest(rates, losses) == pytest.approx(1e-3)

@@ -16,13 +16,35 @@ from torchmetrics.classification import BinaryROC
 from dragon_lightning.callbacks import plots
 from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.gates.outputs import OutputFolder
-from dragon_lightning.models import LogisticRegression, Perceptron
 
 
 PICTURES = ("truth_vs_predictions", "decision_regions", "confusion_matrix", "roc_curve", "learning_curves")
 ANIMATION = "boundary_over_training.gif"
+DEFAULT_SNAPSHOTS = 30
+"""Snapshots of a run's boundary by default: an animation worth watching at a few percent of training time."""
 FILES = (*(f"{name}.png" for name in PICTURES), ANIMATION)
 """Every file the figures callback may write into its folder."""
+
+
+def snapshot_interval(max_epochs: Optional[int], every: Optional[int], max_images: int) -> int:
+    """Epochs between boundary snapshots: ``every``, or spaced for :data:`DEFAULT_SNAPSHOTS` a run, and
+    never more than ``max_images`` snapshots."""
+    epochs = max_epochs if max_epochs and max_epochs > 0 else 1
+    return max(every or math.ceil(epochs / DEFAULT_SNAPSHOTS), math.ceil(epochs / max_images))
+
+
+def kept_epoch(trainer: L.Trainer, history: list[dict]) -> Optional[int]:
+    """The epoch whose weights the run kept: the first best of the monitored validation loss or
+    accuracy (as the checkpoint callback ranks them), else the last epoch."""
+    checkpoint = trainer.checkpoint_callback
+    monitor = getattr(checkpoint, "monitor", None)
+    validated = [entry for entry in history if entry["stage"] == "val"]
+    if monitor in ("val/loss", "val/acc") and validated:
+        values = np.array([entry[monitor.split("/")[1]] for entry in validated])
+        best = int(np.argmin(values) if checkpoint.mode == "min" else np.argmax(values))
+        return int(validated[best]["epoch"])
+    trained = [entry["epoch"] for entry in history if entry["stage"] == "train"]
+    return int(trained[-1]) if trained else None
 
 
 class TutorialFigures(Callback):
@@ -54,8 +76,8 @@ class TutorialFigures(Callback):
         Args:
             enabled: draw the figures (off: ``--figures.enabled false``).
             save_dir: folder for the picture files. Unset: ``figures/`` in the run's log folder.
-            boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: every
-                epoch for linear models, every 60 for others.
+            boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: spaced
+                for about 30 snapshots a run (every epoch on shorter runs).
             max_boundary_images: at most this many snapshots per run (spaced further apart on long runs).
             max_points: dragons drawn in a scatter plot; larger sets show a random sample of this
                 size (the confusion matrix and the ROC curve always count every test dragon).
@@ -98,17 +120,6 @@ class TutorialFigures(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
 
-    @staticmethod
-    def _is_linear(pl_module: L.LightningModule) -> bool:
-        return isinstance(pl_module, (LogisticRegression, Perceptron))
-
-    def _snapshot_interval(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
-        every = self.boundary_every_n_epochs
-        if every is None:
-            every = 1 if self._is_linear(pl_module) else 60
-        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else every
-        return max(every, math.ceil(max_epochs / self.max_boundary_images))
-
     @torch.no_grad()
     def _logits_on(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
         """The model's logits for raw-feature ``points``, through the data's fitted transform."""
@@ -128,15 +139,15 @@ class TutorialFigures(Callback):
         last = trainer.should_stop or (trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs)
         if not (self._drawing(trainer) and trainer.is_global_zero):
             return
-        if (epoch + 1) % self._snapshot_interval(trainer, pl_module) and not last:
+        if (epoch + 1) % snapshot_interval(trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images) and not last:
             return
         if self._training_regions is None:
             # Split rows are in random order, so the first rows are a random sample.
             features, labels = (t[: self.max_points].numpy() for t in trainer.datamodule.splits["train"])
-            self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names, grid_size=80)
+            self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
         regions = self._training_regions
         logits = self._decision_logits(trainer, pl_module, regions.points)
-        image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=self._is_linear(pl_module))
+        image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=True)
         self._frames.append(image)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -145,7 +156,7 @@ class TutorialFigures(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._drawing(trainer) and trainer.is_global_zero:
             if pl_module.history:
-                self._publish(trainer, "learning_curves", plots.learning_curves(pl_module.history))
+                self._publish(trainer, "learning_curves", plots.learning_curves(pl_module.history, kept_epoch(trainer, pl_module.history)))
             if self._frames:
                 folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
                 folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))

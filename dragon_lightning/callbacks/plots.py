@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -160,13 +161,18 @@ class DecisionRegions:
         return pixels(canvas)
 
     def _capture_background(self, canvas: FigureCanvasAgg) -> None:
-        moving = [self.regions, *self._points, *self._lines, self.ax.title]
+        """Draw everything but what changes. The title is emptied rather than hidden: the axes place
+        their title while drawing, and a hidden one is left where a later draw would not show it."""
+        moving = [self.regions, *self._points, *self._lines]
+        title = self.ax.title.get_text()
+        self.ax.title.set_text("")
         for artist in moving:
             artist.set_visible(False)
         canvas.draw()
         self._background = canvas.copy_from_bbox(self.figure.bbox)
         for artist in moving:
             artist.set_visible(True)
+        self.ax.title.set_text(title)
 
 
 @rc_context(STYLE)
@@ -189,10 +195,11 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
 
 
 @rc_context(STYLE)
-def learning_curves(history: Sequence[dict]) -> np.ndarray:
+def learning_curves(history: Sequence[dict], kept_epoch: Optional[int] = None) -> np.ndarray:
     """Loss and accuracy per epoch for training and validation, side by side, from a model's
     ``history`` (entries with ``stage``, ``epoch``, ``step``, ``loss``, ``acc``). Validation that runs
-    within an epoch is placed at its fraction of the epoch."""
+    within an epoch is placed at its fraction of the epoch. ``kept_epoch`` (0-based) is marked: the
+    epoch whose weights the run kept."""
     figure = Figure(figsize=(10, 4), dpi=DPI)
     figure.subplots_adjust(left=0.08, right=0.85, bottom=0.14, top=0.88, wspace=0.25)
     loss_ax, acc_ax = figure.subplots(1, 2, sharex=True)
@@ -215,8 +222,11 @@ def learning_curves(history: Sequence[dict]) -> np.ndarray:
         loss_title = "loss (symmetric log scale)"
     for ax, name in ((loss_ax, loss_title), (acc_ax, "accuracy")):
         ax.set_xlabel("epochs trained")
+        ax.set_ylabel(name.split(" (")[0])
         ax.set_title(name)
         ax.grid(alpha=0.3)
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch + 1, color="#d62728", linestyle="--", linewidth=1.2, label=f"weights kept (epoch {kept_epoch})")
     _legend_outside(acc_ax)
     return render(figure)
 

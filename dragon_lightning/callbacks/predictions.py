@@ -59,5 +59,6 @@ class PredictionWriter(BasePredictionWriter):
         table[outside_column] = datamodule.outside_training_range(datamodule.predict_features).numpy()
         path = Path(self.output_path or Path(trainer.log_dir or ".") / "predictions.csv")
         replace = self.overwrite if self.output_path else None  # a path the user named is theirs unless they say so
-        write_output_file(path, lambda tmp: table.to_csv(tmp, index=False), replace=replace, option="--predictions.output_path",
-                          remedy="choose another file or pass --predictions.overwrite true")
+        written = write_output_file(path, lambda tmp: table.to_csv(tmp, index=False), replace=replace, option="--predictions.output_path",
+                                    remedy="choose another file or pass --predictions.overwrite true")
+        print(f"predictions: {written}", flush=True)

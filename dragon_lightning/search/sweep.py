@@ -250,20 +250,26 @@ def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: Search
     header = f"# Best trial {best.number} of the sweep in {folder.path}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
     text = header + checked.cli.parser.dump(config, skip_none=False)
     folder.write("best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    _plot(folder, "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study)
+    metric = settings.objective.metric
+    _plot(folder, "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study, metric)
     if len(complete) > 1 and len(space.distributions) > 1:
-        _plot(folder, "param_importances.png", optuna.visualization.matplotlib.plot_param_importances, study)
+        _plot(folder, "param_importances.png", optuna.visualization.matplotlib.plot_param_importances, study, metric)
     return best
 
 
-def _plot(folder: OutputFolder, name: str, plot, study: optuna.Study) -> None:
-    """Optuna's matplotlib plots use pyplot and change its style: draw them inside a style context."""
+def _plot(folder: OutputFolder, name: str, plot, study: optuna.Study, metric: str) -> None:
+    """Optuna's matplotlib plots use pyplot and change its style: draw them inside a style context,
+    with the metric named on its axis and trials counted in whole numbers."""
     import matplotlib
     from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
 
     with matplotlib.rc_context(STYLE), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        axes = plot(study)
+        axes = plot(study, target_name=metric)
+        if "history" in name:
+            axes.set_ylabel(metric)
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         figure = axes.figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
