@@ -208,8 +208,9 @@ class DragonCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Say where the run went, then test the weights it kept (the best checkpoint, else the last)."""
-        if self.announce and self.trainer.is_global_zero and self.trainer.log_dir:
-            print(f"run folder: {self.trainer.log_dir}", flush=True)
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
+        if self.announce and self.trainer.is_global_zero and log_dir:
+            print(f"run folder: {log_dir}", flush=True)
         if not self._get(self.config, "test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
@@ -330,17 +331,20 @@ def build_cli(
     """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
     the command in ``--help``; ``callbacks`` join the configured ones (objects that a config cannot
     name, such as a search trial's pruning callback)."""
-    return cli_class(
-        DragonClassifier,
-        DragonDataModule,
-        subclass_mode_model=True,
-        trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
-        save_config_callback=RunConfig,
-        parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-    )
+    with warnings.catch_warnings():
+        # build_cli(args) from Python (tests, notebooks, a search's runs) while sys.argv holds the caller's own.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return cli_class(
+            DragonClassifier,
+            DragonDataModule,
+            subclass_mode_model=True,
+            trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
+            save_config_callback=RunConfig,
+            parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
 
 
 def quiet_warnings() -> None:
@@ -349,8 +353,8 @@ def quiet_warnings() -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-    # cli_main(args) from Python (tests, notebooks) while sys.argv holds the caller's own arguments.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # The online perceptron applies its rule itself (manual optimization): it has no optimizer to return.
+    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
     # The prediction writer needs no batch indices: rows come back in the order of the CSV.
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 

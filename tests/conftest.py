@@ -18,3 +18,19 @@ def scratch(tmp_path, monkeypatch):
     """An empty working directory for one CLI run."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 for the session (skipped only where no server binaries exist)."""
+    from postgres import PostgresServer, server_binaries
+
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql")
+    server = PostgresServer(binaries)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

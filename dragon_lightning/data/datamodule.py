@@ -21,7 +21,10 @@ from dragon_lightning.errors import DragonInputError, InvalidArgument
 
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
-MAX_DRAGONS = 100_000_000  # generated tables are held in memory
+MAX_DRAGONS = 30_000_000
+"""Generated tables are held in memory: one epoch of fit measured 798 MB at 2 million dragons and 2,344 MB
+at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB here; and their CSV
+(62 bytes a row, 1.9 GB) stays within what the CSV gate reads back."""
 
 
 def _check_fraction(owner: object, name: str, value: float) -> None:

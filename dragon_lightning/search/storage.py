@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,7 @@ from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
 
 JOURNAL_FILE = "study.journal"
 SCHEMES = ("postgresql", "mysql", "sqlite")
+SETUP_ATTEMPTS = 3
 DB_EXTRA = "pip install 'dragon-lightning[db]'"
 
 
@@ -58,9 +61,10 @@ def repair_journal(path: Path) -> None:
         print(f"{path}: its last line was cut short by an interrupted write; removed it", flush=True)
 
 
-def open_database(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna database that several machines share: a trial whose machine stops beating is retried
-    after the heartbeat's grace period, with the same settings."""
+def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
+    """An Optuna database that several machines share: a trial whose machine stops beating for twice
+    ``heartbeat`` seconds is retried, with the same settings. A plain ``postgresql://`` URL uses the
+    psycopg 3 driver that the ``db`` extra installs."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -69,24 +73,33 @@ def open_database(url: str) -> optuna.storages.BaseStorage:
         parsed = make_url(url)
     except ArgumentError:
         raise DragonInputError(f"--storage {shown}: not a database URL such as postgresql://user:password@host/db") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in SCHEMES:
         raise DragonInputError(f"--storage {shown}: unsupported scheme {parsed.drivername!r}; use one of {', '.join(SCHEMES)}")
     try:
         parsed.get_dialect().import_dbapi()
     except (ImportError, NoSuchModuleError) as error:
         raise DragonInputError(f"--storage {shown}: the database driver is not installed ({error}); {DB_EXTRA}") from None
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, grace_period=120,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except (SQLAlchemyError, ValueError, OSError) as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        raise DragonInputError(f"--storage {shown}: cannot open the study database ({reason})") from None
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # Optuna marks the heartbeat experimental; it is what lets a machine stop
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    parsed.render_as_string(hide_password=False), heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+        except (SQLAlchemyError, ValueError, OSError) as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            if "already exists" in reason and attempt + 1 < SETUP_ATTEMPTS:
+                time.sleep(1.0)  # another machine is creating the study tables this very moment
+                continue
+            if parsed.password:
+                reason = reason.replace(str(parsed.password), "***")
+            raise DragonInputError(f"--storage {shown}: cannot open the study database ({reason})") from None
+    raise AssertionError("unreachable")
 
 
-def open_storage(sweep_dir: str, storage_url: Optional[str]) -> optuna.storages.BaseStorage:
+def open_storage(sweep_dir: str, storage_url: Optional[str], heartbeat: int = 60) -> optuna.storages.BaseStorage:
     """The sweep folder's journal, or the database at ``storage_url``."""
-    return open_journal(Path(sweep_dir) / JOURNAL_FILE) if storage_url is None else open_database(storage_url)
+    return open_journal(Path(sweep_dir) / JOURNAL_FILE) if storage_url is None else open_database(storage_url, heartbeat)

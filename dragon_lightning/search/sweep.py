@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.callbacks.plots import STYLE
-from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_warnings, resolve_logger
+from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_warnings
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
 from dragon_lightning.gates.outputs import OutputFolder
@@ -44,6 +44,7 @@ from dragon_lightning.search.runs import (
 )
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
 from dragon_lightning.search.storage import open_database, open_storage
+from dragon_lightning.search.trials import finished, is_surplus, requeue_interrupted, run_until_done
 
 PROG = "dragon-lightning sweep"
 PARENT_POLL_SECONDS = 1.0
@@ -64,6 +65,10 @@ class SweepSettings:
     seed: int
     threads: Optional[int]
     prune: bool = True
+    n_trials: int = 20
+    """Trials the study should have in total (see :mod:`dragon_lightning.search.trials`)."""
+    heartbeat: int = 60
+    """Seconds between a database trial's heartbeats; one silent for twice as long is retried elsewhere."""
     trials_before: int = 0
     """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
 
@@ -72,45 +77,13 @@ def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
     """The shared study, with a sampler seeded per worker (one seed would repeat the same first trials)."""
     return optuna.create_study(
         study_name=settings.study_name,
-        storage=open_storage(settings.sweep_dir, settings.storage_url),
+        storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat),
         load_if_exists=True,
         direction=settings.objective.direction,
         sampler=optuna.samplers.TPESampler(seed=(settings.seed + 1000 * settings.trials_before + worker) % 2**32),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
         if settings.prune else optuna.pruners.NopPruner(),
     )
-
-
-def interrupted(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.RUNNING or (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted"))
-
-
-def finished(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials that count towards ``--n_trials``: complete, pruned, or failed on their own (diverged)."""
-    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    return [
-        t for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") and t.number not in retried)
-    ]
-
-
-def requeue_interrupted(study: optuna.Study, running_are_stale: bool) -> int:
-    """Queue each interrupted trial's settings once more (Optuna's journal has no heartbeat). Trials
-    still marked running are stale only when this folder's journal is the storage."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    count = 0
-    for trial in trials:
-        if trial.number in retried or not interrupted(trial):
-            continue
-        if trial.state == TrialState.RUNNING:
-            if not running_are_stale:
-                continue
-            study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        count += 1
-    return count
 
 
 class TrialObjective:
@@ -121,6 +94,9 @@ class TrialObjective:
         self.space = space
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if is_surplus(trial, self.settings.n_trials):
+            trial.set_user_attr("surplus", True)  # another process took the study's last trial meanwhile
+            return math.nan
         try:
             return self._run(trial)
         except optuna.TrialPruned:
@@ -159,6 +135,8 @@ class TrialObjective:
 
 def report_progress(metric: str):
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get("surplus"):
+            return
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         if trial.state == TrialState.COMPLETE:
             outcome = f"{metric} {trial.value:.4f}"
@@ -173,8 +151,9 @@ def report_progress(metric: str):
     return report
 
 
-def run_worker(settings: SweepSettings, worker: int, trials: int) -> None:
-    """Run ``trials`` trials of the shared study in this process, without re-importing anything between them."""
+def run_worker(settings: SweepSettings, worker: int) -> None:
+    """Take trials of the shared study in this process until it has ``n_trials``, without re-importing
+    anything between them."""
     quiet_warnings()
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -182,7 +161,9 @@ def run_worker(settings: SweepSettings, worker: int, trials: int) -> None:
         torch.set_num_threads(settings.threads)
     study = open_study(settings, worker)
     objective = TrialObjective(settings, read_space(settings.space_path))
-    study.optimize(objective, n_trials=trials, callbacks=[report_progress(settings.objective.metric)], gc_after_trial=False)
+    with warnings.catch_warnings():  # Optuna marks its stale-trial check experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        run_until_done(study, objective, settings.n_trials, [report_progress(settings.objective.metric)])
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -197,21 +178,21 @@ def _stop_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="watch-sweep-parent", daemon=True).start()
 
 
-def _worker_process(settings: SweepSettings, worker: int, trials: int, parent: int) -> None:
+def _worker_process(settings: SweepSettings, worker: int, parent: int) -> None:
     _stop_with_parent(parent)
     try:
-        run_worker(settings, worker, trials)
+        run_worker(settings, worker)
     except (KeyboardInterrupt, SIGTERMException):
         raise SystemExit(130) from None
 
 
-def run_workers(settings: SweepSettings, shares: list[int]) -> None:
-    """One process per share; Ctrl-C or SIGTERM stops them all (their trials run again next time)."""
-    if len(shares) == 1:
-        run_worker(settings, 0, shares[0])
+def run_workers(settings: SweepSettings, workers: int) -> None:
+    """``workers`` processes share the study; Ctrl-C or SIGTERM stops them all (their trials run again next time)."""
+    if workers == 1:
+        run_worker(settings, 0)
         return
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(settings, i, n, os.getpid()), daemon=False) for i, n in enumerate(shares)]
+    processes = [context.Process(target=_worker_process, args=(settings, i, os.getpid()), daemon=False) for i in range(workers)]
 
     def stop(signum, frame):
         for process in processes:
@@ -244,8 +225,8 @@ def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: Search
     if not complete:
         return None
     best = study.best_trial
+    # The logger's folder stays "<trainer.default_root_dir>": fit places it under that option's value then.
     config = checked.cli.parser.parse_args([*settings.fit_args, *as_options(best.params)])
-    resolve_logger(config.trainer)
     over = f"the mean over {settings.folds} folds" if settings.folds else "the validation split"
     header = f"# Best trial {best.number} of the sweep in {folder.path}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
     text = header + checked.cli.parser.dump(config, skip_none=False)
@@ -305,6 +286,8 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
     parser.add_argument("--prune", type=_boolean, default=True, help="stop trials whose validation metric is worse than "
                         "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)")
+    parser.add_argument("--heartbeat", type=int, default=60, help="with --storage: seconds between a running trial's "
+                        "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
                         "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
@@ -315,8 +298,10 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
             parser.error(f"--{name} must be at least {low}, got {value}")
     if not 0 <= own.seed <= MAX_SEED:
         parser.error(f"--seed must lie between 0 and {MAX_SEED}, got {own.seed}")
+    if not own.heartbeat > 0:
+        parser.error(f"--heartbeat must be a positive number of seconds, got {own.heartbeat}")
     if own.storage is not None:
-        open_database(own.storage)  # a bad URL, a missing driver or a server that is down: one line, nothing written
+        open_database(own.storage, own.heartbeat)  # a bad URL, a missing driver or a server that is down: one line, nothing written
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if own.output_dir is not None:  # before the config's checks write anything
@@ -332,6 +317,7 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
         fit_args=tuple(fit_args), space_path=str(space.path), sweep_dir=str(sweep_dir), storage_url=own.storage,
         study_name=own.study_name or sweep_dir.name, objective=checked.objective, folds=own.folds, seed=own.seed,
         threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None, prune=own.prune,
+        n_trials=own.n_trials, heartbeat=own.heartbeat,
     )
     check_same_space(settings, space)
     study = open_study(settings, 0)
@@ -342,8 +328,7 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
           + (f" ({again} interrupted, run again)" if again else "") + f"; {settings.objective.direction} {settings.objective.metric}", flush=True)
     try:
         if remaining > 0:
-            workers = min(own.workers, remaining)
-            run_workers(settings, [remaining // workers + (i < remaining % workers) for i in range(workers)])
+            run_workers(settings, min(own.workers, remaining))
     except (KeyboardInterrupt, SystemExit) as stopped:  # Lightning ends a run on Ctrl-C with SystemExit(1)
         print(f"{PROG}: stopped; run the same command again to continue the study", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM if isinstance(stopped, SIGTERMException) else 130) from None
@@ -373,7 +358,7 @@ def check_same_space(settings: SweepSettings, space: SearchSpace) -> None:
     """A study continues only with the space it was started with: other keys or ranges would mix
     trials that answer different questions. Read without writing to the storage."""
     try:
-        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.sweep_dir, settings.storage_url))
+        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat))
     except KeyError:  # a new study
         return
     for trial in study.get_trials(deepcopy=False):
