@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,11 +22,11 @@ FIT = ["fit", "--config", config("color_mlp.yaml"), "--trainer.num_nodes", "2", 
 
 
 def launch(how: str, node_rank: int, port: int) -> list[str]:
-    module = [sys.executable, "-m", "dragon_lightning", *FIT]
+    """The README's command for one node (torchrun as ``python -m torch.distributed.run``, the same program)."""
     if how == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node-rank",
                 str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "dragon_lightning", *FIT]
-    return module
+    return [sys.executable, "-m", "dragon_lightning", *FIT]
 
 
 @pytest.mark.slow
@@ -55,7 +54,7 @@ def test_two_nodes_train_as_one_and_test_as_one_process_would(how, tmp_path):
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints, "one best and one last checkpoint, written once"
     assert {p.name for p in (run_dir / "figures").glob("*.png")} >= {"decision_regions.png", "confusion_matrix.png"}
     assert [line for out, _ in outputs for line in out.splitlines() if line.startswith("run folder:")] == [
-        f"run folder: shared/lightning_logs/version_0"], "rank 0 alone reports"
+        "run folder: shared/lightning_logs/version_0"], "rank 0 alone reports"
 
     best = next(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
     single = run("test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(best), "--data.test_fraction", "0.33",
