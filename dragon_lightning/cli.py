@@ -283,6 +283,9 @@ def _watch_learning_rates(trainer: Namespace) -> None:
         trainer.callbacks = [*callbacks, monitor]
 
 
+DIST_ERRORS = (torch.distributed.DistError,) if torch.distributed.is_available() else ()
+"""What PyTorch raises when the processes of a multi-node run cannot find each other."""
+
 PROG = "dragon-lightning"
 COMMANDS = {
     "fit": "train a config, keep the best checkpoint, then test it",
@@ -385,6 +388,11 @@ def cli_main(args: Optional[list[str]] = None):
         cli = build_cli(arguments)
         _close_process_group()
         return cli
+    except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
+        where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
+        print(f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
+              "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout", file=sys.stderr)
+        raise SystemExit(1) from None
     except SIGTERMException:
         resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
         print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)

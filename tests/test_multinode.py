@@ -61,3 +61,16 @@ def test_two_nodes_train_as_one_and_test_as_one_process_would(how, tmp_path):
                  "--data.data_dir", "null", "--trainer.default_root_dir", str(tmp_path / "single"))
     two_nodes = read_events(run_dir)["scalars"]["test/acc"][-1]
     assert two_nodes == pytest.approx(float(single.trainer.callback_metrics["test/acc"]), abs=1e-7)
+
+
+def test_a_node_that_never_arrives_is_one_line_naming_the_rendezvous(tmp_path):
+    port = free_port()
+    environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": "0", "WORLD_SIZE": "2"}
+    command = [sys.executable, "-m", "dragon_lightning", *FIT[:FIT.index("--trainer.strategy")], *FIT[FIT.index("--trainer.accelerator"):-1],
+               "--trainer.strategy", "lightning.pytorch.strategies.DDPStrategy", "--trainer.strategy.init_args.timeout", "0:00:05"]
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dragon-lightning: error: rendezvous at 127.0.0.1:{port}: Timed out after")
+    assert "1/2 clients joined" in last
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()], "nothing written"
