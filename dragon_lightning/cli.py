@@ -297,6 +297,7 @@ COMMANDS = {
     "sweep": "search a config's options with Optuna",
     "export": "write a checkpoint as ONNX or torch.export with its preprocessing",
     "compare": "draw finished runs' decision regions side by side",
+    "serve": "answer predictions over HTTP (LitServe)",
 }
 """Every command with its one-line purpose, for the top-level help."""
 
@@ -319,7 +320,9 @@ EXTRA_COMMANDS = {
     "compare": "dragon_lightning.compare:compare_command",
     "cv": "dragon_lightning.search.cv:cv_command",
     "sweep": "dragon_lightning.search.sweep:sweep_command",
+    "serve": "dragon_lightning.serve:serve_command",
 }
+SERVERS = ("serve",)
 
 
 def main() -> None:
@@ -383,8 +386,11 @@ def cli_main(args: Optional[list[str]] = None):
         check_argument_files(arguments)
         if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
             module, function = EXTRA_COMMANDS[arguments[0]].split(":")
+            command = getattr(importlib.import_module(module), function)
+            if arguments[0] in SERVERS:  # a server stops on SIGTERM itself: it finishes the requests in flight
+                return command(arguments[1:])
             with _sigterm_as_exception():
-                return getattr(importlib.import_module(module), function)(arguments[1:])
+                return command(arguments[1:])
         cli = build_cli(arguments)
         _close_process_group()
         return cli

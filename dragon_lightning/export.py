@@ -53,6 +53,8 @@ def metadata(model: TrainedModel) -> dict[str, str]:
         "output": "class probabilities, one column per class in class_names order",
         "model": type(model.classifier).__name__,
         "threshold": str(model.classifier.threshold),  # binary: predict the second class above it
+        "feature_min": json.dumps([float(v) for v in model.feature_range[0]]),  # the training range, for extrapolations
+        "feature_max": json.dumps([float(v) for v in model.feature_range[1]]),
         "producer": f"dragon-lightning {__version__}",
     }
 

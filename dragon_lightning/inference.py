@@ -20,6 +20,7 @@ from torch import nn
 
 from dragon_lightning.checkpoints import check_hyperparameters
 from dragon_lightning.data import DragonDataModule
+from dragon_lightning.data.features import far_outside
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.checkpoints import DATA_STATE_KEY, load_checkpoint
@@ -101,6 +102,11 @@ class TrainedModel:
         if self.classifier.binary:
             return logits[:, 0] - self.classifier.logit_threshold
         return logits
+
+    def outside_training_range(self, X: Features) -> np.ndarray:
+        """True for rows far outside the training data (as ``predict`` marks them): extrapolations."""
+        low, high = (torch.from_numpy(bound) for bound in self.feature_range)
+        return far_outside(self.features(X), low, high).numpy()
 
     def predict(self, X: Features) -> np.ndarray:
         """The predicted class name of every row, decided as ``predict`` decides."""

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
-from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_folds, stratified_split, tutorial_features
+from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, far_outside, stratified_folds, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
@@ -212,8 +212,7 @@ class DragonDataModule(L.LightningDataModule):
 
     def outside_training_range(self, features: torch.Tensor) -> torch.Tensor:
         """Rows with a feature outside the training split's range by more than that range's width."""
-        width = self.feature_max - self.feature_min
-        return ((features < self.feature_min - width) | (features > self.feature_max + width)).any(dim=1)
+        return far_outside(features, self.feature_min, self.feature_max)
 
     def _batches(self, features: torch.Tensor, labels: torch.Tensor | None, train: bool = False) -> TensorBatches:
         trainer = self.trainer

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import pandas as pd
 
 from dragon_lightning.data.schema import COLORS
@@ -114,3 +115,10 @@ def stratified_folds(labels: np.ndarray, split: SplitIndices, n_folds: int, fold
     train, val = list(folds)[fold]
     rng = np.random.default_rng([seed, 2, fold])
     return SplitIndices(train=rng.permutation(rest[train]), val=rng.permutation(rest[val]), test=split.test)
+
+
+def far_outside(features: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Rows with a feature outside the training range ``[low, high]`` by more than that range's width:
+    where a prediction is an extrapolation."""
+    width = high - low
+    return ((features < low - width) | (features > high + width)).any(dim=1)

@@ -1,0 +1,193 @@
+"""``dragon-lightning serve``: a trained model behind HTTP, on LitServe, with dynamic batching.
+
+``POST /predict`` takes ``{"dragons": [{"numberToes": 7, "bodyLength": 150.0}, ...]}`` (``predict``'s
+units) and answers, per row, ``predicted``, one ``p_<class>`` per class and
+``outside_training_range``: the numbers ``load_model(...).predict_proba`` gives. ``GET /health`` and
+``GET /info`` (task, classes, features, threshold, training range, the model file and its SHA-256,
+the version). A checkpoint is loaded through the checkpoint gate; an ONNX file from ``export`` runs in
+onnxruntime, without PyTorch's training code. Rows reach the model through the table gate; a bad
+request is a 422 with one message naming the row and field, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from jsonargparse import ArgumentParser
+
+from dragon_lightning import __version__
+from dragon_lightning.data.features import far_outside
+from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.inputs import CHECKPOINT, open_input
+from dragon_lightning.gates.tables import feature_tensor
+
+SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
+API_KEY_VARIABLE = "DRAGON_LIGHTNING_API_KEY"
+
+
+@dataclass
+class Predictor:
+    """What serving needs of a model, from a checkpoint or an ONNX file: probabilities of raw features."""
+
+    task: str
+    class_names: list[str]
+    threshold: float
+    feature_min: np.ndarray
+    feature_max: np.ndarray
+    probabilities: Any
+    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out."""
+
+    def answer(self, features: np.ndarray) -> list[dict]:
+        """One answer per row: the predicted class, its probabilities and whether it extrapolates."""
+        probabilities = self.probabilities(features)
+        if len(self.class_names) == 2:
+            chosen = (probabilities[:, 1] > self.threshold).astype(int)
+        else:
+            chosen = probabilities.argmax(axis=1)
+        far = far_outside(torch.from_numpy(features), torch.from_numpy(self.feature_min), torch.from_numpy(self.feature_max)).numpy()
+        predicted_column, *probability_columns, outside_column = prediction_columns(self.class_names)
+        return [
+            {predicted_column: self.class_names[k], **{c: float(p) for c, p in zip(probability_columns, row)}, outside_column: bool(f)}
+            for k, row, f in zip(chosen, probabilities, far)
+        ]
+
+
+def checkpoint_predictor(path: str) -> Predictor:
+    from dragon_lightning.inference import load_model
+
+    model = load_model(path, option="--ckpt_path")
+    return Predictor(
+        model.task, list(model.classes_), float(model.classifier.threshold), *model.feature_range,
+        probabilities=model.probabilities,
+    )
+
+
+def onnx_predictor(path: str) -> Predictor:
+    import onnxruntime
+
+    open_input(path, CHECKPOINT, "--model")
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
+        return Predictor(meta["task"], json.loads(meta["class_names"]), float(meta["threshold"]), *bounds,
+                         probabilities=lambda features: session.run(None, {"features": features})[0])
+    except (KeyError, ValueError):
+        raise DragonInputError(f"--model {path}: not an ONNX file written by dragon-lightning export (its metadata is missing)") from None
+
+
+def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
+    """A request's ``dragons`` as a checked float32 array: JSON numbers only, the two fields only, at
+    most ``max_rows`` rows; problems name the row and field as ``load_model`` does."""
+    if not isinstance(body, dict) or set(body) != {"dragons"}:
+        raise DragonInputError('dragons: expected a JSON object {"dragons": [{"numberToes": ..., "bodyLength": ...}, ...]}')
+    rows = body["dragons"]
+    if not isinstance(rows, list) or not rows:
+        raise DragonInputError("dragons: expected a non-empty list of dragons")
+    if len(rows) > max_rows:
+        raise DragonInputError(f"dragons: {len(rows):,} rows, more than the {max_rows:,} one request may hold")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DragonInputError(f"dragons: row {index}: expected an object with numberToes and bodyLength")
+        for name in row:
+            if name not in FEATURE_COLUMNS:
+                raise DragonInputError(f"dragons: row {index}: unexpected field '{name}'")
+        for name in FEATURE_COLUMNS:
+            if name not in row:
+                raise DragonInputError(f"dragons: row {index}, column '{name}': missing")
+            value = row[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DragonInputError(f"dragons: row {index}, column '{name}': {value!r} is not a number")
+    table = pd.DataFrame([[row[name] for name in FEATURE_COLUMNS] for row in rows], columns=list(FEATURE_COLUMNS), dtype=np.float64)
+    return feature_tensor(table, "dragons").numpy()
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_server(source: str, onnx: bool, max_batch_size: int, batch_timeout: float, workers_per_device: int,
+                 timeout: float, max_rows: int, max_body_bytes: int):
+    """The LitServer for a checkpoint (or an ONNX file), its model checked here before any worker starts."""
+    import litserve
+
+    predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
+
+    metadata = {
+        "task": predictor.task, "class_names": predictor.class_names, "feature_names": list(FEATURE_COLUMNS),
+        "feature_units": {"numberToes": "toes", "bodyLength": "body length, as predict takes it"},
+        "threshold": predictor.threshold, "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
+        "model_file": Path(source).name, "model_sha256": file_sha256(source), "dragon_lightning": __version__,
+    }
+    from dragon_lightning.serve_api import DragonAPI
+
+    api = DragonAPI(source, onnx, max_rows, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+    return litserve.LitServer(api, accelerator="cpu", workers_per_device=workers_per_device, timeout=timeout,
+                              model_metadata=metadata, max_payload_size=max_body_bytes)
+
+
+def serve_command(args: list[str]) -> None:
+    parser = ArgumentParser(
+        prog="dragon-lightning serve",
+        description="Serve a trained model over HTTP with LitServe: POST /predict with {\"dragons\": [{\"numberToes\": 7, "
+        "\"bodyLength\": 150.0}, ...]} answers per row predicted, p_<class> and outside_training_range; GET /health, GET /info. "
+        f"Needs {SERVE_EXTRA}.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="the checkpoint to serve")
+    parser.add_argument("--model", type=Optional[str], default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)")
+    parser.add_argument("--host", type=str, default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--max_batch_size", type=int, default=64, help="requests answered together by one model call (1: no batching)")
+    parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds to wait for a batch to fill")
+    parser.add_argument("--workers_per_device", type=int, default=1, help="model processes")
+    parser.add_argument("--api_key", type=Optional[str], default=None,
+                        help=f"require this key in the X-API-Key header (or set {API_KEY_VARIABLE}, which keeps it out of ps)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its answer")
+    parser.add_argument("--max_rows", type=int, default=10_000, help="most dragons in one request")
+    parser.add_argument("--max_body_bytes", type=int, default=2**20, help="largest request body")
+    options = parser.parse_args(args)
+    if (options.ckpt_path is None) == (options.model is None):
+        raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
+    for name in ("max_batch_size", "workers_per_device", "max_rows", "max_body_bytes"):
+        if getattr(options, name) < 1:
+            raise DragonInputError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
+    if api_key:
+        os.environ["LIT_SERVER_API_KEY"] = api_key  # read by LitServe when its server module is imported
+    try:
+        import litserve  # noqa: F401
+    except ImportError:
+        raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
+    server = build_server(options.model or options.ckpt_path, options.model is not None, options.max_batch_size,
+                          options.batch_timeout, options.workers_per_device, options.timeout, options.max_rows, options.max_body_bytes)
+    signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
+    try:
+        server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
+    except (KeyboardInterrupt, ConnectionError, EOFError):
+        pass  # a second signal, or a helper process that ended first, while LitServe was already stopping
+    print("dragon-lightning serve: stopped", flush=True)
+
+
+def _stop(server_pid: int, signum, frame) -> None:
+    """SIGTERM in the server's own process: stop as Ctrl-C does. In a process it started (which inherits
+    the handler, as the HTTP workers do once they have finished their requests): the default, an exit."""
+    if os.getpid() == server_pid:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

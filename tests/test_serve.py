@@ -1,0 +1,163 @@
+"""``dragon-lightning serve``: a real server process on a free loopback port, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clihelpers import config, last_checkpoint, run
+from dragon_lightning import load_model
+from postgres import free_port
+
+pytest.importorskip("litserve")
+KEY = "key-for-tests"
+
+
+def post(url: str, body, key: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    request = urllib.request.Request(f"{url}/predict", data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@contextmanager
+def server(*args: str, environment: dict | None = None):
+    """The server in a process of its own; stopped with SIGTERM, which must end it with status 0."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "dragon_lightning", "serve", *args, "--port", str(port)],
+                               env={**os.environ, **(environment or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{url}/health", headers={"X-API-Key": KEY}), timeout=1).read()
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read()[-3000:]
+                assert time.monotonic() < deadline, "the server did not answer /health"
+                time.sleep(0.3)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err[-3000:]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    found = {}
+    for task, name in (("color", "color_mlp.yaml"), ("fire", "fire_logistic.yaml")):
+        cli = run("fit", "--config", config(name), "--trainer.max_epochs", "2", "--test_after_fit", "false", "--figures.enabled", "false",
+                  "--trainer.default_root_dir", str(root / task), "--data.data_dir", "null")
+        found[task] = last_checkpoint(cli)
+    run("export", "--ckpt_path", str(found["color"]), "--output", str(root / "color.onnx"))
+    found["onnx"] = root / "color.onnx"
+    return found
+
+
+def probe_rows(model) -> list[dict]:
+    """The edges of the training range, points far outside it, and a few ordinary dragons."""
+    low, high = model.feature_range
+    width = high - low
+    points = [low, high, low - 2 * width, high + 2 * width, (low + high) / 2, [6, 170.0], [22, 250.0], [0, 0.0]]
+    return [{"numberToes": float(p[0]), "bodyLength": float(p[1])} for p in points]
+
+
+@pytest.mark.parametrize("source", ["color", "fire", "onnx"])
+def test_answers_equal_load_model(source, checkpoints):
+    model = load_model(checkpoints["fire" if source == "fire" else "color"])
+    option = ["--model", str(checkpoints["onnx"])] if source == "onnx" else ["--ckpt_path", str(checkpoints[source])]
+    key = KEY if source == "fire" else None  # the fire server requires a key, read from the environment
+    with server(*option, environment={"DRAGON_LIGHTNING_API_KEY": KEY} if key else None) as (url, _):
+        rows = probe_rows(model)
+        status, answer = post(url, {"dragons": rows}, key=key)
+        assert status == 200, answer
+        expected = model.predict_proba(pd.DataFrame(rows))
+        got = pd.DataFrame(answer["predictions"])
+        np.testing.assert_allclose(got[expected.columns].to_numpy(), expected.to_numpy(), atol=1e-6)
+        assert got["predicted"].tolist() == list(model.predict(pd.DataFrame(rows)))
+        assert got["outside_training_range"].tolist() == list(model.outside_training_range(pd.DataFrame(rows)))
+        assert got["outside_training_range"].tolist()[2:4] == [True, True]
+        info = json.loads(urllib.request.urlopen(urllib.request.Request(f"{url}/info", headers={"X-API-Key": KEY})).read())["model"]
+        assert info["class_names"] == list(model.classes_) and info["task"] == model.task
+        if key:
+            assert post(url, {"dragons": rows})[0] == 401, "no key: refused"
+            assert post(url, {"dragons": rows}, key="wrong")[0] == 401
+
+
+BAD_REQUESTS = {
+    "malformed JSON": (b'{"dragons": [', None),
+    "a missing field": ({"dragons": [{"numberToes": 7}]}, "dragons: row 0, column 'bodyLength': missing"),
+    "a string": ({"dragons": [{"numberToes": "seven", "bodyLength": 150}]}, "dragons: row 0, column 'numberToes': 'seven' is not a number"),
+    "infinity": (b'{"dragons": [{"numberToes": 7, "bodyLength": Infinity}]}', "dragons: row 0, column 'bodyLength': inf is not a finite number"),
+    "beyond float32": ({"dragons": [{"numberToes": 7, "bodyLength": 1e39}]}, "dragons: row 0, column 'bodyLength': 1e+39 is too large"),
+    "an empty list": ({"dragons": []}, "dragons: expected a non-empty list"),
+    "too many rows": ({"dragons": [{"numberToes": 7, "bodyLength": 150}] * 10_001}, "more than the 10,000 one request may hold"),
+    "an extra field": ({"dragons": [{"numberToes": 7, "bodyLength": 150, "wings": 2}]}, "dragons: row 0: unexpected field 'wings'"),
+    "a body over the limit": (b'{"dragons": [' + b" " * (2**20 + 10) + b"]}", None),
+}
+
+
+def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(checkpoints):
+    with server("--ckpt_path", str(checkpoints["color"])) as (url, _):
+        for case, (body, message) in BAD_REQUESTS.items():
+            status, answer = post(url, body)
+            assert 400 <= status < 500, (case, status, answer)
+            if message is not None:
+                assert message in answer["detail"], (case, answer)
+        status, answer = post(url, {"dragons": [{"numberToes": 7, "bodyLength": 150}]})
+        assert status == 200 and len(answer["predictions"]) == 1
+
+        # 32 clients at once, each with a few single-row requests: dynamic batching answers them together.
+        model = load_model(checkpoints["color"])
+        errors: list = []
+
+        def client(seed: int) -> None:
+            generator = np.random.default_rng(seed)
+            for _ in range(5):
+                row = {"numberToes": int(generator.integers(2, 30)), "bodyLength": float(generator.uniform(80, 290))}
+                status, answer = post(url, {"dragons": [row]})
+                expected = model.predict_proba(pd.DataFrame([row])).iloc[0]
+                if status != 200 or not np.allclose([answer["predictions"][0][c] for c in expected.index], expected.to_numpy(), atol=1e-6):
+                    errors.append((status, answer))
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors[:3]
+
+
+def test_sigterm_lets_the_requests_in_flight_finish(checkpoints):
+    rows = [{"numberToes": 7, "bodyLength": 150.0}] * 10_000
+    answers: list = []
+    with server("--ckpt_path", str(checkpoints["color"])) as (url, process):
+        threads = [threading.Thread(target=lambda: answers.append(post(url, {"dragons": rows}))) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=120)
+    assert answers and all(status == 200 and len(answer["predictions"]) == 10_000 for status, answer in answers)
