@@ -29,7 +29,7 @@ from dragon_lightning import __version__
 from dragon_lightning.data.features import far_outside
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.inputs import CHECKPOINT, open_input
+from dragon_lightning.gates.inputs import ONNX, open_input
 from dragon_lightning.gates.tables import feature_tensor
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -76,7 +76,7 @@ def checkpoint_predictor(path: str) -> Predictor:
 def onnx_predictor(path: str) -> Predictor:
     import onnxruntime
 
-    open_input(path, CHECKPOINT, "--model")
+    open_input(path, ONNX, "--model")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     try:

@@ -249,6 +249,11 @@ def test_csv_problems_name_the_physical_line(case, scratch, capfd):
 PREDICT_CASES = {
     "beyond float32": ("numberToes,bodyLength\n6,170\n6,-1e300\n", "line 3, column 'bodyLength': -1e+300 is too large"),
     "our column names taken": ("numberToes,bodyLength,p_Red,predicted\n6,170,x,y\n", "already has the column(s) predicted, p_Red"),
+    "a field beyond the csv module's limit": ("numberToes,bodyLength,note\n6,abc,x\n" + "7,170,\"" + "y" * 200_000 + "\"\n",
+                                              "line 2, column 'bodyLength': 'abc' is not a number"),
+    "a field beyond the limit before the bad row": ("numberToes,bodyLength,note\n7,170,\"" + "y" * 200_000 + "\"\n6,abc,x\n",
+                                                    "line 2: a field longer than"),
+    "a known column twice once spaces go": ("numberToes, numberToes ,bodyLength\n6,6,170\n", "the column 'numberToes' appears 2 times"),
 }
 
 
@@ -299,7 +304,7 @@ def test_written_files_follow_the_umask(umask, trained, scratch):
 
 # --- The gates: every command's arguments, outputs, checkpoints and tables pass through one of them. ---
 
-COMMANDS = ["fit", "validate", "test", "predict", "lr_find", "cv", "sweep", "export", "compare"]
+COMMANDS = ["fit", "validate", "test", "predict", "lr_find", "cv", "sweep", "export", "compare", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -523,24 +528,6 @@ def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, metho
     assert "\n" not in str(error.value)
     good = pd.DataFrame({"numberToes": ["6", 7], "bodyLength": [170.0, 180]})  # numbers as text are numbers
     assert getattr(model, method)(good) is not None
-
-
-CSV_GATE_CASES = {
-    "a field beyond the csv module's limit": ("numberToes,bodyLength,note\n6,abc,x\n" + "7,170,\"" + "y" * 200_000 + "\"\n",
-                                              "line 2, column 'bodyLength': 'abc' is not a number"),
-    "a field beyond the limit before the bad row": ("numberToes,bodyLength,note\n7,170,\"" + "y" * 200_000 + "\"\n6,abc,x\n",
-                                                    "line 2: a field longer than"),
-    "a known column twice once spaces go": ("numberToes, numberToes ,bodyLength\n6,6,170\n", "the column 'numberToes' appears 2 times"),
-}
-
-
-@pytest.mark.parametrize("case", CSV_GATE_CASES)
-def test_predict_csv_edges_are_one_line(case, trained, scratch, capfd):
-    content, message = CSV_GATE_CASES[case]
-    (scratch / "dragons.csv").write_text(content)
-    args = ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--data.predict_csv", "dragons.csv",
-            "--predictions.output_path", "out.csv"]
-    expect_one_line_error(capfd, scratch, files_under(scratch), args, "dragons.csv: ", message)
 
 
 MORE_OPTION_CASES = {

@@ -38,6 +38,7 @@ SPACE = InputKind("search space file", 1 * MiB)
 CSV = InputKind("CSV file", 2048 * MiB)
 CHECKPOINT = InputKind("checkpoint file", 1024 * MiB)
 JOURNAL = InputKind("study journal", 1024 * MiB)
+ONNX = InputKind("ONNX model file", 1024 * MiB)
 
 MAX_YAML_NODES = 100_000
 """A YAML document may hold at most this many values once its aliases are expanded (a 700-byte file
@@ -180,7 +181,7 @@ FILE_OPTIONS = {"csv_path": CSV, "predict_csv": CSV, "ckpt_path": CHECKPOINT, "s
 # Options that name places to write: the output gate checks them.
 OUTPUT_OPTIONS = {"output", "output_path", "output_dir", "save_dir", "dirpath", "default_root_dir", "data_dir"}
 # Without a known option, a file's suffix tells its kind; any other file may be read as a config.
-FILE_SUFFIXES = {".csv": CSV, ".ckpt": CHECKPOINT, ".pt": CHECKPOINT, ".pth": CHECKPOINT, ".journal": JOURNAL}
+FILE_SUFFIXES = {".csv": CSV, ".ckpt": CHECKPOINT, ".pt": CHECKPOINT, ".pth": CHECKPOINT, ".journal": JOURNAL, ".onnx": ONNX}
 CONFIG_SUFFIXES = {".yaml", ".yml", ".json"}
 CONFIG_OPTIONS = {"--config", "-c"}
 MAX_CONFIG_DEPTH = 8
