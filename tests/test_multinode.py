@@ -5,8 +5,10 @@ clusters start jobs, with Lightning's own variables and with torchrun. The comma
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +76,39 @@ def test_a_node_that_never_arrives_is_one_line_naming_the_rendezvous(tmp_path):
     assert last.startswith(f"dragon-lightning: error: rendezvous at 127.0.0.1:{port}: Timed out after")
     assert "1/2 clients joined" in last
     assert not [path for path in tmp_path.rglob("*") if path.is_file()], "nothing written"
+
+
+def two_nodes(folder: Path, *options: str) -> list[subprocess.CompletedProcess]:
+    """Both nodes with Lightning's variables, each in its own process tree, in ``folder``."""
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        environment = {**os.environ, "PYTHONPATH": str(TESTS), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "NODE_RANK": str(rank), "WORLD_SIZE": "2"}
+        command = [sys.executable, "-m", "dragon_lightning", *FIT, *options]
+        nodes.append(subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    return [subprocess.CompletedProcess(node.args, node.returncode, *output) for node, output in zip(nodes, outputs)]
+
+
+@pytest.mark.slow
+def test_two_nodes_stopped_by_sigterm_resume_to_the_same_weights(tmp_path):
+    """A scheduler's SIGTERM on both nodes mid-epoch; the same commands with --ckpt_path last end
+    bit-identical to two nodes never interrupted."""
+    longer = ["--trainer.max_epochs", "5", "--checkpoint.every_n_train_steps", "5", "--figures.enabled", "false"]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "stopped").mkdir()
+    assert all(node.returncode == 0 for node in two_nodes(tmp_path / "whole", *longer))
+    stop = ["--trainer.callbacks+=test_resume.SignalAtStep", "--trainer.callbacks.init_args.signum", str(int(signal.SIGTERM)),
+            "--trainer.callbacks.init_args.step", "22"]
+    stopped = two_nodes(tmp_path / "stopped", *longer, *stop)
+    assert [node.returncode for node in stopped] == [128 + signal.SIGTERM] * 2, stopped[0].stderr[-3000:]
+    resumed = two_nodes(tmp_path / "stopped", *longer, "--ckpt_path", "last")
+    assert all(node.returncode == 0 for node in resumed), resumed[0].stderr[-3000:]
+    for rank in (0, 1):
+        whole = torch.load(tmp_path / "whole" / "shared" / f"rank{rank}.pt")
+        again = torch.load(tmp_path / "stopped" / "shared" / f"rank{rank}.pt")
+        assert all(torch.equal(whole[name], again[name]) for name in whole), f"rank {rank} ends where it would have"
+    accuracy = [read_events(folder / "shared" / "lightning_logs" / version)["scalars"]["test/acc"][-1]
+                for folder, version in ((tmp_path / "whole", "version_0"), (tmp_path / "stopped", "version_1"))]
+    assert accuracy[0] == accuracy[1]
