@@ -148,32 +148,27 @@ class DragonCLI(LightningCLI):
             configured = (config.model.get("init_args") or Namespace()).as_dict()
             adjustable = DECISION_HYPERPARAMETERS if self.config.get("subcommand") in EVALUATION_COMMANDS else ()
             check_hyperparameters(self.checkpoint, config.ckpt_path, _import(class_path), configured, adjustable)
-            self._check_hyperparameter_values(parser, config.ckpt_path, class_path)
             # LightningCLI is about to let the checkpoint's values win; these the user's should.
             self.decision_overrides = explicit_values(_import(class_path), configured, adjustable)
 
     def _parse_ckpt_path(self) -> None:
         """The checkpoint's hyperparameters into the config, as LightningCLI does, but from the copy the
-        checkpoint gate read and checked. Overridden (the one private LightningCLI method here) because
-        Lightning 2.6's version reads the file a second time and lets its ``_class_path`` choose the
-        module jsonargparse imports; the gate has allowed only dragon-lightning's models by then."""
+        checkpoint gate read and checked, and a value this version refuses named with the checkpoint.
+        Overridden (the one private LightningCLI method here) because Lightning 2.6's version reads the
+        file a second time and lets its ``_class_path`` choose the module jsonargparse imports; the gate
+        has allowed only dragon-lightning's models by then."""
         if self.checkpoint is None:
             return
-        trained = {k: v for k, v in self.checkpoint.get("hyper_parameters", {}).items() if k not in ("_class_path", "_instantiator")}
-        if trained:
-            model = {"class_path": self.config[self.config.subcommand].model.class_path, "dict_kwargs": trained}
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
-
-    def _check_hyperparameter_values(self, parser: LightningArgumentParser, path: str, class_path: str) -> None:
-        """Parse the checkpoint's hyperparameters as LightningCLI is about to, so that a value this version
-        refuses is reported with the checkpoint's name."""
+        config = self.config[self.config.subcommand]
         trained = {k: v for k, v in self.checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        model = {"class_path": class_path, "init_args": trained}
+        if not trained:
+            return
+        model = {"class_path": config.model.class_path, "init_args": trained}
         try:
-            parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
         except ArgumentError as error:
             reason = input_error_message(error) or str(error).splitlines()[0]
-            raise DragonInputError(f"{path}: a hyperparameter this version does not accept: {reason}") from None
+            raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
 
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes.

@@ -104,11 +104,6 @@ def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "
     return checkpoint
 
 
-def take_verified(path: str | os.PathLike) -> Optional[dict]:
-    """The checkpoint :func:`load_checkpoint` read from this very file (unchanged since), handed over once."""
-    return _verified.pop(_identity(Path(path)), None)
-
-
 def _check_archive(data: bytes, path: Path, option: Optional[str]) -> None:
     """A zip checkpoint (torch's format) may not inflate beyond the bound: sum its entries first."""
     if not data.startswith(b"PK"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 import pandas as pd
 
+from dragon_lightning.cli import quiet_lightning
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.search.runs import (
     CommandParser,
@@ -13,7 +14,6 @@ from dragon_lightning.search.runs import (
     fit_and_validate,
     mean_and_std,
     next_free,
-    quiet_lightning,
 )
 
 PROG = "dragon-lightning cv"

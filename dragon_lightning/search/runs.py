@@ -14,7 +14,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from dragon_lightning.callbacks.hparams import record_hyperparameters
-from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli, quiet_lightning  # noqa: F401 (shared by cv and sweep)
+from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonInputError
 
 # Put before the user's options (who may turn them back on): a search runs many quiet fits.

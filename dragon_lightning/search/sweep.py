@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.callbacks.plots import STYLE
-from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_warnings
+from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_lightning, quiet_warnings
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
 from dragon_lightning.gates.outputs import OutputFolder
@@ -40,7 +40,6 @@ from dragon_lightning.search.runs import (
     check_config,
     fit_and_validate,
     mean_and_std,
-    quiet_lightning,
 )
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
 from dragon_lightning.search.storage import open_database, open_storage
