@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from dragon_lightning.callbacks import plots
+from dragon_lightning.figures import drawing as plots
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import CONFIG, load_yaml, read_text, read_yaml_mapping

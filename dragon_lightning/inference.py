@@ -3,7 +3,7 @@ predictor for notebooks and scripts, and into the plain ``torch.nn.Module`` that
 
 The checkpoint is read as data (``weights_only=True``) onto the CPU, whatever device trained it. The
 predictor takes features in the units ``predict`` takes (``numberToes``, ``bodyLength`` after the
-tutorial's recipe): the checkpoint's standardization is part of the model.
+tutorial's recipe): the standardization is the model's first layer.
 """
 
 from __future__ import annotations
@@ -20,31 +20,31 @@ from torch import nn
 
 from dragon_lightning.checkpoints import check_hyperparameters
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.data.features import far_outside
+from dragon_lightning.data.features import CLASS_NAMES
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.checkpoints import DATA_STATE_KEY, load_checkpoint
+from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.gates.checkpoints import model_class as checkpoint_model_class
 from dragon_lightning.gates.tables import Features, feature_tensor
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.models.base import class_probabilities
 
-DATA_STATE_FIELDS = ("task", "feature_mean", "feature_std", "feature_min", "feature_max")
+
+def task_of(classifier: DragonClassifier) -> str:
+    """The task a classifier was trained for, from its class names."""
+    for task, names in CLASS_NAMES.items():
+        if list(names) == list(classifier.class_names):
+            return task
+    return "fire" if classifier.binary else "color"
 
 
 class ProbabilityModel(nn.Module):
-    """Raw ``[N, 2]`` float32 features in, class probabilities ``[N, C]`` out: the fitted
-    standardization, the network and the sigmoid or softmax in one module (what export traces)."""
+    """Raw ``[N, 2]`` float32 features in, class probabilities ``[N, C]`` out: the model's
+    standardization, network and the sigmoid or softmax, nothing else (what export traces)."""
 
-    def __init__(self, network: nn.Module, feature_mean: torch.Tensor, feature_std: torch.Tensor) -> None:
+    def __init__(self, classifier: DragonClassifier) -> None:
         super().__init__()
-        self.network = network
-        # float32 buffers: a float64 constant would promote the exported graph to double.
-        self.register_buffer("feature_mean", feature_mean.float().reshape(1, -1))
-        self.register_buffer("feature_std", feature_std.float().reshape(1, -1))
-
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.network((features - self.feature_mean) / self.feature_std)
+        self.logits = classifier.logits_module()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return class_probabilities(self.logits(features))
@@ -64,16 +64,16 @@ class TrainedModel:
     feature_names_in_ = np.array(FEATURE_COLUMNS, dtype=object)
     n_features_in_ = len(FEATURE_COLUMNS)
 
-    def __init__(self, classifier: DragonClassifier, data_state: dict, data_options: dict, path: Path) -> None:
+    def __init__(self, classifier: DragonClassifier, data_options: dict, path: Path) -> None:
         self.classifier = classifier.eval()
-        self.task = data_state["task"]
+        self.task = task_of(classifier)
         self.path = path
         self.data_options = data_options
         """The data module's options at training time (how to rebuild its splits)."""
-        self.feature_range = (data_state["feature_min"].numpy(), data_state["feature_max"].numpy())
+        self.feature_range = (classifier.inputs.low.numpy(), classifier.inputs.high.numpy())
         """Lowest and highest training value of each feature."""
         self.classes_ = np.array(classifier.class_names, dtype=object)
-        self.module = ProbabilityModel(classifier.network, data_state["feature_mean"], data_state["feature_std"]).eval()
+        self.module = ProbabilityModel(classifier).eval()
 
     def __repr__(self) -> str:
         return f"TrainedModel({type(self.classifier).__name__}, task={self.task!r}, classes={list(self.classes_)}, path='{self.path}')"
@@ -105,8 +105,7 @@ class TrainedModel:
 
     def outside_training_range(self, X: Features) -> np.ndarray:
         """True for rows far outside the training data (as ``predict`` marks them): extrapolations."""
-        low, high = (torch.from_numpy(bound) for bound in self.feature_range)
-        return far_outside(self.features(X), low, high).numpy()
+        return self.classifier.inputs.outside_training_range(self.features(X)).numpy()
 
     def predict(self, X: Features) -> np.ndarray:
         """The predicted class name of every row, decided as ``predict`` decides."""
@@ -129,15 +128,14 @@ class TrainedModel:
         return features.numpy(), labels.numpy()
 
 
-def _check_fitted_features(data_state: dict, path: str | os.PathLike) -> None:
-    """The standardization and training range: finite float tensors of one value per feature, and a
-    standard deviation above 0 (the data module never fits 0; a file that says so was edited)."""
-    for name in DATA_STATE_FIELDS[1:]:
-        value = data_state[name]
-        if not (isinstance(value, torch.Tensor) and value.is_floating_point() and value.shape == (len(FEATURE_COLUMNS),)
-                and torch.isfinite(value).all()):
-            raise DragonInputError(f"{path}: its fitted {name} is not {len(FEATURE_COLUMNS)} finite numbers; not a usable checkpoint")
-    if not (data_state["feature_std"] > 0).all():
+def _check_fitted_features(classifier: DragonClassifier, path: str | os.PathLike) -> None:
+    """The standardization and training range: finite numbers and a standard deviation above 0 (the
+    data module never fits 0; a file that says so was edited)."""
+    inputs = classifier.inputs
+    for name in ("mean", "std", "low", "high"):
+        if not torch.isfinite(getattr(inputs, name)).all():
+            raise DragonInputError(f"{path}: its fitted feature {name} is not {len(FEATURE_COLUMNS)} finite numbers; not a usable checkpoint")
+    if not (inputs.std > 0).all():
         raise DragonInputError(f"{path}: its feature scaling has a standard deviation of 0, which would divide by zero; not a usable checkpoint")
 
 
@@ -150,12 +148,6 @@ def load_model(path: str | os.PathLike, option: Optional[str] = None) -> Trained
     """
     checkpoint = load_checkpoint(path, option=option)
     model_class = checkpoint_model_class(checkpoint, path)
-    data_state = checkpoint.get(DATA_STATE_KEY)
-    if not isinstance(data_state, dict) or not set(DATA_STATE_FIELDS) <= set(data_state):
-        raise DragonInputError(
-            f"{path}: has no fitted features (trained without DragonDataModule?); not a dragon-lightning checkpoint"
-        )
-    _check_fitted_features(data_state, path)
     hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     check_hyperparameters(checkpoint, path, model_class, {})
     parameters = inspect.signature(model_class.__init__).parameters
@@ -167,4 +159,5 @@ def load_model(path: str | os.PathLike, option: Optional[str] = None) -> Trained
     except (RuntimeError, TypeError, ValueError) as error:
         reason = str(error).splitlines()[0]
         raise DragonInputError(f"{path}: its weights do not fit a {model_class.__name__} ({reason})") from None
-    return TrainedModel(classifier, data_state, dict(checkpoint.get("datamodule_hyper_parameters", {})), Path(path))
+    _check_fitted_features(classifier, path)
+    return TrainedModel(classifier, dict(checkpoint.get("datamodule_hyper_parameters", {})), Path(path))

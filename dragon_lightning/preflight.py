@@ -88,10 +88,16 @@ def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
         raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
 
 
-def check_monitor(checkpoint: Namespace, model: DragonClassifier) -> None:
+def check_monitor(checkpoint: Namespace, model: DragonClassifier, validates: bool) -> None:
     """The checkpoint's monitored metric must be one the model logs (Lightning finds out only after the
-    first validation, when a run folder and its files already exist)."""
+    first validation, when a run folder and its files already exist); without validation rows
+    (``--data.val_fraction 0``) no ``val/`` metric is logged at all."""
     monitor = checkpoint.get("monitor")
+    if monitor and not validates and monitor.startswith("val/"):
+        raise DragonInputError(
+            f"--checkpoint.monitor {monitor}: --data.val_fraction 0 leaves no validation rows to measure it on; "
+            "pass --checkpoint.monitor null to keep the final weights"
+        )
     if monitor and monitor not in model.monitorable_metrics():
         raise DragonInputError(
             f"--checkpoint.monitor {monitor}: the model never logs it; choose one of {', '.join(model.monitorable_metrics())}"

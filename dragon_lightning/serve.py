@@ -26,7 +26,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from dragon_lightning import __version__
-from dragon_lightning.data.features import far_outside
+from dragon_lightning.models.inputs import far_outside
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import ONNX, open_input

@@ -64,7 +64,7 @@ OPTION_CASES = {
     "zero batch size": (["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
     "negative batch size": (["--data.batch_size", "-4"], "--data.batch_size must be at least 1, got -4"),
     "test fraction of 1": (["--data.test_fraction", "1"], "--data.test_fraction must lie strictly between 0 and 1"),
-    "negative val fraction": (["--data.val_fraction", "-0.1"], "--data.val_fraction must lie strictly between 0 and 1"),
+    "negative val fraction": (["--data.val_fraction", "-0.1"], "--data.val_fraction must lie in [0, 1)"),
     "hidden size of zero": (["--model.hidden_sizes", "[10, 0]"], "--model.init_args.hidden_sizes must be positive"),
     "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must lie between 1 and 30,000,000, got 0"),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),

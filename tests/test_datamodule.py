@@ -1,3 +1,4 @@
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -5,6 +6,8 @@ import torch
 from dragon_lightning.data import DragonDataModule, generate_dragons, tutorial_features
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.features import TOES
+from dragon_lightning.models import MLPClassifier
+from dragon_lightning.models.inputs import migrate_legacy_statistics
 
 
 def test_features_follow_the_tutorials_recipe():
@@ -47,22 +50,44 @@ def test_splits_are_disjoint_stratified_and_seeded(tmp_path):
     assert not torch.equal(other.splits["test"][0], data.splits["test"][0])
 
 
-def test_standardization_is_fitted_on_the_training_split_only(tmp_path):
+def fitted_model(data: DragonDataModule) -> MLPClassifier:
+    """A model after one training step on ``data``: what the data module handed its input layer."""
+    model = MLPClassifier(num_classes=data.num_classes, class_names=data.class_names, hidden_sizes=[4])
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    return model
+
+
+def test_the_model_standardizes_with_the_training_split_statistics(tmp_path):
     data = make(tmp_path)
-    train = data.transform(data.splits["train"][0])
+    model = fitted_model(data)
+    train = model.inputs(data.splits["train"][0])
     torch.testing.assert_close(train.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
     torch.testing.assert_close(train.std(0), torch.ones(2), atol=1e-5, rtol=0)
-    assert data.transform(data.splits["test"][0]).mean(0).abs().max() > 1e-4
-    raw = make(tmp_path, standardize=False)
-    assert torch.equal(raw.transform(raw.splits["train"][0]), raw.splits["train"][0])
+    assert model.inputs(data.splits["test"][0]).mean(0).abs().max() > 1e-4
+    features = data.splits["train"][0]
+    torch.testing.assert_close(model.inputs.low, features.min(0).values)
+    torch.testing.assert_close(model.inputs.high, features.max(0).values)
+    raw = fitted_model(make(tmp_path, standardize=False))
+    assert torch.equal(raw.inputs(raw_rows := data.splits["train"][0]), raw_rows)
 
 
-def test_the_fitted_transform_travels_in_the_state_dict(tmp_path):
+def test_the_statistics_travel_in_the_weights_and_old_checkpoints_migrate(tmp_path):
     data = make(tmp_path)
-    restored = DragonDataModule(data_dir=tmp_path, seed=99)
-    restored.load_state_dict(data.state_dict())
+    model = fitted_model(data)
+    restored = MLPClassifier(num_classes=3, hidden_sizes=[4])
+    restored.load_state_dict(model.state_dict())
     features = torch.tensor([[7.0, 180.0]])
-    torch.testing.assert_close(restored.transform(features), data.transform(features))
+    torch.testing.assert_close(restored(features), model(features))
+    # The layout of earlier versions: the statistics beside the weights, under the data module's entry.
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("inputs.")}
+    legacy = {"state_dict": state, "DragonDataModule": {"task": "color", "feature_mean": model.inputs.mean.clone(),
+              "feature_std": model.inputs.std.clone(), "feature_min": model.inputs.low.clone(), "feature_max": model.inputs.high.clone()}}
+    migrate_legacy_statistics(legacy, "inputs")
+    old = MLPClassifier(num_classes=3, hidden_sizes=[4])
+    old.load_state_dict(legacy["state_dict"])
+    torch.testing.assert_close(old(features), model(features))
     with pytest.raises(ValueError, match="task 'color'"):
         DragonDataModule(task="fire").load_state_dict(data.state_dict())
 

@@ -131,7 +131,7 @@ def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd
 
 
 def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
-    from dragon_lightning.callbacks import plots
+    from dragon_lightning.figures import drawing as plots
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import BinaryROC
 
-from dragon_lightning.callbacks import plots
+from dragon_lightning.figures import drawing as plots
 from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.gates.outputs import OutputFolder
 
@@ -96,6 +96,8 @@ class TutorialFigures(Callback):
         self.frame_ms = frame_ms
         self.figure_dir = Path("figures")
         self._training_regions: Optional[plots.DecisionRegions] = None
+        self._training_sample: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._training_sampled = 0
         self._frames: list[np.ndarray] = []
         self._test_counts: Optional[torch.Tensor] = None
         self._test_roc: Optional[BinaryROC] = None
@@ -111,7 +113,7 @@ class TutorialFigures(Callback):
 
     def _drawing(self, trainer: L.Trainer) -> bool:
         """The same answer on every rank, so that all of them join the collective sums of the test set."""
-        return self.enabled and trainer.datamodule is not None and bool(getattr(trainer.datamodule, "splits", None))
+        return self.enabled
 
     def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray) -> None:
         """Write ``name``.png and, with a TensorBoard logger, log it as ``figures/<name>``."""
@@ -122,17 +124,25 @@ class TutorialFigures(Callback):
 
     @torch.no_grad()
     def _logits_on(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
-        """The model's logits for raw-feature ``points``, through the data's fitted transform."""
+        """The model's logits for raw-feature ``points`` (the model scales them itself)."""
         was_training = pl_module.training
         pl_module.eval()
-        features = trainer.datamodule.transform(torch.as_tensor(points, dtype=torch.float32))
-        logits = pl_module(features.to(device=pl_module.device, dtype=pl_module.dtype))
+        logits = pl_module(torch.as_tensor(points, dtype=pl_module.dtype, device=pl_module.device))
         pl_module.train(was_training)
         return logits.float().cpu().numpy()
 
     def _decision_logits(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
         """Logits shifted so that the regions split where the model decides (its threshold, for fire)."""
         return self._logits_on(trainer, pl_module, points) - getattr(pl_module, "logit_threshold", 0.0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        """Keep the first training rows seen (batches are shuffled or the split is: a random sample) for
+        the snapshots' scatter."""
+        if self._drawing(trainer) and trainer.is_global_zero and self._training_sampled < self.max_points:
+            features, labels = batch
+            rows = slice(0, self.max_points - self._training_sampled)
+            self._training_sample.append((features[rows].float().cpu(), labels[rows].cpu()))
+            self._training_sampled += len(self._training_sample[-1][1])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -141,9 +151,10 @@ class TutorialFigures(Callback):
             return
         if (epoch + 1) % snapshot_interval(trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images) and not last:
             return
+        if not self._training_sample:
+            return  # no training batch ran (limit_train_batches: 0)
         if self._training_regions is None:
-            # Split rows are in random order, so the first rows are a random sample.
-            features, labels = (t[: self.max_points].numpy() for t in trainer.datamodule.splits["train"])
+            features, labels = (torch.cat(parts).numpy() for parts in zip(*self._training_sample))
             self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
         regions = self._training_regions
         logits = self._decision_logits(trainer, pl_module, regions.points)
@@ -161,6 +172,7 @@ class TutorialFigures(Callback):
                 folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
                 folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))
         self._training_regions, self._frames = None, []
+        self._training_sample, self._training_sampled = [], 0
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.num_classes
@@ -180,8 +192,7 @@ class TutorialFigures(Callback):
             self._test_roc.update(outputs["probabilities"][:, 1], labels)
         if trainer.is_global_zero and self._test_sampled < self.max_points:
             rows = slice(0, self.max_points - self._test_sampled)
-            raw = trainer.datamodule.untransform(features[rows].float())
-            self._test_sample.append((raw.cpu(), labels[rows].cpu(), predicted[rows].cpu()))
+            self._test_sample.append((features[rows].float().cpu(), labels[rows].cpu(), predicted[rows].cpu()))
             self._test_sampled += len(self._test_sample[-1][1])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -56,7 +56,7 @@ class PredictionWriter(BasePredictionWriter):
         table[predicted_column] = np.asarray(pl_module.class_names, dtype=object)[predicted]
         for index, column in enumerate(probability_columns):
             table[column] = probabilities[:, index]
-        table[outside_column] = datamodule.outside_training_range(datamodule.predict_features).numpy()
+        table[outside_column] = torch.cat([batch["outside_training_range"] for batch in predictions]).cpu().numpy()
         path = Path(self.output_path or Path(trainer.log_dir or ".") / "predictions.csv")
         replace = self.overwrite if self.output_path else None  # a path the user named is theirs unless they say so
         written = write_output_file(path, lambda tmp: table.to_csv(tmp, index=False), replace=replace, option="--predictions.output_path",

@@ -14,10 +14,11 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
-from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, far_outside, stratified_folds, stratified_split, tutorial_features
+from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_folds, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
+from dragon_lightning.models.inputs import Standardize
 
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
@@ -27,9 +28,9 @@ at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB her
 (62 bytes a row, 1.9 GB) stays within what the CSV gate reads back."""
 
 
-def _check_fraction(owner: object, name: str, value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise InvalidArgument(owner, name, f"must lie strictly between 0 and 1, got {value}")
+def _check_fraction(owner: object, name: str, value: float, allow_zero: bool = False) -> None:
+    if not (0.0 <= value < 1.0 if allow_zero else 0.0 < value < 1.0):
+        raise InvalidArgument(owner, name, f"must lie {'in [0, 1)' if allow_zero else 'strictly between 0 and 1'}, got {value}")
 
 
 class DragonDataModule(L.LightningDataModule):
@@ -37,8 +38,9 @@ class DragonDataModule(L.LightningDataModule):
 
     The table is generated (``csv_path`` unset) or read from a CSV of the same schema, turned into
     the tutorial's ``[numberToes, bodyLength]`` features, and split per class into train, validation
-    and test. Feature scaling is fitted on the training split only and saved in checkpoints, so a
-    model restored for ``test`` or ``predict`` sees the transform it was trained with.
+    and test. Batches hold raw features: when fitting, the training split's statistics go once to the
+    model's :class:`~dragon_lightning.models.inputs.Standardize` layer, which keeps them in its weights,
+    so a restored model needs no data module to scale what it is given.
     """
 
     def __init__(
@@ -69,9 +71,10 @@ class DragonDataModule(L.LightningDataModule):
                 ``seed_everything`` value, so one seed changes both the data draw and the model init.
             test_fraction: share of each class held out for testing (the tutorial's 0.4).
             val_fraction: share of the remaining rows of each class used for validation (unused
-                with ``n_folds``).
-            standardize: scale features to zero mean and unit variance, fitted on the training split.
-                Off: the raw features, as the tutorial trains.
+                with ``n_folds``). 0: no validation, every non-test row trains (a refit once settings
+                and epochs are chosen); nothing may then monitor a ``val/`` metric.
+            standardize: the model scales features to zero mean and unit variance, fitted on the
+                training split. Off: the raw features, as the tutorial trains.
             batch_size: rows per optimizer step, and per evaluation step.
             shuffle: draw a new training order every epoch. Off: the same split order every epoch.
             predict_csv: dragons to predict, in the model's feature space (columns numberToes and
@@ -90,7 +93,7 @@ class DragonDataModule(L.LightningDataModule):
         if not 0 <= fold < (n_folds or 1):
             raise InvalidArgument(self, "fold", f"must lie between 0 and {(n_folds or 1) - 1} for n_folds {n_folds}, got {fold}")
         _check_fraction(self, "test_fraction", test_fraction)
-        _check_fraction(self, "val_fraction", val_fraction)
+        _check_fraction(self, "val_fraction", val_fraction, allow_zero=True)
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if not 0 <= seed <= MAX_SEED:
@@ -106,16 +109,11 @@ class DragonDataModule(L.LightningDataModule):
         self.class_names = list(CLASS_NAMES[task])
         self.num_classes = len(self.class_names)
         self.num_features = len(FEATURE_COLUMNS)
-        self.feature_mean = torch.zeros(self.num_features)
-        self.feature_std = torch.ones(self.num_features)
-        self.feature_min = torch.full((self.num_features,), -torch.inf)
-        self.feature_max = torch.full((self.num_features,), torch.inf)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.predict_table: pd.DataFrame | None = None
         self.predict_features: torch.Tensor | None = None  # the table's [numberToes, bodyLength], unscaled
         self._generated: pd.DataFrame | None = None
         self._prepared = False
-        self._fitted_transform = False
 
     @property
     def generated_csv_path(self) -> Path:
@@ -153,6 +151,11 @@ class DragonDataModule(L.LightningDataModule):
         return table
 
     @property
+    def validates(self) -> bool:
+        """Whether there are validation rows (``val_fraction`` above 0, or folds)."""
+        return self.hparams.val_fraction > 0 or self.hparams.n_folds is not None
+
+    @property
     def source(self) -> str:
         """Where the table comes from, for messages."""
         return str(self.csv_path) if self.csv_path is not None else f"{self.hparams.n_dragons} generated dragons"
@@ -172,24 +175,22 @@ class DragonDataModule(L.LightningDataModule):
         if stage == "predict":
             self._setup_predict()
             return
-        if self.splits:
-            return
-        table = self.load_table()
-        features, labels = tutorial_features(table, self.task, self.seed)
-        indices = self.split_indices(labels)
-        features, labels = torch.from_numpy(features), torch.from_numpy(labels)
-        self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
-        if not self._fitted_transform:
-            self._fit_transform(self.splits["train"][0])
+        if not self.splits:
+            table = self.load_table()
+            features, labels = tutorial_features(table, self.task, self.seed)
+            indices = self.split_indices(labels)
+            features, labels = torch.from_numpy(features), torch.from_numpy(labels)
+            self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
+        if stage == "fit":
+            self._hand_statistics()
 
-    def _fit_transform(self, train_features: torch.Tensor) -> None:
-        self.feature_min = train_features.min(dim=0).values
-        self.feature_max = train_features.max(dim=0).values
-        if self.hparams.standardize:
-            self.feature_mean = train_features.double().mean(dim=0).float()
-            std = train_features.double().std(dim=0).float()
-            self.feature_std = torch.where(std > 0, std, torch.ones_like(std))
-        self._fitted_transform = True
+    def _hand_statistics(self) -> None:
+        """Fit the model's input layer on the training split (a resumed run then restores the same
+        values from its checkpoint)."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        inputs = getattr(model, "inputs", None)
+        if isinstance(inputs, Standardize):
+            inputs.fit(self.splits["train"][0], scale=self.hparams.standardize)
 
     def _setup_predict(self) -> None:
         self._generated, self._prepared = None, True  # predicting needs no dragon table, on disk or in memory
@@ -202,22 +203,10 @@ class DragonDataModule(L.LightningDataModule):
                 f"{self.predict_csv}: already has the column(s) {', '.join(taken)}, which predict writes; rename them"
             )
 
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
-        """Scale raw ``[numberToes, bodyLength]`` rows as the model was trained to see them."""
-        return (features - self.feature_mean) / self.feature_std
-
-    def untransform(self, features: torch.Tensor) -> torch.Tensor:
-        """Back from the model's scaled features to ``[numberToes, bodyLength]`` in original units."""
-        return features * self.feature_std.to(features) + self.feature_mean.to(features)
-
-    def outside_training_range(self, features: torch.Tensor) -> torch.Tensor:
-        """Rows with a feature outside the training split's range by more than that range's width."""
-        return far_outside(features, self.feature_min, self.feature_max)
-
     def _batches(self, features: torch.Tensor, labels: torch.Tensor | None, train: bool = False) -> TensorBatches:
         trainer = self.trainer
         return TensorBatches(
-            self.transform(features),
+            features,
             labels,
             self.hparams.batch_size,
             shuffle=train and self.hparams.shuffle,
@@ -231,8 +220,9 @@ class DragonDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         return self._batches(*self.splits["train"], train=True)
 
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches(*self.splits["val"])
+    def val_dataloader(self) -> TensorBatches | list:
+        """The validation rows; none (Lightning skips the loop) at ``val_fraction`` 0."""
+        return self._batches(*self.splits["val"]) if self.validates else []
 
     def test_dataloader(self) -> TensorBatches:
         return self._batches(*self.splits["test"])
@@ -243,21 +233,11 @@ class DragonDataModule(L.LightningDataModule):
         return self._batches(self.predict_features, None)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must carry for the data side: the task and the fitted feature transform."""
-        return {
-            "task": self.task,
-            "class_names": self.class_names,
-            "feature_mean": self.feature_mean,
-            "feature_std": self.feature_std,
-            "feature_min": self.feature_min,
-            "feature_max": self.feature_max,
-        }
+        """The task, so that a checkpoint is not tested or resumed on the other one."""
+        return {"task": self.task, "class_names": self.class_names}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict["task"] != self.task:
             raise DragonInputError(
                 f"the checkpoint was trained for task {state_dict['task']!r}, but --data.task is {self.task!r}"
             )
-        for name in ("feature_mean", "feature_std", "feature_min", "feature_max"):
-            setattr(self, name, state_dict[name])
-        self._fitted_transform = True

@@ -61,7 +61,8 @@ def _take(indices: np.ndarray, fraction: float) -> int:
 def stratified_split(
     labels: np.ndarray, test_fraction: float, val_fraction: float, seed: int, class_names: tuple[str, ...]
 ) -> SplitIndices:
-    """Split row indices per class: ``test_fraction`` to test, then ``val_fraction`` of the rest to val.
+    """Split row indices per class: ``test_fraction`` to test, then ``val_fraction`` of the rest to val
+    (none at 0).
 
     Each split keeps the class shares of the whole table (to rounding). Rows within a split are in
     random order. Raises when a split would be empty or a class would be missing from training.
@@ -69,7 +70,7 @@ def stratified_split(
     n_test = _take(labels, test_fraction)
     n_val = _take(labels[n_test:], val_fraction)
     for name, size in (("test", n_test), ("val", n_val), ("train", len(labels) - n_test - n_val)):
-        if size < 1:
+        if size < 1 and not (name == "val" and val_fraction == 0):
             _too_few(len(labels), test_fraction, val_fraction, name)
     rng = np.random.default_rng([seed, 1])
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
@@ -87,7 +88,7 @@ def stratified_split(
         parts["train"].append(rows[n_test + n_val :])
     split = {name: rng.permutation(np.concatenate(rows)) for name, rows in parts.items()}
     for name, rows in split.items():
-        if len(rows) == 0:
+        if len(rows) == 0 and not (name == "val" and val_fraction == 0):
             _too_few(len(labels), test_fraction, val_fraction, name)
     return SplitIndices(**split)
 
@@ -116,9 +117,3 @@ def stratified_folds(labels: np.ndarray, split: SplitIndices, n_folds: int, fold
     rng = np.random.default_rng([seed, 2, fold])
     return SplitIndices(train=rng.permutation(rest[train]), val=rng.permutation(rest[val]), test=split.test)
 
-
-def far_outside(features: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Rows with a feature outside the training range ``[low, high]`` by more than that range's width:
-    where a prediction is an extrapolation."""
-    width = high - low
-    return ((features < low - width) | (features > high + width)).any(dim=1)

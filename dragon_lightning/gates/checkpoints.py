@@ -8,7 +8,9 @@ A checkpoint is a pickle inside a zip file, and unpickling can run code. Here it
 - unpickled with ``weights_only=True``: tensors and plain values only;
 - refused unless every class it names is one of dragon-lightning's own models, by exact class path,
   before anything is imported (LightningCLI would otherwise import the module a checkpoint names);
-- refused when its weights and fitted features no longer match the SHA-256 checksum written with them.
+- refused when its weights and fitted features no longer match the SHA-256 checksum written with them;
+- brought to this version's layout (the feature statistics that earlier versions kept beside the
+  weights become the model's ``inputs`` layer).
 
 Lightning's own restore of the same file (``--ckpt_path``) goes through :func:`load_checkpoint` too
 (``AtomicCheckpointIO``) and gets the copy already read and checked.
@@ -32,6 +34,7 @@ from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import CHECKPOINT, named, read_bytes, stat_path
 from dragon_lightning.models import MODELS
 from dragon_lightning.models.base import CHECKPOINT_KEY, INJECTED
+from dragon_lightning.models.inputs import migrate_legacy_statistics
 
 CHECKSUM_KEY = "state_sha256"
 DATA_STATE_KEY = "DragonDataModule"
@@ -99,6 +102,7 @@ def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "
     checkpoint = _unpickle(data, path)
     check_class_paths(checkpoint, path)
     check_checksum(checkpoint, path)
+    migrate_legacy_statistics(checkpoint, "inputs")
     _verified.clear()
     _verified[identity] = checkpoint
     return checkpoint
@@ -168,8 +172,11 @@ def check_class_paths(checkpoint: dict, path: str | os.PathLike) -> None:
 
 
 def _plain(value: Any) -> bool:
+    """Numbers, text, and lists or mappings of them; a mapping naming a ``class_path`` is not plain."""
     if isinstance(value, (list, tuple)):
         return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return "class_path" not in value and all(isinstance(key, str) and _plain(item) for key, item in value.items())
     return value is None or isinstance(value, (bool, int, float, str))
 
 

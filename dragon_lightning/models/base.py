@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
+from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
 from dragon_lightning.models.metrics import accuracy_collection, score_collection, test_collection
 
 STAGES = ("train", "val", "test")
@@ -72,6 +73,8 @@ class DragonClassifier(L.LightningModule):
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class_names given for {num_classes} classes")
+        self.inputs = Standardize(num_features)
+        """Raw features to the scale the network learns on; fitted by the data module on the training split."""
         self.metrics = torch.nn.ModuleDict(
             {
                 # Training accuracy is the share of rows predicted right: summed on the device per step
@@ -116,11 +119,17 @@ class DragonClassifier(L.LightningModule):
 
     @property
     def network(self) -> torch.nn.Module:
-        """The module that maps (scaled) features to logits: all that inference and export need."""
+        """The module that maps standardized features to logits."""
         raise NotImplementedError
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.network(features)
+        """Logits of raw ``[numberToes, bodyLength]`` rows (the units ``predict`` takes)."""
+        return self.network(self.inputs(features))
+
+    def logits_module(self) -> torch.nn.Module:
+        """Raw features to logits and nothing else (no metrics, no optimizer): what inference, export and
+        ensembles hold."""
+        return torch.nn.Sequential(self.inputs, self.network)
 
     def _shared_step(self, batch: Sequence[torch.Tensor], stage: str, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits of a batch; the stage's loss and metrics accumulate on the way (if ``count``)."""
@@ -169,6 +178,7 @@ class DragonClassifier(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {"model": type(self).__name__, "history": list(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        migrate_legacy_statistics(checkpoint, "inputs")
         saved = checkpoint.get(CHECKPOINT_KEY)
         self.history = list(saved.get("history", [])) if isinstance(saved, dict) else []
 
@@ -241,6 +251,11 @@ class DragonClassifier(L.LightningModule):
         return {"predicted": self.predict_classes(logits), "probabilities": probabilities}
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Class probabilities (one column per class) and the predicted class index."""
+        """Class probabilities (one column per class), the predicted class index, and whether the row lies
+        far outside the training data (an extrapolation)."""
         logits = self(batch[0])
-        return {"probabilities": self.probabilities(logits), "predicted": self.predict_classes(logits)}
+        return {
+            "probabilities": self.probabilities(logits),
+            "predicted": self.predict_classes(logits),
+            "outside_training_range": self.inputs.outside_training_range(batch[0]),
+        }

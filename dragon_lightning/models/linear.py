@@ -161,7 +161,8 @@ class Perceptron(DragonClassifier):
             weight = self.linear.weight.detach().cpu().double().numpy()
             bias = self.linear.bias.detach().cpu().double().numpy()
             lr = self.hparams.lr / (self.current_epoch + 1)
-            self._epoch_movement += perceptron_pass(weight, bias, features.cpu().double().numpy(), labels.cpu().numpy(), lr)
+            scaled = self.inputs(features).cpu().double().numpy()
+            self._epoch_movement += perceptron_pass(weight, bias, scaled, labels.cpu().numpy(), lr)
             self.linear.weight.copy_(torch.from_numpy(weight))
             self.linear.bias.copy_(torch.from_numpy(bias))
 

@@ -91,7 +91,9 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
                 )
         except (SQLAlchemyError, ValueError, OSError) as error:
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            if "already exists" in reason and attempt + 1 < SETUP_ATTEMPTS:
+            # PostgreSQL says either, when two machines create the same table at once.
+            racing = "already exists" in reason or "pg_type_typname_nsp_index" in reason
+            if racing and attempt + 1 < SETUP_ATTEMPTS:
                 time.sleep(1.0)  # another machine is creating the study tables this very moment
                 continue
             if parsed.password:

@@ -67,6 +67,17 @@ def _legend_outside(ax) -> None:
 
 
 @rc_context(STYLE)
+def dragons_by_class(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str], title: str) -> np.ndarray:
+    """The dragons in the feature plane, one color per class: the tutorial's first picture."""
+    figure = Figure(figsize=(6.5, 4.5), dpi=DPI)
+    figure.subplots_adjust(left=0.12, right=0.78, bottom=0.12, top=0.9)
+    ax = figure.subplots()
+    _scatter(ax, features, labels, class_names, title)
+    _legend_outside(ax)
+    return render(figure)
+
+
+@rc_context(STYLE)
 def truth_and_predictions(
     features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], caption: str
 ) -> np.ndarray:
