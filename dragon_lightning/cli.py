@@ -46,10 +46,10 @@ from dragon_lightning.checkpoints import (
 )
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonError, DragonInputError, InvalidArgument
-from dragon_lightning.gates.checkpoints import load_checkpoint
+from dragon_lightning.gates.checkpoints import load_checkpoint, model_class
 from dragon_lightning.gates.inputs import check_argument_files
 from dragon_lightning.gates.outputs import DISK_FULL
-from dragon_lightning.models import DragonClassifier
+from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.preflight import (
     check_monitor,
     check_optimization_options,
@@ -71,6 +71,7 @@ DESCRIPTION = (
 
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 EVALUATION_COMMANDS = ("validate", "test", "predict")
+ENSEMBLE_CLASS_PATH = "dragon_lightning.models.FoldEnsemble"
 ROOT_DIR = "<trainer.default_root_dir>"
 """A logger's ``save_dir`` by default: replaced by the Trainer's ``default_root_dir`` before the run."""
 
@@ -143,6 +144,8 @@ class DragonCLI(LightningCLI):
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
+            if self.config.get("subcommand") in EVALUATION_COMMANDS and model_class(self.checkpoint, config.ckpt_path) is FoldEnsemble:
+                config.model = ensemble_of(config.model)
             class_path = config.model.get("class_path")
             check_trained_model(self.checkpoint, config.ckpt_path, _import(class_path))
             configured = (config.model.get("init_args") or Namespace()).as_dict()
@@ -196,7 +199,7 @@ class DragonCLI(LightningCLI):
         check_trainer_options(config.trainer)
         if self.stage == "fit":
             check_optimization_options(config.trainer, self.model)
-            check_monitor(config.get("checkpoint", Namespace()), self.model)
+            check_monitor(config.get("checkpoint", Namespace()), self.model, self.datamodule.validates)
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
@@ -209,6 +212,8 @@ class DragonCLI(LightningCLI):
         if not self._get(self.config, "test_after_fit"):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        self.tested_checkpoint = best
+        """The checkpoint the test after fit ran on ("" for the final weights in memory)."""
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
@@ -325,6 +330,14 @@ def main() -> None:
     cli_main()
 
 
+def ensemble_of(model: Namespace) -> Namespace:
+    """The config's model section for a fold ensemble of its model: an ensemble checkpoint validates,
+    tests and predicts under the config its members were trained with (its decision options kept)."""
+    init_args = model.get("init_args") or Namespace()
+    kept = {name: init_args[name] for name in DECISION_HYPERPARAMETERS if name in init_args}
+    return Namespace(class_path=ENSEMBLE_CLASS_PATH, init_args=Namespace(**kept))
+
+
 def build_cli(
     args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None,
     callbacks: Sequence[Callback] = (), description: str = DESCRIPTION,
@@ -358,6 +371,8 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
     # The prediction writer needs no batch indices: rows come back in the order of the CSV.
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 
 
 def quiet_lightning() -> None:

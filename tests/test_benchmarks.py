@@ -30,10 +30,11 @@ def test_the_table_script_writes_markdown_and_json(tmp_path, capsys):
     reproduce.main(["--draws", "2", "--configs", "configs/color_perceptron.yaml", "--json", str(output)])
     printed = capsys.readouterr().out
     assert "| color | configs/color_perceptron.yaml |" in printed
-    assert "| color | scikit-learn MLPClassifier (10,20,1000) |" in printed
+    assert "| color | scikit-learn MLPClassifier (10,20,1000) on train+val |" in printed
     rows = {row["method"]: row for row in json.loads(output.read_text())["rows"]}
     assert rows["configs/color_perceptron.yaml"]["draws"] == 2
-    assert 0.8 < rows["scikit-learn LogisticRegression"]["test/acc"]["mean"] <= 1
+    for rows_used in ("train", "train+val"):
+        assert 0.8 < rows[f"scikit-learn LogisticRegression on {rows_used}"]["test/acc"]["mean"] <= 1
 
 
 def test_the_throughput_script_times_all_four_loops(tmp_path, capsys, monkeypatch):

@@ -405,7 +405,7 @@ def test_a_checkpoint_never_chooses_the_module_that_is_imported(command, trained
         result = run_in_subprocess(*args, cwd=scratch, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.strip().endswith("which is not one of dragon-lightning's models (Perceptron, LogisticRegression, "
-                                              "MLPClassifier); refused before importing anything")
+                                              "MLPClassifier, FoldEnsemble); refused before importing anything")
         assert files_under(scratch) == before
     assert not (scratch / "IMPORTED").exists(), "the module the checkpoint named was imported"
 
@@ -423,7 +423,7 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
         if edit == "a weight":
             checkpoint["state_dict"]["net.0.weight"][0, 0] += 0.5
         else:
-            checkpoint["DragonDataModule"]["feature_mean"][1] += 1.0
+            checkpoint["state_dict"]["inputs.mean"][1] += 1.0
 
     altered = edited_checkpoint(trained, scratch / "altered.ckpt", alter, checksum=False)
     args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(altered)]
@@ -569,6 +569,6 @@ def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
 
 
 def test_export_of_a_checkpoint_with_zero_scaling_says_so(trained, scratch, capfd):
-    flat = edited_checkpoint(trained, scratch / "flat.ckpt", lambda c: c["DragonDataModule"]["feature_std"].__setitem__(0, 0.0))
+    flat = edited_checkpoint(trained, scratch / "flat.ckpt", lambda c: c["state_dict"]["inputs.std"].__setitem__(0, 0.0))
     args = ["export", "--ckpt_path", str(flat), "--output", "model.onnx"]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "its feature scaling has a standard deviation of 0")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from dragon_lightning.callbacks.figures import kept_epoch
 from dragon_lightning.callbacks.hparams import record_hyperparameters
 from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonInputError
@@ -79,6 +80,10 @@ class RunResult:
     metrics: dict[str, float]
     training_seconds: float
     """Wall time inside ``Trainer.fit`` (the rest of a run is set-up and validation)."""
+    epochs: int
+    """Epochs up to the weights the run kept (the monitored best, else the last): what a refit trains."""
+    checkpoint: str
+    """The kept checkpoint's path ("" without checkpointing)."""
 
 
 class FitTimer(Callback):
@@ -112,9 +117,28 @@ def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if c not in callbacks]  # fit's alone, not validate's
     checkpoint = cli.trainer.checkpoint_callback
     kept = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else None
+    epoch = kept_epoch(cli.trainer, cli.model.history)
+    kept_path = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else ""
     validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=kept or None, verbose=False)
     record_hyperparameters(cli.trainer, cli.model)
-    return RunResult(run_dir, {name: float(value) for name, value in validated[0].items()}, timer.seconds)
+    return RunResult(run_dir, {name: float(value) for name, value in validated[0].items()}, timer.seconds,
+                     epochs=1 if epoch is None else epoch + 1, checkpoint=kept_path)
+
+
+def test_run(run_dir: Path, test_args: Sequence[str]) -> DragonCLI:
+    """``test`` into ``run_dir`` (its config.yaml, logs and pictures)."""
+    args = [
+        "test", *test_args, "--trainer.logger.init_args.save_dir", str(run_dir.parent),
+        "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", run_dir.name,
+    ]
+    return build_cli(args)
+
+
+def boolean(text: str) -> bool:
+    """``true`` or ``false``, as the fit options are written."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
+    return text.lower() == "true"
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:

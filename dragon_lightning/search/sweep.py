@@ -9,7 +9,6 @@ are used only by ``fit --config <sweep>/best_config.yaml``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from argparse import ArgumentError
@@ -28,7 +27,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
-from dragon_lightning.callbacks.plots import STYLE
+from dragon_lightning.figures.drawing import STYLE
 from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_lightning, quiet_warnings
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
@@ -37,17 +36,19 @@ from dragon_lightning.search.runs import (
     CommandParser,
     CheckedConfig,
     Objective,
+    boolean,
     check_config,
     fit_and_validate,
     mean_and_std,
 )
+from dragon_lightning.search.refit import REFIT, recommended_epochs, refit, refit_args
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
 from dragon_lightning.search.storage import open_database, open_storage
 from dragon_lightning.search.trials import finished, is_surplus, requeue_interrupted, run_until_done
 
 PROG = "dragon-lightning sweep"
 PARENT_POLL_SECONDS = 1.0
-OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png")
+OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png", REFIT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,14 +119,17 @@ class TrialObjective:
             pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
             result = fit_and_validate(trial_dir, base, callbacks=[pruning])
             trial.set_user_attr("training_seconds", result.training_seconds)
+            trial.set_user_attr("epochs", result.epochs)
             return result.metrics[metric]
-        scores, training = [], 0.0
+        scores, training, epochs = [], 0.0, []
         for fold in range(self.settings.folds):
             fold_args = [*base, "--data.n_folds", str(self.settings.folds), "--data.fold", str(fold)]
             result = fit_and_validate(trial_dir / f"fold_{fold}", fold_args)
             scores.append(result.metrics[metric])
             training += result.training_seconds
+            epochs.append(result.epochs)
             trial.set_user_attr("training_seconds", training)
+            trial.set_user_attr("epochs", recommended_epochs(epochs))
             trial.report(mean_and_std(scores)[0], fold)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {fold}")
@@ -257,12 +261,6 @@ def _plot(folder: OutputFolder, name: str, plot, study: optuna.Study, metric: st
         pyplot.close(figure)
 
 
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
-    return text.lower() == "true"
-
-
 def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
     config = Path(str(checked.cli.config.config[-1])).stem
     return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
@@ -283,10 +281,13 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     parser.add_argument("--storage", default=None, help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
                         "default: a journal file in the sweep folder")
     parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
-    parser.add_argument("--prune", type=_boolean, default=True, help="stop trials whose validation metric is worse than "
+    parser.add_argument("--prune", type=boolean, default=True, help="stop trials whose validation metric is worse than "
                         "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)")
     parser.add_argument("--heartbeat", type=int, default=60, help="with --storage: seconds between a running trial's "
                         "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)")
+    parser.add_argument("--refit", type=boolean, default=False, help="then train the best settings once more on every "
+                        "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
+                        "folds), keep the final weights and test them: run folder 'refit' (default: false)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
                         "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
@@ -309,6 +310,8 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     folds = ["--data.n_folds", str(own.folds)] if own.folds else []
     checked = check_config([*fit_args, *folds], PROG)
     check_space(checked, space)
+    if own.refit:  # the refit's options are checked before any trial runs
+        check_config(refit_args(fit_args, 1), PROG)
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
     OutputFolder(sweep_dir, "--output_dir").claim(OUTPUTS)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -336,7 +339,10 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
         print(f"no trial completed; trials.csv in {sweep_dir}")
     else:
         print(f"best trial {best.number}: {settings.objective.metric} {best.value:.4f}; "
-              f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}")
+              f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}", flush=True)
+        if own.refit:
+            epochs = best.user_attrs.get("epochs") or checked.cli.config.trainer.max_epochs
+            refit([*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir").claim_folder(REFIT))
     return best
 
 

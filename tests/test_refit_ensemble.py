@@ -1,0 +1,149 @@
+"""Every labelled dragon: the refit on all non-test rows for the folds' median epochs, and fold ensembles
+through test, predict, load_model and onnxruntime."""
+
+import signal
+import time
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from clihelpers import config, expect_one_line_error, files_under, run
+from dragon_lightning import load_model
+from dragon_lightning.data import DragonDataModule
+from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.checkpoints import load_checkpoint
+from dragon_lightning.search.ensemble import write_ensemble
+
+FOLDS = 3
+CV = ["cv", "--config", config("fire_logistic.yaml"), "--folds", str(FOLDS), "--trainer.max_epochs", "6",
+      "--trainer.enable_progress_bar", "false"]
+
+
+def rows_of(features: torch.Tensor, labels: torch.Tensor) -> set:
+    return {(float(a), float(b), int(y)) for (a, b), y in zip(features.tolist(), labels.tolist())}
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, real_csv):
+    """``cv --refit true --ensemble true`` on the real file, once for the module."""
+    root = tmp_path_factory.mktemp("cv")
+    results = run(*CV, "--refit", "true", "--ensemble", "true", "--data.csv_path", str(real_csv),
+                  "--output_dir", str(root / "cv"), "--trainer.default_root_dir", str(root))
+    return root / "cv", results
+
+
+def test_the_refit_trains_on_exactly_the_non_test_rows_for_the_median_kept_epochs(cv_run, real_csv):
+    cv_dir, results = cv_run
+    table = pd.read_csv(cv_dir / "cv_results.csv")
+    assert table["epochs"].tolist() == [result.epochs for result in results.folds]
+    epochs = int(np.median(table["epochs"]) + 0.5)
+    saved = yaml.safe_load((cv_dir / "refit" / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == epochs and saved["data"]["val_fraction"] == 0
+    assert saved["checkpoint"]["monitor"] is None
+    plain = DragonDataModule(task="fire", csv_path=real_csv, seed=saved["data"]["seed"])
+    plain.setup("fit")
+    refit_data = DragonDataModule(**{k: v for k, v in saved["data"].items() if k in ("task", "csv_path", "seed", "val_fraction")})
+    refit_data.setup("fit")
+    train = refit_data.splits["train"]
+    assert len(train[1]) == len(plain.splits["train"][1]) + len(plain.splits["val"][1])
+    assert rows_of(*train) == rows_of(*plain.splits["train"]) | rows_of(*plain.splits["val"]), "every non-test row, no other"
+    assert torch.equal(refit_data.splits["test"][0], plain.splits["test"][0])
+    checkpoint = load_checkpoint(cv_dir / "refit" / "checkpoints" / "last.ckpt", option=None)
+    batches = -(-len(train[1]) // saved["data"]["batch_size"])
+    assert (checkpoint["epoch"] + 1, checkpoint["global_step"]) == (epochs, epochs * batches), "trained that many epochs on them"
+    mean = train[0].double().mean(dim=0).float()
+    torch.testing.assert_close(checkpoint["state_dict"]["inputs.mean"], mean), "its scaling is fitted on those rows"
+
+
+def members_of(cv_dir: Path) -> list[Path]:
+    checkpoint = load_checkpoint(cv_dir / "ensemble" / "checkpoints" / "ensemble.ckpt", option=None)
+    return [Path(path) for path in checkpoint["dragon_lightning"]["members"]]
+
+
+def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(cv_run, real_csv, tmp_path):
+    cv_dir, _ = cv_run
+    path = cv_dir / "ensemble" / "checkpoints" / "ensemble.ckpt"
+    members = members_of(cv_dir)
+    assert len(members) == FOLDS + 1 and members[-1].parent.parent.name == "refit", "the folds and the refit"
+    ensemble = load_model(path)
+    features, _ = ensemble.test_split()
+    far = np.array([[5.0, -400.0], [40.0, 900.0]], dtype=np.float32)  # far outside: probabilities near 0 and 1
+    points = np.concatenate([features, far])
+    mean = np.mean([load_model(member).probabilities(points) for member in members], axis=0)
+    np.testing.assert_allclose(ensemble.probabilities(points), mean, atol=1e-6, rtol=0)
+    assert ensemble.outside_training_range(far).all() and not ensemble.outside_training_range(features).any()
+
+    pd.DataFrame(points, columns=["numberToes", "bodyLength"]).to_csv(tmp_path / "dragons.csv", index=False)
+    run("predict", "--config", config("fire_logistic.yaml"), "--ckpt_path", str(path), "--data.predict_csv", str(tmp_path / "dragons.csv"),
+        "--predictions.output_path", str(tmp_path / "predictions.csv"), "--trainer.logger", "false")
+    predicted = pd.read_csv(tmp_path / "predictions.csv")
+    np.testing.assert_allclose(predicted[["p_no fire", "p_fire"]].to_numpy(), mean, atol=1e-6, rtol=0)
+
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    run("export", "--ckpt_path", str(path), "--output", str(tmp_path / "ensemble.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "ensemble.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_probabilities,) = session.run(None, {"features": points})
+    np.testing.assert_allclose(onnx_probabilities, mean, atol=1e-6, rtol=0)
+
+
+def test_the_ensemble_run_tests_on_the_test_rows_and_draws_its_pictures(cv_run):
+    cv_dir, _ = cv_run
+    ensemble_dir = cv_dir / "ensemble"
+    assert {"decision_regions.png", "confusion_matrix.png", "roc_curve.png"} <= {p.name for p in (ensemble_dir / "figures").iterdir()}
+    saved = yaml.safe_load((ensemble_dir / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "dragon_lightning.models.FoldEnsemble"
+    assert [member["model"] for member in saved["model"]["init_args"]["members"]] == ["LogisticRegression"] * (FOLDS + 1)
+
+
+def test_an_interrupted_cv_ensemble_resumes_to_the_same_result(cv_run, real_csv, tmp_path):
+    """SIGTERM while the last fold trains; the same command again reuses the finished folds and builds the
+    same ensemble as the uninterrupted run."""
+    cv_dir, _ = cv_run
+    args = [*CV, "--ensemble", "true", "--refit", "true", "--data.csv_path", str(real_csv), "--output_dir", "cv",
+            "--trainer.default_root_dir", "."]
+    command = [sys.executable, "-m", "dragon_lightning", *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "cv" / f"fold_{FOLDS - 2}" / "result.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, "interrupted before the end"
+    assert not (tmp_path / "cv" / "ensemble").exists()
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"fold {FOLDS - 2}: finished earlier, reused" in resumed.stdout
+    again = load_model(tmp_path / "cv" / "ensemble" / "checkpoints" / "ensemble.ckpt")
+    first = load_model(cv_dir / "ensemble" / "checkpoints" / "ensemble.ckpt")
+    features, _ = first.test_split()
+    np.testing.assert_allclose(again.probabilities(features), first.probabilities(features), atol=1e-6, rtol=0)
+
+
+def test_monitoring_without_validation_rows_is_one_line(scratch, capfd):
+    args = ["fit", "--config", config("color_mlp.yaml"), "--data.val_fraction", "0"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args,
+                          "--checkpoint.monitor val/loss: --data.val_fraction 0 leaves no validation rows")
+
+
+def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
+    args = ["cv", "--config", config("fire_logistic.yaml"), "--folds", "1", "--ensemble", "true", "--output_dir", "out"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "--folds must be at least 2, got 1")
+
+
+def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp_path):
+    cv_dir, _ = cv_run
+    color = run("fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
+                "--data.data_dir", str(tmp_path / "data"), "--test_after_fit", "false")
+    color_checkpoint = Path(color.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    before = files_under(tmp_path)
+    with pytest.raises(DragonInputError, match=f"{color_checkpoint}: predicts .* an ensemble needs members of one task"):
+        write_ensemble([members_of(cv_dir)[0], color_checkpoint], tmp_path / "ensemble.ckpt")
+    assert files_under(tmp_path) == before, "nothing written"
