@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test
+.PHONY: setup run test notebook
 
 $(BIN)/dragon-lightning: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,8 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The tutorial notebook in JupyterLab, from this project's venv (the notebook extra, installed once).
+notebook: setup
+	$(BIN)/pip install --quiet -e ".[notebook]"
+	cd notebooks && ../$(BIN)/jupyter lab dragon_tutorial.ipynb

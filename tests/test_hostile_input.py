@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import numpy as np
 import torch
 
 from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run, run_in_subprocess
@@ -572,3 +573,23 @@ def test_export_of_a_checkpoint_with_zero_scaling_says_so(trained, scratch, capf
     flat = edited_checkpoint(trained, scratch / "flat.ckpt", lambda c: c["state_dict"]["inputs.std"].__setitem__(0, 0.0))
     args = ["export", "--ckpt_path", str(flat), "--output", "model.onnx"]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "its feature scaling has a standard deviation of 0")
+
+
+def test_a_checkpoint_of_the_earlier_layout_loads_and_predicts_as_before(trained, scratch):
+    """Before the standardization moved into the model, checkpoints kept its statistics beside the weights
+    (Lightning's data module entry): the gate moves them into the model's input layer."""
+
+    def earlier_layout(checkpoint):
+        inputs = {name: checkpoint["state_dict"].pop(f"inputs.{name}") for name in ("mean", "std", "low", "high")}
+        checkpoint["DragonDataModule"].update(feature_mean=inputs["mean"], feature_std=inputs["std"],
+                                              feature_min=inputs["low"], feature_max=inputs["high"])
+
+    old = edited_checkpoint(trained, scratch / "old.ckpt", earlier_layout)
+    assert "inputs.mean" not in torch.load(old, weights_only=True)["state_dict"]
+    from dragon_lightning import load_model
+
+    rows = np.array([[6.0, 170.0], [14.0, 120.0], [3.0, 260.0]], dtype=np.float32)
+    np.testing.assert_array_equal(load_model(old).probabilities(rows), load_model(trained).probabilities(rows))
+    tested = run("test", "--config", COLOR_MLP, "--ckpt_path", str(old), "--trainer.logger", "false", "--figures.enabled", "false")
+    again = run("test", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--trainer.logger", "false", "--figures.enabled", "false")
+    assert float(tested.trainer.callback_metrics["test/acc"]) == float(again.trainer.callback_metrics["test/acc"])
