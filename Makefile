@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test notebook
+.PHONY: setup run test lint notebook
 
 $(BIN)/dragon-lightning: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# What CI checks before the tests (configured in pyproject.toml; .pre-commit-config.yaml runs the same).
+lint: setup
+	$(BIN)/ruff check dragon_lightning tests benchmarks examples notebooks
+	$(BIN)/ruff format --check dragon_lightning tests benchmarks examples notebooks
+	$(BIN)/mypy
 
 # The tutorial notebook in JupyterLab, from this project's venv (the notebook extra, installed once).
 notebook: setup

@@ -16,8 +16,8 @@ import io
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -55,15 +55,30 @@ def measure(config: str, rows: int, repeats: int, folder: Path) -> dict:
     features = dragons.to_numpy(dtype=np.float32)
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     model = load_model(checkpoint)
-    predict_args = ["predict", *common, "--ckpt_path", str(checkpoint), "--data.predict_csv", str(folder / "dragons.csv"),
-                    "--data.batch_size", "65536", "--predictions.output_path", str(folder / "out.csv"), "--predictions.overwrite", "true"]
+    predict_args = [
+        "predict",
+        *common,
+        "--ckpt_path",
+        str(checkpoint),
+        "--data.predict_csv",
+        str(folder / "dragons.csv"),
+        "--data.batch_size",
+        "65536",
+        "--predictions.output_path",
+        str(folder / "out.csv"),
+        "--predictions.overwrite",
+        "true",
+    ]
     seconds = {
         "onnxruntime": best_seconds(lambda: session.run(None, {"features": features}), repeats),
         "predict_proba": best_seconds(lambda: model.predict_proba(dragons), repeats),
         "predict command": best_seconds(lambda: quietly(predict_args), repeats),
     }
     return {
-        "config": config, "rows": rows, "onnx_bytes": report.size_bytes, "max_abs_difference": report.max_abs_difference,
+        "config": config,
+        "rows": rows,
+        "onnx_bytes": report.size_bytes,
+        "max_abs_difference": report.max_abs_difference,
         "rows_per_second": {name: rows / value for name, value in seconds.items()},
     }
 
@@ -78,8 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         result = measure(args.config, args.rows, args.repeats, Path(folder))
     rates = result["rows_per_second"]
-    print(f"{args.config}, {args.rows:,} rows; ONNX file {result['onnx_bytes']:,} bytes, "
-          f"max |difference| from PyTorch {result['max_abs_difference']:.2g}")
+    print(
+        f"{args.config}, {args.rows:,} rows; ONNX file {result['onnx_bytes']:,} bytes, "
+        f"max |difference| from PyTorch {result['max_abs_difference']:.2g}"
+    )
     print("| way | rows per second | vs onnxruntime |\n|---|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / rates['onnxruntime']:.2f} |")

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dragon_lightning.baselines import TUTORIAL_PRINTED as TUTORIAL_PRINTED_BY_MODEL
+from dragon_lightning.baselines import sklearn_predictions
 from dragon_lightning.cli import cli_main
-from dragon_lightning.baselines import TUTORIAL_PRINTED as TUTORIAL_PRINTED_BY_MODEL, sklearn_predictions
 from dragon_lightning.data import DragonDataModule
 
 TUTORIAL_CONFIG_NAMES = {"LogisticRegression": "logistic", "Perceptron": "perceptron", "MLPClassifier": "mlp"}
@@ -45,7 +46,10 @@ CONFIGS = [
     "configs/tutorial/color_mlp.yaml",
 ]
 # The single-draw test accuracy the tutorial printed for its own methods.
-TUTORIAL_PRINTED = {f"configs/tutorial/{task}_{TUTORIAL_CONFIG_NAMES[model]}.yaml": value for (task, model), value in TUTORIAL_PRINTED_BY_MODEL.items()}
+TUTORIAL_PRINTED = {
+    f"configs/tutorial/{task}_{TUTORIAL_CONFIG_NAMES[model]}.yaml": value
+    for (task, model), value in TUTORIAL_PRINTED_BY_MODEL.items()
+}
 METRICS = ("test/acc", "test/detection_rate", "test/false_positive_rate")
 
 
@@ -71,9 +75,29 @@ PIPELINE_FOLDS = 5
 
 def run_pipelines(config: str, seed: int, csv: str | None, root: Path) -> dict[str, dict[str, float]]:
     """``cv --refit true --ensemble true`` for one seed; the refit's and the ensemble's test metrics."""
-    args = ["cv", "--config", str(ROOT / config), "--folds", str(PIPELINE_FOLDS), "--refit", "true", "--ensemble", "true",
-            "--seed_everything", str(seed), "--output_dir", str(root / "cv"), "--trainer.default_root_dir", str(root),
-            "--data.data_dir", str(root / "data"), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    args = [
+        "cv",
+        "--config",
+        str(ROOT / config),
+        "--folds",
+        str(PIPELINE_FOLDS),
+        "--refit",
+        "true",
+        "--ensemble",
+        "true",
+        "--seed_everything",
+        str(seed),
+        "--output_dir",
+        str(root / "cv"),
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root / "data"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
     if csv:
         args += ["--data.csv_path", csv]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -163,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarise(dict(sorted(runs.items())))
     print(markdown(rows))
     if args.json:
-        args.json.write_text(json.dumps({"csv": args.csv, "first_draw": args.first_draw, "draws": args.draws, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"csv": args.csv, "first_draw": args.first_draw, "draws": args.draws, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,22 @@ def post(url: str, rows: list[dict]) -> float:
 
 def start(checkpoint: Path, max_batch_size: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "dragon_lightning", "serve", "--ckpt_path", str(checkpoint), "--port", str(port),
-                                "--max_batch_size", str(max_batch_size)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dragon_lightning",
+            "serve",
+            "--ckpt_path",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--max_batch_size",
+            str(max_batch_size),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -73,13 +87,35 @@ def main() -> None:
     with TemporaryDirectory() as folder:
         checkpoint = options.ckpt_path
         if checkpoint is None:
-            subprocess.run([sys.executable, "-m", "dragon_lightning", "fit", "--config", str(ROOT / "configs/color_mlp.yaml"),
-                            "--trainer.max_epochs", "2", "--test_after_fit", "false", "--figures.enabled", "false",
-                            "--data.data_dir", "null", "--trainer.default_root_dir", folder], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dragon_lightning",
+                    "fit",
+                    "--config",
+                    str(ROOT / "configs/color_mlp.yaml"),
+                    "--trainer.max_epochs",
+                    "2",
+                    "--test_after_fit",
+                    "false",
+                    "--figures.enabled",
+                    "false",
+                    "--data.data_dir",
+                    "null",
+                    "--trainer.default_root_dir",
+                    folder,
+                ],
+                check=True,
+                capture_output=True,
+            )
             checkpoint = next(Path(folder).rglob("last.ckpt"))
         generator = np.random.default_rng(0)
         one = [{"numberToes": 7, "bodyLength": 150.0}]
-        thousand = [{"numberToes": int(t), "bodyLength": float(b)} for t, b in zip(generator.integers(2, 30, 1000), generator.uniform(80, 290, 1000))]
+        thousand = [
+            {"numberToes": int(t), "bodyLength": float(b)}
+            for t, b in zip(generator.integers(2, 30, 1000), generator.uniform(80, 290, 1000))
+        ]
         print("| batching | concurrency | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|")
         rates = {}
         for max_batch_size, label in ((64, "on"), (1, "off")):
@@ -102,8 +138,11 @@ def main() -> None:
             model.predict_proba(table)
         in_process = 50 * 1000 / (time.perf_counter() - started)
         export = Path(folder) / "model.onnx"
-        subprocess.run([sys.executable, "-m", "dragon_lightning", "export", "--ckpt_path", str(checkpoint), "--output", str(export)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "dragon_lightning", "export", "--ckpt_path", str(checkpoint), "--output", str(export)],
+            check=True,
+            capture_output=True,
+        )
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(export), providers=["CPUExecutionProvider"])
@@ -112,8 +151,10 @@ def main() -> None:
         for _ in range(50):
             session.run(None, {"features": features})
         onnx_rate = 50 * 1000 / (time.perf_counter() - started)
-    print(f"\n1,000-row requests (batching on, 4 clients): {big_rate * 1000:,.0f} rows/s; in-process predict_proba: "
-          f"{in_process:,.0f} rows/s; onnxruntime: {onnx_rate:,.0f} rows/s")
+    print(
+        f"\n1,000-row requests (batching on, 4 clients): {big_rate * 1000:,.0f} rows/s; in-process predict_proba: "
+        f"{in_process:,.0f} rows/s; onnxruntime: {onnx_rate:,.0f} rows/s"
+    )
     print(f"batching on / off at concurrency 64: {rates['on', 64] / rates['off', 64]:.2f} (target: at least 2)")
 
 

@@ -36,9 +36,23 @@ PYTHON = [sys.executable, "-m", "dragon_lightning"]
 
 
 def fit_args(epochs: int) -> list[str]:
-    return ["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu",
-            "--trainer.enable_progress_bar", "false", "--figures.enabled", "false", "--data.data_dir", "null",
-            "--trainer.default_root_dir", "runs"]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/color_mlp.yaml"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--figures.enabled",
+        "false",
+        "--data.data_dir",
+        "null",
+        "--trainer.default_root_dir",
+        "runs",
+    ]
 
 
 def test_accuracy(output: str) -> float:
@@ -54,9 +68,26 @@ def two_nodes_against_one(epochs: int) -> None:
         port, nodes = free_port(), []
         started = time.perf_counter()
         for rank in (0, 1):
-            environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank), "WORLD_SIZE": "2"}
-            command = [*PYTHON, *fit_args(epochs), "--trainer.num_nodes", "2", "--trainer.devices", "1", "--trainer.strategy", "ddp"]
-            nodes.append(subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            environment = {
+                **os.environ,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "NODE_RANK": str(rank),
+                "WORLD_SIZE": "2",
+            }
+            command = [
+                *PYTHON,
+                *fit_args(epochs),
+                "--trainer.num_nodes",
+                "2",
+                "--trainer.devices",
+                "1",
+                "--trainer.strategy",
+                "ddp",
+            ]
+            nodes.append(
+                subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
         outputs = [node.communicate() for node in nodes]
         two_seconds = time.perf_counter() - started
     print(f"| fit, {epochs} epochs | wall time (s) | test/acc |\n|---|---|---|")
@@ -66,16 +97,38 @@ def two_nodes_against_one(epochs: int) -> None:
 
 
 def sweep(url: str, study: str, trials: int, epochs: int, *extra: str) -> list[str]:
-    return [*PYTHON, "sweep", "--config", str(ROOT / "configs/color_mlp.yaml"), "--space", str(ROOT / "configs/sweeps/color_mlp.yaml"),
-            "--storage", url, "--study_name", study, "--n_trials", str(trials), "--output_dir", "sweep", "--data.data_dir", "null",
-            "--trainer.max_epochs", str(epochs), "--prune", "false", *extra]
+    return [
+        *PYTHON,
+        "sweep",
+        "--config",
+        str(ROOT / "configs/color_mlp.yaml"),
+        "--space",
+        str(ROOT / "configs/sweeps/color_mlp.yaml"),
+        "--storage",
+        url,
+        "--study_name",
+        study,
+        "--n_trials",
+        str(trials),
+        "--output_dir",
+        "sweep",
+        "--data.data_dir",
+        "null",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--prune",
+        "false",
+        *extra,
+    ]
 
 
 def machines(count: int, command: list[str], folder: Path) -> list[subprocess.Popen]:
     processes = []
     for index in range(count):
         (folder / f"m{index}").mkdir()
-        processes.append(subprocess.Popen(command, cwd=folder / f"m{index}", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(command, cwd=folder / f"m{index}", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     return processes
 
 
@@ -96,8 +149,10 @@ def shared_study(server: PostgresServer, trials: int, epochs: int) -> None:
             study = study_of(url, name)
             done = finished(study)
             ran = [t.number for t in study.trials if "training_seconds" in t.user_attrs and t.state == TrialState.COMPLETE]
-            print(f"| {count} | {trials} | {minutes:.2f} | {trials / minutes:.1f} | {len(done)} | {max(trials - len(done), 0)} | "
-                  f"{len(ran) - len(set(ran))} |")
+            print(
+                f"| {count} | {trials} | {minutes:.2f} | {trials / minutes:.1f} | {len(done)} | {max(trials - len(done), 0)} | "
+                f"{len(ran) - len(set(ran))} |"
+            )
     with TemporaryDirectory() as folder:
         name = "takeover"
         first, second = machines(2, sweep(url, name, 4, epochs * 2, "--heartbeat", "2"), Path(folder))
@@ -115,9 +170,11 @@ def shared_study(server: PostgresServer, trials: int, epochs: int) -> None:
         study = study_of(url, name)
         retry = next(t for t in study.trials if t.system_attrs.get("retry_history"))
         original = study.trials[retry.system_attrs["retry_history"][0]]
-        print(f"\nSIGKILL mid-trial: trial {original.number} ran again {(retry.datetime_start - killed_at).total_seconds():.1f} s "
-              f"later on the other machine (heartbeat 2 s, grace 4 s), with the same settings: {retry.params == original.params}; "
-              f"counted trials {len(finished(study))} of 4")
+        print(
+            f"\nSIGKILL mid-trial: trial {original.number} ran again {(retry.datetime_start - killed_at).total_seconds():.1f} s "
+            f"later on the other machine (heartbeat 2 s, grace 4 s), with the same settings: {retry.params == original.params}; "
+            f"counted trials {len(finished(study))} of 4"
+        )
 
 
 def main() -> None:

@@ -26,16 +26,38 @@ SPACE = "model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-3, high
 def timed_sweep(folder: Path, config: str, trials: int, epochs: int, workers: int) -> dict:
     (folder / "space.yaml").write_text(SPACE)
     command = [
-        sys.executable, "-m", "dragon_lightning", "sweep", "--config", str(ROOT / config), "--space", str(folder / "space.yaml"),
-        "--n_trials", str(trials), "--workers", str(workers), "--prune", "false", "--output_dir", str(folder / "sweep"),
-        "--trainer.max_epochs", str(epochs), "--data.data_dir", str(folder / "data"),
+        sys.executable,
+        "-m",
+        "dragon_lightning",
+        "sweep",
+        "--config",
+        str(ROOT / config),
+        "--space",
+        str(folder / "space.yaml"),
+        "--n_trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--prune",
+        "false",
+        "--output_dir",
+        str(folder / "sweep"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--data.data_dir",
+        str(folder / "data"),
     ]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=folder)
     seconds = time.perf_counter() - started
     table = pd.read_csv(folder / "sweep" / "trials.csv")
     outside = 1 - (table["user_attrs_training_seconds"] / table["duration"])
-    return {"workers": workers, "seconds": seconds, "trials_per_minute": trials * 60 / seconds, "outside_training": outside.mean()}
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "trials_per_minute": trials * 60 / seconds,
+        "outside_training": outside.mean(),
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

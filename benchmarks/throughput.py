@@ -189,8 +189,12 @@ def main() -> None:
     features, labels = training_tensors(args.n, device)
     print(f"{len(labels):,} training rows on {device}, MLP 2-{'-'.join(map(str, HIDDEN))}-3, Adam", file=sys.stderr)
     results = {
-        "n_dragons": args.n, "training_rows": len(labels), "device": str(device), "fused_adam": args.fused,
-        "compiled": args.compile, "rows": [],
+        "n_dragons": args.n,
+        "training_rows": len(labels),
+        "device": str(device),
+        "fused_adam": args.fused,
+        "compiled": args.compile,
+        "rows": [],
     }
     with tempfile.TemporaryDirectory() as root:
         for batch_size in args.batch_sizes:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from pathlib import Path
 from collections.abc import Sequence
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.plugins import TorchCheckpointIO
@@ -28,7 +28,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     whole; a file of the user's with the same name is never replaced). Load through the checkpoint
     gate, whatever the caller asks for."""
 
-    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         checkpoint = load_checkpoint(path, option=None)
         assert checkpoint is not None
         return checkpoint
@@ -38,7 +38,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote storage: no local rename
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        OutputFolder(path.parent).write(path.name, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
+        OutputFolder(path.parent).write(
+            path.name, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options)
+        )
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
@@ -54,7 +56,7 @@ def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
     return max(candidates)[1]
 
 
-def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: Optional[type]) -> None:
+def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: type | None) -> None:
     """The checkpoint must hold the model class the config asks for (LightningCLI would otherwise
     quietly swap in the checkpoint's class)."""
     trained = model_class(checkpoint, path)
@@ -89,9 +91,10 @@ DECISION_HYPERPARAMETERS = ("threshold",)
 
 def explicit_values(model_class: type, configured: dict, names: Sequence[str]) -> dict:
     """The options among ``names`` that the config sets away from their defaults."""
-    parameters = inspect.signature(model_class.__init__).parameters
+    parameters = inspect.signature(model_class).parameters
     return {
-        name: configured[name] for name in names
+        name: configured[name]
+        for name in names
         if name in configured and name in parameters and _option_text(configured[name]) != _option_text(parameters[name].default)
     }
 
@@ -103,7 +106,7 @@ def check_hyperparameters(
     the config sets away from its default must agree with the checkpoint's (LightningCLI would
     otherwise let the checkpoint win without a word), except for the ``adjustable`` ones."""
     trained = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items() if not name.startswith("_")}
-    parameters = inspect.signature(model_class.__init__).parameters
+    parameters = inspect.signature(model_class).parameters
     unknown = sorted(set(trained) - set(parameters))
     if unknown:
         raise DragonInputError(
@@ -113,7 +116,8 @@ def check_hyperparameters(
     conflicts = [
         f"--model.init_args.{name} {_option_text(configured[name])} (the checkpoint has {_option_text(value)})"
         for name, value in trained.items()
-        if name in configured and name not in (*LINKED_HYPERPARAMETERS, *adjustable)
+        if name in configured
+        and name not in (*LINKED_HYPERPARAMETERS, *adjustable)
         and _option_text(configured[name]) not in (_option_text(value), _option_text(parameters[name].default))
     ]
     if conflicts:
@@ -134,7 +138,8 @@ def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dic
     changed = [
         f"--data.{name} {_option_text(trained_data[name])} (now {_option_text(data_options.get(name))})"
         for name in SPLIT_OPTIONS
-        if name in trained_data and _option_text(trained_data[name]) != _option_text(data_options.get(name))
+        if name in trained_data
+        and _option_text(trained_data[name]) != _option_text(data_options.get(name))
         and not (name == "n_dragons" and trained_data.get("csv_path") is not None)
     ]
     if changed:

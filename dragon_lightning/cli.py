@@ -18,13 +18,12 @@ import threading
 import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from jsonargparse import Namespace
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import Callback
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -36,12 +35,12 @@ from dragon_lightning.callbacks import (
     TutorialFigures,
 )
 from dragon_lightning.checkpoints import (
-    check_checkpoint_fits,
     DECISION_HYPERPARAMETERS,
+    check_checkpoint_fits,
     check_hyperparameters,
     check_resumable,
-    explicit_values,
     check_trained_model,
+    explicit_values,
     latest_last_checkpoint,
 )
 from dragon_lightning.data import DragonDataModule
@@ -77,15 +76,15 @@ ROOT_DIR = "<trainer.default_root_dir>"
 
 
 class DragonCLI(LightningCLI):
-    checkpoint: Optional[dict] = None
+    checkpoint: dict | None = None
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
-    decision_overrides: dict = {}
+    decision_overrides: dict
     """Options of how a checkpoint's model decides (its threshold) set on an evaluation command."""
     announce = True
     """Print where a run's files went (off for a search's many quiet runs)."""
 
     @property
-    def stage(self) -> Optional[str]:
+    def stage(self) -> str | None:
         """What the run does: its subcommand (``None`` when a tool builds the CLI without one)."""
         return self.subcommand
 
@@ -108,7 +107,14 @@ class DragonCLI(LightningCLI):
         )
         # A logger's save_dir follows --trainer.default_root_dir, as Lightning's own default logger does;
         # jsonargparse carries it over when --trainer.logger names another class (e.g. CSVLogger).
-        parser.set_defaults({"trainer.logger": {"class_path": TENSORBOARD_LOGGER, "init_args": {"save_dir": ROOT_DIR, "default_hp_metric": False}}})
+        parser.set_defaults(
+            {
+                "trainer.logger": {
+                    "class_path": TENSORBOARD_LOGGER,
+                    "init_args": {"save_dir": ROOT_DIR, "default_hp_metric": False},
+                }
+            }
+        )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(TutorialFigures, "figures")
         parser.add_argument(
@@ -123,6 +129,8 @@ class DragonCLI(LightningCLI):
         for HPARAMS, unless another is named), atomic checkpoint writes, a progress bar that redraws every few steps, and the
         learning rate logged each epoch."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.data.get("seed") is None and config.get("seed_everything") is not False:
+            config.data.seed = config.seed_everything  # one seed for the data draw and the weights, recorded in config.yaml
         if config.get("checkpoint") is not None and config.checkpoint.filename is None:
             config.checkpoint.filename = checkpoint_filename(config.checkpoint.monitor)
         _throttle_progress_bar(config.trainer)
@@ -138,13 +146,17 @@ class DragonCLI(LightningCLI):
         new version folder, where Lightning itself would find none) and read the checkpoint through its
         gate, and check it, before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
+        self.decision_overrides = {}
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         check_seed(config.get("seed_everything"))
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
-            if self.config.get("subcommand") in EVALUATION_COMMANDS and model_class(self.checkpoint, config.ckpt_path) is FoldEnsemble:
+            if (
+                self.config.get("subcommand") in EVALUATION_COMMANDS
+                and model_class(self.checkpoint, config.ckpt_path) is FoldEnsemble
+            ):
                 config.model = ensemble_of(config.model)
             class_path = config.model.get("class_path")
             check_trained_model(self.checkpoint, config.ckpt_path, _import(class_path))
@@ -186,6 +198,9 @@ class DragonCLI(LightningCLI):
             self.datamodule.prepare_data()
         if self.stage != "predict":  # every callback costs a little on every step
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, PredictionWriter)]
+        for callback in list(trainer.callbacks):
+            if isinstance(callback, ResumableCheckpoint):  # after it: trainer.checkpoint_callback stays the ranking one
+                trainer.callbacks.extend(callback.resume_points)
         return trainer
 
     def _check_inputs(self) -> None:
@@ -200,6 +215,7 @@ class DragonCLI(LightningCLI):
         if self.stage == "fit":
             check_optimization_options(config.trainer, self.model)
             check_monitor(config.get("checkpoint", Namespace()), self.model, self.datamodule.validates)
+        assert self.stage is not None  # a subcommand is running
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
@@ -209,9 +225,10 @@ class DragonCLI(LightningCLI):
         log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
         if self.announce and self.trainer.is_global_zero and log_dir:
             print(f"run folder: {log_dir}", flush=True)
-        if not self._get(self.config, "test_after_fit"):
+        if not (self.config[self.subcommand] if self.subcommand else self.config).get("test_after_fit"):
             return
-        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         self.tested_checkpoint = best
         """The checkpoint the test after fit ran on ("" for the final weights in memory)."""
         if self.announce and self.trainer.is_global_zero:
@@ -228,7 +245,7 @@ class FitSetupCLI(DragonCLI):
         return "fit"
 
 
-def checkpoint_filename(monitor: Optional[str]) -> str:
+def checkpoint_filename(monitor: str | None) -> str:
     """A best checkpoint's name: its epoch and the monitored metric (``epoch007-val_loss0.3121.ckpt``)."""
     if not monitor:
         return "epoch{epoch:03d}"
@@ -309,8 +326,10 @@ def print_overview() -> None:
     width = max(map(len, COMMANDS))
     for name, purpose in COMMANDS.items():
         print(f"  {name:<{width}}  {purpose}")
-    print(f"\nStart from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'. "
-          f"Each command explains its options: '{PROG} COMMAND --help'.")
+    print(
+        f"\nStart from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'. "
+        f"Each command explains its options: '{PROG} COMMAND --help'."
+    )
 
 
 # Commands beside LightningCLI's, as "module:function(args)"; imported when used (they build on this module).
@@ -339,8 +358,12 @@ def ensemble_of(model: Namespace) -> Namespace:
 
 
 def build_cli(
-    args: list[str], run: bool = True, cli_class: type[DragonCLI] = DragonCLI, prog: Optional[str] = None,
-    callbacks: Sequence[Callback] = (), description: str = DESCRIPTION,
+    args: list[str],
+    run: bool = True,
+    cli_class: type[DragonCLI] = DragonCLI,
+    prog: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    description: str = DESCRIPTION,
 ) -> DragonCLI:
     """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
     the command in ``--help``; ``callbacks`` join the configured ones (objects that a config cannot
@@ -382,7 +405,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def cli_main(args: Optional[list[str]] = None):
+def cli_main(args: list[str] | None = None):
     """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
     ``export``, ``compare``, ``cv`` and ``sweep`` are :data:`EXTRA_COMMANDS`; everything else is
     LightningCLI's. Every command's arguments pass the input gate first. Returns the command's result
@@ -406,8 +429,11 @@ def cli_main(args: Optional[list[str]] = None):
         return cli
     except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
         where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
-        print(f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
-              "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout", file=sys.stderr)
+        print(
+            f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
+            "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
     except SIGTERMException:
         resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
@@ -444,10 +470,10 @@ def _close_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
-def input_error_message(error: BaseException) -> Optional[str]:
+def input_error_message(error: BaseException) -> str | None:
     """One line for bad input: our own :class:`DragonError` anywhere in the exception chain, or
     jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
-    cause: Optional[BaseException] = error
+    cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno in DISK_FULL:
             return f"{cause.filename or 'a file'}: not written, the disk is full ({os.strerror(cause.errno)})"
@@ -467,8 +493,11 @@ def input_error_message(error: BaseException) -> Optional[str]:
         return _model_problem(lines) or "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
     if detail.startswith("Does not validate"):
+        # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
+        restriction = next((line for line in lines if "does not conform to restriction" in line), None)
         given = next((line for line in lines if line.startswith("Given value:")), "")
-        detail = f"invalid value{given.removeprefix('Given value:')}"
+        value = given.removeprefix("Given value:").strip()
+        detail = f"{restriction.lstrip('- ')} (given {value})" if restriction else f"invalid value {value}"
     return f"{option}: {detail}"
 
 
@@ -486,7 +515,7 @@ def _option_group(owner_class: type) -> str:
     return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
 
 
-def _model_problem(lines: list[str]) -> Optional[str]:
+def _model_problem(lines: list[str]) -> str | None:
     """jsonargparse's reason for refusing a known model's arguments, as ``--model.init_args.NAME: reason``."""
     for index, line in enumerate(lines):
         problem = re.match(r"- Problem with given class_path '([^']+)':", line)

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from dragon_lightning.figures import drawing as plots
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.figures import drawing as plots
 from dragon_lightning.gates.inputs import CONFIG, load_yaml, read_text, read_yaml_mapping
-from dragon_lightning.inference import TrainedModel, load_model
 from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.inference import TrainedModel, load_model
 
 PANELS_PER_ROW = 3
 
@@ -58,7 +58,8 @@ def run_name(run: Path, model: TrainedModel) -> str:
         return f"{trained} ({origin.stem} with --model)"
     trained_options = _flat(run_model.get("init_args") or {})
     changed = [
-        f"{key.rsplit('.', 1)[-1]}={_text(trained_options[key])}" for key, value in _flat(original.get("init_args") or {}).items()
+        f"{key.rsplit('.', 1)[-1]}={_text(trained_options[key])}"
+        for key, value in _flat(original.get("init_args") or {}).items()
         if key in trained_options and trained_options[key] != value
     ]
     return f"{origin.stem}" + (f" ({', '.join(changed)})" if changed else "")
@@ -90,7 +91,9 @@ def panel(run: Path, model: TrainedModel) -> Panel:
     """The model's regions over its own test split, titled like the tutorial's side-by-side plots."""
     test_split = model.test_split()
     if test_split is None:
-        raise DragonInputError(f"{run}: its data ({model.data_options.get('csv_path')}) cannot be read again to draw the test set")
+        raise DragonInputError(
+            f"{run}: its data ({model.data_options.get('csv_path')}) cannot be read again to draw the test set"
+        )
     features, labels = test_split
     accuracy = float((model.predict(features) == model.classes_[labels]).mean())
     regions = plots.DecisionRegions(features, labels, list(model.classes_))

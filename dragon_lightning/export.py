@@ -15,9 +15,10 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,8 +27,8 @@ from jsonargparse import ArgumentParser
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS
 from dragon_lightning.errors import DragonError, DragonInputError
-from dragon_lightning.inference import TrainedModel, load_model
 from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.inference import TrainedModel, load_model
 
 TOLERANCE = 1e-5
 ONNX_OPSET = 20
@@ -100,9 +101,17 @@ def _write_onnx(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.nd
 
     with _quiet_exporter():
         program = torch.onnx.export(
-            model.module, (_example_batch(),), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=_batch_dimension(), opset_version=ONNX_OPSET, external_data=False, verbose=False,
+            model.module,
+            (_example_batch(),),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=_batch_dimension(),
+            opset_version=ONNX_OPSET,
+            external_data=False,
+            verbose=False,
         )
+        assert program is not None  # the dynamo exporter always returns its program
         program.save(str(path))
     proto = onnx.load(str(path))
     for key, value in metadata(model).items():
@@ -125,11 +134,15 @@ WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
 SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 
 
-def export_model(model: TrainedModel, output: str | Path, format: Literal["onnx", "pt2"] = "onnx", overwrite: bool = False) -> ExportReport:
+def export_model(
+    model: TrainedModel, output: str | Path, format: Literal["onnx", "pt2"] = "onnx", overwrite: bool = False
+) -> ExportReport:
     """Write ``model`` to ``output`` atomically, after checking the written file against ``model``."""
     output = Path(output)
     if output.suffix.lower() in SUFFIXES and SUFFIXES[output.suffix.lower()] != format:
-        raise DragonInputError(f"--output {output}: a .{SUFFIXES[output.suffix.lower()]} name for --format {format}; name it *.{format}")
+        raise DragonInputError(
+            f"--output {output}: a .{SUFFIXES[output.suffix.lower()]} name for --format {format}; name it *.{format}"
+        )
     if model.path.exists() and output.exists() and output.samefile(model.path):
         raise DragonInputError(f"--output {output}: is the checkpoint being exported; choose another path")
     folder = OutputFolder(output.parent, "--output")
@@ -169,9 +182,16 @@ def export_command(args: list[str]) -> ExportReport:
         f"the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
         exit_on_error=False,
     )
-    parser.add_argument("--ckpt_path", type=str, required=True, help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt)")
+    parser.add_argument(
+        "--ckpt_path", type=str, required=True, help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt)"
+    )
     parser.add_argument("--output", type=str, required=True, help="the file to write, e.g. model.onnx")
-    parser.add_argument("--format", type=Literal["onnx", "pt2"], default="onnx", help="onnx (onnxruntime, any language) or pt2 (torch.export.load)")
+    parser.add_argument(
+        "--format",
+        type=Literal["onnx", "pt2"],
+        default="onnx",
+        help="onnx (onnxruntime, any language) or pt2 (torch.export.load)",
+    )
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
     options = parser.parse_args(args)
     model = load_model(options.ckpt_path, option="--ckpt_path")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -112,7 +111,7 @@ class TrainedModel:
         scores = self.decision_function(X)
         return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)]
 
-    def test_split(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The checkpoint's test rows (raw features, class indices), drawn again from its data options;
         ``None`` when they cannot be (a CSV that is gone or changed, or no data options)."""
         accepted = inspect.signature(DragonDataModule.__init__).parameters
@@ -134,12 +133,16 @@ def _check_fitted_features(classifier: DragonClassifier, path: str | os.PathLike
     inputs = classifier.inputs
     for name in ("mean", "std", "low", "high"):
         if not torch.isfinite(getattr(inputs, name)).all():
-            raise DragonInputError(f"{path}: its fitted feature {name} is not {len(FEATURE_COLUMNS)} finite numbers; not a usable checkpoint")
+            raise DragonInputError(
+                f"{path}: its fitted feature {name} is not {len(FEATURE_COLUMNS)} finite numbers; not a usable checkpoint"
+            )
     if not (inputs.std > 0).all():
-        raise DragonInputError(f"{path}: its feature scaling has a standard deviation of 0, which would divide by zero; not a usable checkpoint")
+        raise DragonInputError(
+            f"{path}: its feature scaling has a standard deviation of 0, which would divide by zero; not a usable checkpoint"
+        )
 
 
-def load_model(path: str | os.PathLike, option: Optional[str] = None) -> TrainedModel:
+def load_model(path: str | os.PathLike, option: str | None = None) -> TrainedModel:
     """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs).
 
     ``option`` names where ``path`` came from in messages (a command-line option). Raises
@@ -147,10 +150,11 @@ def load_model(path: str | os.PathLike, option: Optional[str] = None) -> Trained
     checkpoint or its weights do not fit the model it names.
     """
     checkpoint = load_checkpoint(path, option=option)
+    assert checkpoint is not None  # a path was given
     model_class = checkpoint_model_class(checkpoint, path)
     hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     check_hyperparameters(checkpoint, path, model_class, {})
-    parameters = inspect.signature(model_class.__init__).parameters
+    parameters = inspect.signature(model_class).parameters
     if "compile" in parameters:
         hyperparameters["compile"] = False  # inference runs eagerly; the weights are the same
     try:

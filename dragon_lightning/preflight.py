@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from jsonargparse import Namespace
 
+from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.models import DragonClassifier
-from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
+from dragon_lightning.models import DragonClassifier
 
 
 def check_seed(value: Any) -> None:
@@ -55,16 +55,16 @@ def check_trainer_options(trainer: Namespace) -> None:
         _check_batch_count(f"--trainer.{name}", trainer.get(name), allow_zero=True)
     _check_batch_count("--trainer.val_check_interval", trainer.get("val_check_interval"), allow_zero=False)
     if (limit := _duration(trainer.get("max_time"))) is not None and limit <= timedelta(0):
-        raise DragonInputError(f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none")
+        raise DragonInputError(
+            f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"
+        )
     accelerator = trainer.get("accelerator")
     gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
     if accelerator in ("gpu", "cuda") and not gpu:
-        raise DragonInputError(
-            f"--trainer.accelerator {accelerator}: PyTorch finds no GPU on this machine; use cpu or auto"
-        )
+        raise DragonInputError(f"--trainer.accelerator {accelerator}: PyTorch finds no GPU on this machine; use cpu or auto")
 
 
-def _duration(value: Any) -> Optional[timedelta]:
+def _duration(value: Any) -> timedelta | None:
     """``max_time`` as Lightning reads it: ``DD:HH:MM:SS`` or a mapping of ``timedelta`` arguments."""
     if isinstance(value, str) and len(parts := value.split(":")) == 4 and all(p.lstrip("-").isdigit() for p in parts):
         days, hours, minutes, seconds = map(int, parts)
@@ -83,7 +83,9 @@ def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
         return
     if isinstance(value, float):
         if not (0.0 <= value <= 1.0 if allow_zero else 0.0 < value <= 1.0):
-            raise DragonInputError(f"{option}: a share of the batches must lie in {'[0' if allow_zero else '(0'}, 1], got {value}")
+            raise DragonInputError(
+                f"{option}: a share of the batches must lie in {'[0' if allow_zero else '(0'}, 1], got {value}"
+            )
     elif value < (0 if allow_zero else 1):
         raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
 
@@ -150,5 +152,7 @@ def check_output_locations(config: Namespace, subcommand: str, writes_generated_
     if subcommand == "predict" and predictions.get("output_path"):
         path = Path(predictions.output_path)
         OutputFolder(path.parent, "--predictions.output_path").claim(
-            [path.name], replace=bool(predictions.get("overwrite")), remedy="choose another file or pass --predictions.overwrite true"
+            [path.name],
+            replace=bool(predictions.get("overwrite")),
+            remedy="choose another file or pass --predictions.overwrite true",
         )

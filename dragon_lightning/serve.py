@@ -11,6 +11,7 @@ request is a 422 with one message naming the row and field, and the server goes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -18,19 +19,20 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from dragon_lightning import __version__
-from dragon_lightning.models.inputs import far_outside
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import ONNX, open_input
 from dragon_lightning.gates.tables import feature_tensor
+from dragon_lightning.models.inputs import far_outside
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
 API_KEY_VARIABLE = "DRAGON_LIGHTNING_API_KEY"
@@ -55,10 +57,16 @@ class Predictor:
             chosen = (probabilities[:, 1] > self.threshold).astype(int)
         else:
             chosen = probabilities.argmax(axis=1)
-        far = far_outside(torch.from_numpy(features), torch.from_numpy(self.feature_min), torch.from_numpy(self.feature_max)).numpy()
+        far = far_outside(
+            torch.from_numpy(features), torch.from_numpy(self.feature_min), torch.from_numpy(self.feature_max)
+        ).numpy()
         predicted_column, *probability_columns, outside_column = prediction_columns(self.class_names)
         return [
-            {predicted_column: self.class_names[k], **{c: float(p) for c, p in zip(probability_columns, row)}, outside_column: bool(f)}
+            {
+                predicted_column: self.class_names[k],
+                **{c: float(p) for c, p in zip(probability_columns, row)},
+                outside_column: bool(f),
+            }
             for k, row, f in zip(chosen, probabilities, far)
         ]
 
@@ -68,7 +76,10 @@ def checkpoint_predictor(path: str) -> Predictor:
 
     model = load_model(path, option="--ckpt_path")
     return Predictor(
-        model.task, list(model.classes_), float(model.classifier.threshold), *model.feature_range,
+        model.task,
+        list(model.classes_),
+        float(model.classifier.threshold),
+        *model.feature_range,
         probabilities=model.probabilities,
     )
 
@@ -81,10 +92,17 @@ def onnx_predictor(path: str) -> Predictor:
     meta = session.get_modelmeta().custom_metadata_map
     try:
         bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
-        return Predictor(meta["task"], json.loads(meta["class_names"]), float(meta["threshold"]), *bounds,
-                         probabilities=lambda features: session.run(None, {"features": features})[0])
+        return Predictor(
+            meta["task"],
+            json.loads(meta["class_names"]),
+            float(meta["threshold"]),
+            *bounds,
+            probabilities=lambda features: session.run(None, {"features": features})[0],
+        )
     except (KeyError, ValueError):
-        raise DragonInputError(f"--model {path}: not an ONNX file written by dragon-lightning export (its metadata is missing)") from None
+        raise DragonInputError(
+            f"--model {path}: not an ONNX file written by dragon-lightning export (its metadata is missing)"
+        ) from None
 
 
 def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
@@ -109,7 +127,9 @@ def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
             value = row[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise DragonInputError(f"dragons: row {index}, column '{name}': {value!r} is not a number")
-    table = pd.DataFrame([[row[name] for name in FEATURE_COLUMNS] for row in rows], columns=list(FEATURE_COLUMNS), dtype=np.float64)
+    table = pd.DataFrame(
+        [[row[name] for name in FEATURE_COLUMNS] for row in rows], columns=list(FEATURE_COLUMNS), dtype=np.float64
+    )
     return feature_tensor(table, "dragons").numpy()
 
 
@@ -121,52 +141,76 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def build_server(source: str, onnx: bool, max_batch_size: int, batch_timeout: float, workers_per_device: int,
-                 timeout: float, max_rows: int, max_body_bytes: int):
+def build_server(
+    source: str,
+    onnx: bool,
+    max_batch_size: int,
+    batch_timeout: float,
+    workers_per_device: int,
+    timeout: float,
+    max_rows: int,
+    max_body_bytes: int,
+):
     """The LitServer for a checkpoint (or an ONNX file), its model checked here before any worker starts."""
     import litserve
 
     predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
 
     metadata = {
-        "task": predictor.task, "class_names": predictor.class_names, "feature_names": list(FEATURE_COLUMNS),
+        "task": predictor.task,
+        "class_names": predictor.class_names,
+        "feature_names": list(FEATURE_COLUMNS),
         "feature_units": {"numberToes": "toes", "bodyLength": "body length, as predict takes it"},
-        "threshold": predictor.threshold, "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
-        "model_file": Path(source).name, "model_sha256": file_sha256(source), "dragon_lightning": __version__,
+        "threshold": predictor.threshold,
+        "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
+        "model_file": Path(source).name,
+        "model_sha256": file_sha256(source),
+        "dragon_lightning": __version__,
     }
     from dragon_lightning.serve_api import DragonAPI
 
     api = DragonAPI(source, onnx, max_rows, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-    return litserve.LitServer(api, accelerator="cpu", workers_per_device=workers_per_device, timeout=timeout,
-                              model_metadata=metadata, max_payload_size=max_body_bytes)
+    return litserve.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=workers_per_device,
+        timeout=timeout,
+        model_metadata=metadata,
+        max_payload_size=max_body_bytes,
+    )
 
 
 def serve_command(args: list[str]) -> None:
     parser = ArgumentParser(
         prog="dragon-lightning serve",
-        description="Serve a trained model over HTTP with LitServe: POST /predict with {\"dragons\": [{\"numberToes\": 7, "
-        "\"bodyLength\": 150.0}, ...]} answers per row predicted, p_<class> and outside_training_range; GET /health, GET /info. "
+        description='Serve a trained model over HTTP with LitServe: POST /predict with {"dragons": [{"numberToes": 7, '
+        '"bodyLength": 150.0}, ...]} answers per row predicted, p_<class> and outside_training_range; GET /health, GET /info. '
         f"Needs {SERVE_EXTRA}.",
         exit_on_error=False,
     )
-    parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="the checkpoint to serve")
-    parser.add_argument("--model", type=Optional[str], default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)")
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="the checkpoint to serve")
+    parser.add_argument(
+        "--model", type=str | None, default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)"
+    )
     parser.add_argument("--host", type=str, default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--max_batch_size", type=int, default=64, help="requests answered together by one model call (1: no batching)")
-    parser.add_argument("--batch_timeout", type=float, default=0.005, help="seconds to wait for a batch to fill")
-    parser.add_argument("--workers_per_device", type=int, default=1, help="model processes")
-    parser.add_argument("--api_key", type=Optional[str], default=None,
-                        help=f"require this key in the X-API-Key header (or set {API_KEY_VARIABLE}, which keeps it out of ps)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its answer")
-    parser.add_argument("--max_rows", type=int, default=10_000, help="most dragons in one request")
-    parser.add_argument("--max_body_bytes", type=int, default=2**20, help="largest request body")
+    parser.add_argument(
+        "--max_batch_size", type=PositiveInt, default=64, help="requests answered together by one model call (1: no batching)"
+    )
+    parser.add_argument("--batch_timeout", type=NonNegativeFloat, default=0.005, help="seconds to wait for a batch to fill")
+    parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
+    parser.add_argument(
+        "--api_key",
+        type=str | None,
+        default=None,
+        help=f"require this key in the X-API-Key header (or set {API_KEY_VARIABLE}, which keeps it out of ps)",
+    )
+    parser.add_argument("--timeout", type=PositiveFloat, default=30.0, help="seconds a request may wait for its answer")
+    parser.add_argument("--max_rows", type=PositiveInt, default=10_000, help="most dragons in one request")
+    parser.add_argument("--max_body_bytes", type=PositiveInt, default=2**20, help="largest request body")
     options = parser.parse_args(args)
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
-    for name in ("max_batch_size", "workers_per_device", "max_rows", "max_body_bytes"):
-        if getattr(options, name) < 1:
-            raise DragonInputError(f"--{name} must be at least 1, got {getattr(options, name)}")
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key:
         os.environ["LIT_SERVER_API_KEY"] = api_key  # read by LitServe when its server module is imported
@@ -174,13 +218,20 @@ def serve_command(args: list[str]) -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
-    server = build_server(options.model or options.ckpt_path, options.model is not None, options.max_batch_size,
-                          options.batch_timeout, options.workers_per_device, options.timeout, options.max_rows, options.max_body_bytes)
+    server = build_server(
+        options.model or options.ckpt_path,
+        options.model is not None,
+        options.max_batch_size,
+        options.batch_timeout,
+        options.workers_per_device,
+        options.timeout,
+        options.max_rows,
+        options.max_body_bytes,
+    )
     signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
-    try:
+    # A second signal, or a helper process that ended first, while LitServe was already stopping.
+    with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
-    except (KeyboardInterrupt, ConnectionError, EOFError):
-        pass  # a second signal, or a helper process that ended first, while LitServe was already stopping
     print("dragon-lightning serve: stopped", flush=True)
 
 

@@ -3,6 +3,7 @@ a batch of requests answered with one model call."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import litserve
@@ -37,7 +38,7 @@ class DragonAPI(litserve.LitAPI):
             rows, sizes = features
             answers = self.predictor.answer(rows)
             bounds = np.cumsum([0, *sizes])
-            return [answers[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+            return [answers[start:end] for start, end in itertools.pairwise(bounds)]
         return self.predictor.answer(features)
 
     def unbatch(self, output: list) -> list:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
@@ -44,6 +43,7 @@ def find_learning_rate(args: list[str]) -> DragonCLI:
     folder = OutputFolder(logged or cli.trainer.default_root_dir, None if logged else "--trainer.default_root_dir")
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.
     finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, update_attr=False)
+    assert finder is not None  # None only on processes other than rank 0, and lr_find runs in one
     suggestion = suggest(finder.results["lr"], finder.results["loss"])
     figure = Figure(figsize=(6, 4), dpi=100)
     ax = figure.subplots()

@@ -22,8 +22,11 @@ def main() -> None:
     L.seed_everything(0)
     data = DragonDataModule(task="color", n_dragons=480, data_dir=None, batch_size=16)
     model = MLPClassifier(
-        num_features=data.num_features, num_classes=data.num_classes, class_names=data.class_names,
-        hidden_sizes=[64, 64], optimizer=partial(torch.optim.Adam, lr=0.01),
+        num_features=data.num_features,
+        num_classes=data.num_classes,
+        class_names=data.class_names,
+        hidden_sizes=[64, 64],
+        optimizer=partial(torch.optim.Adam, lr=0.01),
     )
     trainer = L.Trainer(max_epochs=30, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=data)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import onnxruntime
 import pandas as pd
 import torch
 from IPython.display import Image, display
@@ -73,12 +74,17 @@ as_image(dragons_by_class(features, labels, fire_data.class_names, "training dra
 # its inputs itself, so everything below feeds it raw toes and lengths. The figures callback draws the
 # decision boundary as training moves it.
 
+
 # %%
 def train(model: L.LightningModule, data: DragonDataModule, name: str, epochs: int) -> L.Trainer:
     """Fit, then test the final weights; pictures and TensorBoard logs go to RUNS/name."""
     trainer = L.Trainer(
-        max_epochs=epochs, logger=TensorBoardLogger(RUNS, name=name), callbacks=[TutorialFigures()],
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+        max_epochs=epochs,
+        logger=TensorBoardLogger(RUNS, name=name),
+        callbacks=[TutorialFigures()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
     )
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, verbose=False)
@@ -92,7 +98,9 @@ def show_boundary_over_training(trainer: L.Trainer) -> None:
 
 logistic_run = train(
     LogisticRegression(num_classes=2, class_names=fire_data.class_names, optimizer=lambda p: torch.optim.Adam(p, lr=0.05)),
-    fire_data, "fire_logistic", epochs=40,
+    fire_data,
+    "fire_logistic",
+    epochs=40,
 )
 show_boundary_over_training(logistic_run)
 
@@ -101,7 +109,9 @@ show_boundary_over_training(logistic_run)
 # each epoch. Here a batch makes one such update; batch size 1 would be the tutorial's row-by-row rule.
 
 # %%
-perceptron_run = train(Perceptron(num_classes=2, class_names=fire_data.class_names, lr=1.0, tol=None), fire_data, "fire_perceptron", epochs=30)
+perceptron_run = train(
+    Perceptron(num_classes=2, class_names=fire_data.class_names, lr=1.0, tol=None), fire_data, "fire_perceptron", epochs=30
+)
 show_boundary_over_training(perceptron_run)
 
 # %% [markdown]
@@ -113,11 +123,19 @@ show_boundary_over_training(perceptron_run)
 # %%
 color_data = DragonDataModule(task="color", csv_path=CSV_PATH, seed=SEED, data_dir=None)
 color_data.setup("fit")
-color_perceptron_run = train(Perceptron(num_classes=3, class_names=color_data.class_names, lr=1.0, tol=None), color_data, "color_perceptron", epochs=30)
+color_perceptron_run = train(
+    Perceptron(num_classes=3, class_names=color_data.class_names, lr=1.0, tol=None), color_data, "color_perceptron", epochs=30
+)
 mlp_run = train(
-    MLPClassifier(num_classes=3, class_names=color_data.class_names, hidden_sizes=(10, 20, 1000),
-                  optimizer=lambda p: torch.optim.Adam(p, lr=0.003)),
-    color_data, "color_mlp", epochs=60,
+    MLPClassifier(
+        num_classes=3,
+        class_names=color_data.class_names,
+        hidden_sizes=(10, 20, 1000),
+        optimizer=lambda p: torch.optim.Adam(p, lr=0.003),
+    ),
+    color_data,
+    "color_mlp",
+    epochs=60,
 )
 show_boundary_over_training(mlp_run)
 
@@ -141,21 +159,30 @@ as_image(confusion_matrix(confusion_counts(test_labels, predicted_index, 3), lis
 
 # %%
 runs = {
-    ("fire", "LogisticRegression"): logistic_run, ("fire", "Perceptron"): perceptron_run,
-    ("color", "Perceptron"): color_perceptron_run, ("color", "MLPClassifier"): mlp_run,
+    ("fire", "LogisticRegression"): logistic_run,
+    ("fire", "Perceptron"): perceptron_run,
+    ("color", "Perceptron"): color_perceptron_run,
+    ("color", "MLPClassifier"): mlp_run,
 }
 peers = {task: sklearn_predictions(data) for task, data in (("fire", fire_data), ("color", color_data))}
 truth = {"fire": fire_data.splits["test"][1].numpy(), "color": test_labels}
-peer_names = {"LogisticRegression": "LogisticRegression", "Perceptron": "Perceptron", "MLPClassifier": "MLPClassifier (10,20,1000)"}
-results = pd.DataFrame([
-    {
-        "task": task, "method": model,
-        "dragon-lightning": float(trainer.callback_metrics["test/acc"]),
-        "tutorial printed": TUTORIAL_PRINTED[(task, model)],
-        "scikit-learn, same rows": float((peers[task][peer_names[model]] == truth[task]).mean()),
-    }
-    for (task, model), trainer in runs.items()
-])
+peer_names = {
+    "LogisticRegression": "LogisticRegression",
+    "Perceptron": "Perceptron",
+    "MLPClassifier": "MLPClassifier (10,20,1000)",
+}
+results = pd.DataFrame(
+    [
+        {
+            "task": task,
+            "method": model,
+            "dragon-lightning": float(trainer.callback_metrics["test/acc"]),
+            "tutorial printed": TUTORIAL_PRINTED[(task, model)],
+            "scikit-learn, same rows": float((peers[task][peer_names[model]] == truth[task]).mean()),
+        }
+        for (task, model), trainer in runs.items()
+    ]
+)
 results.round(3)
 
 # %% [markdown]
@@ -178,12 +205,32 @@ if "DRAGON_NOTEBOOK_NO_SERVERS" not in os.environ:
 # averages the fold models and the refit.
 
 # %%
-cv = cli_main([
-    "cv", "--config", str(CONFIGS / "color_mlp.yaml"), "--folds", "3", "--refit", "true", "--ensemble", "true",
-    "--trainer.max_epochs", "40", "--output_dir", str(RUNS / "cv_color_mlp"), "--trainer.default_root_dir", str(RUNS),
-    "--data.seed", str(SEED), "--data.data_dir", "null", "--trainer.enable_progress_bar", "false",
-    *(["--data.csv_path", str(CSV_PATH)] if CSV_PATH else []),
-])
+cv = cli_main(
+    [
+        "cv",
+        "--config",
+        str(CONFIGS / "color_mlp.yaml"),
+        "--folds",
+        "3",
+        "--refit",
+        "true",
+        "--ensemble",
+        "true",
+        "--trainer.max_epochs",
+        "40",
+        "--output_dir",
+        str(RUNS / "cv_color_mlp"),
+        "--trainer.default_root_dir",
+        str(RUNS),
+        "--data.seed",
+        str(SEED),
+        "--data.data_dir",
+        "null",
+        "--trainer.enable_progress_bar",
+        "false",
+        *(["--data.csv_path", str(CSV_PATH)] if CSV_PATH else []),
+    ]
+)
 print(f"refit test accuracy {cv.refit_test['test/acc']:.3f}, ensemble {cv.ensemble_test['test/acc']:.3f}")
 
 # %% [markdown]
@@ -191,10 +238,10 @@ print(f"refit test accuracy {cv.refit_test['test/acc']:.3f}, ensemble {cv.ensemb
 # onnxruntime runs with the same answers as `load_model`.
 
 # %%
-import onnxruntime
-
 ensemble_checkpoint = RUNS / "cv_color_mlp" / "ensemble" / "checkpoints" / "ensemble.ckpt"
-cli_main(["export", "--ckpt_path", str(ensemble_checkpoint), "--output", str(RUNS / "color_ensemble.onnx"), "--overwrite", "true"])
+cli_main(
+    ["export", "--ckpt_path", str(ensemble_checkpoint), "--output", str(RUNS / "color_ensemble.onnx"), "--overwrite", "true"]
+)
 session = onnxruntime.InferenceSession(str(RUNS / "color_ensemble.onnx"), providers=["CPUExecutionProvider"])
 (onnx_probabilities,) = session.run(None, {"features": test_features})
 ensemble = load_model(ensemble_checkpoint)

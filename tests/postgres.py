@@ -47,12 +47,19 @@ class PostgresServer:
         password_file.write_text(PASSWORD + "\n")
         if self.as_user:
             shutil.chown(password_file, "postgres")
-        self._run("initdb", "-D", str(self.folder / "data"), "-U", USER, f"--pwfile={password_file}", "-A", "scram-sha-256", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.folder / "data"), "-U", USER, f"--pwfile={password_file}", "-A", "scram-sha-256", "--no-sync"
+        )
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.folder / "data"), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
         environment = {**os.environ, "PGPASSWORD": PASSWORD}
-        subprocess.run([str(self.binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE],
-                       check=True, capture_output=True, timeout=60, env=environment)
+        subprocess.run(
+            [str(self.binaries / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            env=environment,
+        )
 
     def stop(self) -> None:
         try:

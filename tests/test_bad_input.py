@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
@@ -38,8 +37,7 @@ CSV_CASES = {
     "breathesFire of 2": (with_row("50,200,Julian,Blue,Omnivore,2"), "line 4, column 'breathesFire': 2 is not 0 or 1"),
     "too few rows": ("\n".join([HEADER, GOOD_ROW, GOOD_ROW.replace("Blue", "Red")]) + "\n", "2 rows are too few"),
     "class absent from training": (
-        "\n".join([HEADER, *[GOOD_ROW] * 30, *[GOOD_ROW.replace("Blue", "Yellow")] * 30, GOOD_ROW.replace("Blue", "Red")])
-        + "\n",
+        "\n".join([HEADER, *[GOOD_ROW] * 30, *[GOOD_ROW.replace("Blue", "Yellow")] * 30, GOOD_ROW.replace("Blue", "Red")]) + "\n",
         "class 'Red' has 1 rows, too few to leave one for training after test_fraction=0.6",
     ),
 }
@@ -70,10 +68,12 @@ OPTION_CASES = {
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
     "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
     "negative epochs between rankings": (
-        ["--checkpoint.every_n_epochs", "-1"], "--checkpoint.every_n_epochs must be 0 or more, got -1"
+        ["--checkpoint.every_n_epochs", "-1"],
+        "--checkpoint.every_n_epochs: Not of type NonNegativeInt: -1 does not conform to restriction v>=0",
     ),
     "negative steps between resume points": (
-        ["--checkpoint.every_n_train_steps", "-5"], "--checkpoint.every_n_train_steps must be 0 or more, got -5"
+        ["--checkpoint.every_n_train_steps", "-5"],
+        "--checkpoint.every_n_train_steps: Not of type NonNegativeInt: does not conform to restriction v>=0 (given -5)",
     ),
     "clipping the online perceptron": (
         ["--model", "Perceptron", "--model.online", "true", "--trainer.gradient_clip_val", "1"],
@@ -97,8 +97,17 @@ def test_bad_option(case, scratch, capfd):
 def color_mlp_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     cli = run(
-        "fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--test_after_fit", "false",
-        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        "--trainer.max_epochs",
+        "1",
+        "--test_after_fit",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root / "data"),
     )
     return last_checkpoint(cli)
 
@@ -109,7 +118,8 @@ CHECKPOINT_CASES = {
     "corrupt": (lambda good, folder: _write(folder / "junk.ckpt", b"not a checkpoint"), [], "not a readable checkpoint"),
     "other task": (lambda good, folder: good, ["--data.task", "fire"], "was trained for task 'color', but --data.task is 'fire'"),
     "other model": (
-        lambda good, folder: good, ["--config", config("color_perceptron.yaml")],
+        lambda good, folder: good,
+        ["--config", config("color_perceptron.yaml")],
         "holds a MLPClassifier, but the config asks for Perceptron",
     ),
 }
@@ -131,11 +141,21 @@ def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
 def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):
     trained = torch.load(color_mlp_checkpoint, weights_only=True)["datamodule_hyper_parameters"]["seed"]
     args = [
-        "fit", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
-        "--data.seed", str(trained + 1), "--data.standardize", "false",
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        str(color_mlp_checkpoint),
+        "--data.seed",
+        str(trained + 1),
+        "--data.standardize",
+        "false",
     ]
     expect_one_line_error(
-        capfd, scratch, files_under(scratch), args,
+        capfd,
+        scratch,
+        files_under(scratch),
+        args,
         f"{color_mlp_checkpoint}: was trained with --data.seed {trained} (now {trained + 1}) and "
         "--data.standardize true (now false); resume with the same data options",
     )
@@ -147,14 +167,25 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
     output = scratch / "predictions.csv"
     output.write_text("my earlier results\n")
     args = [
-        "predict", "--config", config("color_mlp.yaml"), "--ckpt_path", str(color_mlp_checkpoint),
-        "--data.predict_csv", str(dragons), "--predictions.output_path", str(output),
-        "--trainer.logger", "false",
+        "predict",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        str(color_mlp_checkpoint),
+        "--data.predict_csv",
+        str(dragons),
+        "--predictions.output_path",
+        str(output),
+        "--trainer.logger",
+        "false",
     ]
     with pytest.raises(SystemExit) as exit_info:
         run(*args)
     assert exit_info.value.code == 2
-    assert f"--predictions.output_path {output}: exists; choose another file or pass --predictions.overwrite true" in capfd.readouterr().err
+    assert (
+        f"--predictions.output_path {output}: exists; choose another file or pass --predictions.overwrite true"
+        in capfd.readouterr().err
+    )
     assert output.read_text() == "my earlier results\n"
     assert sorted(p.name for p in scratch.iterdir()) == ["dragons.csv", "predictions.csv"]
     run(*args, "--predictions.overwrite", "true")

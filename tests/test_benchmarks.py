@@ -17,8 +17,15 @@ def test_table_numbers_equal_the_cli_for_the_same_seed(tmp_path):
     reproduce = load_benchmark("reproduce_tutorial")
     table = reproduce.run_config("configs/fire_logistic.yaml", 3, None, tmp_path / "table")
     cli = run(
-        "fit", "--config", config("fire_logistic.yaml"), "--seed_everything", "3",
-        "--trainer.default_root_dir", str(tmp_path / "cli"), "--data.data_dir", str(tmp_path / "data"),
+        "fit",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--seed_everything",
+        "3",
+        "--trainer.default_root_dir",
+        str(tmp_path / "cli"),
+        "--data.data_dir",
+        str(tmp_path / "data"),
     )
     for metric in ("test/acc", "test/detection_rate", "test/false_positive_rate"):
         assert table[metric] == float(cli.trainer.callback_metrics[metric]), metric
@@ -42,8 +49,19 @@ def test_the_throughput_script_times_all_four_loops(tmp_path, capsys, monkeypatc
     output = tmp_path / "throughput.json"
     monkeypatch.setattr(
         "sys.argv",
-        ["throughput.py", "--n", "20000", "--batch-sizes", "256", "--epochs", "1", "--tutorial-rows", "50",
-         "--json", str(output)],
+        [
+            "throughput.py",
+            "--n",
+            "20000",
+            "--batch-sizes",
+            "256",
+            "--epochs",
+            "1",
+            "--tutorial-rows",
+            "50",
+            "--json",
+            str(output),
+        ],
     )
     throughput.main()
     row = json.loads(output.read_text())["rows"][0]

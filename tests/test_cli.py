@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from clihelpers import ROOT, config, last_weights, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from clihelpers import ROOT, config, last_weights, run
 from dragon_lightning.cli import cli_main
 
 # Fit configs; configs/sweeps/ holds search spaces.
@@ -42,8 +42,15 @@ def _plugin_tags(accumulator: EventAccumulator, plugin: str) -> list[str]:
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     cli = run(
-        "fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "3",
-        "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root / "data"),
     )
     return root, cli
 
@@ -84,8 +91,15 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     root, cli = fitted
     best = cli.trainer.checkpoint_callback.best_model_path
     tested = run(
-        "test", "--config", config("color_mlp.yaml"), "--ckpt_path", best,
-        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(root / "data"),
+        "test",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        best,
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(root / "data"),
     )
     assert float(tested.trainer.callback_metrics["test/acc"]) == float(cli.trainer.callback_metrics["test/acc"])
 
@@ -93,8 +107,17 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     dragons.write_text("name,numberToes,bodyLength\nSmaug,4,130\nPuff,22,260\nGiant,500,9000\n")
     output = tmp_path / "out" / "predictions.csv"
     run(
-        "predict", "--config", config("color_mlp.yaml"), "--ckpt_path", best, "--data.predict_csv", str(dragons),
-        "--predictions.output_path", str(output), "--trainer.default_root_dir", str(tmp_path),
+        "predict",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        best,
+        "--data.predict_csv",
+        str(dragons),
+        "--predictions.output_path",
+        str(output),
+        "--trainer.default_root_dir",
+        str(tmp_path),
     )
     predictions = pd.read_csv(output)
     assert predictions["name"].tolist() == ["Smaug", "Puff", "Giant"]
@@ -108,8 +131,15 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_trains_and_tests(name, tmp_path):
     cli = run(
-        "fit", "--config", config(name), "--trainer.max_epochs", "2",
-        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        "fit",
+        "--config",
+        config(name),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
     )
     assert 0.3 < float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
     expected_task = "fire" if "fire_" in name else "color"
@@ -149,8 +179,14 @@ def test_perceptron_boundary_is_drawn_after_every_epoch_and_figures_can_be_turne
             steps += [event.step for event in accumulator.Images("figures/boundary_over_training")]
     assert steps == [0, 1, 2, 3]
     run(
-        "fit", "--config", config("fire_perceptron.yaml"), "--figures.enabled", "false",
-        "--trainer.default_root_dir", str(tmp_path / "off"), *common,
+        "fit",
+        "--config",
+        config("fire_perceptron.yaml"),
+        "--figures.enabled",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "off"),
+        *common,
     )
     assert read_events(tmp_path / "off/lightning_logs/version_0")["images"] == set()
     assert not (tmp_path / "off/lightning_logs/version_0/figures").exists()

@@ -1,13 +1,13 @@
 import hashlib
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
-from dragon_lightning.gates.outputs import write_atomically
 from dragon_lightning.data import generate_dragons, read_dragon_csv, read_feature_csv
 from dragon_lightning.data.csv_io import write_csv
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.gates.outputs import write_atomically
 
 
 def test_the_real_file_loads_with_its_schema(real_csv):
@@ -34,7 +34,7 @@ def test_trailing_blank_lines_are_ignored_but_inner_ones_are_reported(tmp_path):
     path.write_text(path.read_text() + "\n\n")
     assert len(read_dragon_csv(path)) == 48
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:3] + [""] + lines[3:]) + "\n")
+    path.write_text("\n".join([*lines[:3], "", *lines[3:]]) + "\n")
     with pytest.raises(DragonInputError, match="line 4, column 'testScore': empty or missing value"):
         read_dragon_csv(path)
 

@@ -53,8 +53,15 @@ def test_splits_are_disjoint_stratified_and_seeded(tmp_path):
 def fitted_model(data: DragonDataModule) -> MLPClassifier:
     """A model after one training step on ``data``: what the data module handed its input layer."""
     model = MLPClassifier(num_classes=data.num_classes, class_names=data.class_names, hidden_sizes=[4])
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=data)
     return model
 
@@ -82,8 +89,16 @@ def test_the_statistics_travel_in_the_weights_and_old_checkpoints_migrate(tmp_pa
     torch.testing.assert_close(restored(features), model(features))
     # The layout of earlier versions: the statistics beside the weights, under the data module's entry.
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("inputs.")}
-    legacy = {"state_dict": state, "DragonDataModule": {"task": "color", "feature_mean": model.inputs.mean.clone(),
-              "feature_std": model.inputs.std.clone(), "feature_min": model.inputs.low.clone(), "feature_max": model.inputs.high.clone()}}
+    legacy = {
+        "state_dict": state,
+        "DragonDataModule": {
+            "task": "color",
+            "feature_mean": model.inputs.mean.clone(),
+            "feature_std": model.inputs.std.clone(),
+            "feature_min": model.inputs.low.clone(),
+            "feature_max": model.inputs.high.clone(),
+        },
+    }
     migrate_legacy_statistics(legacy, "inputs")
     old = MLPClassifier(num_classes=3, hidden_sizes=[4])
     old.load_state_dict(legacy["state_dict"])
@@ -130,12 +145,13 @@ def test_shuffled_epochs_differ_and_depend_only_on_seed_and_epoch():
     labels = torch.arange(50)
     loader = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
     first = next(iter(loader))[1]
-    loader.set_epoch(1)
-    second = next(iter(loader))[1]
+    second = next(iter(loader))[1]  # each pass is the next epoch
     assert not torch.equal(first, second)
+    assert loader.state_dict() == {"epoch": 1, "batches": 1}
     fresh = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
-    fresh.set_epoch(1)
+    fresh.load_state_dict({"epoch": 0, "batches": 1})  # a checkpoint written at the end of epoch 0
     assert torch.equal(next(iter(fresh))[1], second)
+    assert torch.equal(next(iter(TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)))[1], first)
 
 
 @pytest.mark.parametrize("n", [10, 11, 13])
@@ -145,8 +161,7 @@ def test_ranks_see_their_own_rows(n):
     seen = torch.cat([b[1] for loader in evaluation for b in loader])
     assert sorted(seen.tolist()) == list(range(n)), "every test row exactly once across ranks"
     training = [
-        TensorBatches(labels[:, None].float(), labels, 3, rank=r, world_size=2, shuffle=True, drop_uneven=True)
-        for r in range(2)
+        TensorBatches(labels[:, None].float(), labels, 3, rank=r, world_size=2, shuffle=True, drop_uneven=True) for r in range(2)
     ]
     assert len(training[0]) == len(training[1])
     rows = [torch.cat([b[1] for b in loader]) for loader in training]

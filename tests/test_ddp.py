@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
-
 from clihelpers import config, run, run_in_subprocess
+from lightning.pytorch.callbacks import Callback
 from test_cli import read_events
+
 
 class SaveRankWeights(Callback):
     """Each process writes the weights it ended with."""
@@ -19,10 +19,24 @@ class SaveRankWeights(Callback):
 
 def ddp_fit(root: Path, *options: str) -> subprocess.CompletedProcess:
     result = run_in_subprocess(
-        "fit", "--config", config("color_mlp.yaml"), *options,
-        "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-        "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
-        cwd=root, timeout=300,
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        *options,
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        cwd=root,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "terminate called" not in result.stderr, "a rank aborted while the process group was torn down at exit"
@@ -39,12 +53,20 @@ def test_ddp_ranks_agree_and_test_accuracy_equals_single_process_on_the_same_che
     run_dir = tmp_path / "lightning_logs" / "version_0"
     ddp_accuracy = read_events(run_dir)["scalars"]["test/acc"][-1]
     pictures = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matrix.png", "learning_curves.png"}
-    assert {p.name for p in (run_dir / "figures").iterdir() if not p.name.startswith(".")} == pictures | {"boundary_over_training.gif"}
+    assert {p.name for p in (run_dir / "figures").iterdir() if not p.name.startswith(".")} == pictures | {
+        "boundary_over_training.gif"
+    }
 
     best = next(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
     single = run(
-        "test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(best), *data,
-        "--trainer.default_root_dir", str(tmp_path / "single"),
+        "test",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        str(best),
+        *data,
+        "--trainer.default_root_dir",
+        str(tmp_path / "single"),
     )
     test_rows = len(single.datamodule.splits["test"][1])
     assert test_rows % 2 == 1, "an odd test set: padding would count a row twice"

@@ -10,8 +10,8 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
-
 from clihelpers import ROOT, config, expect_one_line_error, files_under, run
+
 from dragon_lightning import export, load_model
 from dragon_lightning.errors import DragonInputError
 
@@ -29,8 +29,16 @@ def trained(request, tmp_path_factory):
     dragons = root / "dragons.csv"
     dragons.write_text(DRAGONS)
     predictions = root / "predictions.csv"
-    run("predict", *common, "--ckpt_path", str(checkpoint), "--data.predict_csv", str(dragons),
-        "--predictions.output_path", str(predictions))
+    run(
+        "predict",
+        *common,
+        "--ckpt_path",
+        str(checkpoint),
+        "--data.predict_csv",
+        str(dragons),
+        "--predictions.output_path",
+        str(predictions),
+    )
     return checkpoint, pd.read_csv(dragons), pd.read_csv(predictions)
 
 
@@ -98,8 +106,12 @@ def test_export_onnx_runs_in_onnxruntime_as_predict_does_and_refuses_to_overwrit
 
     before = files_under(tmp_path)
     expect_one_line_error(
-        capfd, tmp_path, before, ["export", "--ckpt_path", str(checkpoint), "--output", str(output)],
-        f"--output {output}: exists", "--overwrite true",
+        capfd,
+        tmp_path,
+        before,
+        ["export", "--ckpt_path", str(checkpoint), "--output", str(output)],
+        f"--output {output}: exists",
+        "--overwrite true",
     )
     run("export", "--ckpt_path", str(checkpoint), "--output", str(output), "--overwrite", "true")
 
@@ -136,8 +148,12 @@ def test_export_without_the_extra_says_what_to_install(trained, tmp_path, capfd,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     before = files_under(tmp_path)
     expect_one_line_error(
-        capfd, tmp_path, before, ["export", "--ckpt_path", str(trained[0]), "--output", str(tmp_path / "m.onnx")],
-        "needs onnxruntime", "pip install 'dragon-lightning[export]'",
+        capfd,
+        tmp_path,
+        before,
+        ["export", "--ckpt_path", str(trained[0]), "--output", str(tmp_path / "m.onnx")],
+        "needs onnxruntime",
+        "pip install 'dragon-lightning[export]'",
     )
 
 
@@ -147,7 +163,10 @@ def test_the_onnx_example_classifies_three_dragons(trained, tmp_path):
     run("export", "--ckpt_path", str(checkpoint), "--output", str(model_file))
     example = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "onnx_inference.py"), str(model_file)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     lines = example.stdout.splitlines()
     classes = load_model(checkpoint).classes_
@@ -158,7 +177,11 @@ def test_the_onnx_example_classifies_three_dragons(trained, tmp_path):
 def test_the_python_api_example_trains_and_predicts(tmp_path):
     example = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "python_api.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     assert "test accuracy" in example.stdout
     table = example.stdout.splitlines()[-4:]

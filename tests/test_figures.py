@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from clihelpers import config, expect_one_line_error, files_under, run
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from clihelpers import config, expect_one_line_error, files_under, run
 from dragon_lightning import load_model
 from dragon_lightning.cli import cli_main
 
@@ -17,19 +17,37 @@ PICTURES = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matri
 
 def fit_fire(root, *options):
     return run(
-        "fit", "--config", config("fire_logistic.yaml"), "--trainer.default_root_dir", str(root),
-        "--data.data_dir", str(root.parent / "data"), *options,
+        "fit",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root.parent / "data"),
+        *options,
     )
 
 
 def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path):
     run(
-        "fit", "--config", config("fire_perceptron.yaml"), "--trainer.logger", CSV_LOGGER, "--trainer.max_epochs", "5",
-        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        "fit",
+        "--config",
+        config("fire_perceptron.yaml"),
+        "--trainer.logger",
+        CSV_LOGGER,
+        "--trainer.max_epochs",
+        "5",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
     )
     run_dir = tmp_path / "lightning_logs" / "version_0"
     figures = run_dir / "figures"
-    assert {path.name for path in figures.iterdir() if not path.name.startswith(".")} == PICTURES | {"roc_curve.png", "boundary_over_training.gif"}
+    assert {path.name for path in figures.iterdir() if not path.name.startswith(".")} == PICTURES | {
+        "roc_curve.png",
+        "boundary_over_training.gif",
+    }
     for name in PICTURES | {"roc_curve.png"}:
         with Image.open(figures / name) as image:
             assert image.format == "PNG" and min(image.size) >= 300, name
@@ -51,22 +69,42 @@ def test_learning_curves_come_from_the_models_history_which_checkpoints_keep(tmp
     saved = torch.load(tmp_path / "runs/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert saved["dragon_lightning"]["history"] == history
     resumed = fit_fire(
-        tmp_path / "runs", "--trainer.max_epochs", "6", "--test_after_fit", "false", "--ckpt_path", "last",
-        "--trainer.logger", CSV_LOGGER,
+        tmp_path / "runs",
+        "--trainer.max_epochs",
+        "6",
+        "--test_after_fit",
+        "false",
+        "--ckpt_path",
+        "last",
+        "--trainer.logger",
+        CSV_LOGGER,
     )
     assert [entry["epoch"] for entry in resumed.model.history if entry["stage"] == "train"] == [0, 1, 2, 3, 4, 5]
 
 
 def test_save_dir_moves_the_files_and_a_file_in_its_way_is_refused(tmp_path, capfd):
     fit_fire(tmp_path / "runs", "--trainer.max_epochs", "2", "--figures.save_dir", str(tmp_path / "slides"))
-    assert {path.name for path in (tmp_path / "slides").iterdir() if not path.name.startswith(".")} >= PICTURES | {"roc_curve.png"}
+    assert {path.name for path in (tmp_path / "slides").iterdir() if not path.name.startswith(".")} >= PICTURES | {
+        "roc_curve.png"
+    }
     assert not (tmp_path / "runs/lightning_logs/version_0/figures").exists()
     (tmp_path / "blocked").write_text("a file, not a folder")
     before, _ = files_under(tmp_path), capfd.readouterr()
     expect_one_line_error(
-        capfd, tmp_path, before,
-        ["fit", "--config", config("fire_logistic.yaml"), "--figures.save_dir", str(tmp_path / "blocked"),
-         "--trainer.default_root_dir", str(tmp_path / "runs"), "--data.data_dir", str(tmp_path / "data")],
+        capfd,
+        tmp_path,
+        before,
+        [
+            "fit",
+            "--config",
+            config("fire_logistic.yaml"),
+            "--figures.save_dir",
+            str(tmp_path / "blocked"),
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
+            "--data.data_dir",
+            str(tmp_path / "data"),
+        ],
         f"--figures.save_dir {tmp_path / 'blocked'}: is a file",
     )
 
@@ -82,8 +120,17 @@ def test_a_higher_threshold_trades_detections_for_fewer_false_alarms(tmp_path):
     assert strict["test/auroc"] == default["test/auroc"], "AUROC scores the probabilities, not the decision"
 
     retested = run(
-        "test", "--config", config("fire_logistic.yaml"), "--ckpt_path", str(next((tmp_path / "a").rglob("last.ckpt"))),
-        "--model.init_args.threshold", "0.9", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "retest"),
+        "test",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--ckpt_path",
+        str(next((tmp_path / "a").rglob("last.ckpt"))),
+        "--model.init_args.threshold",
+        "0.9",
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "retest"),
     ).trainer.callback_metrics
     for metric in ("test/acc", "test/detection_rate", "test/false_positive_rate"):
         assert retested[metric] == strict[metric], "a trained model's threshold can be changed without training again"
@@ -102,9 +149,18 @@ def test_a_higher_threshold_trades_detections_for_fewer_false_alarms(tmp_path):
 
 def test_a_threshold_for_three_colors_is_refused(tmp_path, capfd):
     expect_one_line_error(
-        capfd, tmp_path, files_under(tmp_path),
-        ["fit", "--config", config("color_mlp.yaml"), "--model.init_args.threshold", "0.7",
-         "--trainer.default_root_dir", str(tmp_path)],
+        capfd,
+        tmp_path,
+        files_under(tmp_path),
+        [
+            "fit",
+            "--config",
+            config("color_mlp.yaml"),
+            "--model.init_args.threshold",
+            "0.7",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
         "--model.init_args.threshold applies to two classes",
     )
 
@@ -112,7 +168,10 @@ def test_a_threshold_for_three_colors_is_refused(tmp_path, capfd):
 def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd):
     fits = [
         fit_fire(tmp_path / name, "--trainer.max_epochs", "3", "--figures.enabled", "false", *options)
-        for name, options in (("logistic", ["--model.init_args.optimizer.init_args.lr", "0.02"]), ("perceptron", ["--model", "Perceptron"]))
+        for name, options in (
+            ("logistic", ["--model.init_args.optimizer.init_args.lr", "0.02"]),
+            ("perceptron", ["--model", "Perceptron"]),
+        )
     ]
     runs = [str(next((tmp_path / name).glob("lightning_logs/version_0"))) for name in ("logistic", "perceptron")]
     capfd.readouterr()
@@ -139,8 +198,11 @@ def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
     regions = plots.DecisionRegions(features, labels, ["Blue", "Red", "Yellow"], grid_size=60)
     scaled = (regions.points - [10, 180]) / [5, 50]
     for step in (1.0, 2.0, 3.0):  # the boundaries move between snapshots, as in training
-        snapshot = regions.draw(np.c_[-scaled[:, 0] * step, scaled[:, 0] - scaled[:, 1], scaled[:, 1] * step],
-                                f"training set after epoch {step:g}", boundary_lines=True)
+        snapshot = regions.draw(
+            np.c_[-scaled[:, 0] * step, scaled[:, 0] - scaled[:, 1], scaled[:, 1] * step],
+            f"training set after epoch {step:g}",
+            boundary_lines=True,
+        )
     np.testing.assert_array_equal(snapshot, plots.render(regions.figure))
 
 
@@ -155,7 +217,13 @@ def title_drawn(pixels: np.ndarray) -> bool:
 def test_every_titled_picture_shows_its_title_in_the_saved_file(tmp_path):
     fit_fire(tmp_path, "--trainer.max_epochs", "3")
     figures = tmp_path / "lightning_logs" / "version_0" / "figures"
-    for name in ("decision_regions.png", "confusion_matrix.png", "roc_curve.png", "truth_vs_predictions.png", "learning_curves.png"):
+    for name in (
+        "decision_regions.png",
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "truth_vs_predictions.png",
+        "learning_curves.png",
+    ):
         with Image.open(figures / name) as image:
             assert title_drawn(np.asarray(image.convert("L"))), name
     with Image.open(figures / "boundary_over_training.gif") as animation:

@@ -7,12 +7,12 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-import numpy as np
 import torch
-
 from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run, run_in_subprocess
+
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.gates.checkpoints import stamp_checksum
 
@@ -34,8 +34,19 @@ def trained(tmp_path_factory) -> Path:
     """A real color MLP checkpoint (one epoch)."""
     root = tmp_path_factory.mktemp("trained")
     cli = run(
-        "fit", "--config", COLOR_MLP, "--trainer.max_epochs", "1", "--test_after_fit", "false",
-        "--figures.enabled", "false", "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+        "fit",
+        "--config",
+        COLOR_MLP,
+        "--trainer.max_epochs",
+        "1",
+        "--test_after_fit",
+        "false",
+        "--figures.enabled",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root / "data"),
     )
     return last_checkpoint(cli)
 
@@ -95,8 +106,16 @@ def test_our_own_checkpoints_load_as_data_and_test_and_predict(name, tmp_path):
     dragons = tmp_path / "dragons.csv"
     dragons.write_text("numberToes,bodyLength\n6,170\n")
     output = tmp_path / "predictions.csv"
-    run("predict", *common, "--ckpt_path", str(checkpoint), "--data.predict_csv", str(dragons),
-        "--predictions.output_path", str(output))
+    run(
+        "predict",
+        *common,
+        "--ckpt_path",
+        str(checkpoint),
+        "--data.predict_csv",
+        str(dragons),
+        "--predictions.output_path",
+        str(output),
+    )
     assert len(pd.read_csv(output)) == 1
 
 
@@ -137,12 +156,21 @@ OPTION_CASES = {
     "epochs below -1": (["--trainer.max_epochs", "-2"], "--trainer.max_epochs must be at least -1, got -2"),
     "negative steps": (["--trainer.max_steps", "-5"], "--trainer.max_steps must be at least -1, got -5"),
     "validation share above 1": (["--trainer.limit_val_batches", "1.5"], "--trainer.limit_val_batches: a share of the batches"),
-    "negative learning rate": (["--model.init_args.optimizer.init_args.lr", "-0.1"], "--model.init_args.optimizer: Invalid learning rate: -0.1"),
-    "bad Adam betas": (["--model.init_args.optimizer.init_args.betas", "[1.5, 0.9]"], "--model.init_args.optimizer: Invalid beta parameter"),
+    "negative learning rate": (
+        ["--model.init_args.optimizer.init_args.lr", "-0.1"],
+        "--model.init_args.optimizer: Invalid learning rate: -0.1",
+    ),
+    "bad Adam betas": (
+        ["--model.init_args.optimizer.init_args.betas", "[1.5, 0.9]"],
+        "--model.init_args.optimizer: Invalid beta parameter",
+    ),
     "best checkpoint alias": (["--ckpt_path", "best"], "--ckpt_path best: Lightning's name for a checkpoint"),
     "hpc checkpoint alias": (["--ckpt_path", "hpc"], "--ckpt_path hpc: Lightning's name for a checkpoint"),
     "registry checkpoint alias": (["--ckpt_path", "registry"], "--ckpt_path registry: Lightning's name for a checkpoint"),
-    "typo in a model option": (["--model.init_args.hiden_sizes", "[3]"], "--model.init_args.hiden_sizes: not an option of MLPClassifier"),
+    "typo in a model option": (
+        ["--model.init_args.hiden_sizes", "[3]"],
+        "--model.init_args.hiden_sizes: not an option of MLPClassifier",
+    ),
     "bad activation": (["--model.init_args.activation", "gelu"], "--model.init_args.activation: Expected a typing.Literal"),
     "impossible split of generated dragons": (["--data.test_fraction", "0.99"], "the val split would be empty"),
     "too many dragons": (["--data.n_dragons", str(10**12)], "--data.n_dragons must lie between 1 and 30,000,000"),
@@ -183,19 +211,34 @@ def test_an_unusable_predictions_path_is_refused_before_predicting(where, traine
     output = scratch / "out" if where == "a directory" else a_file(scratch) / "predictions.csv"
     if where == "a directory":
         output.mkdir()
-    args = ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--data.predict_csv", "dragons.csv",
-            "--predictions.output_path", str(output)]
+    args = [
+        "predict",
+        "--config",
+        COLOR_MLP,
+        "--ckpt_path",
+        str(trained),
+        "--data.predict_csv",
+        "dragons.csv",
+        "--predictions.output_path",
+        str(output),
+    ]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "--predictions.output_path")
 
 
 HYPERPARAMETER_CASES = {
-    "unknown key": (lambda c: c["hyper_parameters"].__setitem__("tree_depth", 3), [], "its hyperparameters tree_depth are not options"),
+    "unknown key": (
+        lambda c: c["hyper_parameters"].__setitem__("tree_depth", 3),
+        [],
+        "its hyperparameters tree_depth are not options",
+    ),
     "invalid value": (
-        lambda c: c["hyper_parameters"].__setitem__("activation", "gelu"), [],
+        lambda c: c["hyper_parameters"].__setitem__("activation", "gelu"),
+        [],
         "a hyperparameter this version does not accept: --model.init_args.activation",
     ),
     "config disagrees": (
-        lambda c: None, ["--model.init_args.hidden_sizes", "[64, 64]"],
+        lambda c: None,
+        ["--model.init_args.hidden_sizes", "[64, 64]"],
         "the config asks for --model.init_args.hidden_sizes [64, 64] (the checkpoint has [10, 20, 1000])",
     ),
 }
@@ -228,13 +271,23 @@ def test_a_bad_config_file_is_named_with_its_line(case, scratch, capfd):
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 ROWS = [f"{i % 100},{180 + i % 40},Julian,{('Blue', 'Red', 'Yellow')[i % 3]},Omnivore,{i % 2}" for i in range(60)]
 CSV_CASES = {
-    "not UTF-8": (f"{HEADER}\n{ROWS[0]}\n{ROWS[1]}\n50,200,Julian,Blue,Omnivore\xff,1\n".encode("latin-1"), "line 4: not UTF-8 text"),
+    "not UTF-8": (
+        f"{HEADER}\n{ROWS[0]}\n{ROWS[1]}\n50,200,Julian,Blue,Omnivore\xff,1\n".encode("latin-1"),
+        "line 4: not UTF-8 text",
+    ),
     "a quoted line break before the bad row": (
-        f"{HEADER},note\n" + "\n".join(f"{row}," for row in ROWS[:2]) + '\n1,2,Julian,Blue,Omnivore,1,"two\nlines"\n'
-        + "5,long,Julian,Red,Omnivore,0,\n" + "\n".join(f"{row}," for row in ROWS[2:]) + "\n",
+        f"{HEADER},note\n"
+        + "\n".join(f"{row}," for row in ROWS[:2])
+        + '\n1,2,Julian,Blue,Omnivore,1,"two\nlines"\n'
+        + "5,long,Julian,Red,Omnivore,0,\n"
+        + "\n".join(f"{row}," for row in ROWS[2:])
+        + "\n",
         "line 6, column 'bodyLength': 'long' is not a number",
     ),
-    "beyond float32": (f"{HEADER}\n{ROWS[0]}\n50,1e39,Julian,Blue,Omnivore,1\n", "line 3, column 'bodyLength': 1e+39 is too large"),
+    "beyond float32": (
+        f"{HEADER}\n{ROWS[0]}\n50,1e39,Julian,Blue,Omnivore,1\n",
+        "line 3, column 'bodyLength': 1e+39 is too large",
+    ),
 }
 
 
@@ -249,12 +302,22 @@ def test_csv_problems_name_the_physical_line(case, scratch, capfd):
 
 PREDICT_CASES = {
     "beyond float32": ("numberToes,bodyLength\n6,170\n6,-1e300\n", "line 3, column 'bodyLength': -1e+300 is too large"),
-    "our column names taken": ("numberToes,bodyLength,p_Red,predicted\n6,170,x,y\n", "already has the column(s) predicted, p_Red"),
-    "a field beyond the csv module's limit": ("numberToes,bodyLength,note\n6,abc,x\n" + "7,170,\"" + "y" * 200_000 + "\"\n",
-                                              "line 2, column 'bodyLength': 'abc' is not a number"),
-    "a field beyond the limit before the bad row": ("numberToes,bodyLength,note\n7,170,\"" + "y" * 200_000 + "\"\n6,abc,x\n",
-                                                    "line 2: a field longer than"),
-    "a known column twice once spaces go": ("numberToes, numberToes ,bodyLength\n6,6,170\n", "the column 'numberToes' appears 2 times"),
+    "our column names taken": (
+        "numberToes,bodyLength,p_Red,predicted\n6,170,x,y\n",
+        "already has the column(s) predicted, p_Red",
+    ),
+    "a field beyond the csv module's limit": (
+        "numberToes,bodyLength,note\n6,abc,x\n" + '7,170,"' + "y" * 200_000 + '"\n',
+        "line 2, column 'bodyLength': 'abc' is not a number",
+    ),
+    "a field beyond the limit before the bad row": (
+        'numberToes,bodyLength,note\n7,170,"' + "y" * 200_000 + '"\n6,abc,x\n',
+        "line 2: a field longer than",
+    ),
+    "a known column twice once spaces go": (
+        "numberToes, numberToes ,bodyLength\n6,6,170\n",
+        "the column 'numberToes' appears 2 times",
+    ),
 }
 
 
@@ -262,8 +325,17 @@ PREDICT_CASES = {
 def test_predict_refuses_rows_it_cannot_score_and_keeps_the_users_columns(case, trained, scratch, capfd):
     content, message = PREDICT_CASES[case]
     (scratch / "dragons.csv").write_text(content)
-    args = ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--data.predict_csv", "dragons.csv",
-            "--predictions.output_path", "out.csv"]
+    args = [
+        "predict",
+        "--config",
+        COLOR_MLP,
+        "--ckpt_path",
+        str(trained),
+        "--data.predict_csv",
+        "dragons.csv",
+        "--predictions.output_path",
+        "out.csv",
+    ]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "dragons.csv: ", message)
 
 
@@ -273,8 +345,19 @@ def test_predict_never_writes_empty_probabilities(trained, scratch, capfd):
     broken = edited_checkpoint(trained, scratch / "nan.ckpt", lambda c: c["state_dict"]["net.0.weight"].fill_(float("nan")))
     before = files_under(scratch)
     with pytest.raises(SystemExit) as exit_info:
-        run("predict", "--config", COLOR_MLP, "--ckpt_path", str(broken), "--data.predict_csv", "dragons.csv",
-            "--predictions.output_path", "out.csv", "--trainer.logger", "false")
+        run(
+            "predict",
+            "--config",
+            COLOR_MLP,
+            "--ckpt_path",
+            str(broken),
+            "--data.predict_csv",
+            "dragons.csv",
+            "--predictions.output_path",
+            "out.csv",
+            "--trainer.logger",
+            "false",
+        )
     assert exit_info.value.code == 2
     last_line = capfd.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("dragon-lightning: error: dragons.csv: line 2: the model gives no finite probabilities")
@@ -285,8 +368,19 @@ def test_without_a_logger_no_config_file_is_written_over_the_users(scratch):
     mine = scratch / "config.yaml"
     mine.write_text(Path(COLOR_MLP).read_text())
     before = mine.read_bytes()
-    run("fit", "--config", str(mine), "--trainer.logger", "false", "--trainer.max_epochs", "1",
-        "--figures.enabled", "false", "--test_after_fit", "false")
+    run(
+        "fit",
+        "--config",
+        str(mine),
+        "--trainer.logger",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--figures.enabled",
+        "false",
+        "--test_after_fit",
+        "false",
+    )
     assert mine.read_bytes() == before
     assert not list(scratch.rglob("config.yaml"))[1:], "no other config.yaml either: the run has no folder"
 
@@ -296,8 +390,19 @@ def test_written_files_follow_the_umask(umask, trained, scratch):
     (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
     previous = os.umask(umask)
     try:
-        run("predict", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--data.predict_csv", "dragons.csv",
-            "--predictions.output_path", "out.csv", "--trainer.logger", "false")
+        run(
+            "predict",
+            "--config",
+            COLOR_MLP,
+            "--ckpt_path",
+            str(trained),
+            "--data.predict_csv",
+            "dragons.csv",
+            "--predictions.output_path",
+            "out.csv",
+            "--trainer.logger",
+            "false",
+        )
     finally:
         os.umask(previous)
     assert stat.S_IMODE((scratch / "out.csv").stat().st_mode) == 0o666 & ~umask
@@ -329,7 +434,9 @@ def test_an_oversized_config_is_refused_before_it_is_read(scratch, capfd):
     big = scratch / "big.yaml"
     with big.open("w") as file:
         file.write("# " + "x" * (8 * 2**20) + "\n")
-    expect_one_line_error(capfd, scratch, files_under(scratch), ["fit", "--config", "big.yaml"], "big.yaml: ", "more than a config file may hold")
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), ["fit", "--config", "big.yaml"], "big.yaml: ", "more than a config file may hold"
+    )
 
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -373,8 +480,18 @@ def test_impossible_network_shapes_are_refused_before_allocating(where, trained,
     if where == "command line":
         args = ["fit", "--config", COLOR_MLP, "--model.init_args.hidden_sizes", "[100000, 100000, 100000]"]
     else:
-        edited_checkpoint(trained, scratch / "huge.ckpt", lambda c: c["hyper_parameters"].__setitem__("hidden_sizes", [100000] * 3))
-        args = ["test", "--config", COLOR_MLP, "--ckpt_path", "huge.ckpt", "--model.init_args.hidden_sizes", "[100000, 100000, 100000]"]
+        edited_checkpoint(
+            trained, scratch / "huge.ckpt", lambda c: c["hyper_parameters"].__setitem__("hidden_sizes", [100000] * 3)
+        )
+        args = [
+            "test",
+            "--config",
+            COLOR_MLP,
+            "--ckpt_path",
+            "huge.ckpt",
+            "--model.init_args.hidden_sizes",
+            "[100000, 100000, 100000]",
+        ]
     before = files_under(scratch)
     result = run_limited(args, cwd=scratch, address_space=4 * 2**30)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -391,29 +508,38 @@ def test_a_checkpoint_never_chooses_the_module_that_is_imported(command, trained
     """A checkpoint that names ``evil.MLPClassifier`` beside a file ``evil.py`` in the working folder (on
     ``python -m``'s path): refused by the allow-list before anything is imported."""
     (scratch / "evil.py").write_text(MARKER_MODULE)
-    hostile = edited_checkpoint(trained, scratch / "hostile.ckpt", lambda c: c["hyper_parameters"].__setitem__("_class_path", "evil.MLPClassifier"))
+    hostile = edited_checkpoint(
+        trained, scratch / "hostile.ckpt", lambda c: c["hyper_parameters"].__setitem__("_class_path", "evil.MLPClassifier")
+    )
     (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
     if command == "load_model":
         from dragon_lightning import load_model
         from dragon_lightning.errors import DragonInputError
 
-        with pytest.raises(DragonInputError, match="names the class 'evil.MLPClassifier'"):
+        with pytest.raises(DragonInputError, match=r"names the class 'evil\.MLPClassifier'"):
             load_model(hostile)
     else:
-        args = {"export": ["export", "--ckpt_path", "hostile.ckpt", "--output", "m.onnx"], "compare": ["compare", "hostile.ckpt"]}.get(
-            command, [command, "--config", COLOR_MLP, "--ckpt_path", "hostile.ckpt", "--data.predict_csv", "dragons.csv"])
+        args = {
+            "export": ["export", "--ckpt_path", "hostile.ckpt", "--output", "m.onnx"],
+            "compare": ["compare", "hostile.ckpt"],
+        }.get(command, [command, "--config", COLOR_MLP, "--ckpt_path", "hostile.ckpt", "--data.predict_csv", "dragons.csv"])
         before = files_under(scratch)
         result = run_in_subprocess(*args, cwd=scratch, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr.strip().endswith("which is not one of dragon-lightning's models (Perceptron, LogisticRegression, "
-                                              "MLPClassifier, FoldEnsemble); refused before importing anything")
+        assert result.stderr.strip().endswith(
+            "which is not one of dragon-lightning's models (Perceptron, LogisticRegression, "
+            "MLPClassifier, FoldEnsemble); refused before importing anything"
+        )
         assert files_under(scratch) == before
     assert not (scratch / "IMPORTED").exists(), "the module the checkpoint named was imported"
 
 
 def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch, capfd):
-    hostile = edited_checkpoint(trained, scratch / "hostile.ckpt", lambda c: c["hyper_parameters"].__setitem__(
-        "optimizer", {"class_path": "evil.Optimizer"}))
+    hostile = edited_checkpoint(
+        trained,
+        scratch / "hostile.ckpt",
+        lambda c: c["hyper_parameters"].__setitem__("optimizer", {"class_path": "evil.Optimizer"}),
+    )
     args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(hostile)]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "its hyperparameter optimizer is not a plain value")
 
@@ -440,8 +566,19 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
 USER_FILE = b"the user's own file\n"
 
 
-@pytest.mark.parametrize("case", ["figures.save_dir", "checkpoint.dirpath", "predictions.output_path", "lr_find folder",
-                                  "cv --output_dir", "sweep --output_dir", "export --output", "compare --output"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "figures.save_dir",
+        "checkpoint.dirpath",
+        "predictions.output_path",
+        "lr_find folder",
+        "cv --output_dir",
+        "sweep --output_dir",
+        "export --output",
+        "compare --output",
+    ],
+)
 def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scratch, capfd):
     mine = scratch / "mine"
     mine.mkdir()
@@ -450,18 +587,50 @@ def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scrat
     name, args = {
         "figures.save_dir": ("decision_regions.png", ["fit", "--config", COLOR_MLP, *quick, "--figures.save_dir", "mine"]),
         "checkpoint.dirpath": ("last.ckpt", ["fit", "--config", COLOR_MLP, *quick, "--checkpoint.dirpath", "mine"]),
-        "predictions.output_path": ("out.csv", ["predict", "--config", COLOR_MLP, "--ckpt_path", str(trained),
-                                                "--data.predict_csv", "dragons.csv", "--predictions.output_path", "mine/out.csv"]),
-        "lr_find folder": ("lr_find.png", ["lr_find", "--config", COLOR_MLP, "--trainer.logger", "false", "--trainer.default_root_dir", "mine"]),
+        "predictions.output_path": (
+            "out.csv",
+            [
+                "predict",
+                "--config",
+                COLOR_MLP,
+                "--ckpt_path",
+                str(trained),
+                "--data.predict_csv",
+                "dragons.csv",
+                "--predictions.output_path",
+                "mine/out.csv",
+            ],
+        ),
+        "lr_find folder": (
+            "lr_find.png",
+            ["lr_find", "--config", COLOR_MLP, "--trainer.logger", "false", "--trainer.default_root_dir", "mine"],
+        ),
         "cv --output_dir": ("cv_results.csv", ["cv", "--config", COLOR_MLP, "--folds", "2", "--output_dir", "mine", *quick[:2]]),
-        "sweep --output_dir": ("trials.csv", ["sweep", "--config", COLOR_MLP, "--space", config("sweeps/color_mlp.yaml"),
-                                              "--n_trials", "1", "--output_dir", "mine", *quick[:2]]),
+        "sweep --output_dir": (
+            "trials.csv",
+            [
+                "sweep",
+                "--config",
+                COLOR_MLP,
+                "--space",
+                config("sweeps/color_mlp.yaml"),
+                "--n_trials",
+                "1",
+                "--output_dir",
+                "mine",
+                *quick[:2],
+            ],
+        ),
         "export --output": ("model.onnx", ["export", "--ckpt_path", str(trained), "--output", "mine/model.onnx"]),
         "compare --output": ("comparison.png", ["compare", str(trained), "--output", "mine/comparison.png"]),
     }[case]
     (mine / name).write_bytes(USER_FILE)
     named_file = case in ("predictions.output_path", "export --output", "compare --output")  # replaced only when told
-    message = f"mine/{name}: exists; choose another" if named_file else f"mine: already holds {name}, which dragon-lightning did not write"
+    message = (
+        f"mine/{name}: exists; choose another"
+        if named_file
+        else f"mine: already holds {name}, which dragon-lightning did not write"
+    )
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
     assert (mine / name).read_bytes() == USER_FILE
 
@@ -470,8 +639,19 @@ def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scrat
 def test_files_this_project_wrote_are_replaced_on_a_second_run(scratch):
     """The manifest recognises our own output in a folder the user named: the same command twice succeeds."""
     for _ in range(2):
-        run("fit", "--config", COLOR_MLP, "--trainer.max_epochs", "1", "--figures.save_dir", "mine", "--trainer.logger", "false",
-            "--data.data_dir", "null")
+        run(
+            "fit",
+            "--config",
+            COLOR_MLP,
+            "--trainer.max_epochs",
+            "1",
+            "--figures.save_dir",
+            "mine",
+            "--trainer.logger",
+            "false",
+            "--data.data_dir",
+            "null",
+        )
     assert (scratch / "mine" / "decision_regions.png").stat().st_size > 0
 
 
@@ -489,14 +669,30 @@ def test_export_format_and_file_name_must_agree(trained, scratch, capfd):
 
 
 def test_a_full_disk_leaves_the_previous_last_checkpoint_whole(scratch):
-    common = ["fit", "--config", COLOR_MLP, "--figures.enabled", "false", "--test_after_fit", "false",
-              "--checkpoint.dirpath", "ckpts", "--trainer.logger", "false", "--data.data_dir", "null",
-              "--trainer.enable_progress_bar", "false"]
+    common = [
+        "fit",
+        "--config",
+        COLOR_MLP,
+        "--figures.enabled",
+        "false",
+        "--test_after_fit",
+        "false",
+        "--checkpoint.dirpath",
+        "ckpts",
+        "--trainer.logger",
+        "false",
+        "--data.data_dir",
+        "null",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     first = run_in_subprocess(*common, "--trainer.max_epochs", "1", cwd=scratch, timeout=120)
     assert first.returncode == 0, first.stderr[-2000:]
     before = (scratch / "ckpts" / "last.ckpt").read_bytes()
     # The next checkpoint cannot be written whole: the write fails as on a full disk.
-    result = run_limited([*common, "--trainer.max_epochs", "3", "--ckpt_path", "ckpts/last.ckpt"], cwd=scratch, file_size=len(before) // 2)
+    result = run_limited(
+        [*common, "--trainer.max_epochs", "3", "--ckpt_path", "ckpts/last.ckpt"], cwd=scratch, file_size=len(before) // 2
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("dragon-lightning: error: ")
     assert "the disk is full" in result.stderr.strip().splitlines()[-1]
@@ -533,7 +729,10 @@ def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, metho
 
 MORE_OPTION_CASES = {
     "negative devices": (["--trainer.devices", "-2"], "--trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
-    "a precision plugin that is not installed": (["--trainer.precision", "transformer-engine"], "--trainer: Requirement 'transformer_engine"),
+    "a precision plugin that is not installed": (
+        ["--trainer.precision", "transformer-engine"],
+        "--trainer: Requirement 'transformer_engine",
+    ),
     "no time to train": (["--trainer.max_time", "00:00:00:00"], "--trainer.max_time 00:00:00:00: leaves no time to train"),
     "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
     "a file name too long": (["--data.csv_path", "x" * 300 + ".csv"], "file name too long"),
@@ -547,8 +746,13 @@ def test_options_lightning_accepts_but_cannot_honour(case, scratch, capfd):
 
 
 def test_lr_find_refuses_fast_dev_run_in_one_line(scratch, capfd):
-    expect_one_line_error(capfd, scratch, files_under(scratch), ["lr_find", "--config", COLOR_MLP, "--trainer.fast_dev_run", "true"],
-                          "lr_find: --trainer.fast_dev_run leaves the finder no steps")
+    expect_one_line_error(
+        capfd,
+        scratch,
+        files_under(scratch),
+        ["lr_find", "--config", COLOR_MLP, "--trainer.fast_dev_run", "true"],
+        "lr_find: --trainer.fast_dev_run leaves the finder no steps",
+    )
 
 
 def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
@@ -581,8 +785,9 @@ def test_a_checkpoint_of_the_earlier_layout_loads_and_predicts_as_before(trained
 
     def earlier_layout(checkpoint):
         inputs = {name: checkpoint["state_dict"].pop(f"inputs.{name}") for name in ("mean", "std", "low", "high")}
-        checkpoint["DragonDataModule"].update(feature_mean=inputs["mean"], feature_std=inputs["std"],
-                                              feature_min=inputs["low"], feature_max=inputs["high"])
+        checkpoint["DragonDataModule"].update(
+            feature_mean=inputs["mean"], feature_std=inputs["std"], feature_min=inputs["low"], feature_max=inputs["high"]
+        )
 
     old = edited_checkpoint(trained, scratch / "old.ckpt", earlier_layout)
     assert "inputs.mean" not in torch.load(old, weights_only=True)["state_dict"]
@@ -590,6 +795,10 @@ def test_a_checkpoint_of_the_earlier_layout_loads_and_predicts_as_before(trained
 
     rows = np.array([[6.0, 170.0], [14.0, 120.0], [3.0, 260.0]], dtype=np.float32)
     np.testing.assert_array_equal(load_model(old).probabilities(rows), load_model(trained).probabilities(rows))
-    tested = run("test", "--config", COLOR_MLP, "--ckpt_path", str(old), "--trainer.logger", "false", "--figures.enabled", "false")
-    again = run("test", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--trainer.logger", "false", "--figures.enabled", "false")
+    tested = run(
+        "test", "--config", COLOR_MLP, "--ckpt_path", str(old), "--trainer.logger", "false", "--figures.enabled", "false"
+    )
+    again = run(
+        "test", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--trainer.logger", "false", "--figures.enabled", "false"
+    )
     assert float(tested.trainer.callback_metrics["test/acc"]) == float(again.trainer.callback_metrics["test/acc"])

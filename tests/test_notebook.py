@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from clihelpers import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "dragon_tutorial.ipynb"
@@ -20,7 +19,9 @@ def test_the_notebook_and_its_percent_source_are_in_sync_and_kept_without_output
 
 
 def test_the_notebook_uses_only_the_public_api():
-    private = re.findall(r"dragon_lightning(?:\.\w+)*\._(?!_)\w+|from dragon_lightning\S* import [^\n]*\b_(?!_)\w+", SOURCE.read_text())
+    private = re.findall(
+        r"dragon_lightning(?:\.\w+)*\._(?!_)\w+|from dragon_lightning\S* import [^\n]*\b_(?!_)\w+", SOURCE.read_text()
+    )
     assert not private
 
 
@@ -29,7 +30,9 @@ def test_the_notebook_runs_top_to_bottom_with_its_pictures_and_results_table(tmp
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("DRAGON_NOTEBOOK_NO_SERVERS", "1")  # no TensorBoard server in the tests
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     kinds = [kind for output in outputs for kind in output.get("data", {})]

@@ -2,9 +2,9 @@
 through test, predict, load_model and onnxruntime."""
 
 import signal
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from clihelpers import config, expect_one_line_error, files_under, run
+
 from dragon_lightning import load_model
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError
@@ -21,8 +21,17 @@ from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.search.ensemble import write_ensemble
 
 FOLDS = 3
-CV = ["cv", "--config", config("fire_logistic.yaml"), "--folds", str(FOLDS), "--trainer.max_epochs", "6",
-      "--trainer.enable_progress_bar", "false"]
+CV = [
+    "cv",
+    "--config",
+    config("fire_logistic.yaml"),
+    "--folds",
+    str(FOLDS),
+    "--trainer.max_epochs",
+    "6",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def rows_of(features: torch.Tensor, labels: torch.Tensor) -> set:
@@ -33,8 +42,19 @@ def rows_of(features: torch.Tensor, labels: torch.Tensor) -> set:
 def cv_run(tmp_path_factory, real_csv):
     """``cv --refit true --ensemble true`` on the real file, once for the module."""
     root = tmp_path_factory.mktemp("cv")
-    results = run(*CV, "--refit", "true", "--ensemble", "true", "--data.csv_path", str(real_csv),
-                  "--output_dir", str(root / "cv"), "--trainer.default_root_dir", str(root))
+    results = run(
+        *CV,
+        "--refit",
+        "true",
+        "--ensemble",
+        "true",
+        "--data.csv_path",
+        str(real_csv),
+        "--output_dir",
+        str(root / "cv"),
+        "--trainer.default_root_dir",
+        str(root),
+    )
     return root / "cv", results
 
 
@@ -80,8 +100,19 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(c
     assert ensemble.outside_training_range(far).all() and not ensemble.outside_training_range(features).any()
 
     pd.DataFrame(points, columns=["numberToes", "bodyLength"]).to_csv(tmp_path / "dragons.csv", index=False)
-    run("predict", "--config", config("fire_logistic.yaml"), "--ckpt_path", str(path), "--data.predict_csv", str(tmp_path / "dragons.csv"),
-        "--predictions.output_path", str(tmp_path / "predictions.csv"), "--trainer.logger", "false")
+    run(
+        "predict",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--ckpt_path",
+        str(path),
+        "--data.predict_csv",
+        str(tmp_path / "dragons.csv"),
+        "--predictions.output_path",
+        str(tmp_path / "predictions.csv"),
+        "--trainer.logger",
+        "false",
+    )
     predicted = pd.read_csv(tmp_path / "predictions.csv")
     np.testing.assert_allclose(predicted[["p_no fire", "p_fire"]].to_numpy(), mean, atol=1e-6, rtol=0)
 
@@ -97,7 +128,9 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(c
 def test_the_ensemble_run_tests_on_the_test_rows_and_draws_its_pictures(cv_run):
     cv_dir, _ = cv_run
     ensemble_dir = cv_dir / "ensemble"
-    assert {"decision_regions.png", "confusion_matrix.png", "roc_curve.png"} <= {p.name for p in (ensemble_dir / "figures").iterdir()}
+    assert {"decision_regions.png", "confusion_matrix.png", "roc_curve.png"} <= {
+        p.name for p in (ensemble_dir / "figures").iterdir()
+    }
     saved = yaml.safe_load((ensemble_dir / "config.yaml").read_text())
     assert saved["model"]["class_path"] == "dragon_lightning.models.FoldEnsemble"
     assert [member["model"] for member in saved["model"]["init_args"]["members"]] == ["LogisticRegression"] * (FOLDS + 1)
@@ -107,15 +140,26 @@ def test_an_interrupted_cv_ensemble_resumes_to_the_same_result(cv_run, real_csv,
     """SIGTERM while the last fold trains; the same command again reuses the finished folds and builds the
     same ensemble as the uninterrupted run."""
     cv_dir, _ = cv_run
-    args = [*CV, "--ensemble", "true", "--refit", "true", "--data.csv_path", str(real_csv), "--output_dir", "cv",
-            "--trainer.default_root_dir", "."]
+    args = [
+        *CV,
+        "--ensemble",
+        "true",
+        "--refit",
+        "true",
+        "--data.csv_path",
+        str(real_csv),
+        "--output_dir",
+        "cv",
+        "--trainer.default_root_dir",
+        ".",
+    ]
     command = [sys.executable, "-m", "dragon_lightning", *args]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (tmp_path / "cv" / f"fold_{FOLDS - 2}" / "result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    _stdout, _stderr = process.communicate(timeout=120)
     assert process.returncode != 0, "interrupted before the end"
     assert not (tmp_path / "cv" / "ensemble").exists()
     resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -129,8 +173,13 @@ def test_an_interrupted_cv_ensemble_resumes_to_the_same_result(cv_run, real_csv,
 
 def test_monitoring_without_validation_rows_is_one_line(scratch, capfd):
     args = ["fit", "--config", config("color_mlp.yaml"), "--data.val_fraction", "0"]
-    expect_one_line_error(capfd, scratch, files_under(scratch), args,
-                          "--checkpoint.monitor val/loss: --data.val_fraction 0 leaves no validation rows")
+    expect_one_line_error(
+        capfd,
+        scratch,
+        files_under(scratch),
+        args,
+        "--checkpoint.monitor val/loss: --data.val_fraction 0 leaves no validation rows",
+    )
 
 
 def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
@@ -140,8 +189,19 @@ def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
 
 def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp_path):
     cv_dir, _ = cv_run
-    color = run("fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
-                "--data.data_dir", str(tmp_path / "data"), "--test_after_fit", "false")
+    color = run(
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
+        "--test_after_fit",
+        "false",
+    )
     color_checkpoint = Path(color.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     before = files_under(tmp_path)
     with pytest.raises(DragonInputError, match=f"{color_checkpoint}: predicts .* an ensemble needs members of one task"):

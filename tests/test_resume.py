@@ -2,17 +2,25 @@
 
 import os
 import signal
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import torch
+from clihelpers import config, last_weights, run, run_in_subprocess
 from lightning.pytorch.callbacks import Callback
 
-from clihelpers import config, last_weights, run, run_in_subprocess
-
 COMMON = [
-    "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "12", "--checkpoint.every_n_train_steps", "5",
-    "--figures.enabled", "false", "--trainer.enable_progress_bar", "false",
+    "--config",
+    config("color_mlp.yaml"),
+    "--trainer.max_epochs",
+    "12",
+    "--checkpoint.every_n_train_steps",
+    "5",
+    "--figures.enabled",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
 ]
 
 
@@ -36,12 +44,21 @@ def uninterrupted(tmp_path_factory) -> Finished:
 def assert_resumes_to(uninterrupted: Finished, root, *options: str) -> None:
     resumed = finished(
         run(
-            "fit", *COMMON, *options, "--ckpt_path", "last",
-            "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+            "fit",
+            *COMMON,
+            *options,
+            "--ckpt_path",
+            "last",
+            "--trainer.default_root_dir",
+            str(root),
+            "--data.data_dir",
+            str(root / "data"),
         )
     )
-    for ended, expected in ((resumed.last_weights, uninterrupted.last_weights),
-                            (resumed.best_checkpoint["state_dict"], uninterrupted.best_checkpoint["state_dict"])):
+    for ended, expected in (
+        (resumed.last_weights, uninterrupted.last_weights),
+        (resumed.best_checkpoint["state_dict"], uninterrupted.best_checkpoint["state_dict"]),
+    ):
         assert all(torch.equal(expected[name], ended[name]) for name in expected)
     assert resumed.test_accuracy == uninterrupted.test_accuracy
 
@@ -62,9 +79,17 @@ class SignalAtStep(Callback):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_path):
     finished_process = run_in_subprocess(
-        "fit", *COMMON, "--trainer.callbacks+=test_resume.SignalAtStep", "--trainer.callbacks.init_args.signum",
-        str(int(signum)), "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
-        cwd=tmp_path, timeout=120,
+        "fit",
+        *COMMON,
+        "--trainer.callbacks+=test_resume.SignalAtStep",
+        "--trainer.callbacks.init_args.signum",
+        str(int(signum)),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
+        cwd=tmp_path,
+        timeout=120,
     )
     if signum == signal.SIGTERM:
         assert finished_process.returncode == 128 + signal.SIGTERM
@@ -91,9 +116,16 @@ def fail_at(step: int, root, *options: str) -> int:
     """Run ``fit`` until a failure at optimizer step ``step``; the step of the ``last.ckpt`` it left."""
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(
-            "fit", *COMMON, *options, "--trainer.callbacks+=test_resume.FailAtStep",
-            "--trainer.callbacks.init_args.step", str(step),
-            "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"),
+            "fit",
+            *COMMON,
+            *options,
+            "--trainer.callbacks+=test_resume.FailAtStep",
+            "--trainer.callbacks.init_args.step",
+            str(step),
+            "--trainer.default_root_dir",
+            str(root),
+            "--data.data_dir",
+            str(root / "data"),
         )
     return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"]
 
@@ -125,13 +157,23 @@ def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path)
     assert_resumes_to(uninterrupted, tmp_path, *by_accuracy)
 
 
-@pytest.mark.parametrize("options", [[], ["--trainer.check_val_every_n_epoch", "2"]], ids=["validating every epoch", "every second"])
+@pytest.mark.parametrize(
+    "options", [[], ["--trainer.check_val_every_n_epoch", "2"]], ids=["validating every epoch", "every second"]
+)
 def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ranked(options, tmp_path):
     """Lightning writes last.ckpt at an epoch end only when the monitored metric improves, and with
     every_n_train_steps ranks weights by the previous validation's score."""
     trainer = run(
-        "fit", *COMMON, *options, "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch", "--test_after_fit", "false",
-        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        "fit",
+        *COMMON,
+        *options,
+        "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch",
+        "--test_after_fit",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
     ).trainer
     checker = next(c for c in trainer.callbacks if isinstance(c, CheckLastAtEachEpoch))
     assert checker.epochs_checked == 11
@@ -143,9 +185,20 @@ def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ra
 @pytest.mark.parametrize("every_n_epochs", [0, 3])
 def test_best_checkpoints_are_ranked_every_n_epochs_beside_step_saves(every_n_epochs, tmp_path):
     run(
-        "fit", *COMMON, "--trainer.max_epochs", "6", "--checkpoint.every_n_epochs", str(every_n_epochs),
-        "--checkpoint.save_top_k", "-1", "--test_after_fit", "false",
-        "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+        "fit",
+        *COMMON,
+        "--trainer.max_epochs",
+        "6",
+        "--checkpoint.every_n_epochs",
+        str(every_n_epochs),
+        "--checkpoint.save_top_k",
+        "-1",
+        "--test_after_fit",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        str(tmp_path / "data"),
     )
     saved = sorted(path.name for path in (tmp_path / "lightning_logs/version_0/checkpoints").glob("*.ckpt"))
     ranked = [f"epoch{epoch:03d}" for epoch in range(6) if every_n_epochs and (epoch + 1) % every_n_epochs == 0]
@@ -162,7 +215,7 @@ class CheckLastAtEachEpoch(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         checkpoint = trainer.checkpoint_callback
         if trainer.current_epoch > 0:
-            saved = torch.load(checkpoint.last_model_path, weights_only=True)
+            saved = torch.load(Path(checkpoint.dirpath) / "last.ckpt", weights_only=True)
             assert saved["global_step"] == trainer.global_step
             self.epochs_checked += 1
             self.epochs_without_improvement += checkpoint.best_model_path == self.best_model_path
@@ -172,10 +225,21 @@ class CheckLastAtEachEpoch(Callback):
 def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, capfd):
     with pytest.raises(SystemExit) as exit_info:
         run(
-            "fit", "--config", config("color_mlp.yaml"), "--data.standardize", "false",
-            "--model.init_args.optimizer", "torch.optim.SGD", "--model.init_args.optimizer.init_args.lr", "1e10",
-            "--checkpoint.every_n_train_steps", "1",
-            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
+            "fit",
+            "--config",
+            config("color_mlp.yaml"),
+            "--data.standardize",
+            "false",
+            "--model.init_args.optimizer",
+            "torch.optim.SGD",
+            "--model.init_args.optimizer.init_args.lr",
+            "1e10",
+            "--checkpoint.every_n_train_steps",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--data.data_dir",
+            str(tmp_path / "data"),
         )
     assert exit_info.value.code == 2
     message = capfd.readouterr().err.strip().splitlines()[-1]
@@ -197,7 +261,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
 
     def write_half_then_interrupt(checkpoint, target):
-        open(target, "wb").write(b"half a checkpoint")
+        Path(target).write_bytes(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch_io, "_atomic_save", write_half_then_interrupt)

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback
-
 from clihelpers import ROOT, config, expect_one_line_error, files_under, run, run_in_subprocess
+from lightning.pytorch.callbacks import Callback
+from test_cli import read_events
+
 from dragon_lightning.checkpoints import check_resumable
 from dragon_lightning.cli import cli_main
 from dragon_lightning.data import DragonDataModule
@@ -19,7 +20,6 @@ from dragon_lightning.errors import DragonInputError, InvalidArgument
 from dragon_lightning.search.runs import check_config
 from dragon_lightning.search.space import read_space
 from dragon_lightning.search.sweep import check_space
-from test_cli import read_events
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
@@ -28,7 +28,9 @@ SHORT = ["--trainer.max_epochs", "3"]
 def test_folds_keep_the_test_split_and_partition_the_other_rows(real_csv):
     plain = DragonDataModule(task="color", csv_path=real_csv, seed=7)
     plain.setup("fit")
-    rest = set(torch.cat([plain.splits["train"][0], plain.splits["val"][0]]).numpy().view([("", np.float32)] * 2).ravel().tolist())
+    rest = set(
+        torch.cat([plain.splits["train"][0], plain.splits["val"][0]]).numpy().view([("", np.float32)] * 2).ravel().tolist()
+    )
     validated = []
     for fold in range(4):
         data = DragonDataModule(task="color", csv_path=real_csv, seed=7, n_folds=4, fold=fold)
@@ -49,7 +51,7 @@ def test_fold_options_are_checked_and_recorded_for_resume():
     with pytest.raises(DragonInputError, match="too few for 200 folds"):
         DragonDataModule(n_folds=200, data_dir=None).setup("fit")
     trained = {"datamodule_hyper_parameters": dict(DragonDataModule(n_folds=5, fold=1, data_dir=None).hparams)}
-    with pytest.raises(DragonInputError, match="--data.fold 1 \\(now 2\\)"):
+    with pytest.raises(DragonInputError, match=r"--data\.fold 1 \(now 2\)"):
         check_resumable(trained, "x.ckpt", dict(DragonDataModule(n_folds=5, fold=2, data_dir=None).hparams))
 
 
@@ -61,7 +63,9 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
     assert not any(column.startswith("test/") for column in table.columns), "test rows are not touched"
     np.testing.assert_allclose(table["val/loss"], [r.metrics["val/loss"] for r in results.folds])
     printed = capfd.readouterr().out
-    assert f"val/loss: mean {table['val/loss'].mean():.4f}, standard deviation {table['val/loss'].std():.4f} over 5 folds" in printed
+    assert (
+        f"val/loss: mean {table['val/loss'].mean():.4f}, standard deviation {table['val/loss'].std():.4f} over 5 folds" in printed
+    )
     for fold in range(5):
         saved = yaml.safe_load((cv_dir / f"fold_{fold}" / "config.yaml").read_text())
         assert (saved["data"]["n_folds"], saved["data"]["fold"]) == (5, fold), "each run records its fold"
@@ -74,12 +78,25 @@ def trials(sweep_dir: Path) -> pd.DataFrame:
 @pytest.mark.slow
 def test_a_sweep_with_two_workers_continues_and_its_best_config_trains_and_tests(tmp_path, capfd):
     sweep_dir = tmp_path / "sweep"
-    common = ["--config", config("color_mlp.yaml"), "--space", COLOR_SPACE, "--output_dir", str(sweep_dir), *SHORT,
-              "--trainer.default_root_dir", str(tmp_path)]
+    common = [
+        "--config",
+        config("color_mlp.yaml"),
+        "--space",
+        COLOR_SPACE,
+        "--output_dir",
+        str(sweep_dir),
+        *SHORT,
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     best = run("sweep", *common, "--n_trials", "3", "--workers", "2")
     assert trials(sweep_dir)["state"].tolist() == ["COMPLETE"] * 3
     printed = capfd.readouterr().out
-    assert sorted(line.split(":")[0] for line in printed.splitlines() if line.startswith("trial ")) == ["trial 0", "trial 1", "trial 2"]
+    assert sorted(line.split(":")[0] for line in printed.splitlines() if line.startswith("trial ")) == [
+        "trial 0",
+        "trial 1",
+        "trial 2",
+    ]
     for name in ("best_config.yaml", "optimization_history.png", "param_importances.png", "study.journal"):
         assert (sweep_dir / name).is_file(), name
     assert "_hparams_/experiment" in read_events(sweep_dir / "trial_0")["hparams"], "each trial has its HPARAMS row"
@@ -108,8 +125,19 @@ class InterruptOnce(Callback):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
-    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", str(ROOT / "configs/sweeps/fire_logistic.yaml"),
-            "--n_trials", "2", "--output_dir", "sweep", *SHORT, "--trainer.callbacks+=test_search.InterruptOnce"]
+    args = [
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        str(ROOT / "configs/sweeps/fire_logistic.yaml"),
+        "--n_trials",
+        "2",
+        "--output_dir",
+        "sweep",
+        *SHORT,
+        "--trainer.callbacks+=test_search.InterruptOnce",
+    ]
     stopped = run_in_subprocess(*args, cwd=tmp_path, timeout=300)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "run the same command again to continue" in stopped.stderr
@@ -126,8 +154,20 @@ def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path, capfd):
     space = tmp_path / "space.yaml"
     space.write_text("model.init_args.optimizer.init_args.lr: {type: categorical, choices: [1.0e+30]}\n")
-    best = run("sweep", "--config", config("color_mlp.yaml"), "--space", str(space), "--n_trials", "2",
-               "--output_dir", str(tmp_path / "sweep"), *SHORT, "--trainer.default_root_dir", str(tmp_path))
+    best = run(
+        "sweep",
+        "--config",
+        config("color_mlp.yaml"),
+        "--space",
+        str(space),
+        "--n_trials",
+        "2",
+        "--output_dir",
+        str(tmp_path / "sweep"),
+        *SHORT,
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
     assert best is None
     table = trials(tmp_path / "sweep")
     assert table["state"].tolist() == ["FAIL", "FAIL"]
@@ -138,21 +178,46 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path, capfd):
 @pytest.mark.parametrize(
     "space, config_name, message",
     [
-        ("model.init_args.hiden_sizes: {type: categorical, choices: [[8]]}", "color_mlp.yaml", "--model.init_args.hiden_sizes: not an option of MLPClassifier"),
-        ("model.init_args.hidden_sizes: {type: categorical, choices: [[8]]}", "fire_logistic.yaml", "not an option of LogisticRegression"),
+        (
+            "model.init_args.hiden_sizes: {type: categorical, choices: [[8]]}",
+            "color_mlp.yaml",
+            "--model.init_args.hiden_sizes: not an option of MLPClassifier",
+        ),
+        (
+            "model.init_args.hidden_sizes: {type: categorical, choices: [[8]]}",
+            "fire_logistic.yaml",
+            "not an option of LogisticRegression",
+        ),
         ("data.batch_size: {type: int, low: 64, high: 8}", "color_mlp.yaml", "data.batch_size: low must be below high"),
         ("data.batch_size: {type: int, low: 0, high: 8, log: true}", "color_mlp.yaml", "a log scale needs low above 0"),
         ("data.batch_size: {type: normal, low: 1, high: 8}", "color_mlp.yaml", "type float, int or categorical"),
-        ("model.init_args.dropout: {type: float, low: 0.0, high: 1.5}", "color_mlp.yaml", "--model.init_args.dropout must lie in [0, 1)"),
+        (
+            "model.init_args.dropout: {type: float, low: 0.0, high: 1.5}",
+            "color_mlp.yaml",
+            "--model.init_args.dropout must lie in [0, 1)",
+        ),
     ],
 )
 def test_a_bad_space_is_one_line_before_any_trial(space, config_name, message, tmp_path, capfd):
     (tmp_path / "space.yaml").write_text(space + "\n")
     before = files_under(tmp_path)
     line = expect_one_line_error(
-        capfd, tmp_path, before,
-        ["sweep", "--config", config(config_name), "--space", str(tmp_path / "space.yaml"), "--output_dir", str(tmp_path / "sweep"),
-         "--data.data_dir", "null", "--trainer.default_root_dir", str(tmp_path)],
+        capfd,
+        tmp_path,
+        before,
+        [
+            "sweep",
+            "--config",
+            config(config_name),
+            "--space",
+            str(tmp_path / "space.yaml"),
+            "--output_dir",
+            str(tmp_path / "sweep"),
+            "--data.data_dir",
+            "null",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
         message,
     )
     assert str(tmp_path / "space.yaml") in line
@@ -177,8 +242,22 @@ FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
 
 
 def quick_sweep(folder: Path, trials: int, *extra: str):
-    return run("sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE, "--n_trials", str(trials),
-               "--output_dir", str(folder), "--trainer.max_epochs", "2", "--data.data_dir", "null", *extra)
+    return run(
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        FIRE_SPACE,
+        "--n_trials",
+        str(trials),
+        "--output_dir",
+        str(folder),
+        "--trainer.max_epochs",
+        "2",
+        "--data.data_dir",
+        "null",
+        *extra,
+    )
 
 
 def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, capfd):
@@ -193,8 +272,19 @@ def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, c
     capfd.readouterr()
     lines = journal.read_bytes().split(b"\n")
     journal.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
-    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE, "--n_trials", "3", "--output_dir", str(sweep_dir),
-            "--data.data_dir", "null"]
+    args = [
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        FIRE_SPACE,
+        "--n_trials",
+        "3",
+        "--output_dir",
+        str(sweep_dir),
+        "--data.data_dir",
+        "null",
+    ]
     expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{journal}: line 2: not a record of an Optuna study")
 
 
@@ -203,10 +293,23 @@ def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
     quick_sweep(sweep_dir, 1)
     other = tmp_path / "other.yaml"
     other.write_text("model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n")
-    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", str(other), "--n_trials", "2", "--output_dir", str(sweep_dir),
-            "--data.data_dir", "null"]
+    args = [
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        str(other),
+        "--n_trials",
+        "2",
+        "--output_dir",
+        str(sweep_dir),
+        "--data.data_dir",
+        "null",
+    ]
     capfd.readouterr()
-    expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{other}: differs from the space the study 'sweep' was run with")
+    expect_one_line_error(
+        capfd, tmp_path, files_under(tmp_path), args, f"{other}: differs from the space the study 'sweep' was run with"
+    )
 
 
 SEARCH_OPTION_CASES = {
@@ -216,8 +319,10 @@ SEARCH_OPTION_CASES = {
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
     "unreachable path": (["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study database"),
-    "bad choice": (["--space", "SPACE:model.init_args.hidden_sizes: {type: categorical, choices: [[8], [0]]}"],
-                   "model.init_args.hidden_sizes: [0]: --model.init_args.hidden_sizes must be positive layer widths"),
+    "bad choice": (
+        ["--space", "SPACE:model.init_args.hidden_sizes: {type: categorical, choices: [[8], [0]]}"],
+        "model.init_args.hidden_sizes: [0]: --model.init_args.hidden_sizes must be positive layer widths",
+    ),
     "monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
 }
 
@@ -229,7 +334,17 @@ def test_search_options_are_one_line_before_any_run(command, case, tmp_path, cap
         (tmp_path / "space.yaml").write_text(options[1].removeprefix("SPACE:") + "\n")
         options = ["--space", str(tmp_path / "space.yaml")]
     space = [] if command == "cv" or "--space" in options else ["--space", COLOR_SPACE]
-    args = [command, "--config", config("color_mlp.yaml"), *space, *options, "--output_dir", str(tmp_path / "out"), "--data.data_dir", "null"]
+    args = [
+        command,
+        "--config",
+        config("color_mlp.yaml"),
+        *space,
+        *options,
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--data.data_dir",
+        "null",
+    ]
     line = expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, message)
     assert "s3cret" not in line, "a password never shows"
 
@@ -241,8 +356,26 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
     import time
 
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    command = [sys.executable, "-m", "dragon_lightning", "sweep", "--config", config("color_mlp.yaml"), "--space", COLOR_SPACE,
-               "--n_trials", "20", "--workers", "2", "--output_dir", "sweep", "--trainer.max_epochs", "200", "--data.data_dir", "null"]
+    command = [
+        sys.executable,
+        "-m",
+        "dragon_lightning",
+        "sweep",
+        "--config",
+        config("color_mlp.yaml"),
+        "--space",
+        COLOR_SPACE,
+        "--n_trials",
+        "20",
+        "--workers",
+        "2",
+        "--output_dir",
+        "sweep",
+        "--trainer.max_epochs",
+        "200",
+        "--data.data_dir",
+        "null",
+    ]
     parent = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def children() -> list[int]:
@@ -267,5 +400,9 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
     alive = workers
     while alive and time.monotonic() < deadline:
         time.sleep(0.5)
-        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" != Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+        alive = [
+            pid
+            for pid in workers
+            if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        ]
     assert not alive, f"workers {alive} outlived their parent"

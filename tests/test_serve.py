@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from clihelpers import config, last_checkpoint, run
-from dragon_lightning import load_model
 from postgres import free_port
+
+from dragon_lightning import load_model
 
 pytest.importorskip("litserve")
 KEY = "key-for-tests"
@@ -41,8 +41,13 @@ def post(url: str, body, key: str | None = None, timeout: float = 60) -> tuple[i
 def server(*args: str, environment: dict | None = None):
     """The server in a process of its own; stopped with SIGTERM, which must end it with status 0."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "dragon_lightning", "serve", *args, "--port", str(port)],
-                               env={**os.environ, **(environment or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dragon_lightning", "serve", *args, "--port", str(port)],
+        env={**os.environ, **(environment or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     try:
@@ -67,8 +72,21 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
     found = {}
     for task, name in (("color", "color_mlp.yaml"), ("fire", "fire_logistic.yaml")):
-        cli = run("fit", "--config", config(name), "--trainer.max_epochs", "2", "--test_after_fit", "false", "--figures.enabled", "false",
-                  "--trainer.default_root_dir", str(root / task), "--data.data_dir", "null")
+        cli = run(
+            "fit",
+            "--config",
+            config(name),
+            "--trainer.max_epochs",
+            "2",
+            "--test_after_fit",
+            "false",
+            "--figures.enabled",
+            "false",
+            "--trainer.default_root_dir",
+            str(root / task),
+            "--data.data_dir",
+            "null",
+        )
         found[task] = last_checkpoint(cli)
     run("export", "--ckpt_path", str(found["color"]), "--output", str(root / "color.onnx"))
     found["onnx"] = root / "color.onnx"
@@ -98,7 +116,9 @@ def test_answers_equal_load_model(source, checkpoints):
         assert got["predicted"].tolist() == list(model.predict(pd.DataFrame(rows)))
         assert got["outside_training_range"].tolist() == list(model.outside_training_range(pd.DataFrame(rows)))
         assert got["outside_training_range"].tolist()[2:4] == [True, True]
-        info = json.loads(urllib.request.urlopen(urllib.request.Request(f"{url}/info", headers={"X-API-Key": KEY})).read())["model"]
+        info = json.loads(urllib.request.urlopen(urllib.request.Request(f"{url}/info", headers={"X-API-Key": KEY})).read())[
+            "model"
+        ]
         assert info["class_names"] == list(model.classes_) and info["task"] == model.task
         if key:
             assert post(url, {"dragons": rows})[0] == 401, "no key: refused"
@@ -108,12 +128,24 @@ def test_answers_equal_load_model(source, checkpoints):
 BAD_REQUESTS = {
     "malformed JSON": (b'{"dragons": [', None),
     "a missing field": ({"dragons": [{"numberToes": 7}]}, "dragons: row 0, column 'bodyLength': missing"),
-    "a string": ({"dragons": [{"numberToes": "seven", "bodyLength": 150}]}, "dragons: row 0, column 'numberToes': 'seven' is not a number"),
-    "infinity": (b'{"dragons": [{"numberToes": 7, "bodyLength": Infinity}]}', "dragons: row 0, column 'bodyLength': inf is not a finite number"),
-    "beyond float32": ({"dragons": [{"numberToes": 7, "bodyLength": 1e39}]}, "dragons: row 0, column 'bodyLength': 1e+39 is too large"),
+    "a string": (
+        {"dragons": [{"numberToes": "seven", "bodyLength": 150}]},
+        "dragons: row 0, column 'numberToes': 'seven' is not a number",
+    ),
+    "infinity": (
+        b'{"dragons": [{"numberToes": 7, "bodyLength": Infinity}]}',
+        "dragons: row 0, column 'bodyLength': inf is not a finite number",
+    ),
+    "beyond float32": (
+        {"dragons": [{"numberToes": 7, "bodyLength": 1e39}]},
+        "dragons: row 0, column 'bodyLength': 1e+39 is too large",
+    ),
     "an empty list": ({"dragons": []}, "dragons: expected a non-empty list"),
     "too many rows": ({"dragons": [{"numberToes": 7, "bodyLength": 150}] * 10_001}, "more than the 10,000 one request may hold"),
-    "an extra field": ({"dragons": [{"numberToes": 7, "bodyLength": 150, "wings": 2}]}, "dragons: row 0: unexpected field 'wings'"),
+    "an extra field": (
+        {"dragons": [{"numberToes": 7, "bodyLength": 150, "wings": 2}]},
+        "dragons: row 0: unexpected field 'wings'",
+    ),
     "a body over the limit": (b'{"dragons": [' + b" " * (2**20 + 10) + b"]}", None),
 }
 
@@ -138,7 +170,9 @@ def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(
                 row = {"numberToes": int(generator.integers(2, 30)), "bodyLength": float(generator.uniform(80, 290))}
                 status, answer = post(url, {"dragons": [row]})
                 expected = model.predict_proba(pd.DataFrame([row])).iloc[0]
-                if status != 200 or not np.allclose([answer["predictions"][0][c] for c in expected.index], expected.to_numpy(), atol=1e-6):
+                if status != 200 or not np.allclose(
+                    [answer["predictions"][0][c] for c in expected.index], expected.to_numpy(), atol=1e-6
+                ):
                     errors.append((status, answer))
 
         threads = [threading.Thread(target=client, args=(seed,)) for seed in range(32)]

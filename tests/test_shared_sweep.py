@@ -15,18 +15,35 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from optuna.trial import TrialState
-
 from clihelpers import ROOT, TESTS, config, expect_one_line_error, files_under, run
+from optuna.trial import TrialState
 from postgres import PASSWORD
 
 FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
 
 
 def sweep_command(url: str, study: str, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dragon_lightning", "sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE,
-            "--storage", url, "--study_name", study, "--n_trials", str(trials), "--output_dir", "sweep",
-            "--data.data_dir", "null", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dragon_lightning",
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        FIRE_SPACE,
+        "--storage",
+        url,
+        "--study_name",
+        study,
+        "--n_trials",
+        str(trials),
+        "--output_dir",
+        "sweep",
+        "--data.data_dir",
+        "null",
+        *extra,
+    ]
 
 
 def machine(folder: Path, command: list[str]) -> subprocess.Popen:
@@ -68,8 +85,9 @@ def test_two_machines_share_one_study_and_end_with_exactly_n_trials(postgres, tm
     assert all("training_seconds" not in t.user_attrs for t in surplus), "a surplus trial never trains"
 
     # Once more on one machine: the outputs of the shared study, then fit the best config.
-    final = subprocess.run(command, cwd=tmp_path / "a", capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "PYTHONPATH": str(TESTS)})
+    final = subprocess.run(
+        command, cwd=tmp_path / "a", capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(TESTS)}
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     assert "6 trials done, 0 to run" in final.stdout
     folder = tmp_path / "a" / "sweep"
@@ -77,10 +95,21 @@ def test_two_machines_share_one_study_and_end_with_exactly_n_trials(postgres, tm
         assert (folder / name).is_file(), name
         assert PASSWORD.encode() not in (folder / name).read_bytes()
     best = yaml.safe_load((folder / "best_config.yaml").read_text())
-    tested = run("fit", "--config", str(folder / "best_config.yaml"), "--trainer.max_epochs", "2",
-                 "--trainer.default_root_dir", str(tmp_path / "final"), "--data.data_dir", "null")
+    tested = run(
+        "fit",
+        "--config",
+        str(folder / "best_config.yaml"),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path / "final"),
+        "--data.data_dir",
+        "null",
+    )
     assert "test/acc" in tested.trainer.callback_metrics
-    assert str(tested.trainer.log_dir).startswith(str(tmp_path / "final")), "the best config's runs follow --trainer.default_root_dir"
+    assert str(tested.trainer.log_dir).startswith(str(tmp_path / "final")), (
+        "the best config's runs follow --trainer.default_root_dir"
+    )
     assert best["data"]["batch_size"] == study.best_trial.params["data.batch_size"]
 
 
@@ -103,7 +132,7 @@ def test_a_machine_killed_mid_trial_has_its_trial_taken_over(postgres, tmp_path)
     first.communicate(timeout=60)
     killed_at = datetime.datetime.now()
     second = machine(tmp_path / "b", command)
-    out, err = second.communicate(timeout=600)
+    _out, err = second.communicate(timeout=600)
     assert second.returncode == 0, err[-3000:]
     study = load(url, "takeover")
     done = counted(study)
@@ -117,7 +146,10 @@ def test_a_machine_killed_mid_trial_has_its_trial_taken_over(postgres, tmp_path)
 
 
 BAD_STORAGE = {
-    "a server that is down": (lambda server: f"postgresql://dragon:{PASSWORD}@127.0.0.1:1/dragons", "cannot open the study database"),
+    "a server that is down": (
+        lambda server: f"postgresql://dragon:{PASSWORD}@127.0.0.1:1/dragons",
+        "cannot open the study database",
+    ),
     "a wrong password": (lambda server: server.url(password="wrong-pw-123"), "password authentication failed"),
     "a database that does not exist": (lambda server: server.url(database="nowhere"), 'database "nowhere" does not exist'),
 }
@@ -127,7 +159,18 @@ BAD_STORAGE = {
 def test_bad_storage_is_one_line_without_the_password(case, postgres, tmp_path, capfd):
     make_url, message = BAD_STORAGE[case]
     url = make_url(postgres)
-    args = ["sweep", "--config", config("fire_logistic.yaml"), "--space", FIRE_SPACE, "--storage", url,
-            "--output_dir", str(tmp_path / "sweep"), "--data.data_dir", "null"]
+    args = [
+        "sweep",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--space",
+        FIRE_SPACE,
+        "--storage",
+        url,
+        "--output_dir",
+        str(tmp_path / "sweep"),
+        "--data.data_dir",
+        "null",
+    ]
     line = expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, message)
     assert PASSWORD not in line and "wrong-pw-123" not in line

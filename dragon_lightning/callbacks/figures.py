@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import cast
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import BinaryROC
 
-from dragon_lightning.figures import drawing as plots
 from dragon_lightning.errors import InvalidArgument
+from dragon_lightning.figures import drawing as plots
 from dragon_lightning.gates.outputs import OutputFolder
-
+from dragon_lightning.models import DragonClassifier
 
 PICTURES = ("truth_vs_predictions", "decision_regions", "confusion_matrix", "roc_curve", "learning_curves")
 ANIMATION = "boundary_over_training.gif"
@@ -26,20 +26,20 @@ FILES = (*(f"{name}.png" for name in PICTURES), ANIMATION)
 """Every file the figures callback may write into its folder."""
 
 
-def snapshot_interval(max_epochs: Optional[int], every: Optional[int], max_images: int) -> int:
+def snapshot_interval(max_epochs: int | None, every: int | None, max_images: int) -> int:
     """Epochs between boundary snapshots: ``every``, or spaced for :data:`DEFAULT_SNAPSHOTS` a run, and
     never more than ``max_images`` snapshots."""
     epochs = max_epochs if max_epochs and max_epochs > 0 else 1
     return max(every or math.ceil(epochs / DEFAULT_SNAPSHOTS), math.ceil(epochs / max_images))
 
 
-def kept_epoch(trainer: L.Trainer, history: list[dict]) -> Optional[int]:
+def kept_epoch(trainer: L.Trainer, history: list[dict]) -> int | None:
     """The epoch whose weights the run kept: the first best of the monitored validation loss or
     accuracy (as the checkpoint callback ranks them), else the last epoch."""
     checkpoint = trainer.checkpoint_callback
-    monitor = getattr(checkpoint, "monitor", None)
+    monitor = checkpoint.monitor if isinstance(checkpoint, ModelCheckpoint) else None
     validated = [entry for entry in history if entry["stage"] == "val"]
-    if monitor in ("val/loss", "val/acc") and validated:
+    if isinstance(checkpoint, ModelCheckpoint) and monitor in ("val/loss", "val/acc") and validated:
         values = np.array([entry[monitor.split("/")[1]] for entry in validated])
         best = int(np.argmin(values) if checkpoint.mode == "min" else np.argmax(values))
         return int(validated[best]["epoch"])
@@ -66,8 +66,8 @@ class TutorialFigures(Callback):
     def __init__(
         self,
         enabled: bool = True,
-        save_dir: Optional[Path] = None,
-        boundary_every_n_epochs: Optional[int] = None,
+        save_dir: Path | None = None,
+        boundary_every_n_epochs: int | None = None,
         max_boundary_images: int = 60,
         max_points: int = 2000,
         frame_ms: int = 250,
@@ -83,8 +83,12 @@ class TutorialFigures(Callback):
                 size (the confusion matrix and the ROC curve always count every test dragon).
             frame_ms: how long the animation shows each snapshot, in milliseconds.
         """
-        counts = {"boundary_every_n_epochs": boundary_every_n_epochs or 1, "max_boundary_images": max_boundary_images,
-                  "max_points": max_points, "frame_ms": frame_ms}
+        counts = {
+            "boundary_every_n_epochs": boundary_every_n_epochs or 1,
+            "max_boundary_images": max_boundary_images,
+            "max_points": max_points,
+            "frame_ms": frame_ms,
+        }
         for name, value in counts.items():
             if value < 1:
                 raise InvalidArgument(self, name, f"must be at least 1, got {value}")
@@ -95,17 +99,17 @@ class TutorialFigures(Callback):
         self.max_points = max_points
         self.frame_ms = frame_ms
         self.figure_dir = Path("figures")
-        self._training_regions: Optional[plots.DecisionRegions] = None
+        self._training_regions: plots.DecisionRegions | None = None
         self._training_sample: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._training_sampled = 0
         self._frames: list[np.ndarray] = []
-        self._test_counts: Optional[torch.Tensor] = None
-        self._test_roc: Optional[BinaryROC] = None
+        self._test_counts: torch.Tensor | None = None
+        self._test_roc: BinaryROC | None = None
         self._test_curve: list[np.ndarray] = []  # false and true positive rates
         self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_sampled = 0
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: DragonClassifier, stage: str) -> None:
         """Settle where the files go: ``save_dir``, or ``figures/`` in the run's log folder (asked on
         every process: under DDP ``trainer.log_dir`` is a collective call)."""
         if self.enabled:
@@ -117,25 +121,27 @@ class TutorialFigures(Callback):
 
     def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray) -> None:
         """Write ``name``.png and, with a TensorBoard logger, log it as ``figures/<name>``."""
-        OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(f"{name}.png", plots.png_writer(image))
+        OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(
+            f"{name}.png", plots.png_writer(image)
+        )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
 
     @torch.no_grad()
-    def _logits_on(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
+    def _logits_on(self, trainer: L.Trainer, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
         """The model's logits for raw-feature ``points`` (the model scales them itself)."""
         was_training = pl_module.training
         pl_module.eval()
-        logits = pl_module(torch.as_tensor(points, dtype=pl_module.dtype, device=pl_module.device))
+        logits = pl_module(torch.as_tensor(points, dtype=cast(torch.dtype, pl_module.dtype), device=pl_module.device))
         pl_module.train(was_training)
         return logits.float().cpu().numpy()
 
-    def _decision_logits(self, trainer: L.Trainer, pl_module: L.LightningModule, points: np.ndarray) -> np.ndarray:
+    def _decision_logits(self, trainer: L.Trainer, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
         """Logits shifted so that the regions split where the model decides (its threshold, for fire)."""
         return self._logits_on(trainer, pl_module, points) - getattr(pl_module, "logit_threshold", 0.0)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx) -> None:
         """Keep the first training rows seen (batches are shuffled or the split is: a random sample) for
         the snapshots' scatter."""
         if self._drawing(trainer) and trainer.is_global_zero and self._training_sampled < self.max_points:
@@ -144,12 +150,14 @@ class TutorialFigures(Callback):
             self._training_sample.append((features[rows].float().cpu(), labels[rows].cpu()))
             self._training_sampled += len(self._training_sample[-1][1])
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         epoch = trainer.current_epoch
         last = trainer.should_stop or (trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs)
         if not (self._drawing(trainer) and trainer.is_global_zero):
             return
-        if (epoch + 1) % snapshot_interval(trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images) and not last:
+        if (epoch + 1) % snapshot_interval(
+            trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images
+        ) and not last:
             return
         if not self._training_sample:
             return  # no training batch ran (limit_train_batches: 0)
@@ -164,29 +172,32 @@ class TutorialFigures(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("figures/boundary_over_training", image, epoch, dataformats="HWC")
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         if self._drawing(trainer) and trainer.is_global_zero:
             if pl_module.history:
-                self._publish(trainer, "learning_curves", plots.learning_curves(pl_module.history, kept_epoch(trainer, pl_module.history)))
+                self._publish(
+                    trainer, "learning_curves", plots.learning_curves(pl_module.history, kept_epoch(trainer, pl_module.history))
+                )
             if self._frames:
                 folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
                 folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))
         self._training_regions, self._frames = None, []
         self._training_sample, self._training_sampled = [], 0
 
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         n = pl_module.num_classes
         self._test_counts = torch.zeros(n * n, dtype=torch.long, device=pl_module.device)
         self._test_roc = BinaryROC().to(pl_module.device) if pl_module.binary else None
         self._test_sample, self._test_sampled = [], 0
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_test_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         """Count every test dragon into the confusion matrix and the ROC curve; keep the first ones for
         scatter plots."""
         if not self._drawing(trainer) or outputs is None:
             return
         features, labels = batch
         predicted = outputs["predicted"]
+        assert self._test_counts is not None  # set when the test epoch started
         self._test_counts += torch.bincount(labels * pl_module.num_classes + predicted, minlength=len(self._test_counts))
         if self._test_roc is not None:
             self._test_roc.update(outputs["probabilities"][:, 1], labels)
@@ -195,7 +206,7 @@ class TutorialFigures(Callback):
             self._test_sample.append((features[rows].float().cpu(), labels[rows].cpu(), predicted[rows].cpu()))
             self._test_sampled += len(self._test_sample[-1][1])
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         if not self._drawing(trainer) or self._test_counts is None:
             return
         self._test_counts = trainer.strategy.reduce(self._test_counts, reduce_op="sum")
@@ -203,10 +214,11 @@ class TutorialFigures(Callback):
             curve = self._test_roc.compute()  # gathers every process's scores
             self._test_curve = [part.cpu().numpy() for part in curve[:2]]
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_test_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         if not (self._drawing(trainer) and trainer.is_global_zero and self._test_sample):
             return
         names, n = pl_module.class_names, pl_module.num_classes
+        assert self._test_counts is not None  # set when the test epoch started
         counts = self._test_counts.cpu().numpy().reshape(n, n)
         features, labels, predicted = (torch.cat(parts).numpy() for parts in zip(*self._test_sample))
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
@@ -220,8 +232,11 @@ class TutorialFigures(Callback):
             self._publish(trainer, "roc_curve", self._roc_image(trainer, counts, pl_module))
         self._test_sample, self._test_curve = [], []
 
-    def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: L.LightningModule) -> np.ndarray:
+    def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: DragonClassifier) -> np.ndarray:
         negatives, positives = counts.sum(axis=1)
         operating_point = (counts[0, 1] / max(negatives, 1), counts[1, 1] / max(positives, 1))
         auroc = float(trainer.callback_metrics["test/auroc"])  # the model logs it from the same scores
-        return plots.roc_curve(*self._test_curve, auroc, operating_point, pl_module.threshold, pl_module.class_names[1])
+        false_positive_rate, true_positive_rate = self._test_curve
+        return plots.roc_curve(
+            false_positive_rate, true_positive_rate, auroc, operating_point, pl_module.threshold, pl_module.class_names[1]
+        )

@@ -28,8 +28,9 @@ def record_hyperparameters(trainer: L.Trainer, pl_module: L.LightningModule) -> 
         if name.startswith(("val/", "test/")) and value.numel() == 1
     }
     params = {"model": _settings(pl_module.hparams), "model_class": type(pl_module).__name__}
-    if trainer.datamodule is not None:
-        params["data"] = _settings(trainer.datamodule.hparams)
+    datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning when a run starts
+    if datamodule is not None:
+        params["data"] = _settings(datamodule.hparams)
     trainer.logger.log_hyperparams(params, metrics, step=trainer.global_step)
 
 

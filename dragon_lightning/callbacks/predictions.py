@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -24,7 +25,7 @@ class PredictionWriter(BasePredictionWriter):
     where a prediction is an extrapolation.
     """
 
-    def __init__(self, output_path: Optional[Path] = None, overwrite: bool = False) -> None:
+    def __init__(self, output_path: Path | None = None, overwrite: bool = False) -> None:
         """
         Args:
             output_path: where to write the predictions CSV. Unset: ``predictions.csv`` in the run's
@@ -43,7 +44,7 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning when a run starts
         probabilities = torch.cat([batch["probabilities"] for batch in predictions]).float().cpu().numpy()
         predicted = torch.cat([batch["predicted"] for batch in predictions]).cpu().numpy()
         if (unusable := np.flatnonzero(~np.isfinite(probabilities).all(axis=1))).size:
@@ -59,6 +60,11 @@ class PredictionWriter(BasePredictionWriter):
         table[outside_column] = torch.cat([batch["outside_training_range"] for batch in predictions]).cpu().numpy()
         path = Path(self.output_path or Path(trainer.log_dir or ".") / "predictions.csv")
         replace = self.overwrite if self.output_path else None  # a path the user named is theirs unless they say so
-        written = write_output_file(path, lambda tmp: table.to_csv(tmp, index=False), replace=replace, option="--predictions.output_path",
-                                    remedy="choose another file or pass --predictions.overwrite true")
+        written = write_output_file(
+            path,
+            lambda tmp: table.to_csv(tmp, index=False),
+            replace=replace,
+            option="--predictions.output_path",
+            remedy="choose another file or pass --predictions.overwrite true",
+        )
         print(f"predictions: {written}", flush=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
 
 from dragon_lightning.gates.outputs import OutputFolder
-
 
 CONFIG_FILES_COMMENT = "# --config: "
 """First line of a saved config.yaml: the config files the run was started from (for titles)."""

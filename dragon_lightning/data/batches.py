@@ -17,7 +17,9 @@ class TensorBatches:
     """Yield ``(features, labels)`` (or ``(features,)`` without labels) in batches of ``batch_size``.
 
     ``shuffle`` draws a new order each epoch from ``(seed, epoch)``, so an epoch's order does not
-    depend on how many epochs this process has run before (resumed runs see the same batches).
+    depend on how many epochs this process has run before (resumed runs see the same batches). The
+    epoch is the number of passes begun over this object; its :meth:`state_dict`, which Lightning
+    keeps in checkpoints, carries it across a resume.
     Training shards (``drop_uneven=True``) give every rank the same number of rows, as DDP needs;
     evaluation shards keep every row exactly once across ranks, so metrics count no row twice.
     """
@@ -43,20 +45,9 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.drop_uneven = drop_uneven
-        self.epoch = 0
+        self.epoch = -1  # the first pass is epoch 0
         self._yielded = 0
         self._resume_at: tuple[int, int] | None = None
-
-    # Lightning calls ``loader.sampler.set_epoch(epoch)`` at every epoch start and inspects
-    # ``loader.batch_sampler``; this object is its own sampler and has no batch sampler.
-    batch_sampler = None
-
-    @property
-    def sampler(self) -> TensorBatches:
-        return self
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def _rows_per_rank(self) -> int:
         n = len(self.features)
@@ -79,14 +70,17 @@ class TensorBatches:
         return order[self.rank :: self.world_size][: self._rows_per_rank()].to(self.features.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        skip = 0
+        if self._resume_at is not None:  # restored from a checkpoint: finish that epoch, or start the next
+            epoch, done = self._resume_at
+            self.epoch, skip = (epoch, done) if done < len(self) else (epoch + 1, 0)
+            self._resume_at = None
+        else:
+            self.epoch += 1
         order = self._order()
         tensors = [t for t in (self.features, self.labels) if t is not None]
         if order is not None:
             tensors = [t[order] for t in tensors]
-        skip = 0
-        if self._resume_at is not None and self._resume_at[0] == self.epoch:
-            skip = self._resume_at[1]
-        self._resume_at = None
         self._yielded = skip
         rows = self._rows_per_rank()
         for start in range(skip * self.batch_size, rows, self.batch_size):

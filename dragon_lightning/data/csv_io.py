@@ -21,7 +21,7 @@ from dragon_lightning.data.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, N
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import CSV, open_input
 from dragon_lightning.gates.outputs import write_atomically
-from dragon_lightning.gates.tables import first_bad, feature_tensor, numeric_values
+from dragon_lightning.gates.tables import feature_tensor, first_bad, numeric_values
 
 ENCODING = "utf-8-sig"
 MAX_COLUMNS = 1000
@@ -72,7 +72,9 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
         raise DragonInputError(f"{path}: line 1: {len(header):,} columns, more than {MAX_COLUMNS:,}; is this a dragon table?")
     for name in dict.fromkeys(header):
         if header.count(name) > 1 and name in required:
-            raise DragonInputError(f"{path}: line 1: the column '{name}' appears {header.count(name)} times (spaces around names are ignored)")
+            raise DragonInputError(
+                f"{path}: line 1: the column '{name}' appears {header.count(name)} times (spaces around names are ignored)"
+            )
     for name in required:
         if name not in header:
             hint = " (is the file comma-separated?)" if len(header) == 1 and len(required) > 1 else ""
@@ -98,7 +100,10 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
 
 
 def _check_numeric(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
-    return numeric_values(table[column], lambda row: f"{path}: line {line_of_row(path, row)}, column '{column}'")
+    return numeric_values(
+        table[column],
+        lambda row: f"{path}: " + (f"line {line_of_row(path, row)}, " if row is not None else "") + f"column '{column}'",
+    )
 
 
 def _check_categorical(table: pd.DataFrame, path: Path, column: str, allowed: Sequence[str]) -> pd.Categorical:
@@ -109,6 +114,7 @@ def _check_categorical(table: pd.DataFrame, path: Path, column: str, allowed: Se
     unknown = set(values.cat.categories) - set(allowed)
     if unknown:
         row = first_bad(values.isin(unknown))
+        assert row is not None  # an unknown category is in some row
         raise DragonInputError(
             f"{path}: line {line_of_row(path, row)}, column '{column}': unknown category {values.iloc[row]!r}; "
             f"expected one of {', '.join(allowed)}"
@@ -141,4 +147,3 @@ def read_feature_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, torch.Tenso
 def write_csv(table: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = True) -> bool:
     """Write ``table`` without its index, atomically; see :func:`write_atomically` for ``overwrite``."""
     return write_atomically(path, lambda tmp: table.to_csv(tmp, index=False), overwrite=overwrite)
-

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -19,7 +18,6 @@ from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
 from dragon_lightning.models.inputs import Standardize
-
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 MAX_DRAGONS = 30_000_000
@@ -46,17 +44,17 @@ class DragonDataModule(L.LightningDataModule):
     def __init__(
         self,
         task: Literal["fire", "color"] = "color",
-        csv_path: Optional[Path] = None,
+        csv_path: Path | None = None,
         n_dragons: int = 480,
-        data_dir: Optional[Path] = Path("data"),
-        seed: Optional[int] = None,
+        data_dir: Path | None = Path("data"),
+        seed: int | None = None,
         test_fraction: float = 0.4,
         val_fraction: float = 0.2,
         standardize: bool = True,
         batch_size: int = 32,
         shuffle: bool = True,
-        predict_csv: Optional[Path] = None,
-        n_folds: Optional[int] = None,
+        predict_csv: Path | None = None,
+        n_folds: int | None = None,
         fold: int = 0,
     ) -> None:
         """
@@ -67,8 +65,8 @@ class DragonDataModule(L.LightningDataModule):
             n_dragons: how many dragons to generate (480, as the real file, gives 20 per cell).
             data_dir: where a generated table is written as CSV, named by size and seed; an existing
                 different file there is never overwritten. Unset (``null``): keep it in memory only.
-            seed: seeds the generated table, the toes draw and the split. Unset: the run's
-                ``seed_everything`` value, so one seed changes both the data draw and the model init.
+            seed: seeds the generated table, the toes draw and the split. Unset: 0, and under the CLI
+                the run's ``seed_everything`` value, so one seed changes both the data draw and the model init.
             test_fraction: share of each class held out for testing (the tutorial's 0.4).
             val_fraction: share of the remaining rows of each class used for validation (unused
                 with ``n_folds``). 0: no validation, every non-test row trains (a refit once settings
@@ -95,11 +93,11 @@ class DragonDataModule(L.LightningDataModule):
         _check_fraction(self, "test_fraction", test_fraction)
         _check_fraction(self, "val_fraction", val_fraction, allow_zero=True)
         if seed is None:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            seed = 0
         if not 0 <= seed <= MAX_SEED:
             raise InvalidArgument(self, "seed", f"must lie between 0 and {MAX_SEED}, got {seed}")
         self.save_hyperparameters()
-        self.hparams.seed = seed
+        self.hparams["seed"] = seed
         for name in ("csv_path", "data_dir", "predict_csv"):  # plain strings: checkpoints hold no Path objects
             self.hparams[name] = None if self.hparams[name] is None else str(self.hparams[name])
         self.task = task
@@ -118,18 +116,18 @@ class DragonDataModule(L.LightningDataModule):
     @property
     def generated_csv_path(self) -> Path:
         """Where ``prepare_data`` writes the generated table (needs ``data_dir``)."""
-        return Path(self.hparams.data_dir) / f"dragons_n{self.hparams.n_dragons}_seed{self.seed}.csv"
+        return Path(self.hparams["data_dir"]) / f"dragons_n{self.hparams['n_dragons']}_seed{self.seed}.csv"
 
     def prepare_data(self) -> None:
         """Write the generated table to ``data_dir`` (once, atomically, never clobbering).
 
         The CLI calls it after every input check has passed, so bad input leaves no table behind.
         """
-        if self._prepared or self.csv_path is not None or self.hparams.data_dir is None:
+        if self._prepared or self.csv_path is not None or self.hparams["data_dir"] is None:
             return
         table = self._generated_table()
-        if self.hparams.n_dragons >= 1_000_000:  # about 2 s of writing per million rows: say what is happening
-            rank_zero_info(f"Writing {self.hparams.n_dragons:,} generated dragons to {self.generated_csv_path}")
+        if self.hparams["n_dragons"] >= 1_000_000:  # about 2 s of writing per million rows: say what is happening
+            rank_zero_info(f"Writing {self.hparams['n_dragons']:,} generated dragons to {self.generated_csv_path}")
         write_csv(table, self.generated_csv_path, overwrite=False)
         self._prepared = True
         if self.splits:  # setup has already used it
@@ -138,7 +136,7 @@ class DragonDataModule(L.LightningDataModule):
     def _generated_table(self) -> pd.DataFrame:
         """The generated table, drawn once per process and kept until written and split."""
         if self._generated is None:
-            self._generated = generate_dragons(self.hparams.n_dragons, self.seed)
+            self._generated = generate_dragons(self.hparams["n_dragons"], self.seed)
         return self._generated
 
     def load_table(self) -> pd.DataFrame:
@@ -146,28 +144,30 @@ class DragonDataModule(L.LightningDataModule):
         if self.csv_path is not None:
             return read_dragon_csv(self.csv_path)
         table = self._generated_table()
-        if self._prepared or self.hparams.data_dir is None:  # nothing else needs it
+        if self._prepared or self.hparams["data_dir"] is None:  # nothing else needs it
             self._generated = None
         return table
 
     @property
     def validates(self) -> bool:
         """Whether there are validation rows (``val_fraction`` above 0, or folds)."""
-        return self.hparams.val_fraction > 0 or self.hparams.n_folds is not None
+        return self.hparams["val_fraction"] > 0 or self.hparams["n_folds"] is not None
 
     @property
     def source(self) -> str:
         """Where the table comes from, for messages."""
-        return str(self.csv_path) if self.csv_path is not None else f"{self.hparams.n_dragons} generated dragons"
+        return str(self.csv_path) if self.csv_path is not None else f"{self.hparams['n_dragons']} generated dragons"
 
     def split_indices(self, labels: np.ndarray) -> SplitIndices:
         try:
             split = stratified_split(
-                labels, self.hparams.test_fraction, self.hparams.val_fraction, self.seed, tuple(self.class_names)
+                labels, self.hparams["test_fraction"], self.hparams["val_fraction"], self.seed, tuple(self.class_names)
             )
-            if self.hparams.n_folds is None:
+            if self.hparams["n_folds"] is None:
                 return split
-            return stratified_folds(labels, split, self.hparams.n_folds, self.hparams.fold, self.seed, tuple(self.class_names))
+            return stratified_folds(
+                labels, split, self.hparams["n_folds"], self.hparams["fold"], self.seed, tuple(self.class_names)
+            )
         except DragonInputError as error:
             raise DragonInputError(f"{self.source}: {error}") from None
 
@@ -177,9 +177,9 @@ class DragonDataModule(L.LightningDataModule):
             return
         if not self.splits:
             table = self.load_table()
-            features, labels = tutorial_features(table, self.task, self.seed)
-            indices = self.split_indices(labels)
-            features, labels = torch.from_numpy(features), torch.from_numpy(labels)
+            feature_array, label_array = tutorial_features(table, self.task, self.seed)
+            indices = self.split_indices(label_array)
+            features, labels = torch.from_numpy(feature_array), torch.from_numpy(label_array)
             self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
         if stage == "fit":
             self._hand_statistics()
@@ -190,7 +190,7 @@ class DragonDataModule(L.LightningDataModule):
         model = self.trainer.lightning_module if self.trainer is not None else None
         inputs = getattr(model, "inputs", None)
         if isinstance(inputs, Standardize):
-            inputs.fit(self.splits["train"][0], scale=self.hparams.standardize)
+            inputs.fit(self.splits["train"][0], scale=self.hparams["standardize"])
 
     def _setup_predict(self) -> None:
         self._generated, self._prepared = None, True  # predicting needs no dragon table, on disk or in memory
@@ -208,8 +208,8 @@ class DragonDataModule(L.LightningDataModule):
         return TensorBatches(
             features,
             labels,
-            self.hparams.batch_size,
-            shuffle=train and self.hparams.shuffle,
+            self.hparams["batch_size"],
+            shuffle=train and self.hparams["shuffle"],
             seed=self.seed,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
@@ -230,6 +230,8 @@ class DragonDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:
             raise DragonInputError("predict runs in one process; drop --trainer.strategy/--trainer.devices")
+        if self.predict_features is None:
+            raise DragonInputError("predict needs setup('predict') first: it reads --data.predict_csv")
         return self._batches(self.predict_features, None)
 
     def state_dict(self) -> dict[str, Any]:

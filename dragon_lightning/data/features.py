@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import pandas as pd
 
 from dragon_lightning.data.schema import COLORS
@@ -55,7 +54,7 @@ class SplitIndices:
 
 
 def _take(indices: np.ndarray, fraction: float) -> int:
-    return int(round(len(indices) * fraction))
+    return round(len(indices) * fraction)
 
 
 def stratified_split(
@@ -100,7 +99,9 @@ def _too_few(n_rows: int, test_fraction: float, val_fraction: float, split: str)
     )
 
 
-def stratified_folds(labels: np.ndarray, split: SplitIndices, n_folds: int, fold: int, seed: int, class_names: tuple[str, ...]) -> SplitIndices:
+def stratified_folds(
+    labels: np.ndarray, split: SplitIndices, n_folds: int, fold: int, seed: int, class_names: tuple[str, ...]
+) -> SplitIndices:
     """Keep ``split.test``; cut the other rows into ``n_folds`` stratified folds (scikit-learn's
     ``StratifiedKFold``), validate on fold ``fold`` and train on the rest. Rows are in random order."""
     from sklearn.model_selection import StratifiedKFold  # only cross-validation needs it
@@ -109,11 +110,8 @@ def stratified_folds(labels: np.ndarray, split: SplitIndices, n_folds: int, fold
     counts = np.bincount(labels[rest], minlength=len(class_names))
     if counts.min() < n_folds:
         name = class_names[int(counts.argmin())]
-        raise DragonInputError(
-            f"class {name!r} has {counts.min()} rows outside the test split, too few for {n_folds} folds"
-        )
+        raise DragonInputError(f"class {name!r} has {counts.min()} rows outside the test split, too few for {n_folds} folds")
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(rest, labels[rest])
     train, val = list(folds)[fold]
     rng = np.random.default_rng([seed, 2, fold])
     return SplitIndices(train=rng.permutation(rest[train]), val=rng.permutation(rest[val]), test=split.test)
-

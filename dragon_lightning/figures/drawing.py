@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from typing import Optional
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import rc_context
@@ -18,7 +18,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from PIL import Image
-
 
 AXIS_LABELS = ("number of toes", "body length")
 # Dragon colors are drawn in their own color, fire in red; other class names take the palette in order.
@@ -28,7 +27,7 @@ PALETTE = ("#1f77b4", "#d62728", "#e6b800", "#2ca02c", "#9467bd")
 SPLIT_COLORS = {"train": "#333333", "val": "#2ca02c"}
 DPI = 90
 # TensorBoard shows images shrunk to fit a card; larger text keeps them readable there.
-STYLE = {"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12}
+STYLE: Any = {"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 12}
 
 
 def class_colors(class_names: Sequence[str]) -> list[str]:
@@ -135,9 +134,15 @@ class DecisionRegions:
         self.ax = self.figure.subplots()
         extent = (self.grid_x[0, 0], self.grid_x[0, -1], self.grid_y[0, 0], self.grid_y[-1, 0])
         self.regions = self.ax.imshow(
-            np.zeros_like(self.grid_x, dtype=int), origin="lower", extent=extent, aspect="auto",
-            interpolation="nearest", cmap=ListedColormap(class_colors(class_names)), alpha=0.25,
-            vmin=0, vmax=len(class_names) - 1,
+            np.zeros_like(self.grid_x, dtype=int),
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            interpolation="nearest",
+            cmap=ListedColormap(class_colors(class_names)),
+            alpha=0.25,
+            vmin=0,
+            vmax=len(class_names) - 1,
         )
         _scatter(self.ax, features, labels, class_names, "")
         self._points = list(self.ax.collections)
@@ -206,7 +211,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
 
 
 @rc_context(STYLE)
-def learning_curves(history: Sequence[dict], kept_epoch: Optional[int] = None) -> np.ndarray:
+def learning_curves(history: Sequence[dict], kept_epoch: int | None = None) -> np.ndarray:
     """Loss and accuracy per epoch for training and validation, side by side, from a model's
     ``history`` (entries with ``stage``, ``epoch``, ``step``, ``loss``, ``acc``). Validation that runs
     within an epoch is placed at its fraction of the epoch. ``kept_epoch`` (0-based) is marked: the
@@ -244,8 +249,12 @@ def learning_curves(history: Sequence[dict], kept_epoch: Optional[int] = None) -
 
 @rc_context(STYLE)
 def roc_curve(
-    false_positive_rate: np.ndarray, true_positive_rate: np.ndarray, auroc: float,
-    operating_point: tuple[float, float], threshold: float, positive: str,
+    false_positive_rate: np.ndarray,
+    true_positive_rate: np.ndarray,
+    auroc: float,
+    operating_point: tuple[float, float],
+    threshold: float,
+    positive: str,
 ) -> np.ndarray:
     """The test ROC curve with the model's decision threshold marked at ``operating_point`` (FPR, TPR)."""
     figure = Figure(figsize=(5.2, 4.6), dpi=DPI)
@@ -256,8 +265,11 @@ def roc_curve(
     ax.plot(*operating_point, "o", color="black", markersize=8)
     ax.annotate(
         f"threshold {threshold:g}\nFPR {operating_point[0]:.3f}, TPR {operating_point[1]:.3f}",
-        operating_point, xytext=(0.35, 0.25), textcoords="axes fraction",
-        arrowprops={"arrowstyle": "->", "color": "black"}, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
+        operating_point,
+        xytext=(0.35, 0.25),
+        textcoords="axes fraction",
+        arrowprops={"arrowstyle": "->", "color": "black"},
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9},
     )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)

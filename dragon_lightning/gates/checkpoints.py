@@ -26,7 +26,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -41,7 +41,9 @@ DATA_STATE_KEY = "DragonDataModule"
 """Where Lightning keeps the data module's fitted state (standardization, feature range) in a checkpoint."""
 
 ALLOWED_CLASS_PATHS = {
-    path: model for model in MODELS for path in (f"dragon_lightning.models.{model.__name__}", f"{model.__module__}.{model.__qualname__}")
+    path: model
+    for model in MODELS
+    for path in (f"dragon_lightning.models.{model.__name__}", f"{model.__module__}.{model.__qualname__}")
 }
 """The exact class paths a checkpoint may name: dragon-lightning's models, as the package exports them
 and where they are defined."""
@@ -78,12 +80,12 @@ _verified: dict[tuple, dict] = {}
 """The last checkpoint read and checked, by file identity, for Lightning's restore of the same file."""
 
 
-def _identity(path: Path) -> Optional[tuple]:
+def _identity(path: Path) -> tuple | None:
     status = stat_path(path)
     return None if status is None else (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "--ckpt_path") -> Optional[dict]:
+def load_checkpoint(path: str | os.PathLike | None, option: str | None = "--ckpt_path") -> dict | None:
     """The checkpoint at ``path`` as checked data (``None`` for no path); ``option`` is where the path
     came from, for messages. Every problem is one :class:`DragonInputError` line naming the file."""
     if path is None:
@@ -95,7 +97,7 @@ def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "
         )
     path = Path(path)
     identity = _identity(path)
-    if identity in _verified:
+    if identity is not None and identity in _verified:
         return _verified.pop(identity)
     data = read_bytes(path, CHECKPOINT, option)
     _check_archive(data, path, option)
@@ -104,11 +106,12 @@ def load_checkpoint(path: Optional[str | os.PathLike], option: Optional[str] = "
     check_checksum(checkpoint, path)
     migrate_legacy_statistics(checkpoint, "inputs")
     _verified.clear()
-    _verified[identity] = checkpoint
+    if identity is not None:
+        _verified[identity] = checkpoint
     return checkpoint
 
 
-def _check_archive(data: bytes, path: Path, option: Optional[str]) -> None:
+def _check_archive(data: bytes, path: Path, option: str | None) -> None:
     """A zip checkpoint (torch's format) may not inflate beyond the bound: sum its entries first."""
     if not data.startswith(b"PK"):
         return  # the legacy format: plain pickle, already bounded by the file size

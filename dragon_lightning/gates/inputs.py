@@ -10,13 +10,14 @@ and its aliases may not expand a small file into millions of nodes. Every refusa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -45,11 +46,11 @@ MAX_YAML_NODES = 100_000
 of nested aliases expands to billions)."""
 
 
-def named(path: str | os.PathLike, option: Optional[str]) -> str:
+def named(path: str | os.PathLike, option: str | None) -> str:
     return f"{option} {path}" if option else str(path)
 
 
-def path_problem(error: OSError | UnicodeError, path: str | os.PathLike, option: Optional[str]) -> DragonInputError:
+def path_problem(error: OSError | UnicodeError, path: str | os.PathLike, option: str | None) -> DragonInputError:
     """An operating-system refusal of a path name, as one line naming the option."""
     if isinstance(error, UnicodeError):
         return DragonInputError(f"{named(os.fsdecode(path), option)}: not a valid file name in this file system's encoding")
@@ -58,7 +59,7 @@ def path_problem(error: OSError | UnicodeError, path: str | os.PathLike, option:
     return DragonInputError(f"{named(path, option)}: {os.strerror(error.errno or 0).lower()}")
 
 
-def stat_path(path: str | os.PathLike, option: Optional[str] = None, strict: bool = True) -> Optional[os.stat_result]:
+def stat_path(path: str | os.PathLike, option: str | None = None, strict: bool = True) -> os.stat_result | None:
     """``os.stat`` of ``path`` (following links), ``None`` where nothing is; a name the file system
     cannot take is one line naming the option (``strict``), or ``None`` for a value that is perhaps
     no path at all."""
@@ -79,7 +80,7 @@ def stat_path(path: str | os.PathLike, option: Optional[str] = None, strict: boo
         raise path_problem(UnicodeError(str(error)), path, option) from None
 
 
-def open_input(path: str | os.PathLike, kind: InputKind, option: Optional[str] = None) -> Path:
+def open_input(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> Path:
     """``path`` checked as an input of ``kind``: a readable regular file (a link to one is fine) within
     the kind's size bound. Returns it as a ``Path``; nothing is read."""
     path = Path(path)
@@ -89,7 +90,9 @@ def open_input(path: str | os.PathLike, kind: InputKind, option: Optional[str] =
     if stat.S_ISDIR(status.st_mode):
         raise DragonInputError(f"{named(path, option)}: is a directory, expected a {kind.what}")
     if not stat.S_ISREG(status.st_mode):
-        raise DragonInputError(f"{named(path, option)}: not a regular file (a device, FIFO or socket); give a {kind.what} on disk")
+        raise DragonInputError(
+            f"{named(path, option)}: not a regular file (a device, FIFO or socket); give a {kind.what} on disk"
+        )
     if not os.access(path, os.R_OK):
         raise DragonInputError(f"{named(path, option)}: permission denied")
     if status.st_size > kind.max_bytes:
@@ -100,7 +103,7 @@ def open_input(path: str | os.PathLike, kind: InputKind, option: Optional[str] =
     return path
 
 
-def read_bytes(path: str | os.PathLike, kind: InputKind, option: Optional[str] = None) -> bytes:
+def read_bytes(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> bytes:
     """The whole file, read once, after :func:`open_input`'s checks (and never more than the bound,
     should the file grow meanwhile)."""
     path = open_input(path, kind, option)
@@ -111,7 +114,7 @@ def read_bytes(path: str | os.PathLike, kind: InputKind, option: Optional[str] =
     return data
 
 
-def read_text(path: str | os.PathLike, kind: InputKind, option: Optional[str] = None) -> str:
+def read_text(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> str:
     """The file as UTF-8 text; where it is not UTF-8, the line is named."""
     data = read_bytes(path, kind, option)
     try:
@@ -141,15 +144,15 @@ def load_yaml(text: str, where: str) -> Any:
 
 def check_yaml_expansion(text: str, where: str) -> None:
     """Refuse inline YAML whose aliases expand too far; text that is not YAML is left to its parser."""
-    try:
+    with contextlib.suppress(yaml.YAMLError):
         _refuse_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)
-    except yaml.YAMLError:
-        pass
 
 
-def _refuse_expansion(node: Optional[yaml.Node], where: str) -> None:
+def _refuse_expansion(node: yaml.Node | None, where: str) -> None:
     if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
-        raise DragonInputError(f"{where}: expands to more than {MAX_YAML_NODES:,} values through its aliases (&name, *name); refused")
+        raise DragonInputError(
+            f"{where}: expands to more than {MAX_YAML_NODES:,} values through its aliases (&name, *name); refused"
+        )
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
@@ -166,7 +169,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def read_yaml_mapping(path: str | os.PathLike, kind: InputKind, option: Optional[str] = None) -> dict:
+def read_yaml_mapping(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> dict:
     """A YAML file of options: through :func:`read_text` and :func:`load_yaml`, and a mapping."""
     content = load_yaml(read_text(path, kind, option), named(path, option))
     if not isinstance(content, dict):
@@ -196,7 +199,7 @@ def check_argument_files(args: Sequence[str]) -> None:
         _check_value(option, value, (Path.cwd(),), depth=0, seen=set())
 
 
-def _option_values(args: Sequence[str]) -> Iterator[tuple[Optional[str], str]]:
+def _option_values(args: Sequence[str]) -> Iterator[tuple[str | None, str]]:
     index = 0
     while index < len(args):
         arg = args[index]
@@ -211,11 +214,11 @@ def _option_values(args: Sequence[str]) -> Iterator[tuple[Optional[str], str]]:
         index += 1
 
 
-def _last_name(option: Optional[str]) -> str:
+def _last_name(option: str | None) -> str:
     return (option or "").lstrip("-").rsplit(".", 1)[-1]
 
 
-def _check_value(option: Optional[str], value: Any, bases: Sequence[Path], depth: int, seen: set) -> None:
+def _check_value(option: str | None, value: Any, bases: Sequence[Path], depth: int, seen: set) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             _check_value(f"{option}.{key}" if option else f"--{key}", item, bases, depth, seen)
@@ -242,8 +245,11 @@ def _check_value(option: Optional[str], value: Any, bases: Sequence[Path], depth
             continue
         seen.add((status.st_dev, status.st_ino))
         if option in CONFIG_OPTIONS or path.suffix.lower() in CONFIG_SUFFIXES:
-            content = read_yaml_mapping(path, kind, option) if option in CONFIG_OPTIONS else load_yaml(
-                read_text(path, kind, option), named(path, option))
+            content = (
+                read_yaml_mapping(path, kind, option)
+                if option in CONFIG_OPTIONS
+                else load_yaml(read_text(path, kind, option), named(path, option))
+            )
             # jsonargparse resolves a nested config's paths from its folder; the data module from the working one.
             nested = None if option in CONFIG_OPTIONS else option
             _check_value(nested, content, (path.parent, Path.cwd()), depth + 1, seen)

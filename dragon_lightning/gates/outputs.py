@@ -19,7 +19,6 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Optional
 
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.inputs import named, stat_path
@@ -32,7 +31,7 @@ class DiskFull(DragonError, OSError):
     """Writing failed for want of space; what was there before is whole."""
 
 
-def require_writable_dir(path: str | os.PathLike, option: Optional[str] = None) -> None:
+def require_writable_dir(path: str | os.PathLike, option: str | None = None) -> None:
     """``path`` must be a folder, or creatable as one, where files can be written."""
     path = Path(path)
     existing = next((candidate for candidate in (path, *path.parents) if stat_path(candidate, option)), Path("."))
@@ -43,7 +42,7 @@ def require_writable_dir(path: str | os.PathLike, option: Optional[str] = None) 
         raise DragonInputError(f"{named(path, option)}: {existing} is not writable")
 
 
-def require_writable_file(path: str | os.PathLike, option: Optional[str] = None) -> None:
+def require_writable_file(path: str | os.PathLike, option: str | None = None) -> None:
     """``path`` must be writable as a regular file: not a folder or special file, in a usable folder."""
     path = Path(path)
     status = stat_path(path, option)
@@ -60,7 +59,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> bool:
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *, overwrite: bool = True) -> bool:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     With ``overwrite=False`` an existing ``path`` is kept: identical content is accepted (returns False,
@@ -86,7 +85,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, 
         return True
     except OSError as error:
         if error.errno in DISK_FULL:
-            raise DiskFull(f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged") from None
+            raise DiskFull(
+                f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged"
+            ) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -95,7 +96,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None], *, 
 class OutputFolder:
     """A folder a user named for output (``option``), written only through :meth:`write`."""
 
-    def __init__(self, path: str | os.PathLike, option: Optional[str] = None) -> None:
+    def __init__(self, path: str | os.PathLike, option: str | None = None) -> None:
         self.path = Path(path)
         self.option = option
         require_writable_dir(self.path, option)
@@ -107,7 +108,7 @@ class OutputFolder:
             return {}
         return entries if isinstance(entries, dict) else {}
 
-    def ours(self, name: str, manifest: Optional[dict] = None) -> bool:
+    def ours(self, name: str, manifest: dict | None = None) -> bool:
         """Whether ``name`` is absent, or a file (or folder) this project wrote and nobody changed since."""
         status = stat_path(self.path / name, self.option)
         if status is None:
@@ -117,7 +118,9 @@ class OutputFolder:
             return recorded == "folder"
         return recorded == [status.st_size, status.st_mtime_ns]
 
-    def claim(self, names: Iterable[str], replace: Optional[bool] = None, remedy: str = "move them away or choose another folder") -> None:
+    def claim(
+        self, names: Iterable[str], replace: bool | None = None, remedy: str = "move them away or choose another folder"
+    ) -> None:
         """Before any work: refuse unless every one of ``names`` may be written. ``replace``: ``None``
         replaces only files this project wrote there; ``True`` whatever is there (the user said so);
         ``False`` nothing (a file the user names and has not allowed us to replace). ``remedy`` tells
@@ -147,7 +150,13 @@ class OutputFolder:
         self._record(name, "folder")
         return folder
 
-    def write(self, name: str, write: Callable[[Path], None], replace: Optional[bool] = None, remedy: str = "move it away or choose another folder") -> Path:
+    def write(
+        self,
+        name: str,
+        write: Callable[[Path], object],
+        replace: bool | None = None,
+        remedy: str = "move it away or choose another folder",
+    ) -> Path:
         """Write file ``name`` atomically (see :func:`write_atomically`) and record it as ours; what may
         be replaced is as for :meth:`claim`."""
         self.claim([name], replace=replace, remedy=remedy)
@@ -167,7 +176,10 @@ class OutputFolder:
 
 
 def write_output_file(
-    path: str | os.PathLike, write: Callable[[Path], None], replace: Optional[bool] = None, option: Optional[str] = None,
+    path: str | os.PathLike,
+    write: Callable[[Path], object],
+    replace: bool | None = None,
+    option: str | None = None,
     remedy: str = "move it away or choose another path",
 ) -> Path:
     """Write one file through its folder's :class:`OutputFolder`."""

@@ -9,8 +9,9 @@ line naming the source, the row and the column.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Optional, Union
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -21,20 +22,24 @@ from dragon_lightning.errors import DragonInputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-Features = Union[pd.DataFrame, np.ndarray, torch.Tensor, Sequence[Sequence[float]]]
+Features: TypeAlias = pd.DataFrame | np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 
 
-def first_bad(mask) -> Optional[int]:
+def first_bad(mask) -> int | None:
     bad = np.flatnonzero(np.asarray(mask))
     return int(bad[0]) if len(bad) else None
 
 
-def numeric_values(values: pd.Series, where: Callable[[Optional[int]], str]) -> np.ndarray:
+def numeric_values(values: pd.Series, where: Callable[[int | None], str]) -> np.ndarray:
     """``values`` as float64 that is finite also in float32, or one line naming the first bad row as
     ``where(row)`` describes it (``where(None)``: the column as a whole)."""
     dtype = values.dtype
-    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_complex_dtype(dtype) or not (
-        pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+    if (
+        pd.api.types.is_bool_dtype(dtype)
+        or pd.api.types.is_complex_dtype(dtype)
+        or not (
+            pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+        )
     ):
         raise DragonInputError(f"{where(None)}: holds {dtype} values, expected numbers")
     if (row := first_bad(values.isna())) is not None:
@@ -74,6 +79,10 @@ def column(table: pd.DataFrame, name: str, source: str) -> pd.Series:
     return table[name]
 
 
+def _cell_name(source: str, row_name: Callable[[int], str], name: str, row: int | None) -> str:
+    return f"{source}: {row_name(row) + ', ' if row is not None else ''}column '{name}'"
+
+
 def feature_tensor(X: Features, source: str = "X", row_name: Callable[[int], str] = lambda row: f"row {row}") -> torch.Tensor:
     """``X`` checked, as a float32 ``[N, 2]`` tensor: a DataFrame's two feature columns by name (others
     ignored), or an array's two columns in :data:`FEATURE_COLUMNS` order. ``row_name`` turns a row index
@@ -95,5 +104,5 @@ def feature_tensor(X: Features, source: str = "X", row_name: Callable[[int], str
     columns = []
     for name in FEATURE_COLUMNS:
         values = column(table, name, source).reset_index(drop=True)
-        columns.append(numeric_values(values, lambda row, name=name: f"{source}: {row_name(row) + ', ' if row is not None else ''}column '{name}'"))
+        columns.append(numeric_values(values, functools.partial(_cell_name, source, row_name, name)))
     return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))

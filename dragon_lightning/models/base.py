@@ -8,10 +8,9 @@ logits: the tutorial's ``log(softmax(...))`` underflows to ``-inf`` on raw featu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
-
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import lightning as L
 import torch
@@ -49,9 +48,9 @@ class DragonClassifier(L.LightningModule):
         self,
         num_features: int,
         num_classes: int,
-        class_names: Optional[Sequence[str]],
-        optimizer: Optional[OptimizerCallable] = None,
-        scheduler: Optional[LRSchedulerCallable] = None,
+        class_names: Sequence[str] | None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
         threshold: float = 0.5,
     ) -> None:
         super().__init__()
@@ -94,6 +93,12 @@ class DragonClassifier(L.LightningModule):
         self._train_sums = torch.zeros(2)  # loss times rows, rows predicted right
         self._train_rows = 0
         self._counted_batch: tuple[int, int] = (-1, -1)
+
+    def _collection(self, name: str) -> MetricCollection:
+        return cast(MetricCollection, self.metrics[name])
+
+    def _loss(self, stage: str) -> MeanMetric:
+        return cast(MeanMetric, self.losses[f"{stage}_loss"])
 
     @property
     def num_outputs(self) -> int:
@@ -147,8 +152,8 @@ class DragonClassifier(L.LightningModule):
             self._train_sums[1] += (predicted == labels).sum()
             self._train_rows += rows
             return
-        self.losses[f"{stage}_loss"].update(loss, weight=rows)
-        self.metrics[f"{stage}_metrics"].update(predicted, labels)
+        self._loss(stage).update(loss, weight=rows)
+        self._collection(f"{stage}_metrics").update(predicted, labels)
 
     def watch_divergence(self, loss: torch.Tensor, batch: int) -> None:
         """Remember the epoch's first batch with a NaN or infinite loss, without a host sync per step."""
@@ -184,19 +189,23 @@ class DragonClassifier(L.LightningModule):
 
     def monitorable_metrics(self) -> list[str]:
         """The metrics logged each epoch while fitting: what a checkpoint or early stopping may monitor."""
-        return [*(f"{stage}/loss" for stage in ("train", "val")), *self.metrics["train_metrics"].keys(), *self.metrics["val_metrics"].keys()]
+        return [
+            *(f"{stage}/loss" for stage in ("train", "val")),
+            *(str(name) for name in self._collection("train_metrics")),
+            *(str(name) for name in self._collection("val_metrics")),
+        ]
 
     def _log_epoch(self, stage: str) -> None:
         """Log the epoch's loss and metrics, synced across processes by torchmetrics, then reset them."""
-        collections = [self.metrics[f"{stage}_metrics"], *([self.metrics["test_scores"]] if stage == "test" else [])]
-        values = {f"{stage}/loss": self.losses[f"{stage}_loss"].compute()}
+        collections = [self._collection(f"{stage}_metrics"), *([self._collection("test_scores")] if stage == "test" else [])]
+        values = {f"{stage}/loss": self._loss(stage).compute()}
         for collection in collections:
             values.update(collection.compute())
         # Already identical on every rank; sync_dist only averages equal values (and tells Lightning so).
         self.log_dict(values, prog_bar=stage != "test", sync_dist=True)
         if stage != "test" and not self.trainer.sanity_checking:
             self._remember(stage, values)
-        self.losses[f"{stage}_loss"].reset()
+        self._loss(stage).reset()
         for collection in collections:
             collection.reset()
 
@@ -210,8 +219,8 @@ class DragonClassifier(L.LightningModule):
         self._stop_if_diverged()
         if self._train_rows:
             loss_sum, right = self._train_sums / self._train_rows
-            self.losses["train_loss"].update(loss_sum, weight=self._train_rows)
-            self.metrics["train_metrics"]["acc"].update(right, weight=self._train_rows)
+            self._loss("train").update(loss_sum, weight=self._train_rows)
+            self._collection("train_metrics")["acc"].update(right, weight=self._train_rows)
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -220,7 +229,7 @@ class DragonClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         # A closure optimizer (L-BFGS) evaluates a step several times: the metrics count the first
         # evaluation, the batch as it was before the step.
         first_evaluation = self._counted_batch != (self.current_epoch, batch_idx)
@@ -247,7 +256,7 @@ class DragonClassifier(L.LightningModule):
         _, logits = self._shared_step(batch, "test")
         probabilities = self.probabilities(logits)
         if self.binary:  # scores, not decisions: the ROC area
-            self.metrics["test_scores"].update(probabilities[:, 1], batch[1])
+            self._collection("test_scores").update(probabilities[:, 1], batch[1])
         return {"predicted": self.predict_classes(logits), "probabilities": probabilities}
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:

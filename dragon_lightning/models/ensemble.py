@@ -54,14 +54,18 @@ class FoldEnsemble(DragonClassifier):
                 breathe fire (two classes only).
         """
         if not members:
-            raise InvalidArgument(self, "members", "needs at least one trained model; cv --ensemble true builds an ensemble from its folds")
+            raise InvalidArgument(
+                self, "members", "needs at least one trained model; cv --ensemble true builds an ensemble from its folds"
+            )
         classifiers = [_member(index, spec) for index, spec in enumerate(members)]
         first = classifiers[0]
         super().__init__(first.num_features, first.num_classes, first.class_names, threshold=threshold)
         for index, classifier in enumerate(classifiers[1:], start=1):
             if classifier.class_names != first.class_names:
                 raise InvalidArgument(
-                    self, "members", f"member {index} predicts {classifier.class_names}, member 0 {first.class_names}: an ensemble needs one task"
+                    self,
+                    "members",
+                    f"member {index} predicts {classifier.class_names}, member 0 {first.class_names}: an ensemble needs one task",
                 )
         self.save_hyperparameters()
         self.average = MeanProbabilities([classifier.logits_module() for classifier in classifiers], self.binary)

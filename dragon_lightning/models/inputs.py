@@ -26,6 +26,11 @@ def far_outside(features: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -
 class Standardize(nn.Module):
     """``(x - mean) / std`` with statistics fitted once on training rows; identity until then."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(num_features))

@@ -5,9 +5,7 @@ Both are one linear unit (binary) or one unit per class, starting from zero weig
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 import torch
@@ -17,9 +15,6 @@ from torch import nn
 
 from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.models.base import INJECTED, DragonClassifier
-
-# The online perceptron applies its rule itself and has no optimizer by design.
-warnings.filterwarnings("ignore", message=r".*`configure_optimizers` returned `None`")
 
 
 def _zero_linear(num_features: int, num_outputs: int) -> nn.Linear:
@@ -79,9 +74,9 @@ class Perceptron(DragonClassifier):
         self,
         num_features: int = 2,
         num_classes: int = 2,
-        class_names: Optional[Sequence[str]] = None,
+        class_names: Sequence[str] | None = None,
         lr: float = 1.0,
-        tol: Optional[float] = 0.1,
+        tol: float | None = 0.1,
         online: bool = False,
         threshold: float = 0.5,
     ) -> None:
@@ -127,8 +122,8 @@ class Perceptron(DragonClassifier):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self._criterion(logits, labels).mean()
 
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
-        if self.hparams.online:
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if self.hparams["online"]:
             self._online_step(batch)
             return None
         features, labels = batch
@@ -140,9 +135,9 @@ class Perceptron(DragonClassifier):
         return rows.sum() * self.trainer.world_size
 
     def configure_optimizers(self):
-        if self.hparams.online:
+        if self.hparams["online"]:
             return None
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
         decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 / (epoch + 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
 
@@ -160,7 +155,7 @@ class Perceptron(DragonClassifier):
             self.update_metrics("train", self.predict_classes(logits), labels, self.loss(logits, labels), len(labels))
             weight = self.linear.weight.detach().cpu().double().numpy()
             bias = self.linear.bias.detach().cpu().double().numpy()
-            lr = self.hparams.lr / (self.current_epoch + 1)
+            lr = self.hparams["lr"] / (self.current_epoch + 1)
             scaled = self.inputs(features).cpu().double().numpy()
             self._epoch_movement += perceptron_pass(weight, bias, scaled, labels.cpu().numpy(), lr)
             self.linear.weight.copy_(torch.from_numpy(weight))
@@ -177,7 +172,7 @@ class Perceptron(DragonClassifier):
         super().on_train_epoch_end()
         moved = float(self._epoch_movement)
         self.log("train/weight_change", moved)
-        if self.hparams.tol is not None and moved < self.hparams.tol:
+        if self.hparams["tol"] is not None and moved < self.hparams["tol"]:
             self.trainer.should_stop = True
 
 
@@ -189,9 +184,9 @@ class LogisticRegression(DragonClassifier):
         self,
         num_features: int = 2,
         num_classes: int = 2,
-        class_names: Optional[Sequence[str]] = None,
+        class_names: Sequence[str] | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: Optional[LRSchedulerCallable] = None,
+        scheduler: LRSchedulerCallable | None = None,
         threshold: float = 0.5,
     ) -> None:
         """

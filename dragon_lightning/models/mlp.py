@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -25,12 +26,12 @@ class MLPClassifier(DragonClassifier):
         self,
         num_features: int = 2,
         num_classes: int = 3,
-        class_names: Optional[Sequence[str]] = None,
+        class_names: Sequence[str] | None = None,
         hidden_sizes: Sequence[int] = (10, 20, 1000),
         activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu",
         dropout: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: Optional[LRSchedulerCallable] = None,
+        scheduler: LRSchedulerCallable | None = None,
         compile: bool = False,
         threshold: float = 0.5,
     ) -> None:
@@ -56,10 +57,12 @@ class MLPClassifier(DragonClassifier):
         if not hidden_sizes or any(size < 1 for size in hidden_sizes):
             raise InvalidArgument(self, "hidden_sizes", f"must be positive layer widths, got {list(hidden_sizes)}")
         widths = [num_features, *hidden_sizes, self.num_outputs]
-        parameters = sum((inputs + 1) * outputs for inputs, outputs in zip(widths, widths[1:]))
+        parameters = sum((inputs + 1) * outputs for inputs, outputs in itertools.pairwise(widths))
         if parameters > MAX_PARAMETERS:
             raise InvalidArgument(
-                self, "hidden_sizes", f"{list(hidden_sizes)} would need {parameters:,} weights, more than {MAX_PARAMETERS:,}; refused before allocating"
+                self,
+                "hidden_sizes",
+                f"{list(hidden_sizes)} would need {parameters:,} weights, more than {MAX_PARAMETERS:,}; refused before allocating",
             )
         if not 0.0 <= dropout < 1.0:
             raise InvalidArgument(self, "dropout", f"must lie in [0, 1), got {dropout}")
@@ -75,7 +78,7 @@ class MLPClassifier(DragonClassifier):
         self.net = nn.Sequential(*layers)
 
     def configure_model(self) -> None:
-        if self.hparams.compile:
+        if self.hparams["compile"]:
             self.net.compile(dynamic=True)  # in place: checkpoint keys stay net.0.weight, ...
 
     @property

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -40,7 +39,7 @@ def outputs(folds: int) -> list[str]:
     return [RESULTS, *(f"fold_{fold}" for fold in range(folds)), REFIT, ENSEMBLE]
 
 
-def finished_fold(run_dir: Path, fold_args: list[str]) -> Optional[RunResult]:
+def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
     """The recorded result of a fold that ran to its end with the same options and kept its checkpoint."""
     try:
         recorded = json.loads((run_dir / FOLD_RESULT).read_text(encoding="utf-8"))
@@ -72,13 +71,20 @@ def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: st
     for fold in range(folds):
         result = run_fold(folder, [*fit_args, "--data.n_folds", str(folds), "--data.fold", str(fold)], fold)
         results.append(result)
-        print(f"fold {fold}: " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(result.metrics.items()))
-              + f", kept epoch {result.epochs}", flush=True)
+        print(
+            f"fold {fold}: "
+            + ", ".join(f"{name} {value:.4f}" for name, value in sorted(result.metrics.items()))
+            + f", kept epoch {result.epochs}",
+            flush=True,
+        )
     table = pd.DataFrame([{"fold": fold, **result.metrics, "epochs": result.epochs} for fold, result in enumerate(results)])
     path = folder.write(RESULTS, lambda tmp: table.to_csv(tmp, index=False))
     mean, std = mean_and_std([result.metrics[metric] for result in results])
-    print(f"{metric}: mean {mean:.4f}, standard deviation {std:.4f} over {folds} folds; "
-          f"recommended epochs (median kept): {recommended_epochs([r.epochs for r in results])}; {path}", flush=True)
+    print(
+        f"{metric}: mean {mean:.4f}, standard deviation {std:.4f} over {folds} folds; "
+        f"recommended epochs (median kept): {recommended_epochs([r.epochs for r in results])}; {path}",
+        flush=True,
+    )
     return results
 
 
@@ -88,8 +94,8 @@ class CrossValidation:
     they were asked for."""
 
     folds: list[RunResult]
-    refit_test: Optional[dict[str, float]] = None
-    ensemble_test: Optional[dict[str, float]] = None
+    refit_test: dict[str, float] | None = None
+    ensemble_test: dict[str, float] | None = None
 
 
 def test_metrics(cli) -> dict[str, float]:
@@ -106,15 +112,30 @@ def cv_command(args: list[str]) -> CrossValidation:
         "the ensemble's final test. The same command again reuses the folds that finished.",
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds, at least 2 (default: 5)")
-    parser.add_argument("--refit", type=boolean, default=False, help="then train once more on every non-test row "
-                        "(--data.val_fraction 0) for the median kept epoch of the folds, keep the final weights and "
-                        "test them: run folder 'refit' (default: false)")
-    parser.add_argument("--ensemble", type=boolean, default=False, help="then average the fold models' probabilities "
-                        "(and the refit model's, with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
-                        "and test it: run folder 'ensemble' (default: false)")
-    parser.add_argument("--output_dir", type=Path, default=None, help="where the fold runs and cv_results.csv go "
-                        "(default: a new lightning_logs/cv_N under --trainer.default_root_dir); a folder that already "
-                        "holds files of the same names that dragon-lightning did not write is refused before any run")
+    parser.add_argument(
+        "--refit",
+        type=boolean,
+        default=False,
+        help="then train once more on every non-test row "
+        "(--data.val_fraction 0) for the median kept epoch of the folds, keep the final weights and "
+        "test them: run folder 'refit' (default: false)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=boolean,
+        default=False,
+        help="then average the fold models' probabilities "
+        "(and the refit model's, with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
+        "and test it: run folder 'ensemble' (default: false)",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where the fold runs and cv_results.csv go "
+        "(default: a new lightning_logs/cv_N under --trainer.default_root_dir); a folder that already "
+        "holds files of the same names that dragon-lightning did not write is refused before any run",
+    )
     own, fit_args = parser.parse_known_args(args)
     if own.folds < 2:
         parser.error(f"--folds must be at least 2, got {own.folds}")

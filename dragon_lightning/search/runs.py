@@ -10,8 +10,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dragon_lightning.callbacks.figures import kept_epoch
 from dragon_lightning.callbacks.hparams import record_hyperparameters
@@ -19,7 +20,14 @@ from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonInputError
 
 # Put before the user's options (who may turn them back on): a search runs many quiet fits.
-QUIET_DEFAULTS = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--figures.enabled", "false"]
+QUIET_DEFAULTS = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--figures.enabled",
+    "false",
+]
 FIT_OPTIONS_EPILOG = (
     "Every other option is a fit option (see 'dragon-lightning fit --help'): --config C and overrides such "
     "as --data.csv_path or --trainer.max_epochs apply to every run, as they would to fit."
@@ -46,7 +54,7 @@ class Objective:
     mode: str
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return "minimize" if self.mode == "min" else "maximize"
 
 
@@ -108,28 +116,48 @@ def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence
     """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
     (the monitored best, else the final ones). Test rows are never touched."""
     args = [
-        "fit", *QUIET_DEFAULTS, *fit_args, "--test_after_fit", "false",
-        "--trainer.logger.init_args.save_dir", str(run_dir.parent),
-        "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", run_dir.name,
+        "fit",
+        *QUIET_DEFAULTS,
+        *fit_args,
+        "--test_after_fit",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir.parent),
+        "--trainer.logger.init_args.name",
+        "",
+        "--trainer.logger.init_args.version",
+        run_dir.name,
     ]
     timer = FitTimer()
     cli = build_cli(args, cli_class=RunCLI, callbacks=[timer, *callbacks])
-    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if c not in callbacks]  # fit's alone, not validate's
-    checkpoint = cli.trainer.checkpoint_callback
+    trainer = cli.trainer
+    trainer.callbacks = [c for c in trainer.callbacks if c not in callbacks]  # type: ignore[attr-defined]  # set by Lightning when a run starts (fit's alone, not validate's)
+    checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     kept = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else None
     epoch = kept_epoch(cli.trainer, cli.model.history)
     kept_path = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else ""
     validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=kept or None, verbose=False)
     record_hyperparameters(cli.trainer, cli.model)
-    return RunResult(run_dir, {name: float(value) for name, value in validated[0].items()}, timer.seconds,
-                     epochs=1 if epoch is None else epoch + 1, checkpoint=kept_path)
+    return RunResult(
+        run_dir,
+        {name: float(value) for name, value in validated[0].items()},
+        timer.seconds,
+        epochs=1 if epoch is None else epoch + 1,
+        checkpoint=kept_path,
+    )
 
 
 def test_run(run_dir: Path, test_args: Sequence[str]) -> DragonCLI:
     """``test`` into ``run_dir`` (its config.yaml, logs and pictures)."""
     args = [
-        "test", *test_args, "--trainer.logger.init_args.save_dir", str(run_dir.parent),
-        "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", run_dir.name,
+        "test",
+        *test_args,
+        "--trainer.logger.init_args.save_dir",
+        str(run_dir.parent),
+        "--trainer.logger.init_args.name",
+        "",
+        "--trainer.logger.init_args.version",
+        run_dir.name,
     ]
     return build_cli(args)
 

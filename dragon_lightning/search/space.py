@@ -1,8 +1,8 @@
 """A search space: a small YAML file that maps ``fit`` option keys to Optuna distributions.
 
-    model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
-    model.init_args.hidden_sizes: {type: categorical, choices: [[10, 20, 1000], [64, 64], [32]]}
-    data.batch_size: {type: int, low: 8, high: 128, log: true}
+model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
+model.init_args.hidden_sizes: {type: categorical, choices: [[10, 20, 1000], [64, 64], [32]]}
+data.batch_size: {type: int, low: 8, high: 128, log: true}
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SearchSpace:
                 settings[key] = trial.suggest_categorical(key, d.choices)
             elif isinstance(d, optuna.distributions.IntDistribution):
                 settings[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
-            else:
+            elif isinstance(d, optuna.distributions.FloatDistribution):
                 settings[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
         return settings
 
@@ -46,6 +46,7 @@ class SearchSpace:
 def _extremes(distribution: optuna.distributions.BaseDistribution) -> list[Any]:
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
         return list(distribution.choices)
+    assert isinstance(distribution, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution))
     return [distribution.low, distribution.high]
 
 
@@ -78,20 +79,26 @@ def _distribution(path: Path, key: str, spec: Any) -> optuna.distributions.BaseD
         if not isinstance(choices, list) or not choices:
             raise DragonInputError(f"{where}: choices must be a non-empty list")
         # Optuna stores plain scalars; a list choice (hidden_sizes) travels as its JSON text.
-        return optuna.distributions.CategoricalDistribution([json.dumps(c) if isinstance(c, (list, dict)) else c for c in choices])
+        return optuna.distributions.CategoricalDistribution(
+            [json.dumps(c) if isinstance(c, (list, dict)) else c for c in choices]
+        )
     low, high, log, step = (_number(spec.get(name)) for name in ("low", "high", "log", "step"))
     log = bool(log)
     number = int if kind == "int" else (int, float)
     if not all(isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
-        raise DragonInputError(f"{where}: low and high must be {'integers' if kind == 'int' else 'numbers'}, got {low!r} and {high!r}")
+        raise DragonInputError(
+            f"{where}: low and high must be {'integers' if kind == 'int' else 'numbers'}, got {low!r} and {high!r}"
+        )
     if not low < high:
         raise DragonInputError(f"{where}: low must be below high, got {low} and {high}")
     if log and low <= 0:
         raise DragonInputError(f"{where}: a log scale needs low above 0, got {low}")
     if step is not None and (log or not isinstance(step, number) or step <= 0):
-        raise DragonInputError(f"{where}: step must be a positive {'integer' if kind == 'int' else 'number'} without log, got {step!r}")
+        raise DragonInputError(
+            f"{where}: step must be a positive {'integer' if kind == 'int' else 'number'} without log, got {step!r}"
+        )
     if kind == "int":
-        return optuna.distributions.IntDistribution(low, high, log=log, step=step or 1)
+        return optuna.distributions.IntDistribution(low, high, log=log, step=int(step or 1))
     return optuna.distributions.FloatDistribution(float(low), float(high), log=log, step=step)
 
 

@@ -10,7 +10,6 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import optuna
 
@@ -55,7 +54,9 @@ def repair_journal(path: Path) -> None:
         except ValueError:
             record = None
         if not isinstance(record, dict) or "op_code" not in record:
-            raise DragonInputError(f"{path}: line {number}: not a record of an Optuna study; move the file away to start a new study")
+            raise DragonInputError(
+                f"{path}: line {number}: not a record of an Optuna study; move the file away to start a new study"
+            )
     if tail:
         os.truncate(path, len(data) - len(tail))
         print(f"{path}: its last line was cut short by an interrupted write; removed it", flush=True)
@@ -86,7 +87,9 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
             with warnings.catch_warnings():  # Optuna marks the heartbeat experimental; it is what lets a machine stop
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    parsed.render_as_string(hide_password=False), heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                    parsed.render_as_string(hide_password=False),
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
                 )
         except (SQLAlchemyError, ValueError, OSError) as error:
@@ -102,6 +105,6 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
-def open_storage(sweep_dir: str, storage_url: Optional[str], heartbeat: int = 60) -> optuna.storages.BaseStorage:
+def open_storage(sweep_dir: str, storage_url: str | None, heartbeat: int = 60) -> optuna.storages.BaseStorage:
     """The sweep folder's journal, or the database at ``storage_url``."""
     return open_journal(Path(sweep_dir) / JOURNAL_FILE) if storage_url is None else open_database(storage_url, heartbeat)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from argparse import ArgumentError
 import multiprocessing
 import os
 import signal
@@ -19,29 +18,29 @@ import sys
 import threading
 import time
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
-from typing import Optional
 
 import optuna
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
-from dragon_lightning.figures.drawing import STYLE
 from dragon_lightning.cli import FitSetupCLI, build_cli, input_error_message, quiet_lightning, quiet_warnings
 from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError, TrainingDiverged
+from dragon_lightning.figures.drawing import STYLE
 from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.search.refit import REFIT, recommended_epochs, refit, refit_args
 from dragon_lightning.search.runs import (
-    CommandParser,
     CheckedConfig,
+    CommandParser,
     Objective,
     boolean,
     check_config,
     fit_and_validate,
     mean_and_std,
 )
-from dragon_lightning.search.refit import REFIT, recommended_epochs, refit, refit_args
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
 from dragon_lightning.search.storage import open_database, open_storage
 from dragon_lightning.search.trials import finished, is_surplus, requeue_interrupted, run_until_done
@@ -58,12 +57,12 @@ class SweepSettings:
     fit_args: tuple[str, ...]
     space_path: str
     sweep_dir: str
-    storage_url: Optional[str]
+    storage_url: str | None
     study_name: str
     objective: Objective
-    folds: Optional[int]
+    folds: int | None
     seed: int
-    threads: Optional[int]
+    threads: int | None
     prune: bool = True
     n_trials: int = 20
     """Trials the study should have in total (see :mod:`dragon_lightning.search.trials`)."""
@@ -82,7 +81,8 @@ def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
         direction=settings.objective.direction,
         sampler=optuna.samplers.TPESampler(seed=(settings.seed + 1000 * settings.trials_before + worker) % 2**32),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
-        if settings.prune else optuna.pruners.NopPruner(),
+        if settings.prune
+        else optuna.pruners.NopPruner(),
     )
 
 
@@ -213,10 +213,12 @@ def run_workers(settings: SweepSettings, workers: int) -> None:
         signal.signal(signal.SIGTERM, previous)
     failed = [process.exitcode for process in processes if process.exitcode]
     if failed:
-        raise DragonError(f"sweep: {len(failed)} of {len(processes)} worker processes failed (exit {failed[0]}); see their output above")
+        raise DragonError(
+            f"sweep: {len(failed)} of {len(processes)} worker processes failed (exit {failed[0]}); see their output above"
+        )
 
 
-def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: SearchSpace) -> Optional[FrozenTrial]:
+def write_outputs(settings: SweepSettings, checked: CheckedConfig, space: SearchSpace) -> FrozenTrial | None:
     """trials.csv, best_config.yaml and Optuna's history and importance plots in the sweep folder."""
     study = open_study(settings, 0)
     folder = OutputFolder(settings.sweep_dir, "--output_dir")
@@ -266,7 +268,7 @@ def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
     return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
 
 
-def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
+def sweep_command(args: list[str]) -> FrozenTrial | None:
     parser = CommandParser(
         prog=PROG,
         description="Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a "
@@ -275,23 +277,59 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
         "'dragon-lightning fit --config <sweep>/best_config.yaml') and Optuna's plots.",
     )
     parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
-    parser.add_argument("--n_trials", type=int, default=20, help="trials the study should have in total; a rerun adds the missing ones (default: 20)")
-    parser.add_argument("--folds", type=int, default=None, help="score each trial by the mean over this many stratified folds (default: one split)")
-    parser.add_argument("--workers", type=int, default=1, help="processes that run trials side by side on this machine (default: 1)")
-    parser.add_argument("--storage", default=None, help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
-                        "default: a journal file in the sweep folder")
+    parser.add_argument(
+        "--n_trials",
+        type=int,
+        default=20,
+        help="trials the study should have in total; a rerun adds the missing ones (default: 20)",
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="score each trial by the mean over this many stratified folds (default: one split)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes that run trials side by side on this machine (default: 1)"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
+        "default: a journal file in the sweep folder",
+    )
     parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
-    parser.add_argument("--prune", type=boolean, default=True, help="stop trials whose validation metric is worse than "
-                        "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)")
-    parser.add_argument("--heartbeat", type=int, default=60, help="with --storage: seconds between a running trial's "
-                        "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)")
-    parser.add_argument("--refit", type=boolean, default=False, help="then train the best settings once more on every "
-                        "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
-                        "folds), keep the final weights and test them: run folder 'refit' (default: false)")
+    parser.add_argument(
+        "--prune",
+        type=boolean,
+        default=True,
+        help="stop trials whose validation metric is worse than "
+        "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        help="with --storage: seconds between a running trial's "
+        "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)",
+    )
+    parser.add_argument(
+        "--refit",
+        type=boolean,
+        default=False,
+        help="then train the best settings once more on every "
+        "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
+        "folds), keep the final weights and test them: run folder 'refit' (default: false)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
-    parser.add_argument("--output_dir", type=Path, default=None, help="the sweep folder (default: sweeps/<config>-<space> "
-                        "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
-                        "dragon-lightning did not write is refused before any trial")
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="the sweep folder (default: sweeps/<config>-<space> "
+        "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
+        "dragon-lightning did not write is refused before any trial",
+    )
     own, fit_args = parser.parse_known_args(args)
     for name, value, low in (("n_trials", own.n_trials, 1), ("workers", own.workers, 1), ("folds", own.folds or 2, 2)):
         if value < low:
@@ -301,7 +339,9 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     if not own.heartbeat > 0:
         parser.error(f"--heartbeat must be a positive number of seconds, got {own.heartbeat}")
     if own.storage is not None:
-        open_database(own.storage, own.heartbeat)  # a bad URL, a missing driver or a server that is down: one line, nothing written
+        open_database(
+            own.storage, own.heartbeat
+        )  # a bad URL, a missing driver or a server that is down: one line, nothing written
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if own.output_dir is not None:  # before the config's checks write anything
@@ -316,18 +356,30 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     OutputFolder(sweep_dir, "--output_dir").claim(OUTPUTS)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings = SweepSettings(
-        fit_args=tuple(fit_args), space_path=str(space.path), sweep_dir=str(sweep_dir), storage_url=own.storage,
-        study_name=own.study_name or sweep_dir.name, objective=checked.objective, folds=own.folds, seed=own.seed,
-        threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None, prune=own.prune,
-        n_trials=own.n_trials, heartbeat=own.heartbeat,
+        fit_args=tuple(fit_args),
+        space_path=str(space.path),
+        sweep_dir=str(sweep_dir),
+        storage_url=own.storage,
+        study_name=own.study_name or sweep_dir.name,
+        objective=checked.objective,
+        folds=own.folds,
+        seed=own.seed,
+        threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None,
+        prune=own.prune,
+        n_trials=own.n_trials,
+        heartbeat=own.heartbeat,
     )
     check_same_space(settings, space)
     study = open_study(settings, 0)
     settings = dataclasses.replace(settings, trials_before=len(study.trials))
     again = requeue_interrupted(study, running_are_stale=own.storage is None)
     remaining = own.n_trials - len(finished(study))
-    print(f"sweep in {sweep_dir}: {len(finished(study))} trials done, {max(remaining, 0)} to run"
-          + (f" ({again} interrupted, run again)" if again else "") + f"; {settings.objective.direction} {settings.objective.metric}", flush=True)
+    print(
+        f"sweep in {sweep_dir}: {len(finished(study))} trials done, {max(remaining, 0)} to run"
+        + (f" ({again} interrupted, run again)" if again else "")
+        + f"; {settings.objective.direction} {settings.objective.metric}",
+        flush=True,
+    )
     try:
         if remaining > 0:
             run_workers(settings, min(own.workers, remaining))
@@ -338,8 +390,11 @@ def sweep_command(args: list[str]) -> Optional[FrozenTrial]:
     if best is None:
         print(f"no trial completed; trials.csv in {sweep_dir}")
     else:
-        print(f"best trial {best.number}: {settings.objective.metric} {best.value:.4f}; "
-              f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}", flush=True)
+        print(
+            f"best trial {best.number}: {settings.objective.metric} {best.value:.4f}; "
+            f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}",
+            flush=True,
+        )
         if own.refit:
             epochs = best.user_attrs.get("epochs") or checked.cli.config.trainer.max_epochs
             refit([*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir").claim_folder(REFIT))
@@ -363,13 +418,16 @@ def check_same_space(settings: SweepSettings, space: SearchSpace) -> None:
     """A study continues only with the space it was started with: other keys or ranges would mix
     trials that answer different questions. Read without writing to the storage."""
     try:
-        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat))
+        study = optuna.load_study(
+            study_name=settings.study_name, storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat)
+        )
     except KeyError:  # a new study
         return
     for trial in study.get_trials(deepcopy=False):
         if trial.distributions and trial.distributions != space.distributions:
             changed = sorted(set(trial.distributions) ^ set(space.distributions)) or sorted(
-                key for key in space.distributions if trial.distributions[key] != space.distributions[key])
+                key for key in space.distributions if trial.distributions[key] != space.distributions[key]
+            )
             raise DragonInputError(
                 f"{space.path}: differs from the space the study {study.study_name!r} was run with ({', '.join(changed)}); "
                 "give another --output_dir or --study_name for a new study"

@@ -71,7 +71,11 @@ def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     """Whether ``n_trials`` trials numbered before this one already count or run."""
     trials = trial.study.get_trials(deepcopy=False)
     again = retried(trials)
-    ahead = [t for t in trials if t.number < trial.number and (counts(t, again) or (t.state == TrialState.RUNNING and t.number not in again))]
+    ahead = [
+        t
+        for t in trials
+        if t.number < trial.number and (counts(t, again) or (t.state == TrialState.RUNNING and t.number not in again))
+    ]
     return len(ahead) >= n_trials
 
 
