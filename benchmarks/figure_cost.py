@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 

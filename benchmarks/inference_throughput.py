@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dragon_lightning import load_model
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from dragon_lightning.baselines import TUTORIAL_PRINTED as TUTORIAL_PRINTED_BY_MODEL
 from dragon_lightning.baselines import sklearn_predictions
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 
 TUTORIAL_CONFIG_NAMES = {"LogisticRegression": "logistic", "Perceptron": "perceptron", "MLPClassifier": "mlp"}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.models import MLPClassifier
 

@@ -15,7 +15,7 @@ def __getattr__(name: str):
 
         return load_model
     if name == "cli_main":
-        from dragon_lightning.cli import cli_main
+        from dragon_lightning.commands import cli_main
 
         return cli_main
     raise AttributeError(f"module 'dragon_lightning' has no attribute {name!r}")

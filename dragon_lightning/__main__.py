@@ -7,7 +7,7 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     sys.path.pop(0)
 
-from dragon_lightning.cli import main
+from dragon_lightning.commands import main
 
 if __name__ == "__main__":
     main()

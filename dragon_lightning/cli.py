@@ -1,4 +1,4 @@
-"""The ``dragon-lightning`` command: LightningCLI over the dragon data and models.
+"""LightningCLI over the dragon data and models: defaults, argument links, checks before a run.
 
 ``fit`` trains, then tests the best checkpoint (``--test_after_fit false`` skips that); ``validate``,
 ``test`` and ``predict`` take ``--ckpt_path``. Bad input ends the run with one line on stderr and
@@ -7,25 +7,15 @@ exit status 2, before anything is written.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import logging
-import os
-import re
-import signal
-import sys
-import threading
 import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
 
-import torch
 from jsonargparse import Namespace
-from lightning import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
@@ -44,10 +34,9 @@ from dragon_lightning.checkpoints import (
     latest_last_checkpoint,
 )
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonError, DragonInputError, InvalidArgument
+from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.checkpoints import load_checkpoint, model_class
-from dragon_lightning.gates.inputs import check_argument_files
-from dragon_lightning.gates.outputs import DISK_FULL
+from dragon_lightning.messages import input_error_message
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.preflight import (
     check_monitor,
@@ -57,6 +46,7 @@ from dragon_lightning.preflight import (
     check_trainer_options,
 )
 
+PROG = "dragon-lightning"
 DESCRIPTION = (
     "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
     "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
@@ -300,55 +290,6 @@ def _watch_learning_rates(trainer: Namespace) -> None:
         trainer.callbacks = [*callbacks, monitor]
 
 
-DIST_ERRORS = (torch.distributed.DistError,) if torch.distributed.is_available() else ()
-"""What PyTorch raises when the processes of a multi-node run cannot find each other."""
-
-PROG = "dragon-lightning"
-COMMANDS = {
-    "fit": "train a config, keep the best checkpoint, then test it",
-    "validate": "score a checkpoint on the validation split",
-    "test": "score a checkpoint on the test split",
-    "predict": "write predictions for a CSV of dragons",
-    "lr_find": "plot the loss against the learning rate and suggest one",
-    "cv": "cross-validate a config on K stratified folds",
-    "sweep": "search a config's options with Optuna",
-    "export": "write a checkpoint as ONNX or torch.export with its preprocessing",
-    "compare": "draw finished runs' decision regions side by side",
-    "serve": "answer predictions over HTTP (LitServe)",
-}
-"""Every command with its one-line purpose, for the top-level help."""
-
-
-def print_overview() -> None:
-    """``dragon-lightning --help``: every command on the usage line, each with its purpose."""
-    print(f"usage: {PROG} {{{','.join(COMMANDS)}}} [--help] [options]\n")
-    print(DESCRIPTION.split(". Start")[0] + ".\n")
-    width = max(map(len, COMMANDS))
-    for name, purpose in COMMANDS.items():
-        print(f"  {name:<{width}}  {purpose}")
-    print(
-        f"\nStart from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'. "
-        f"Each command explains its options: '{PROG} COMMAND --help'."
-    )
-
-
-# Commands beside LightningCLI's, as "module:function(args)"; imported when used (they build on this module).
-EXTRA_COMMANDS = {
-    "lr_find": "dragon_lightning.tuning:find_learning_rate",
-    "export": "dragon_lightning.export:export_command",
-    "compare": "dragon_lightning.compare:compare_command",
-    "cv": "dragon_lightning.search.cv:cv_command",
-    "sweep": "dragon_lightning.search.sweep:sweep_command",
-    "serve": "dragon_lightning.serve:serve_command",
-}
-SERVERS = ("serve",)
-
-
-def main() -> None:
-    """Console entry point: ``dragon-lightning`` and ``python -m dragon_lightning``."""
-    cli_main()
-
-
 def ensemble_of(model: Namespace) -> Namespace:
     """The config's model section for a fold ensemble of its model: an ensemble checkpoint validates,
     tests and predicts under the config its members were trained with (its decision options kept)."""
@@ -382,149 +323,3 @@ def build_cli(
             args=args,
             run=run,
         )
-
-
-def quiet_warnings() -> None:
-    """Leave out log lines and warnings that say nothing a user can act on."""
-    # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-    # Lightning's own use of a PyTorch API that newer PyTorch deprecates.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-    # The online perceptron applies its rule itself (manual optimization): it has no optimizer to return.
-    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
-    # The prediction writer needs no batch indices: rows come back in the order of the CSV.
-    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-    # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
-    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
-
-
-def quiet_lightning() -> None:
-    """Commands that run Trainers for their own ends (a search's many runs, the learning-rate finder):
-    keep Lightning's start-up lines (accelerator, TPU, model summary) out of their output."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def cli_main(args: list[str] | None = None):
-    """Run the CLI; ``args`` replaces ``sys.argv[1:]`` (for tests and notebooks). ``lr_find``,
-    ``export``, ``compare``, ``cv`` and ``sweep`` are :data:`EXTRA_COMMANDS`; everything else is
-    LightningCLI's. Every command's arguments pass the input gate first. Returns the command's result
-    (the LightningCLI object for LightningCLI's commands)."""
-    quiet_warnings()
-    arguments = sys.argv[1:] if args is None else list(args)
-    if arguments in ([], ["-h"], ["--help"]):
-        print_overview()
-        raise SystemExit(0 if arguments else 2)
-    try:
-        check_argument_files(arguments)
-        if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
-            module, function = EXTRA_COMMANDS[arguments[0]].split(":")
-            command = getattr(importlib.import_module(module), function)
-            if arguments[0] in SERVERS:  # a server stops on SIGTERM itself: it finishes the requests in flight
-                return command(arguments[1:])
-            with _sigterm_as_exception():
-                return command(arguments[1:])
-        cli = build_cli(arguments)
-        _close_process_group()
-        return cli
-    except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
-        where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
-        print(
-            f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
-            "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
-            file=sys.stderr,
-        )
-        raise SystemExit(1) from None
-    except SIGTERMException:
-        resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
-        print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
-    except (DragonError, ArgumentError, ValueError, OSError) as error:
-        message = input_error_message(error)
-        if message is None:
-            raise
-        print(f"dragon-lightning: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-@contextlib.contextmanager
-def _sigterm_as_exception():
-    """SIGTERM raises inside our own commands (Lightning installs the same for a Trainer's run), so
-    that every ``finally`` runs: no temporary file outlives the command."""
-
-    def stop(signum, frame):
-        raise SIGTERMException()
-
-    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _close_process_group() -> None:
-    """End a finished multi-process run's process group before the interpreter shuts down, as PyTorch
-    asks: Lightning does so only for NCCL, and leaves a CPU (gloo) group to be torn down at exit."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def input_error_message(error: BaseException) -> str | None:
-    """One line for bad input: our own :class:`DragonError` anywhere in the exception chain, or
-    jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
-            return f"{cause.filename or 'a file'}: not written, the disk is full ({os.strerror(cause.errno)})"
-        if isinstance(cause, InvalidArgument):
-            return f"{_option_group(cause.owner_class)}{cause}"
-        if isinstance(cause, DragonError):
-            return str(cause)
-        cause = cause.__cause__ or cause.__context__
-    if not isinstance(error, ArgumentError):
-        return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
-    if key is None:
-        return " ".join(lines[:2])
-    option = "--" + key.group(1).replace(".init_args", "")
-    if option == "--model":
-        return _model_problem(lines) or "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
-    detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
-    if detail.startswith("Does not validate"):
-        # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
-        restriction = next((line for line in lines if "does not conform to restriction" in line), None)
-        given = next((line for line in lines if line.startswith("Given value:")), "")
-        value = given.removeprefix("Given value:").strip()
-        detail = f"{restriction.lstrip('- ')} (given {value})" if restriction else f"invalid value {value}"
-    return f"{option}: {detail}"
-
-
-# Where a class's arguments live on the command line.
-OPTION_GROUPS = {
-    LightningDataModule: "--data.",
-    LightningModule: "--model.init_args.",
-    ResumableCheckpoint: "--checkpoint.",
-    PredictionWriter: "--predictions.",
-    TutorialFigures: "--figures.",
-}
-
-
-def _option_group(owner_class: type) -> str:
-    return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
-
-
-def _model_problem(lines: list[str]) -> str | None:
-    """jsonargparse's reason for refusing a known model's arguments, as ``--model.init_args.NAME: reason``."""
-    for index, line in enumerate(lines):
-        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
-        if problem is None:
-            continue
-        model, detail = problem.group(1).rsplit(".", 1)[-1], lines[index + 1 :] or [""]
-        if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
-            return f"--model.init_args.{unknown.group(1)}: not an option of {model} (see --model.help {model})"
-        if key := re.match(r'Parser key "([^"]+)":', detail[0]):
-            return f"--model.init_args.{key.group(1)}: {detail[1] if len(detail) > 1 else 'invalid value'}"
-        return f"--model {model}: {detail[0]}"
-    return None

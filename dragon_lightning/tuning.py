@@ -6,9 +6,10 @@ import numpy as np
 from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 
-from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli, quiet_lightning
+from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.quiet import quiet_lightning
 
 PLOT = "lr_find.png"
 DESCRIPTION = (

@@ -4,7 +4,7 @@
 
 Writes ``lightning_logs/`` in the current folder, as the command line does. The same run from Python
 through the CLI is ``cli_main(["fit", "--config", "configs/color_mlp.yaml"])``
-(``from dragon_lightning.cli import cli_main``).
+(``from dragon_lightning import cli_main``).
 """
 
 from functools import partial

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ import yaml
 from clihelpers import ROOT, config, last_weights, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 
 # Fit configs; configs/sweeps/ holds search spaces.
 CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")
@@ -163,6 +163,10 @@ def test_the_command_exits_cleanly(tmp_path):
     quiet = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     ok = subprocess.run([*command, *quiet], cwd=tmp_path, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
+    printed = ok.stdout + ok.stderr
+    assert "GPU available" in printed and "TPU available" not in printed and "Tip:" not in printed, (
+        "Lightning's lines about other products stay out"
+    )
     bad = subprocess.run([*command, "--data.csv_path", "missing.csv"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such CSV file"

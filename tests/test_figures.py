@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dragon_lightning import load_model
-from dragon_lightning.cli import cli_main
+from dragon_lightning.commands import cli_main
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 PICTURES = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matrix.png", "learning_curves.png"}

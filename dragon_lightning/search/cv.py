@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dragon_lightning.cli import quiet_lightning
 from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
 from dragon_lightning.search.refit import REFIT, recommended_epochs, refit, refit_args
 from dragon_lightning.search.runs import (

@@ -1,0 +1,206 @@
+"""Our cost per training step above a bare LightningModule in a bare Trainer, piece by piece.
+
+Every variant trains the MLP 2-10-20-1000-3 with Adam on the same generated color dragons and batch
+size, through the same minibatch loader, in one process, and is timed on its training batches alone
+(validation excluded): the best epoch after a warm-up one, repeated in turns so that load from
+elsewhere on the machine hits every variant alike. Each row adds one thing to the row above:
+
+    bare LightningModule, bare Trainer  (no logger, checkpoint, progress bar or summary)
+    + dragon-lightning's MLPClassifier  (input layer, per-epoch metrics, divergence watch)
+    + TensorBoard logger, log_every_n_steps 1  (as the configs set it)
+    + progress bar, redrawn every 10 steps
+    + checkpoints (best by val/loss, last.ckpt at each epoch end)
+    + learning-rate monitor
+    + figures (boundary snapshots)
+    the whole 'dragon-lightning fit --config configs/color_mlp.yaml'
+
+    python benchmarks/step_cost.py --n 200000 --batch-size 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from dragon_lightning.callbacks import ResumableCheckpoint, TutorialFigures
+from dragon_lightning.commands import cli_main
+from dragon_lightning.data import DragonDataModule
+from dragon_lightning.models import MLPClassifier
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDDEN = (10, 20, 1000)
+LR = 0.003
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each epoch's training batches."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.seconds.append(time.perf_counter() - self._started)
+
+
+class BareMLP(L.LightningModule):
+    """What a user would write: the network, cross-entropy, Adam; nothing logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = [2, *HIDDEN, 3]
+        layers: list[torch.nn.Module] = []
+        for inputs, outputs in itertools.pairwise(widths):
+            layers += [torch.nn.Linear(inputs, outputs), torch.nn.ReLU()]
+        self.net = torch.nn.Sequential(*layers[:-1])
+
+    def training_step(self, batch, batch_idx):
+        features, labels = batch
+        return F.cross_entropy(self.net(features), labels)
+
+    def validation_step(self, batch, batch_idx):
+        features, labels = batch
+        F.cross_entropy(self.net(features), labels)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=LR)
+
+
+def ours(data: DragonDataModule) -> MLPClassifier:
+    return MLPClassifier(
+        num_classes=3, class_names=data.class_names, hidden_sizes=HIDDEN, optimizer=lambda p: torch.optim.Adam(p, lr=LR)
+    )
+
+
+def trainer_run(
+    model_factory: Callable[[DragonDataModule], L.LightningModule],
+    data: DragonDataModule,
+    epochs: int,
+    root: Path,
+    pieces: set[str],
+) -> list[float]:
+    timer = EpochTimer()
+    callbacks: list[L.Callback] = [timer]
+    if "progress" in pieces:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    if "checkpoints" in pieces:
+        checkpoint = ResumableCheckpoint(monitor="val/loss", mode="min")
+        callbacks += [checkpoint, *checkpoint.resume_points]
+    if "lr_monitor" in pieces:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if "figures" in pieces:
+        callbacks.append(TutorialFigures())
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        default_root_dir=root,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(root, name="") if "logger" in pieces else False,
+        log_every_n_steps=1,
+        enable_checkpointing="checkpoints" in pieces,
+        enable_progress_bar="progress" in pieces,
+        enable_model_summary=False,
+    )
+    with contextlib.redirect_stderr(io.StringIO()):
+        trainer.fit(model_factory(data), datamodule=data)
+    return timer.seconds
+
+
+def whole_command(n: int, batch_size: int, epochs: int, root: Path) -> list[float]:
+    timer_module = importlib.import_module("step_cost")  # the CLI loads EpochTimer from this file as a module
+    options = [
+        "--data.n_dragons",
+        str(n),
+        "--data.batch_size",
+        str(batch_size),
+        "--test_after_fit",
+        "false",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.accelerator",
+        "cpu",
+        "--data.seed",
+        "0",
+        "--model.init_args.optimizer.init_args.lr",
+        str(LR),
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.data_dir",
+        str(root / "data"),
+        "--trainer.callbacks+=step_cost.EpochTimer",
+    ]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cli = cli_main(["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), *options])
+    return next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer)).seconds
+
+
+VARIANTS: list[tuple[str, Callable | None, set[str]]] = [
+    ("bare LightningModule, bare Trainer", lambda data: BareMLP(), set()),
+    ("+ dragon-lightning's MLPClassifier", ours, set()),
+    ("+ TensorBoard logger, log_every_n_steps 1", ours, {"logger"}),
+    ("+ progress bar (every 10 steps)", ours, {"logger", "progress"}),
+    ("+ checkpoints (best, last.ckpt each epoch)", ours, {"logger", "progress", "checkpoints"}),
+    ("+ learning-rate monitor", ours, {"logger", "progress", "checkpoints", "lr_monitor"}),
+    ("+ figures (boundary snapshots)", ours, {"logger", "progress", "checkpoints", "lr_monitor", "figures"}),
+    ("the whole fit command", None, set()),
+]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200_000, help="generated dragons (60%% of them train)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is the warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of every variant")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load step_cost.EpochTimer
+    data = DragonDataModule(task="color", n_dragons=args.n, seed=0, data_dir=None, batch_size=args.batch_size)
+    data.setup("fit")
+    steps = -(-len(data.splits["train"][1]) // args.batch_size)
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for turn in range(args.repeats):
+            for index, (name, factory, pieces) in enumerate(VARIANTS):
+                root = Path(tmp) / f"{turn}-{index}"
+                if factory is None:
+                    seconds = whole_command(args.n, args.batch_size, args.epochs, root)
+                else:
+                    seconds = trainer_run(factory, data, args.epochs, root, pieces)
+                best[name] = min(best.get(name, float("inf")), *seconds[1:])
+                print(f"[turn {turn + 1}/{args.repeats}] {name}: {min(seconds[1:]):.3f} s", file=sys.stderr)
+    bare = best[VARIANTS[0][0]]
+    rows = [
+        {"variant": name, "seconds_per_epoch": best[name], "ms_per_step": 1000 * best[name] / steps, "vs_bare": best[name] / bare}
+        for name, _, _ in VARIANTS
+    ]
+    print(f"{args.n:,} dragons, batch size {args.batch_size}, {steps} steps an epoch; best epoch of {args.repeats} turns\n")
+    print("| variant | s per epoch | ms per step | vs bare Trainer |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['variant']} | {row['seconds_per_epoch']:.3f} | {row['ms_per_step']:.3f} | {row['vs_bare']:.2f} |")
+    result = {"n": args.n, "batch_size": args.batch_size, "steps_per_epoch": steps, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

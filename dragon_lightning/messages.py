@@ -1,0 +1,74 @@
+"""Bad input as one line: our own errors, and jsonargparse's complaints about an option reworded to
+name the option as it is typed (``--model.init_args.lr: ...``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from argparse import ArgumentError
+
+from lightning import LightningDataModule, LightningModule
+
+from dragon_lightning.callbacks import PredictionWriter, ResumableCheckpoint, TutorialFigures
+from dragon_lightning.errors import DragonError, InvalidArgument
+from dragon_lightning.gates.outputs import DISK_FULL
+
+
+def input_error_message(error: BaseException) -> str | None:
+    """One line for bad input: our own :class:`DragonError` anywhere in the exception chain, or
+    jsonargparse's complaint about an option; ``None`` for anything else (a real bug keeps its traceback)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            return f"{cause.filename or 'a file'}: not written, the disk is full ({os.strerror(cause.errno)})"
+        if isinstance(cause, InvalidArgument):
+            return f"{_option_group(cause.owner_class)}{cause}"
+        if isinstance(cause, DragonError):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(error, ArgumentError):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
+    if key is None:
+        return " ".join(lines[:2])
+    option = "--" + key.group(1).replace(".init_args", "")
+    if option == "--model":
+        return _model_problem(lines) or "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
+    detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
+    if detail.startswith("Does not validate"):
+        # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
+        restriction = next((line for line in lines if "does not conform to restriction" in line), None)
+        given = next((line for line in lines if line.startswith("Given value:")), "")
+        value = given.removeprefix("Given value:").strip()
+        detail = f"{restriction.lstrip('- ')} (given {value})" if restriction else f"invalid value {value}"
+    return f"{option}: {detail}"
+
+
+# Where a class's arguments live on the command line.
+OPTION_GROUPS = {
+    LightningDataModule: "--data.",
+    LightningModule: "--model.init_args.",
+    ResumableCheckpoint: "--checkpoint.",
+    PredictionWriter: "--predictions.",
+    TutorialFigures: "--figures.",
+}
+
+
+def _option_group(owner_class: type) -> str:
+    return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
+
+
+def _model_problem(lines: list[str]) -> str | None:
+    """jsonargparse's reason for refusing a known model's arguments, as ``--model.init_args.NAME: reason``."""
+    for index, line in enumerate(lines):
+        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if problem is None:
+            continue
+        model, detail = problem.group(1).rsplit(".", 1)[-1], lines[index + 1 :] or [""]
+        if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
+            return f"--model.init_args.{unknown.group(1)}: not an option of {model} (see --model.help {model})"
+        if key := re.match(r'Parser key "([^"]+)":', detail[0]):
+            return f"--model.init_args.{key.group(1)}: {detail[1] if len(detail) > 1 else 'invalid value'}"
+        return f"--model {model}: {detail[0]}"
+    return None

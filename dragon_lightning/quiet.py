@@ -1,0 +1,39 @@
+"""What dragon-lightning keeps out of a user's terminal: warnings and log lines with nothing to act on."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+NOT_OURS = ("💡 Tip:", "TPU available:", "HPU available:")
+"""Lightning's start-up lines about other products and hardware this project does not use (the GPU line stays)."""
+
+
+class LeaveOut(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOT_OURS)
+
+
+def quiet_warnings() -> None:
+    """Leave out log lines and warnings that say nothing a user can act on."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, LeaveOut) for f in rank_zero.filters):
+        rank_zero.addFilter(LeaveOut())
+    # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    # Lightning's own use of a PyTorch API that newer PyTorch deprecates.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The online perceptron applies its rule itself (manual optimization): it has no optimizer to return.
+    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+    # The prediction writer needs no batch indices: rows come back in the order of the CSV.
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+
+
+def quiet_lightning() -> None:
+    """Commands that run Trainers for their own ends (a search's many runs, the learning-rate finder):
+    keep Lightning's start-up lines (accelerator, TPU, model summary) out of their output."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)

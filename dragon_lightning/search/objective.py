@@ -1,0 +1,88 @@
+"""One trial of a sweep: the space's settings as ``fit`` options, scored on validation data; and the line
+printed as each trial ends."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dragon_lightning.errors import TrainingDiverged
+from dragon_lightning.search.refit import recommended_epochs
+from dragon_lightning.search.runs import (
+    fit_and_validate,
+    mean_and_std,
+)
+from dragon_lightning.search.space import SearchSpace, as_options
+from dragon_lightning.search.study import SweepSettings
+from dragon_lightning.search.trials import is_surplus
+
+
+class TrialObjective:
+    """One trial: the space's settings as ``fit`` options, trained on the split or on every fold."""
+
+    def __init__(self, settings: SweepSettings, space: SearchSpace) -> None:
+        self.settings = settings
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if is_surplus(trial, self.settings.n_trials):
+            trial.set_user_attr("surplus", True)  # another process took the study's last trial meanwhile
+            return math.nan
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except TrainingDiverged as diverged:
+            trial.set_user_attr("diverged", str(diverged))
+            return math.nan  # a failed trial; the sweep goes on
+        except BaseException:
+            trial.set_user_attr("interrupted", True)  # Ctrl-C, SIGTERM: run it again next time
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        options = as_options(self.space.suggest(trial))
+        trial_dir = Path(self.settings.sweep_dir) / f"trial_{trial.number}"
+        metric = self.settings.objective.metric
+        base = [*self.settings.fit_args, *options]
+        if not self.settings.folds:
+            pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+            result = fit_and_validate(trial_dir, base, callbacks=[pruning])
+            trial.set_user_attr("training_seconds", result.training_seconds)
+            trial.set_user_attr("epochs", result.epochs)
+            return result.metrics[metric]
+        scores, training, epochs = [], 0.0, []
+        for fold in range(self.settings.folds):
+            fold_args = [*base, "--data.n_folds", str(self.settings.folds), "--data.fold", str(fold)]
+            result = fit_and_validate(trial_dir / f"fold_{fold}", fold_args)
+            scores.append(result.metrics[metric])
+            training += result.training_seconds
+            epochs.append(result.epochs)
+            trial.set_user_attr("training_seconds", training)
+            trial.set_user_attr("epochs", recommended_epochs(epochs))
+            trial.report(mean_and_std(scores)[0], fold)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {fold}")
+        return mean_and_std(scores)[0]
+
+
+def report_progress(metric: str):
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get("surplus"):
+            return
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if trial.state == TrialState.COMPLETE:
+            outcome = f"{metric} {trial.value:.4f}"
+        elif trial.state == TrialState.PRUNED:
+            outcome = f"pruned at step {trial.last_step}"
+        else:
+            outcome = "failed: " + trial.user_attrs.get("diverged", "no value")
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})" if complete else ""
+        print(f"trial {trial.number}: {outcome}{best}; {seconds:.1f} s", flush=True)
+
+    return report

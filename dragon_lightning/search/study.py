@@ -1,0 +1,48 @@
+"""A sweep's settings, as every worker process receives them, and the Optuna study they open."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+
+from dragon_lightning.search.runs import (
+    Objective,
+)
+from dragon_lightning.search.storage import open_storage
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Everything a worker process needs (plain values: workers are started fresh)."""
+
+    fit_args: tuple[str, ...]
+    space_path: str
+    sweep_dir: str
+    storage_url: str | None
+    study_name: str
+    objective: Objective
+    folds: int | None
+    seed: int
+    threads: int | None
+    prune: bool = True
+    n_trials: int = 20
+    """Trials the study should have in total (see :mod:`dragon_lightning.search.trials`)."""
+    heartbeat: int = 60
+    """Seconds between a database trial's heartbeats; one silent for twice as long is retried elsewhere."""
+    trials_before: int = 0
+    """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
+
+
+def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
+    """The shared study, with a sampler seeded per worker (one seed would repeat the same first trials)."""
+    return optuna.create_study(
+        study_name=settings.study_name,
+        storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat),
+        load_if_exists=True,
+        direction=settings.objective.direction,
+        sampler=optuna.samplers.TPESampler(seed=(settings.seed + 1000 * settings.trials_before + worker) % 2**32),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
+        if settings.prune
+        else optuna.pruners.NopPruner(),
+    )
