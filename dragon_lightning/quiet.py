@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-
 NOT_OURS = ("💡 Tip:", "TPU available:", "HPU available:")
 """Lightning's start-up lines about other products and hardware this project does not use (the GPU line stays)."""
 
