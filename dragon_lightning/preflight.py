@@ -30,11 +30,12 @@ def check_seed(value: Any) -> None:
         raise DragonInputError(f"--seed_everything must lie between 0 and {MAX_SEED}, got {value}")
 
 
-# Trainer options with a lower bound Lightning checks late or not at all; None always passes.
+# Trainer options with a lower bound Lightning checks late or not at all; None always passes. (The
+# Trainer itself refuses max_epochs and max_steps first thing when it is built; the CLI words that as
+# one line. It refuses the limit_*_batches too, but only after printing its device lines.)
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 TRAINER_MINIMUMS = {
-    "max_epochs": -1,
     "min_epochs": 0,
-    "max_steps": -1,
     "min_steps": 0,
     "check_val_every_n_epoch": 1,
     "log_every_n_steps": 0,
@@ -42,7 +43,6 @@ TRAINER_MINIMUMS = {
     "accumulate_grad_batches": 1,
     "gradient_clip_val": 0,
 }
-BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
 def check_trainer_options(trainer: Namespace) -> None:
@@ -53,7 +53,7 @@ def check_trainer_options(trainer: Namespace) -> None:
             raise DragonInputError(f"--trainer.{name} must be at least {minimum}, got {value}")
     for name in BATCH_LIMITS:
         _check_batch_count(f"--trainer.{name}", trainer.get(name), allow_zero=True)
-    _check_batch_count("--trainer.val_check_interval", trainer.get("val_check_interval"), allow_zero=False)
+    _check_batch_count("--trainer.val_check_interval", trainer.get("val_check_interval"))
     if (limit := _duration(trainer.get("max_time"))) is not None and limit <= timedelta(0):
         raise DragonInputError(
             f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"
@@ -77,7 +77,7 @@ def _duration(value: Any) -> timedelta | None:
     return value if isinstance(value, timedelta) else None
 
 
-def _check_batch_count(option: str, value: Any, allow_zero: bool) -> None:
+def _check_batch_count(option: str, value: Any, allow_zero: bool = False) -> None:
     """An int counts batches (at least 0 or 1); a float is a share of them, in (0, 1] (or [0, 1])."""
     if value is None:
         return

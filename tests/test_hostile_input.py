@@ -158,9 +158,15 @@ OPTION_CASES = {
     "seed too large": (["--seed_everything", str(2**32)], f"--seed_everything must lie between 0 and 4294967295, got {2**32}"),
     "negative data seed": (["--data.seed", "-3"], "--data.seed must lie between 0 and 4294967295, got -3"),
     "data seed too large": (["--data.seed", str(2**40)], f"--data.seed must lie between 0 and 4294967295, got {2**40}"),
-    "epochs below -1": (["--trainer.max_epochs", "-2"], "--trainer.max_epochs must be at least -1, got -2"),
-    "negative steps": (["--trainer.max_steps", "-5"], "--trainer.max_steps must be at least -1, got -5"),
-    "validation share above 1": (["--trainer.limit_val_batches", "1.5"], "--trainer.limit_val_batches: a share of the batches"),
+    "epochs below -1": (
+        ["--trainer.max_epochs", "-2"],
+        "--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -2.",
+    ),
+    "negative steps": (["--trainer.max_steps", "-5"], "--trainer: `max_steps` must be a non-negative integer or -1"),
+    "validation share above 1": (
+        ["--trainer.limit_val_batches", "1.5"],
+        "--trainer.limit_val_batches: a share of the batches",
+    ),
     "negative learning rate": (
         ["--model.init_args.optimizer.init_args.lr", "-0.1"],
         "--model.init_args.optimizer: Invalid learning rate: -0.1",

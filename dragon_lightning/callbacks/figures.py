@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchmetrics.classification import BinaryROC
 
 from dragon_lightning.errors import InvalidArgument
 from dragon_lightning.figures import drawing as plots
@@ -103,9 +102,6 @@ class TutorialFigures(Callback):
         self._training_sample: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._training_sampled = 0
         self._frames: list[np.ndarray] = []
-        self._test_counts: torch.Tensor | None = None
-        self._test_roc: BinaryROC | None = None
-        self._test_curve: list[np.ndarray] = []  # false and true positive rates
         self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._test_sampled = 0
 
@@ -185,41 +181,25 @@ class TutorialFigures(Callback):
         self._training_sample, self._training_sampled = [], 0
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        n = pl_module.num_classes
-        self._test_counts = torch.zeros(n * n, dtype=torch.long, device=pl_module.device)
-        self._test_roc = BinaryROC().to(pl_module.device) if pl_module.binary else None
         self._test_sample, self._test_sampled = [], 0
 
     def on_test_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Count every test dragon into the confusion matrix and the ROC curve; keep the first ones for
-        scatter plots."""
+        """Keep the first test dragons for the scatter plots (the model counts every one of them into its
+        confusion matrix and ROC curve)."""
         if not self._drawing(trainer) or outputs is None:
             return
         features, labels = batch
         predicted = outputs["predicted"]
-        assert self._test_counts is not None  # set when the test epoch started
-        self._test_counts += torch.bincount(labels * pl_module.num_classes + predicted, minlength=len(self._test_counts))
-        if self._test_roc is not None:
-            self._test_roc.update(outputs["probabilities"][:, 1], labels)
         if trainer.is_global_zero and self._test_sampled < self.max_points:
             rows = slice(0, self.max_points - self._test_sampled)
             self._test_sample.append((features[rows].float().cpu(), labels[rows].cpu(), predicted[rows].cpu()))
             self._test_sampled += len(self._test_sample[-1][1])
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        if not self._drawing(trainer) or self._test_counts is None:
-            return
-        self._test_counts = trainer.strategy.reduce(self._test_counts, reduce_op="sum")
-        if self._test_roc is not None:
-            curve = self._test_roc.compute()  # gathers every process's scores
-            self._test_curve = [part.cpu().numpy() for part in curve[:2]]
-
     def on_test_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         if not (self._drawing(trainer) and trainer.is_global_zero and self._test_sample):
             return
-        names, n = pl_module.class_names, pl_module.num_classes
-        assert self._test_counts is not None  # set when the test epoch started
-        counts = self._test_counts.cpu().numpy().reshape(n, n)
+        names = pl_module.class_names
+        counts = pl_module.test_summary["confusion"].numpy()
         features, labels, predicted = (torch.cat(parts).numpy() for parts in zip(*self._test_sample))
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
         caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
@@ -228,15 +208,15 @@ class TutorialFigures(Callback):
         self._publish(trainer, "truth_vs_predictions", plots.truth_and_predictions(features, labels, predicted, names, caption))
         self._publish(trainer, "decision_regions", regions.draw(logits, caption, boundary_lines=True))
         self._publish(trainer, "confusion_matrix", plots.confusion_matrix(counts, names))
-        if self._test_curve:
+        if "roc" in pl_module.test_summary:
             self._publish(trainer, "roc_curve", self._roc_image(trainer, counts, pl_module))
-        self._test_sample, self._test_curve = [], []
+        self._test_sample = []
 
     def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: DragonClassifier) -> np.ndarray:
         negatives, positives = counts.sum(axis=1)
         operating_point = (counts[0, 1] / max(negatives, 1), counts[1, 1] / max(positives, 1))
         auroc = float(trainer.callback_metrics["test/auroc"])  # the model logs it from the same scores
-        false_positive_rate, true_positive_rate = self._test_curve
+        false_positive_rate, true_positive_rate = (part.numpy() for part in pl_module.test_summary["roc"])
         return plots.roc_curve(
             false_positive_rate, true_positive_rate, auroc, operating_point, pl_module.threshold, pl_module.class_names[1]
         )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import ConfusionMatrix, MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import BinaryROC
 
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
@@ -84,6 +85,17 @@ class DragonClassifier(L.LightningModule):
                 "test_scores": score_collection(num_classes).clone(prefix="test/"),
             }
         )
+        self.test_summaries = torch.nn.ModuleDict(
+            {
+                "confusion": ConfusionMatrix(
+                    task="binary" if num_classes == 2 else "multiclass", num_classes=num_classes, validate_args=False
+                ),
+                **({"roc": BinaryROC()} if num_classes == 2 else {}),
+            }
+        )
+        self.test_summary: dict[str, Any] = {}
+        """The last test's confusion counts (rows: true class) and, for two classes, ROC curve (false and
+        true positive rates), over every process's rows: what the figures draw."""
         self.history: list[dict] = []
         """Each epoch's logged training and validation loss and accuracy (kept in checkpoints), as
         Keras' ``History``: what the learning-curves figure draws, whatever the logger."""
@@ -227,6 +239,12 @@ class DragonClassifier(L.LightningModule):
         self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
+        summaries = {name: cast(Metric, metric) for name, metric in self.test_summaries.items()}
+        self.test_summary = {"confusion": summaries["confusion"].compute().cpu()}
+        if "roc" in summaries:
+            self.test_summary["roc"] = tuple(part.cpu() for part in summaries["roc"].compute()[:2])
+        for metric in summaries.values():
+            metric.reset()
         self._log_epoch("test")
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | None:
@@ -255,9 +273,12 @@ class DragonClassifier(L.LightningModule):
         (the figures)."""
         _, logits = self._shared_step(batch, "test")
         probabilities = self.probabilities(logits)
-        if self.binary:  # scores, not decisions: the ROC area
+        predicted = self.predict_classes(logits)
+        cast(Metric, self.test_summaries["confusion"]).update(predicted, batch[1])
+        if self.binary:  # scores, not decisions: the ROC area and curve
             self._collection("test_scores").update(probabilities[:, 1], batch[1])
-        return {"predicted": self.predict_classes(logits), "probabilities": probabilities}
+            cast(Metric, self.test_summaries["roc"]).update(probabilities[:, 1], batch[1])
+        return {"predicted": predicted, "probabilities": probabilities}
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Class probabilities (one column per class), the predicted class index, and whether the row lies
