@@ -110,7 +110,7 @@ show_boundary_over_training(logistic_run)
 
 # %%
 perceptron_run = train(
-    Perceptron(num_classes=2, class_names=fire_data.class_names, lr=1.0, tol=None), fire_data, "fire_perceptron", epochs=30
+    Perceptron(num_classes=2, class_names=fire_data.class_names, lr=1.0, tol=None), fire_data, "fire_perceptron", epochs=20
 )
 show_boundary_over_training(perceptron_run)
 
@@ -124,7 +124,7 @@ show_boundary_over_training(perceptron_run)
 color_data = DragonDataModule(task="color", csv_path=CSV_PATH, seed=SEED, data_dir=None)
 color_data.setup("fit")
 color_perceptron_run = train(
-    Perceptron(num_classes=3, class_names=color_data.class_names, lr=1.0, tol=None), color_data, "color_perceptron", epochs=30
+    Perceptron(num_classes=3, class_names=color_data.class_names, lr=1.0, tol=None), color_data, "color_perceptron", epochs=20
 )
 mlp_run = train(
     MLPClassifier(
@@ -202,7 +202,7 @@ if "DRAGON_NOTEBOOK_NO_SERVERS" not in os.environ:
 # %% [markdown]
 # Cross-validation chooses settings without touching the test dragons. `cv --refit true` then trains
 # once more on every non-test dragon for the median epochs the folds kept, and `--ensemble true`
-# averages the fold models and the refit.
+# averages the fold models and the refit (25 epochs a run here, to keep the notebook short).
 
 # %%
 cv = cli_main(
@@ -217,7 +217,7 @@ cv = cli_main(
         "--ensemble",
         "true",
         "--trainer.max_epochs",
-        "40",
+        "25",
         "--output_dir",
         str(RUNS / "cv_color_mlp"),
         "--trainer.default_root_dir",

@@ -34,12 +34,13 @@ def test_table_numbers_equal_the_cli_for_the_same_seed(tmp_path):
 def test_the_table_script_writes_markdown_and_json(tmp_path, capsys):
     reproduce = load_benchmark("reproduce_tutorial")
     output = tmp_path / "table.json"
-    reproduce.main(["--draws", "2", "--configs", "configs/color_perceptron.yaml", "--json", str(output)])
+    reproduce.main(["--draws", "1", "--first-draw", "7", "--configs", "configs/color_perceptron.yaml", "--json", str(output)])
     printed = capsys.readouterr().out
     assert "| color | configs/color_perceptron.yaml |" in printed
     assert "| color | scikit-learn MLPClassifier (10,20,1000) on train+val |" in printed
     rows = {row["method"]: row for row in json.loads(output.read_text())["rows"]}
-    assert rows["configs/color_perceptron.yaml"]["draws"] == 2
+    assert rows["configs/color_perceptron.yaml"]["draws"] == 1
+    assert json.loads(output.read_text())["first_draw"] == 7
     for rows_used in ("train", "train+val"):
         assert 0.8 < rows[f"scikit-learn LogisticRegression on {rows_used}"]["test/acc"]["mean"] <= 1
 

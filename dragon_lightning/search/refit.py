@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dragon_lightning.cli import DragonCLI, build_cli
+from dragon_lightning.search.runs import in_run_folder
 
 REFIT = "refit"
 """The refit's run folder in a cv or sweep folder."""
@@ -29,17 +30,6 @@ def refit_args(fit_args: Sequence[str], epochs: int) -> list[str]:
 
 def refit(fit_args: Sequence[str], epochs: int, run_dir: Path) -> DragonCLI:
     """Train and test the refit into ``run_dir`` (a run folder of its own); returns the finished CLI."""
-    args = [
-        "fit",
-        *refit_args(fit_args, epochs),
-        "--test_after_fit",
-        "true",
-        "--trainer.logger.init_args.save_dir",
-        str(run_dir.parent),
-        "--trainer.logger.init_args.name",
-        "",
-        "--trainer.logger.init_args.version",
-        run_dir.name,
-    ]
+    args = ["fit", *refit_args(fit_args, epochs), "--test_after_fit", "true", *in_run_folder(run_dir)]
     print(f"refit on every non-test row for {epochs} epochs: {run_dir}", flush=True)
     return build_cli(args)

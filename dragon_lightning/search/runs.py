@@ -115,19 +115,7 @@ class RunCLI(DragonCLI):
 def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = ()) -> RunResult:
     """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
     (the monitored best, else the final ones). Test rows are never touched."""
-    args = [
-        "fit",
-        *QUIET_DEFAULTS,
-        *fit_args,
-        "--test_after_fit",
-        "false",
-        "--trainer.logger.init_args.save_dir",
-        str(run_dir.parent),
-        "--trainer.logger.init_args.name",
-        "",
-        "--trainer.logger.init_args.version",
-        run_dir.name,
-    ]
+    args = ["fit", *QUIET_DEFAULTS, *fit_args, "--test_after_fit", "false", *in_run_folder(run_dir)]
     timer = FitTimer()
     cli = build_cli(args, cli_class=RunCLI, callbacks=[timer, *callbacks])
     trainer = cli.trainer
@@ -147,19 +135,15 @@ def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence
     )
 
 
+def in_run_folder(run_dir: Path) -> list[str]:
+    """Options that put a command's logs, checkpoints and config.yaml in ``run_dir`` itself."""
+    return ["--trainer.logger.init_args.save_dir", str(run_dir.parent), "--trainer.logger.init_args.name", "",
+            "--trainer.logger.init_args.version", run_dir.name]  # fmt: skip
+
+
 def test_run(run_dir: Path, test_args: Sequence[str]) -> DragonCLI:
     """``test`` into ``run_dir`` (its config.yaml, logs and pictures)."""
-    args = [
-        "test",
-        *test_args,
-        "--trainer.logger.init_args.save_dir",
-        str(run_dir.parent),
-        "--trainer.logger.init_args.name",
-        "",
-        "--trainer.logger.init_args.version",
-        run_dir.name,
-    ]
-    return build_cli(args)
+    return build_cli(["test", *test_args, *in_run_folder(run_dir)])
 
 
 def boolean(text: str) -> bool:
