@@ -1,0 +1,52 @@
+"""House rules that hold by construction: only Lightning's and PyTorch's public API, except where a
+commented, minimal override says why."""
+
+import importlib
+import inspect
+import pkgutil
+import re
+
+from clihelpers import ROOT
+
+import dragon_lightning
+
+PRIVATE_OVERRIDES = {("DragonCLI", "_parse_ckpt_path")}
+"""LightningCLI 2.6 re-reads the checkpoint file and lets its ``_class_path`` choose the imported module;
+the override applies the copy the checkpoint gate checked (see its docstring)."""
+
+PRIVATE_USE = [
+    re.compile(r"from (?:lightning|torch|jsonargparse)[\w.]* import [^\n]*\b_(?!_)\w+"),
+    re.compile(r"\b(?:lightning|torch|L|F|nn)(?:\.\w+)*\._(?!_)\w+"),
+    re.compile(r"\b(?:trainer|strategy|pl_module|fit_loop|parser)\._(?!_)\w+"),
+    re.compile(r"\bfit_loop\b"),
+]
+
+
+def package_modules():
+    for info in pkgutil.walk_packages(dragon_lightning.__path__, "dragon_lightning."):
+        if info.name.endswith(("serve_api",)):  # needs the serve extra's LitServe: read as text below
+            continue
+        yield importlib.import_module(info.name)
+
+
+def test_no_private_lightning_or_torch_name_is_used():
+    found = []
+    for path in sorted((ROOT / "dragon_lightning").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if any(pattern.search(line) for pattern in PRIVATE_USE):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_private_methods_of_the_frameworks_are_overridden_only_where_said():
+    overridden = set()
+    for module in package_modules():
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if not cls.__module__.startswith("dragon_lightning"):
+                continue
+            framework = [base for base in cls.__mro__[1:] if base.__module__.startswith(("lightning", "torch", "jsonargparse"))]
+            for name, member in vars(cls).items():
+                private = name.startswith("_") and not name.startswith("__") and inspect.isfunction(member)
+                if private and any(hasattr(base, name) for base in framework):
+                    overridden.add((cls.__name__, name))
+    assert overridden == PRIVATE_OVERRIDES
