@@ -119,7 +119,7 @@ def trainer_run(
         enable_progress_bar="progress" in pieces,
         enable_model_summary=False,
     )
-    with contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # as the whole command's below
         trainer.fit(model_factory(data), datamodule=data)
     return timer.seconds
 
