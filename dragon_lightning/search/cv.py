@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dragon_lightning.gates.inputs import RUN_RECORD, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
@@ -42,7 +43,7 @@ def outputs(folds: int) -> list[str]:
 def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
     """The recorded result of a fold that ran to its end with the same options and kept its checkpoint."""
     try:
-        recorded = json.loads((run_dir / FOLD_RESULT).read_text(encoding="utf-8"))
+        recorded = json.loads(read_text(run_dir / FOLD_RESULT, RUN_RECORD))
         result = RunResult(**{**recorded["result"], "run_dir": Path(recorded["result"]["run_dir"])})
     except (OSError, ValueError, KeyError, TypeError):
         return None
