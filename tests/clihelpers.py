@@ -23,6 +23,12 @@ def run(*args: str):
     return cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else list(args))
 
 
+def predict_args(config_path, checkpoint, dragons, output) -> list[str]:
+    """``predict`` of the CSV ``dragons`` with ``checkpoint`` under ``config_path``, into ``output``."""
+    return ["predict", "--config", str(config_path), "--ckpt_path", str(checkpoint), "--data.predict_csv", str(dragons),
+            "--predictions.output_path", str(output)]  # fmt: skip
+
+
 def run_in_subprocess(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     """``python -m dragon_lightning ARGS`` in a process of its own, able to import the tests' callbacks."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

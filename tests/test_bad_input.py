@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
+from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, predict_args, run
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -167,15 +167,7 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
     output = scratch / "predictions.csv"
     output.write_text("my earlier results\n")
     args = [
-        "predict",
-        "--config",
-        config("color_mlp.yaml"),
-        "--ckpt_path",
-        str(color_mlp_checkpoint),
-        "--data.predict_csv",
-        str(dragons),
-        "--predictions.output_path",
-        str(output),
+        *predict_args(config("color_mlp.yaml"), str(color_mlp_checkpoint), str(dragons), str(output)),
         "--trainer.logger",
         "false",
     ]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import ROOT, config, last_weights, run
+from clihelpers import ROOT, config, last_weights, predict_args, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dragon_lightning.commands import cli_main
@@ -107,15 +107,7 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     dragons.write_text("name,numberToes,bodyLength\nSmaug,4,130\nPuff,22,260\nGiant,500,9000\n")
     output = tmp_path / "out" / "predictions.csv"
     run(
-        "predict",
-        "--config",
-        config("color_mlp.yaml"),
-        "--ckpt_path",
-        best,
-        "--data.predict_csv",
-        str(dragons),
-        "--predictions.output_path",
-        str(output),
+        *predict_args(config("color_mlp.yaml"), best, str(dragons), str(output)),
         "--trainer.default_root_dir",
         str(tmp_path),
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run, run_in_subprocess
+from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, predict_args, run, run_in_subprocess
 
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.gates.checkpoints import stamp_checksum
@@ -223,15 +223,7 @@ def test_an_unusable_predictions_path_is_refused_before_predicting(where, traine
     if where == "a directory":
         output.mkdir()
     args = [
-        "predict",
-        "--config",
-        COLOR_MLP,
-        "--ckpt_path",
-        str(trained),
-        "--data.predict_csv",
-        "dragons.csv",
-        "--predictions.output_path",
-        str(output),
+        *predict_args(COLOR_MLP, str(trained), "dragons.csv", str(output)),
     ]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "--predictions.output_path")
 
@@ -337,15 +329,7 @@ def test_predict_refuses_rows_it_cannot_score_and_keeps_the_users_columns(case, 
     content, message = PREDICT_CASES[case]
     (scratch / "dragons.csv").write_text(content)
     args = [
-        "predict",
-        "--config",
-        COLOR_MLP,
-        "--ckpt_path",
-        str(trained),
-        "--data.predict_csv",
-        "dragons.csv",
-        "--predictions.output_path",
-        "out.csv",
+        *predict_args(COLOR_MLP, str(trained), "dragons.csv", "out.csv"),
     ]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "dragons.csv: ", message)
 
@@ -357,15 +341,7 @@ def test_predict_never_writes_empty_probabilities(trained, scratch, capfd):
     before = files_under(scratch)
     with pytest.raises(SystemExit) as exit_info:
         run(
-            "predict",
-            "--config",
-            COLOR_MLP,
-            "--ckpt_path",
-            str(broken),
-            "--data.predict_csv",
-            "dragons.csv",
-            "--predictions.output_path",
-            "out.csv",
+            *predict_args(COLOR_MLP, str(broken), "dragons.csv", "out.csv"),
             "--trainer.logger",
             "false",
         )
@@ -402,15 +378,7 @@ def test_written_files_follow_the_umask(umask, trained, scratch):
     previous = os.umask(umask)
     try:
         run(
-            "predict",
-            "--config",
-            COLOR_MLP,
-            "--ckpt_path",
-            str(trained),
-            "--data.predict_csv",
-            "dragons.csv",
-            "--predictions.output_path",
-            "out.csv",
+            *predict_args(COLOR_MLP, str(trained), "dragons.csv", "out.csv"),
             "--trainer.logger",
             "false",
         )
@@ -601,15 +569,7 @@ def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scrat
         "predictions.output_path": (
             "out.csv",
             [
-                "predict",
-                "--config",
-                COLOR_MLP,
-                "--ckpt_path",
-                str(trained),
-                "--data.predict_csv",
-                "dragons.csv",
-                "--predictions.output_path",
-                "mine/out.csv",
+                *predict_args(COLOR_MLP, str(trained), "dragons.csv", "mine/out.csv"),
             ],
         ),
         "lr_find folder": (

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import config, expect_one_line_error, files_under, run
+from clihelpers import config, expect_one_line_error, files_under, predict_args, run
 
 from dragon_lightning import load_model
 from dragon_lightning.data import DragonDataModule
@@ -101,15 +101,7 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(c
 
     pd.DataFrame(points, columns=["numberToes", "bodyLength"]).to_csv(tmp_path / "dragons.csv", index=False)
     run(
-        "predict",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--ckpt_path",
-        str(path),
-        "--data.predict_csv",
-        str(tmp_path / "dragons.csv"),
-        "--predictions.output_path",
-        str(tmp_path / "predictions.csv"),
+        *predict_args(config("fire_logistic.yaml"), str(path), str(tmp_path / "dragons.csv"), str(tmp_path / "predictions.csv")),
         "--trainer.logger",
         "false",
     )
