@@ -72,6 +72,8 @@ class DragonCLI(LightningCLI):
     """Options of how a checkpoint's model decides (its threshold) set on an evaluation command."""
     announce = True
     """Print where a run's files went (off for a search's many quiet runs)."""
+    tested_checkpoint = ""
+    """The checkpoint the test after ``fit`` ran on ("" for the final weights in memory, or no test)."""
 
     @property
     def stage(self) -> str | None:
@@ -220,7 +222,6 @@ class DragonCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         self.tested_checkpoint = best
-        """The checkpoint the test after fit ran on ("" for the final weights in memory)."""
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)

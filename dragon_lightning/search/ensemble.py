@@ -11,7 +11,6 @@ import lightning as L
 
 from dragon_lightning.checkpoints import AtomicCheckpointIO
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.inference import load_model
 from dragon_lightning.models import FoldEnsemble
 from dragon_lightning.models.base import CHECKPOINT_KEY
@@ -34,8 +33,7 @@ def write_ensemble(member_paths: Sequence[str | Path], path: Path, threshold: fl
                 "an ensemble needs members of one task"
             )
     ensemble = FoldEnsemble.of([member.classifier for member in members], threshold)
-    first = load_checkpoint(member_paths[0], option=None) or {}
-    data_options = {k: v for k, v in first.get("datamodule_hyper_parameters", {}).items() if k not in FOLD_OPTIONS}
+    data_options = {name: value for name, value in members[0].data_options.items() if name not in FOLD_OPTIONS}
     checkpoint = {
         "epoch": 0,
         "global_step": 0,
