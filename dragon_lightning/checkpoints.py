@@ -8,7 +8,6 @@ checks turn each into one line naming the file and what is wrong with it.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from dragon_lightning.arguments import init_parameters
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.checkpoints import load_checkpoint, model_class, stamp_checksum
 from dragon_lightning.gates.outputs import OutputFolder
@@ -34,6 +34,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if section in checkpoint:
+                checkpoint[section] = plain_values(checkpoint[section])
         stamp_checksum(checkpoint)
         if "://" in str(path):  # remote storage: no local rename
             return super().save_checkpoint(checkpoint, path, storage_options)
@@ -41,6 +44,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         OutputFolder(path.parent).write(
             path.name, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options)
         )
+
+
+def plain_values(value: Any) -> Any:
+    """jsonargparse's restricted numbers (``PositiveInt``...) as the ``int`` or ``float`` they are, in
+    lists and mappings too: the weights-only loader accepts nothing else."""
+    if isinstance(value, dict):
+        return {key: plain_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return (
+            type(value)(plain_values(item) for item in value) if type(value) in (list, tuple) else list(map(plain_values, value))
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return int(value) if isinstance(value, int) else float(value)
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
@@ -91,7 +108,7 @@ DECISION_HYPERPARAMETERS = ("threshold",)
 
 def explicit_values(model_class: type, configured: dict, names: Sequence[str]) -> dict:
     """The options among ``names`` that the config sets away from their defaults."""
-    parameters = inspect.signature(model_class).parameters
+    parameters = init_parameters(model_class)
     return {
         name: configured[name]
         for name in names
@@ -106,7 +123,7 @@ def check_hyperparameters(
     the config sets away from its default must agree with the checkpoint's (LightningCLI would
     otherwise let the checkpoint win without a word), except for the ``adjustable`` ones."""
     trained = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items() if not name.startswith("_")}
-    parameters = inspect.signature(model_class).parameters
+    parameters = init_parameters(model_class)
     unknown = sorted(set(trained) - set(parameters))
     if unknown:
         raise DragonInputError(

@@ -8,7 +8,6 @@ tutorial's recipe): the standardization is the model's first layer.
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dragon_lightning.arguments import init_parameters
 from dragon_lightning.checkpoints import check_hyperparameters
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.features import CLASS_NAMES
@@ -114,7 +114,7 @@ class TrainedModel:
     def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The checkpoint's test rows (raw features, class indices), drawn again from its data options;
         ``None`` when they cannot be (a CSV that is gone or changed, or no data options)."""
-        accepted = inspect.signature(DragonDataModule.__init__).parameters
+        accepted = init_parameters(DragonDataModule)
         options = {name: value for name, value in self.data_options.items() if name in accepted}
         if not options:
             return None
@@ -154,8 +154,7 @@ def load_model(path: str | os.PathLike, option: str | None = None) -> TrainedMod
     model_class = checkpoint_model_class(checkpoint, path)
     hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     check_hyperparameters(checkpoint, path, model_class, {})
-    parameters = inspect.signature(model_class).parameters
-    if "compile" in parameters:
+    if "compile" in init_parameters(model_class):
         hyperparameters["compile"] = False  # inference runs eagerly; the weights are the same
     try:
         classifier = model_class(**hyperparameters)

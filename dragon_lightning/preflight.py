@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from jsonargparse import Namespace
 
+from dragon_lightning.arguments import MAX_SEED
 from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
-from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
-from dragon_lightning.models import DragonClassifier
+from dragon_lightning.models import DragonClassifier, OptimizedClassifier
 
 
 def check_seed(value: Any) -> None:
@@ -110,7 +110,7 @@ def check_optimization_options(trainer: Namespace, model: DragonClassifier) -> N
     """Build the model's optimizer and scheduler once: PyTorch refuses a negative learning rate, betas
     outside [0, 1) and the like only when training starts. Clipping and accumulation need Lightning to
     run the optimizer, which the online perceptron does not have."""
-    if model.optimizer is not None:  # injected from the config (the perceptron builds its own)
+    if isinstance(model, OptimizedClassifier):  # the perceptron builds its own
         try:
             optimizer = model.optimizer(model.parameters())
         except (ValueError, TypeError) as error:

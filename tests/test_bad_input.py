@@ -59,12 +59,30 @@ def test_bad_csv(case, scratch, capfd):
 OPTION_CASES = {
     "unknown model": (["--model", "Forest"], "--model must name a model"),
     "unknown task": (["--data.task", "size"], "--data.task"),
-    "zero batch size": (["--data.batch_size", "0"], "--data.batch_size must be at least 1, got 0"),
-    "negative batch size": (["--data.batch_size", "-4"], "--data.batch_size must be at least 1, got -4"),
-    "test fraction of 1": (["--data.test_fraction", "1"], "--data.test_fraction must lie strictly between 0 and 1"),
-    "negative val fraction": (["--data.val_fraction", "-0.1"], "--data.val_fraction must lie in [0, 1)"),
-    "hidden size of zero": (["--model.hidden_sizes", "[10, 0]"], "--model.init_args.hidden_sizes must be positive"),
-    "no dragons": (["--data.n_dragons", "0"], "--data.n_dragons must lie between 1 and 30,000,000, got 0"),
+    "zero batch size": (
+        ["--data.batch_size", "0"],
+        "--data.batch_size: Not of type PositiveInt: 0 does not conform to restriction v>0",
+    ),
+    "negative batch size": (
+        ["--data.batch_size", "-4"],
+        "--data.batch_size: Not of type PositiveInt: -4 does not conform to restriction v>0",
+    ),
+    "test fraction of 1": (
+        ["--data.test_fraction", "1"],
+        "--data.test_fraction: Not of type OpenUnitInterval: 1 does not conform to restriction v>0 and v<1",
+    ),
+    "negative val fraction": (
+        ["--data.val_fraction", "-0.1"],
+        "--data.val_fraction: Not of type ClosedOpenUnitInterval: -0.1 does not conform to restriction v>=0 and v<1",
+    ),
+    "hidden size of zero": (
+        ["--model.hidden_sizes", "[10, 0]"],
+        "--model.init_args.hidden_sizes: Not of type PositiveInt: 0 does not conform to restriction v>0",
+    ),
+    "no dragons": (
+        ["--data.n_dragons", "0"],
+        "--data.n_dragons: Not of type DragonCount: 0 does not conform to restriction v>=1 and v<=30000000",
+    ),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
     "missing config": (["--config", "nowhere.yaml"], "--config: File does not exist"),
     "negative epochs between rankings": (

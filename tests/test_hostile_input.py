@@ -156,8 +156,14 @@ NO_GPU = not torch.cuda.is_available()
 OPTION_CASES = {
     "negative seed": (["--seed_everything", "-1"], "--seed_everything must lie between 0 and 4294967295, got -1"),
     "seed too large": (["--seed_everything", str(2**32)], f"--seed_everything must lie between 0 and 4294967295, got {2**32}"),
-    "negative data seed": (["--data.seed", "-3"], "--data.seed must lie between 0 and 4294967295, got -3"),
-    "data seed too large": (["--data.seed", str(2**40)], f"--data.seed must lie between 0 and 4294967295, got {2**40}"),
+    "negative data seed": (
+        ["--data.seed", "-3"],
+        "--data.seed: Not of type Seed: does not conform to restriction v>=0 and v<=4294967295 (given -3)",
+    ),
+    "data seed too large": (
+        ["--data.seed", str(2**40)],
+        f"--data.seed: Not of type Seed: does not conform to restriction v>=0 and v<=4294967295 (given {2**40})",
+    ),
     "epochs below -1": (
         ["--trainer.max_epochs", "-2"],
         "--trainer: `max_epochs` must be a non-negative integer or -1. You passed in -2.",
@@ -184,7 +190,10 @@ OPTION_CASES = {
     ),
     "bad activation": (["--model.init_args.activation", "gelu"], "--model.init_args.activation: Expected a typing.Literal"),
     "impossible split of generated dragons": (["--data.test_fraction", "0.99"], "the val split would be empty"),
-    "too many dragons": (["--data.n_dragons", str(10**12)], "--data.n_dragons must lie between 1 and 30,000,000"),
+    "too many dragons": (
+        ["--data.n_dragons", str(10**12)],
+        "--data.n_dragons: Not of type DragonCount: 1000000000000 does not conform to restriction v>=1 and v<=30000000",
+    ),
     **({"no GPU": (["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: PyTorch finds no GPU")} if NO_GPU else {}),
 }
 

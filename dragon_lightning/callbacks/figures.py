@@ -9,10 +9,11 @@ from typing import cast
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dragon_lightning.errors import InvalidArgument
+from dragon_lightning.arguments import check_arguments
 from dragon_lightning.figures import drawing as plots
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.models import DragonClassifier
@@ -66,10 +67,10 @@ class TutorialFigures(Callback):
         self,
         enabled: bool = True,
         save_dir: Path | None = None,
-        boundary_every_n_epochs: int | None = None,
-        max_boundary_images: int = 60,
-        max_points: int = 2000,
-        frame_ms: int = 250,
+        boundary_every_n_epochs: PositiveInt | None = None,
+        max_boundary_images: PositiveInt = 60,
+        max_points: PositiveInt = 2000,
+        frame_ms: PositiveInt = 250,
     ) -> None:
         """
         Args:
@@ -82,15 +83,7 @@ class TutorialFigures(Callback):
                 size (the confusion matrix and the ROC curve always count every test dragon).
             frame_ms: how long the animation shows each snapshot, in milliseconds.
         """
-        counts = {
-            "boundary_every_n_epochs": boundary_every_n_epochs or 1,
-            "max_boundary_images": max_boundary_images,
-            "max_points": max_points,
-            "frame_ms": frame_ms,
-        }
-        for name, value in counts.items():
-            if value < 1:
-                raise InvalidArgument(self, name, f"must be at least 1, got {value}")
+        check_arguments(self, locals())
         self.enabled = enabled
         self.save_dir = save_dir
         self.boundary_every_n_epochs = boundary_every_n_epochs

@@ -9,8 +9,10 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 
+from dragon_lightning.arguments import AtLeastTwo, ClosedOpenUnitInterval, DragonCount, Seed, check_arguments
 from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
 from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_folds, stratified_split, tutorial_features
@@ -18,17 +20,6 @@ from dragon_lightning.data.generator import generate_dragons
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
 from dragon_lightning.models.inputs import Standardize
-
-MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
-MAX_DRAGONS = 30_000_000
-"""Generated tables are held in memory: one epoch of fit measured 798 MB at 2 million dragons and 2,344 MB
-at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB here; and their CSV
-(62 bytes a row, 1.9 GB) stays within what the CSV gate reads back."""
-
-
-def _check_fraction(owner: object, name: str, value: float, allow_zero: bool = False) -> None:
-    if not (0.0 <= value < 1.0 if allow_zero else 0.0 < value < 1.0):
-        raise InvalidArgument(owner, name, f"must lie {'in [0, 1)' if allow_zero else 'strictly between 0 and 1'}, got {value}")
 
 
 class DragonDataModule(L.LightningDataModule):
@@ -45,17 +36,17 @@ class DragonDataModule(L.LightningDataModule):
         self,
         task: Literal["fire", "color"] = "color",
         csv_path: Path | None = None,
-        n_dragons: int = 480,
+        n_dragons: DragonCount = 480,
         data_dir: Path | None = Path("data"),
-        seed: int | None = None,
-        test_fraction: float = 0.4,
-        val_fraction: float = 0.2,
+        seed: Seed | None = None,
+        test_fraction: OpenUnitInterval = 0.4,
+        val_fraction: ClosedOpenUnitInterval = 0.2,
         standardize: bool = True,
-        batch_size: int = 32,
+        batch_size: PositiveInt = 32,
         shuffle: bool = True,
         predict_csv: Path | None = None,
-        n_folds: int | None = None,
-        fold: int = 0,
+        n_folds: AtLeastTwo | None = None,
+        fold: NonNegativeInt = 0,
     ) -> None:
         """
         Args:
@@ -82,21 +73,11 @@ class DragonDataModule(L.LightningDataModule):
             fold: with ``n_folds``, the fold that validates (0 to n_folds - 1); the others train.
         """
         super().__init__()
-        if not 1 <= n_dragons <= MAX_DRAGONS:
-            raise InvalidArgument(self, "n_dragons", f"must lie between 1 and {MAX_DRAGONS:,}, got {n_dragons}")
-        if batch_size < 1:
-            raise InvalidArgument(self, "batch_size", f"must be at least 1, got {batch_size}")
-        if n_folds is not None and n_folds < 2:
-            raise InvalidArgument(self, "n_folds", f"must be at least 2, got {n_folds}")
-        if not 0 <= fold < (n_folds or 1):
-            raise InvalidArgument(self, "fold", f"must lie between 0 and {(n_folds or 1) - 1} for n_folds {n_folds}, got {fold}")
-        _check_fraction(self, "test_fraction", test_fraction)
-        _check_fraction(self, "val_fraction", val_fraction, allow_zero=True)
-        if seed is None:
-            seed = 0
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument(self, "seed", f"must lie between 0 and {MAX_SEED}, got {seed}")
         self.save_hyperparameters()
+        check_arguments(self, self.hparams)
+        if fold >= (n_folds or 1):
+            raise InvalidArgument(self, "fold", f"must lie between 0 and {(n_folds or 1) - 1} for n_folds {n_folds}, got {fold}")
+        seed = 0 if seed is None else seed
         self.hparams["seed"] = seed
         for name in ("csv_path", "data_dir", "predict_csv"):  # plain strings: checkpoints hold no Path objects
             self.hparams[name] = None if self.hparams[name] is None else str(self.hparams[name])

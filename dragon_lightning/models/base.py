@@ -15,10 +15,12 @@ from typing import Any, cast
 import lightning as L
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import OpenUnitInterval
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import ConfusionMatrix, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import BinaryROC
 
+from dragon_lightning.arguments import AtLeastTwo, check_arguments
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
 from dragon_lightning.models.metrics import accuracy_collection, score_collection, test_collection
@@ -45,20 +47,29 @@ class DragonClassifier(L.LightningModule):
     returns the loss, and Lightning runs backward, clipping, accumulation, the optimizer and the
     scheduler."""
 
+    derived_arguments: tuple[str, ...] = ()
+    """Arguments a subclass computes from its own and hands on: not hyperparameters of its own."""
+
     def __init__(
         self,
-        num_features: int,
-        num_classes: int,
-        class_names: Sequence[str] | None,
-        optimizer: OptimizerCallable | None = None,
-        scheduler: LRSchedulerCallable | None = None,
-        threshold: float = 0.5,
+        num_features: int = 2,
+        num_classes: AtLeastTwo = 2,
+        class_names: Sequence[str] | None = None,
+        threshold: OpenUnitInterval = 0.5,
     ) -> None:
+        """
+        Args:
+            num_features: inputs per dragon (linked from the data under the CLI).
+            num_classes: classes of the task (linked from the data under the CLI).
+            class_names: names for logs and figures (linked from the data under the CLI).
+            threshold: probability of ``fire`` above which a dragon is predicted to breathe fire: the
+                operating point of accuracy, detection and false positive rates, predictions and
+                figures (two classes only).
+        """
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if not 0.0 < threshold < 1.0:
-            raise InvalidArgument(self, "threshold", f"must lie strictly between 0 and 1, got {threshold}")
+        # Here, not in each subclass: Lightning collects the arguments of every __init__ on the way.
+        self.save_hyperparameters(ignore=[*INJECTED, *self.derived_arguments])
+        check_arguments(self, self.hparams)
         if num_classes > 2 and threshold != 0.5:
             raise InvalidArgument(
                 self, "threshold", f"applies to two classes (fire); with {num_classes} the most probable class is predicted"
@@ -66,8 +77,6 @@ class DragonClassifier(L.LightningModule):
         self.threshold = threshold
         # The decision p > threshold on the logit: exactly logit > 0 at 0.5.
         self.logit_threshold = math.log(threshold / (1 - threshold))
-        self.optimizer = optimizer
-        self.scheduler = scheduler
         self.num_features = num_features
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -257,14 +266,6 @@ class DragonClassifier(L.LightningModule):
             self.watch_divergence(loss, batch_idx)
         return loss
 
-    def configure_optimizers(self):
-        """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``
-        follows ``val/loss``); Lightning steps both."""
-        optimizer = self.optimizer(self.parameters())
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "val/loss"}}
-
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
@@ -289,3 +290,29 @@ class DragonClassifier(L.LightningModule):
             "predicted": self.predict_classes(logits),
             "outside_training_range": self.inputs.outside_training_range(batch[0]),
         }
+
+
+class OptimizedClassifier(DragonClassifier):
+    """A classifier trained by the optimizer (and scheduler) its config names."""
+
+    def __init__(
+        self, optimizer: OptimizerCallable = torch.optim.Adam, scheduler: LRSchedulerCallable | None = None, **kwargs
+    ) -> None:
+        """
+        Args:
+            optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 2e-4`` (the
+                tutorial's MLP).
+            scheduler: a learning-rate scheduler, e.g. ``torch.optim.lr_scheduler.StepLR`` (unset: none).
+                ``ReduceLROnPlateau`` follows ``val/loss``.
+        """
+        super().__init__(**kwargs)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    def configure_optimizers(self):
+        """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``
+        follows ``val/loss``); Lightning steps both."""
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "monitor": "val/loss"}}

@@ -45,6 +45,8 @@ class MeanProbabilities(nn.Module):
 class FoldEnsemble(DragonClassifier):
     """The mean of its members' class probabilities; not trained itself (its members were)."""
 
+    derived_arguments = ("num_features", "num_classes", "class_names")
+
     def __init__(self, members: Sequence[dict[str, Any]] = (), threshold: float = 0.5) -> None:
         """
         Args:
@@ -67,7 +69,6 @@ class FoldEnsemble(DragonClassifier):
                     "members",
                     f"member {index} predicts {classifier.class_names}, member 0 {first.class_names}: an ensemble needs one task",
                 )
-        self.save_hyperparameters()
         self.average = MeanProbabilities([classifier.logits_module() for classifier in classifiers], self.binary)
 
     @property

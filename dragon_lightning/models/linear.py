@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat
 from torch import nn
 
 from dragon_lightning.errors import InvalidArgument
-from dragon_lightning.models.base import INJECTED, DragonClassifier
+from dragon_lightning.models.base import DragonClassifier, OptimizedClassifier
 
 
 def _zero_linear(num_features: int, num_outputs: int) -> nn.Linear:
@@ -68,40 +68,22 @@ class Perceptron(DragonClassifier):
     numpy at a fraction of the cost per row: the tutorial's 432,000 updates take seconds instead of
     432,000 optimizer steps. It is the one place where the project optimizes manually (the rule, not
     an optimizer, moves the weights), and it runs in one process.
+
+    ``threshold`` moves the decision only: the rule always trains on the sign of the activation, as
+    the tutorial's does.
     """
 
-    def __init__(
-        self,
-        num_features: int = 2,
-        num_classes: int = 2,
-        class_names: Sequence[str] | None = None,
-        lr: float = 1.0,
-        tol: float | None = 0.1,
-        online: bool = False,
-        threshold: float = 0.5,
-    ) -> None:
+    def __init__(self, lr: PositiveFloat = 1.0, tol: NonNegativeFloat | None = 0.1, online: bool = False, **kwargs) -> None:
         """
         Args:
-            num_features: inputs per dragon (linked from the data under the CLI).
-            num_classes: classes of the task (linked from the data under the CLI).
-            class_names: names for logs and figures (linked from the data under the CLI).
             lr: learning rate of epoch 0; epoch ``e`` uses ``lr / (e + 1)``.
             tol: stop when an epoch's updates add up to less than this (summed absolute weight
                 change); unset: run all epochs.
             online: apply the rule row by row inside each batch (single process), exactly as batch
                 size 1 would. Off: each batch makes one update, the sum of its rows' corrections.
-            threshold: probability of ``fire`` (the sigmoid of the activation) above which a dragon is predicted to breathe fire: the
-                operating point of accuracy, detection and false positive rates, predictions and
-                figures (two classes only).
-                The rule itself always trains on the sign of the activation, as the tutorial's does.
         """
-        super().__init__(num_features, num_classes, class_names, threshold=threshold)
-        if lr <= 0:
-            raise InvalidArgument(self, "lr", f"must be positive, got {lr}")
-        if tol is not None and tol < 0:
-            raise InvalidArgument(self, "tol", f"must be 0 or more, got {tol}")
-        self.save_hyperparameters()
-        self.linear = _zero_linear(num_features, self.num_outputs)
+        super().__init__(**kwargs)
+        self.linear = _zero_linear(self.num_features, self.num_outputs)
         self.automatic_optimization = not online
         self._epoch_movement = torch.zeros(())
 
@@ -176,34 +158,13 @@ class Perceptron(DragonClassifier):
             self.trainer.should_stop = True
 
 
-class LogisticRegression(DragonClassifier):
+class LogisticRegression(OptimizedClassifier):
     """Logistic regression: one linear layer, cross-entropy on its logits (softmax across classes for
     ``color``), minimised by any optimizer (L-BFGS fits it to convergence, as scikit-learn does)."""
 
-    def __init__(
-        self,
-        num_features: int = 2,
-        num_classes: int = 2,
-        class_names: Sequence[str] | None = None,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        scheduler: LRSchedulerCallable | None = None,
-        threshold: float = 0.5,
-    ) -> None:
-        """
-        Args:
-            num_features: inputs per dragon (linked from the data under the CLI).
-            num_classes: classes of the task (linked from the data under the CLI).
-            class_names: names for logs and figures (linked from the data under the CLI).
-            optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 0.05``.
-            scheduler: a learning-rate scheduler, e.g. ``torch.optim.lr_scheduler.StepLR`` (unset: none).
-                ``ReduceLROnPlateau`` follows ``val/loss``.
-            threshold: probability of ``fire`` above which a dragon is predicted to breathe fire: the
-                operating point of accuracy, detection and false positive rates, predictions and
-                figures (two classes only).
-        """
-        super().__init__(num_features, num_classes, class_names, optimizer, scheduler, threshold)
-        self.save_hyperparameters(ignore=list(INJECTED))
-        self.linear = _zero_linear(num_features, self.num_outputs)
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.linear = _zero_linear(self.num_features, self.num_outputs)
 
     @property
     def network(self) -> nn.Module:

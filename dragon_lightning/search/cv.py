@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dragon_lightning.arguments import AtLeastTwo
 from dragon_lightning.gates.inputs import RUN_RECORD, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
@@ -112,7 +113,7 @@ def cv_command(args: list[str]) -> CrossValidation:
         "and the median kept epoch, and writes cv_results.csv. Test rows are touched only by the refit's and "
         "the ensemble's final test. The same command again reuses the folds that finished.",
     )
-    parser.add_argument("--folds", type=int, default=5, help="number of folds, at least 2 (default: 5)")
+    parser.add_argument("--folds", type=AtLeastTwo, default=5, help="number of folds, at least 2 (default: 5)")
     parser.add_argument(
         "--refit",
         type=boolean,
@@ -138,8 +139,6 @@ def cv_command(args: list[str]) -> CrossValidation:
         "holds files of the same names that dragon-lightning did not write is refused before any run",
     )
     own, fit_args = parser.parse_known_args(args)
-    if own.folds < 2:
-        parser.error(f"--folds must be at least 2, got {own.folds}")
     quiet_lightning()
     if own.output_dir is not None:  # before the config's checks write anything
         OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds))

@@ -17,11 +17,12 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import optuna
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial
 
+from dragon_lightning.arguments import AtLeastTwo, Seed
 from dragon_lightning.cli import FitSetupCLI, build_cli
-from dragon_lightning.data.datamodule import MAX_SEED
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.messages import input_error_message
@@ -60,18 +61,18 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
     parser.add_argument(
         "--n_trials",
-        type=int,
+        type=PositiveInt,
         default=20,
         help="trials the study should have in total; a rerun adds the missing ones (default: 20)",
     )
     parser.add_argument(
         "--folds",
-        type=int,
+        type=AtLeastTwo,
         default=None,
         help="score each trial by the mean over this many stratified folds (default: one split)",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="processes that run trials side by side on this machine (default: 1)"
+        "--workers", type=PositiveInt, default=1, help="processes that run trials side by side on this machine (default: 1)"
     )
     parser.add_argument(
         "--storage",
@@ -89,7 +90,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     )
     parser.add_argument(
         "--heartbeat",
-        type=int,
+        type=PositiveInt,
         default=60,
         help="with --storage: seconds between a running trial's "
         "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)",
@@ -102,7 +103,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
         "folds), keep the final weights and test them: run folder 'refit' (default: false)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
+    parser.add_argument("--seed", type=Seed, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument(
         "--output_dir",
         type=Path,
@@ -112,13 +113,6 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "dragon-lightning did not write is refused before any trial",
     )
     own, fit_args = parser.parse_known_args(args)
-    for name, value, low in (("n_trials", own.n_trials, 1), ("workers", own.workers, 1), ("folds", own.folds or 2, 2)):
-        if value < low:
-            parser.error(f"--{name} must be at least {low}, got {value}")
-    if not 0 <= own.seed <= MAX_SEED:
-        parser.error(f"--seed must lie between 0 and {MAX_SEED}, got {own.seed}")
-    if not own.heartbeat > 0:
-        parser.error(f"--heartbeat must be a positive number of seconds, got {own.heartbeat}")
     if own.storage is not None:
         open_database(
             own.storage, own.heartbeat

@@ -1,0 +1,69 @@
+"""Argument types with their ranges, shared by the data, the models and the callbacks.
+
+A range lives in the signature as a jsonargparse type (``PositiveInt``, ``OpenUnitInterval``...):
+the CLI's parser refuses a value outside it and ``--help`` shows it. :func:`check_arguments` applies
+the same types to Python callers, so each range is written once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from jsonargparse.typing import restricted_number_type
+
+from dragon_lightning.errors import InvalidArgument
+
+MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
+ClosedOpenUnitInterval = restricted_number_type("ClosedOpenUnitInterval", float, [(">=", 0), ("<", 1)])
+AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2))
+MAX_DRAGONS = 30_000_000
+"""Generated tables are held in memory: one epoch of fit measured 798 MB at 2 million dragons and 2,344 MB
+at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB here; and their CSV
+(62 bytes a row, 1.9 GB) stays within what the CSV gate reads back."""
+DragonCount = restricted_number_type("DragonCount", int, [(">=", 1), ("<=", MAX_DRAGONS)])
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of ``cls``, including those its ``**kwargs`` hand on to base classes (as
+    jsonargparse resolves them)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for owner in cls.__mro__:
+        if "__init__" not in vars(owner):
+            continue
+        own = inspect.signature(vars(owner)["__init__"]).parameters
+        for name, parameter in list(own.items())[1:]:
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                parameters.setdefault(name, parameter)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in own.values()):
+            break
+    return parameters
+
+
+def check_arguments(owner: object, values: Mapping[str, Any]) -> None:
+    """Refuse ``values`` outside the restricted types of ``owner``'s signature in one
+    :class:`InvalidArgument` line: what the parser checks on the command line, for Python callers."""
+    for cls in type(owner).__mro__:
+        if "__init__" in vars(cls) and cls.__module__.startswith("dragon_lightning"):
+            for name, annotation in typing.get_type_hints(vars(cls)["__init__"]).items():
+                if name in values:
+                    _check(owner, name, annotation, values[name])
+
+
+def _check(owner: object, name: str, annotation: Any, value: Any) -> None:
+    if value is None:
+        return
+    if typing.get_origin(annotation) in (typing.Union, type(int | None)):
+        for option in typing.get_args(annotation):
+            _check(owner, name, option, value)
+    elif typing.get_args(annotation) and isinstance(value, (list, tuple)):
+        for item in value:
+            _check(owner, name, typing.get_args(annotation)[0], item)
+    elif isinstance(annotation, type) and annotation.__module__ == "jsonargparse.typing" and isinstance(value, (int, float)):
+        try:
+            annotation(value)
+        except ValueError as error:
+            raise InvalidArgument(owner, name, f"is not of type {annotation.__name__}: {error}") from None
