@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from dragon_lightning.callbacks import (
@@ -117,16 +117,14 @@ class DragonCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Defaults that need the parsed config: a logger under ``default_root_dir`` (TensorBoard, set up
-        for HPARAMS, unless another is named), atomic checkpoint writes, a progress bar that redraws every few steps, and the
-        learning rate logged each epoch."""
+        """Defaults that need the parsed config: the data seed from ``seed_everything``, a logger under
+        ``default_root_dir`` (TensorBoard, set up for HPARAMS, unless another is named), atomic
+        checkpoint writes."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.data.get("seed") is None and config.get("seed_everything") is not False:
             config.data.seed = config.seed_everything  # one seed for the data draw and the weights, recorded in config.yaml
         if config.get("checkpoint") is not None and config.checkpoint.filename is None:
             config.checkpoint.filename = checkpoint_filename(config.checkpoint.monitor)
-        _throttle_progress_bar(config.trainer)
-        _watch_learning_rates(config.trainer)
         if config.trainer.plugins is None:
             config.trainer.plugins = [Namespace(class_path="dragon_lightning.checkpoints.AtomicCheckpointIO")]
         for name, value in self.decision_overrides.items():
@@ -182,8 +180,9 @@ class DragonCLI(LightningCLI):
         The generated table is written once the Trainer, the last thing that can refuse, exists."""
         if self.stage is not None:
             self._check_inputs()
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         try:
-            trainer = super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(callbacks=default_callbacks(config.trainer), **kwargs)
         except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses while built
             raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
         if self.stage not in (None, "predict"):
@@ -258,37 +257,21 @@ def _import(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-PROGRESS_BAR = "lightning.pytorch.callbacks.TQDMProgressBar"
 PROGRESS_BAR_REFRESH_STEPS = 10
 
 
-def _throttle_progress_bar(trainer: Namespace) -> None:
-    """Give runs a progress bar that redraws every few steps: redrawing after every step of a small
-    model costs a tenth of the step. An explicit progress bar callback is left as it is; with
-    ``enable_progress_bar: false`` none is added (and one saved in a config.yaml is dropped)."""
-    callbacks = list(trainer.callbacks or [])
-    ours = [c for c in callbacks if getattr(c, "class_path", None) == PROGRESS_BAR]
-    if trainer.enable_progress_bar is False:
-        trainer.callbacks = [c for c in callbacks if c not in ours] or None
-    elif not any("ProgressBar" in str(getattr(c, "class_path", "")) for c in callbacks):
-        bar = Namespace(class_path=PROGRESS_BAR, init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
-        trainer.callbacks = [*callbacks, bar]
-
-
-LR_MONITOR = "lightning.pytorch.callbacks.LearningRateMonitor"
-
-
-def _watch_learning_rates(trainer: Namespace) -> None:
-    """Log each epoch's learning rate (``lr-Adam``, ``lr-SGD``) when there is a logger: Lightning's
-    monitor refuses to run without one, so with ``logger: false`` ours is left out (and one saved in a
-    config.yaml is dropped). An explicit monitor is left as it is."""
-    callbacks = list(trainer.callbacks or [])
-    ours = [c for c in callbacks if getattr(c, "class_path", None) == LR_MONITOR]
-    if trainer.logger is False:
-        trainer.callbacks = [c for c in callbacks if c not in ours] or None
-    elif not ours and not any("LearningRateMonitor" in str(getattr(c, "class_path", c)) for c in callbacks):
-        monitor = Namespace(class_path=LR_MONITOR, init_args=Namespace(logging_interval="epoch"))
-        trainer.callbacks = [*callbacks, monitor]
+def default_callbacks(trainer: Namespace) -> list[Callback]:
+    """What a run gets unless its config has its own: a progress bar that redraws every few steps
+    (redrawing after every step of a small model costs a tenth of the step), and the learning rate
+    logged each epoch (``lr-Adam``) when there is a logger (Lightning's monitor refuses to run without
+    one). Added to the Trainer, not the config: ``config.yaml`` keeps what the user chose."""
+    configured = list(trainer.get("callbacks") or [])
+    defaults: list[Callback] = []
+    if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+        defaults.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
+    if trainer.get("logger") not in (False, []) and not any(isinstance(c, LearningRateMonitor) for c in configured):
+        defaults.append(LearningRateMonitor(logging_interval="epoch"))
+    return [*configured, *defaults]
 
 
 def ensemble_of(model: Namespace) -> Namespace:

@@ -87,6 +87,28 @@ def test_saved_config_reproduces_the_run(fitted):
     assert all(torch.equal(original[name], rerun[name]) for name in original)
 
 
+@pytest.mark.parametrize(
+    "options, progress_bar, lr_monitor",
+    [
+        ([], 10, True),
+        (["--trainer.enable_progress_bar", "false"], None, True),
+        (["--trainer.logger", "false"], 10, False),
+        (["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1"], 1, True),
+    ],
+    ids=["defaults", "no progress bar", "no logger", "the user's progress bar"],
+)
+def test_default_callbacks_join_the_trainer_and_give_way_to_the_config(options, progress_bar, lr_monitor, tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+
+    from dragon_lightning.cli import build_cli
+
+    cli = build_cli(["--config", config("color_mlp.yaml"), "--trainer.default_root_dir", str(tmp_path), *options], run=False)
+    bars = [c for c in cli.trainer.callbacks if isinstance(c, TQDMProgressBar)]
+    assert [bar.refresh_rate for bar in bars] == ([progress_bar] if progress_bar else [])
+    assert any(isinstance(c, LearningRateMonitor) for c in cli.trainer.callbacks) == lr_monitor
+    assert "TQDMProgressBar" not in str(cli.config.trainer.callbacks) or options[-1] == "1", "config.yaml keeps the user's choice"
+
+
 def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     root, cli = fitted
     best = cli.trainer.checkpoint_callback.best_model_path
