@@ -45,6 +45,7 @@ from dragon_lightning.preflight import (
     check_seed,
     check_trainer_options,
 )
+from dragon_lightning.quiet import held_back_logs
 
 PROG = "dragon-lightning"
 DESCRIPTION = (
@@ -182,7 +183,8 @@ class DragonCLI(LightningCLI):
             self._check_inputs()
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         try:
-            trainer = super().instantiate_trainer(callbacks=default_callbacks(config.trainer), **kwargs)
+            with held_back_logs():
+                trainer = super().instantiate_trainer(callbacks=default_callbacks(config.trainer), **kwargs)
         except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses while built
             raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
         if self.stage not in (None, "predict"):

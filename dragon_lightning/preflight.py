@@ -31,9 +31,8 @@ def check_seed(value: Any) -> None:
 
 
 # Trainer options with a lower bound Lightning checks late or not at all; None always passes. (The
-# Trainer itself refuses max_epochs and max_steps first thing when it is built; the CLI words that as
-# one line. It refuses the limit_*_batches too, but only after printing its device lines.)
-BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+# Trainer itself refuses max_epochs, max_steps and the limit_*_batches when it is built; the CLI words
+# that as one line.)
 TRAINER_MINIMUMS = {
     "min_epochs": 0,
     "min_steps": 0,
@@ -51,9 +50,12 @@ def check_trainer_options(trainer: Namespace) -> None:
         value = trainer.get(name)
         if value is not None and value < minimum:
             raise DragonInputError(f"--trainer.{name} must be at least {minimum}, got {value}")
-    for name in BATCH_LIMITS:
-        _check_batch_count(f"--trainer.{name}", trainer.get(name), allow_zero=True)
-    _check_batch_count("--trainer.val_check_interval", trainer.get("val_check_interval"))
+    if (interval := trainer.get("val_check_interval")) is not None and not 0 < interval <= (
+        1 if isinstance(interval, float) else interval
+    ):
+        raise DragonInputError(
+            f"--trainer.val_check_interval must be a share of an epoch in (0, 1] or 1 batch or more, got {interval}"
+        )
     if (limit := _duration(trainer.get("max_time"))) is not None and limit <= timedelta(0):
         raise DragonInputError(
             f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"
@@ -75,19 +77,6 @@ def _duration(value: Any) -> timedelta | None:
         except TypeError:
             return None
     return value if isinstance(value, timedelta) else None
-
-
-def _check_batch_count(option: str, value: Any, allow_zero: bool = False) -> None:
-    """An int counts batches (at least 0 or 1); a float is a share of them, in (0, 1] (or [0, 1])."""
-    if value is None:
-        return
-    if isinstance(value, float):
-        if not (0.0 <= value <= 1.0 if allow_zero else 0.0 < value <= 1.0):
-            raise DragonInputError(
-                f"{option}: a share of the batches must lie in {'[0' if allow_zero else '(0'}, 1], got {value}"
-            )
-    elif value < (0 if allow_zero else 1):
-        raise DragonInputError(f"{option} must be at least {0 if allow_zero else 1} batches, got {value}")
 
 
 def check_monitor(checkpoint: Namespace, model: DragonClassifier, validates: bool) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 NOT_OURS = ("💡 Tip:", "TPU available:", "HPU available:")
 """Lightning's start-up lines about other products and hardware this project does not use (the GPU line stays)."""
@@ -36,3 +38,37 @@ def quiet_lightning() -> None:
     keep Lightning's start-up lines (accelerator, TPU, model summary) out of their output."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Hold(logging.Filter):
+    """Keeps a handler's records back, for :func:`held_back_logs`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def held_back_logs() -> Iterator[None]:
+    """Hold Lightning's log lines (the accelerator in use...) while the Trainer is built: shown once it
+    exists, dropped when it refuses an option, so that its refusal is the one line a user sees."""
+    holds: dict[logging.Handler, Hold] = {}
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers if not logger.propagate else logging.getLogger().handlers:
+            holds.setdefault(handler, Hold())
+    for handler, hold in holds.items():
+        handler.addFilter(hold)
+    built = False
+    try:
+        yield
+        built = True
+    finally:
+        for handler, hold in holds.items():
+            handler.removeFilter(hold)
+            for record in hold.records if built else ():
+                handler.handle(record)

@@ -171,7 +171,7 @@ OPTION_CASES = {
     "negative steps": (["--trainer.max_steps", "-5"], "--trainer: `max_steps` must be a non-negative integer or -1"),
     "validation share above 1": (
         ["--trainer.limit_val_batches", "1.5"],
-        "--trainer.limit_val_batches: a share of the batches",
+        "--trainer: You have passed invalid value 1.5 for limit_val_batches",
     ),
     "negative learning rate": (
         ["--model.init_args.optimizer.init_args.lr", "-0.1"],
@@ -714,6 +714,14 @@ MORE_OPTION_CASES = {
         "--trainer: Requirement 'transformer_engine",
     ),
     "no time to train": (["--trainer.max_time", "00:00:00:00"], "--trainer.max_time 00:00:00:00: leaves no time to train"),
+    "a negative batch limit (Lightning's refusal, its device line held back)": (
+        ["--trainer.limit_train_batches", "-1"],
+        "--trainer: You have passed invalid value -1.0 for limit_train_batches",
+    ),
+    "validation every 0 batches": (
+        ["--trainer.val_check_interval", "0"],
+        "--trainer.val_check_interval must be a share of an epoch",
+    ),
     "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
     "a file name too long": (["--data.csv_path", "x" * 300 + ".csv"], "file name too long"),
 }
