@@ -8,12 +8,13 @@ or a checkpoint has been written, and as a traceback. Each check here raises one
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Timer
 
 from dragon_lightning.arguments import MAX_SEED
 from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
@@ -56,7 +57,7 @@ def check_trainer_options(trainer: Namespace) -> None:
         raise DragonInputError(
             f"--trainer.val_check_interval must be a share of an epoch in (0, 1] or 1 batch or more, got {interval}"
         )
-    if (limit := _duration(trainer.get("max_time"))) is not None and limit <= timedelta(0):
+    if trainer.get("max_time") is not None and _seconds(trainer.max_time) <= 0:
         raise DragonInputError(
             f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"
         )
@@ -66,17 +67,13 @@ def check_trainer_options(trainer: Namespace) -> None:
         raise DragonInputError(f"--trainer.accelerator {accelerator}: PyTorch finds no GPU on this machine; use cpu or auto")
 
 
-def _duration(value: Any) -> timedelta | None:
-    """``max_time`` as Lightning reads it: ``DD:HH:MM:SS`` or a mapping of ``timedelta`` arguments."""
-    if isinstance(value, str) and len(parts := value.split(":")) == 4 and all(p.lstrip("-").isdigit() for p in parts):
-        days, hours, minutes, seconds = map(int, parts)
-        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if isinstance(value, dict):
-        try:
-            return timedelta(**value)
-        except TypeError:
-            return None
-    return value if isinstance(value, timedelta) else None
+def _seconds(max_time: Any) -> float:
+    """``max_time`` in seconds, read by Lightning's own ``Timer`` (``inf`` for a value it refuses: the
+    Trainer says so itself, in one line)."""
+    try:
+        return Timer(duration=max_time).time_remaining() or 0.0
+    except (MisconfigurationException, TypeError, ValueError):
+        return float("inf")
 
 
 def check_monitor(checkpoint: Namespace, model: DragonClassifier, validates: bool) -> None:
