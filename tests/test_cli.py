@@ -169,7 +169,18 @@ def test_help_explains_the_options(capsys):
     assert "--test_after_fit" in text and "--predictions.output_path" in text
     with pytest.raises(SystemExit):
         cli_main(["fit", "--model.help", "MLPClassifier"])
-    assert "width of each hidden layer" in capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())  # help wraps its lines
+    assert "width of each hidden layer" in text and "Sequence[PositiveInt]" in text
+    assert "operating point of accuracy" in text and "OpenUnitInterval" in text, "the shared arguments, with their ranges"
+    assert "type: PositiveInt" in cli_help(["fit", "--help"], capsys), "--data.batch_size shows its range"
+    for model in ("LogisticRegression", "Perceptron"):
+        assert "operating point of accuracy" in cli_help(["fit", "--model.help", model], capsys), model
+
+
+def cli_help(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        cli_main(args)
+    return " ".join(capsys.readouterr().out.split())
 
 
 def test_the_command_exits_cleanly(tmp_path):
