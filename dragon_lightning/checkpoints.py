@@ -86,7 +86,7 @@ def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: t
 
 def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.LightningModule, task: str) -> None:
     """Raise :class:`DragonInputError` unless ``checkpoint`` holds weights for ``task`` that fit ``model``."""
-    trained_task = checkpoint.get("DragonDataModule", {}).get("task")
+    trained_task = checkpoint.get("datamodule_hyper_parameters", {}).get("task")
     if trained_task is not None and trained_task != task:
         raise DragonInputError(f"{path}: was trained for task {trained_task!r}, but --data.task is {task!r}")
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}

@@ -773,8 +773,12 @@ def test_a_checkpoint_of_the_earlier_layout_loads_and_predicts_as_before(trained
 
     def earlier_layout(checkpoint):
         inputs = {name: checkpoint["state_dict"].pop(f"inputs.{name}") for name in ("mean", "std", "low", "high")}
-        checkpoint["DragonDataModule"].update(
-            feature_mean=inputs["mean"], feature_std=inputs["std"], feature_min=inputs["low"], feature_max=inputs["high"]
+        checkpoint["DragonDataModule"] = dict(
+            task="color",
+            feature_mean=inputs["mean"],
+            feature_std=inputs["std"],
+            feature_min=inputs["low"],
+            feature_max=inputs["high"],
         )
 
     old = edited_checkpoint(trained, scratch / "old.ckpt", earlier_layout)

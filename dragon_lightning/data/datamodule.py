@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -214,13 +214,3 @@ class DragonDataModule(L.LightningDataModule):
         if self.predict_features is None:
             raise DragonInputError("predict needs setup('predict') first: it reads --data.predict_csv")
         return self._batches(self.predict_features, None)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The task, so that a checkpoint is not tested or resumed on the other one."""
-        return {"task": self.task, "class_names": self.class_names}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict["task"] != self.task:
-            raise DragonInputError(
-                f"the checkpoint was trained for task {state_dict['task']!r}, but --data.task is {self.task!r}"
-            )

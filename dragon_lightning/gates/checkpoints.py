@@ -38,7 +38,8 @@ from dragon_lightning.models.inputs import migrate_legacy_statistics
 
 CHECKSUM_KEY = "state_sha256"
 DATA_STATE_KEY = "DragonDataModule"
-"""Where Lightning keeps the data module's fitted state (standardization, feature range) in a checkpoint."""
+"""Where Lightning kept the data module's state in checkpoints of earlier versions (the feature
+statistics, before they moved into the model): still covered by their checksums."""
 
 ALLOWED_CLASS_PATHS = {
     path: model

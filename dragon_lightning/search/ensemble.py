@@ -41,7 +41,6 @@ def write_ensemble(member_paths: Sequence[str | Path], path: Path, threshold: fl
         "state_dict": ensemble.state_dict(),
         "hyper_parameters": {"_class_path": f"dragon_lightning.models.{FoldEnsemble.__name__}", **ensemble.hparams},
         "datamodule_hyper_parameters": data_options,
-        "DragonDataModule": {"task": members[0].task, "class_names": list(members[0].classes_)},
         CHECKPOINT_KEY: {"model": FoldEnsemble.__name__, "history": [], "members": [str(p) for p in member_paths]},
     }
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
