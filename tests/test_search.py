@@ -328,8 +328,10 @@ def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
 
 
 SEARCH_OPTION_CASES = {
-    "negative seed": (["--seed", "-1"], "argument --seed: invalid Seed value: '-1'"),
-    "seed too large": (["--seed", str(2**40)], "argument --seed: invalid Seed value"),
+    "negative seed": (["--seed", "-1"], "argument --seed: Seed: -1 does not conform to restriction v>=0 and v<=4294967295"),
+    "seed too large": (["--seed", str(2**40)], "argument --seed: Seed: 1099511627776 does not conform"),
+    "no trials": (["--n_trials", "0"], "argument --n_trials: PositiveInt: 0 does not conform to restriction v>0"),
+    "a heartbeat of 0": (["--heartbeat", "0"], "argument --heartbeat: PositiveInt: 0 does not conform to restriction v>0"),
     "unknown scheme": (["--storage", "redis://127.0.0.1/0"], "--storage redis://127.0.0.1/0: unsupported scheme 'redis'"),
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),

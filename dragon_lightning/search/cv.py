@@ -26,6 +26,7 @@ from dragon_lightning.search.runs import (
     fit_and_validate,
     mean_and_std,
     next_free,
+    ranged,
     test_run,
 )
 
@@ -113,7 +114,7 @@ def cv_command(args: list[str]) -> CrossValidation:
         "and the median kept epoch, and writes cv_results.csv. Test rows are touched only by the refit's and "
         "the ensemble's final test. The same command again reuses the folds that finished.",
     )
-    parser.add_argument("--folds", type=AtLeastTwo, default=5, help="number of folds, at least 2 (default: 5)")
+    parser.add_argument("--folds", type=ranged(AtLeastTwo), default=5, help="number of folds, at least 2 (default: 5)")
     parser.add_argument(
         "--refit",
         type=boolean,

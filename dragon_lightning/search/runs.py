@@ -7,10 +7,10 @@ import argparse
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
@@ -144,6 +144,19 @@ def in_run_folder(run_dir: Path) -> list[str]:
 def test_run(run_dir: Path, test_args: Sequence[str]) -> DragonCLI:
     """``test`` into ``run_dir`` (its config.yaml, logs and pictures)."""
     return build_cli(["test", *test_args, *in_run_folder(run_dir)])
+
+
+def ranged(restricted: type) -> Callable[[str], Any]:
+    """A jsonargparse range (``PositiveInt``...) as an option type of these commands' own parser,
+    refusing in its words as the fit options do (``AtLeastTwo: 1 does not conform to restriction v>=2``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return restricted(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{restricted.__name__}: {error}") from None
+
+    return parse
 
 
 def boolean(text: str) -> bool:

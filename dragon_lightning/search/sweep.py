@@ -34,6 +34,7 @@ from dragon_lightning.search.runs import (
     CommandParser,
     boolean,
     check_config,
+    ranged,
 )
 from dragon_lightning.search.space import SearchSpace, as_options, read_space
 from dragon_lightning.search.storage import open_database, open_storage
@@ -61,18 +62,21 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
     parser.add_argument(
         "--n_trials",
-        type=PositiveInt,
+        type=ranged(PositiveInt),
         default=20,
         help="trials the study should have in total; a rerun adds the missing ones (default: 20)",
     )
     parser.add_argument(
         "--folds",
-        type=AtLeastTwo,
+        type=ranged(AtLeastTwo),
         default=None,
         help="score each trial by the mean over this many stratified folds (default: one split)",
     )
     parser.add_argument(
-        "--workers", type=PositiveInt, default=1, help="processes that run trials side by side on this machine (default: 1)"
+        "--workers",
+        type=ranged(PositiveInt),
+        default=1,
+        help="processes that run trials side by side on this machine (default: 1)",
     )
     parser.add_argument(
         "--storage",
@@ -90,7 +94,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     )
     parser.add_argument(
         "--heartbeat",
-        type=PositiveInt,
+        type=ranged(PositiveInt),
         default=60,
         help="with --storage: seconds between a running trial's "
         "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)",
@@ -103,7 +107,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
         "folds), keep the final weights and test them: run folder 'refit' (default: false)",
     )
-    parser.add_argument("--seed", type=Seed, default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
+    parser.add_argument("--seed", type=ranged(Seed), default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
     parser.add_argument(
         "--output_dir",
         type=Path,
