@@ -52,9 +52,7 @@ def plain_values(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: plain_values(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return (
-            type(value)(plain_values(item) for item in value) if type(value) in (list, tuple) else list(map(plain_values, value))
-        )
+        return [plain_values(item) for item in value] if isinstance(value, list) else tuple(map(plain_values, value))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     return int(value) if isinstance(value, int) else float(value)
