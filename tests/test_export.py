@@ -10,7 +10,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
-from clihelpers import ROOT, config, expect_one_line_error, files_under, run
+from clihelpers import ROOT, config, expect_one_line_error, files_under, predict_args, run
 
 from dragon_lightning import export, load_model
 from dragon_lightning.errors import DragonInputError
@@ -29,16 +29,7 @@ def trained(request, tmp_path_factory):
     dragons = root / "dragons.csv"
     dragons.write_text(DRAGONS)
     predictions = root / "predictions.csv"
-    run(
-        "predict",
-        *common,
-        "--ckpt_path",
-        str(checkpoint),
-        "--data.predict_csv",
-        str(dragons),
-        "--predictions.output_path",
-        str(predictions),
-    )
+    run(*predict_args(config(request.param), checkpoint, dragons, predictions), "--trainer.default_root_dir", str(root))
     return checkpoint, pd.read_csv(dragons), pd.read_csv(predictions)
 
 

@@ -111,16 +111,7 @@ def test_our_own_checkpoints_load_as_data_and_test_and_predict(name, tmp_path):
     dragons = tmp_path / "dragons.csv"
     dragons.write_text("numberToes,bodyLength\n6,170\n")
     output = tmp_path / "predictions.csv"
-    run(
-        "predict",
-        *common,
-        "--ckpt_path",
-        str(checkpoint),
-        "--data.predict_csv",
-        str(dragons),
-        "--predictions.output_path",
-        str(output),
-    )
+    run(*predict_args(config(name), checkpoint, dragons, output), *common[2:])
     assert len(pd.read_csv(output)) == 1
 
 
