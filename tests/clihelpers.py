@@ -23,6 +23,11 @@ def run(*args: str):
     return cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else list(args))
 
 
+def in_root(root: Path) -> list[str]:
+    """Options that keep a command's run folders under ``root`` and its generated table in ``root/data``."""
+    return ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")]
+
+
 def predict_args(config_path, checkpoint, dragons, output) -> list[str]:
     """``predict`` of the CSV ``dragons`` with ``checkpoint`` under ``config_path``, into ``output``."""
     return ["predict", "--config", str(config_path), "--ckpt_path", str(checkpoint), "--data.predict_csv", str(dragons),

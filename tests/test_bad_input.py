@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, predict_args, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -122,10 +122,7 @@ def color_mlp_checkpoint(tmp_path_factory) -> Path:
         "1",
         "--test_after_fit",
         "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--data.data_dir",
-        str(root / "data"),
+        *in_root(root),
     )
     return last_checkpoint(cli)
 

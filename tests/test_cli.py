@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import ROOT, config, last_weights, predict_args, run
+from clihelpers import ROOT, config, in_root, last_weights, predict_args, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dragon_lightning.commands import cli_main
@@ -47,10 +47,7 @@ def fitted(tmp_path_factory):
         config("color_mlp.yaml"),
         "--trainer.max_epochs",
         "3",
-        "--trainer.default_root_dir",
-        str(root),
-        "--data.data_dir",
-        str(root / "data"),
+        *in_root(root),
     )
     return root, cli
 
@@ -150,10 +147,7 @@ def test_every_config_trains_and_tests(name, tmp_path):
         config(name),
         "--trainer.max_epochs",
         "2",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
     )
     assert 0.3 < float(cli.trainer.callback_metrics["test/acc"]) <= 1.0
     expected_task = "fire" if "fire_" in name else "color"

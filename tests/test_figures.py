@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, run
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -37,10 +37,7 @@ def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path)
         CSV_LOGGER,
         "--trainer.max_epochs",
         "5",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
     )
     run_dir = tmp_path / "lightning_logs" / "version_0"
     figures = run_dir / "figures"

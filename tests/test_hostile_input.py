@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, predict_args, run, run_in_subprocess
+from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
 
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.gates.checkpoints import stamp_checksum
@@ -43,10 +43,7 @@ def trained(tmp_path_factory) -> Path:
         "false",
         "--figures.enabled",
         "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--data.data_dir",
-        str(root / "data"),
+        *in_root(root),
     )
     return last_checkpoint(cli)
 

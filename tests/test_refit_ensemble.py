@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import config, expect_one_line_error, files_under, predict_args, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, predict_args, run
 
 from dragon_lightning import load_model
 from dragon_lightning.data import DragonDataModule
@@ -189,10 +189,7 @@ def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp
         config("color_mlp.yaml"),
         "--trainer.max_epochs",
         "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
         "--test_after_fit",
         "false",
     )

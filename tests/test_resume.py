@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from clihelpers import config, last_weights, run, run_in_subprocess
+from clihelpers import config, in_root, last_weights, run, run_in_subprocess
 from lightning.pytorch.callbacks import Callback
 
 COMMON = [
@@ -38,7 +38,7 @@ def finished(cli) -> Finished:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Finished:
     root = tmp_path_factory.mktemp("uninterrupted")
-    return finished(run("fit", *COMMON, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")))
+    return finished(run("fit", *COMMON, *in_root(root)))
 
 
 def assert_resumes_to(uninterrupted: Finished, root, *options: str) -> None:
@@ -49,10 +49,7 @@ def assert_resumes_to(uninterrupted: Finished, root, *options: str) -> None:
             *options,
             "--ckpt_path",
             "last",
-            "--trainer.default_root_dir",
-            str(root),
-            "--data.data_dir",
-            str(root / "data"),
+            *in_root(root),
         )
     )
     for ended, expected in (
@@ -84,10 +81,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
         "--trainer.callbacks+=test_resume.SignalAtStep",
         "--trainer.callbacks.init_args.signum",
         str(int(signum)),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
         cwd=tmp_path,
         timeout=120,
     )
@@ -122,10 +116,7 @@ def fail_at(step: int, root, *options: str) -> int:
             "--trainer.callbacks+=test_resume.FailAtStep",
             "--trainer.callbacks.init_args.step",
             str(step),
-            "--trainer.default_root_dir",
-            str(root),
-            "--data.data_dir",
-            str(root / "data"),
+            *in_root(root),
         )
     return torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"]
 
@@ -148,9 +139,7 @@ def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path)
     """The resumed run gets a new folder; the best checkpoint of the stopped run must still compete."""
     by_accuracy = ["--checkpoint.monitor", "val/acc", "--checkpoint.mode", "max"]
     root = tmp_path / "uninterrupted"
-    uninterrupted = finished(
-        run("fit", *COMMON, *by_accuracy, "--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data"))
-    )
+    uninterrupted = finished(run("fit", *COMMON, *by_accuracy, *in_root(root)))
     best_step = uninterrupted.best_checkpoint["global_step"]
     assert best_step < 12 * 15, "the best epoch must not be the last for this to test anything"
     assert fail_at(best_step + 7, tmp_path, *by_accuracy) > best_step
@@ -170,10 +159,7 @@ def test_every_epoch_end_leaves_a_resume_point_and_only_validated_weights_are_ra
         "--trainer.callbacks+=test_resume.CheckLastAtEachEpoch",
         "--test_after_fit",
         "false",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
     ).trainer
     checker = next(c for c in trainer.callbacks if isinstance(c, CheckLastAtEachEpoch))
     assert checker.epochs_checked == 11
@@ -195,10 +181,7 @@ def test_best_checkpoints_are_ranked_every_n_epochs_beside_step_saves(every_n_ep
         "-1",
         "--test_after_fit",
         "false",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        str(tmp_path / "data"),
+        *in_root(tmp_path),
     )
     saved = sorted(path.name for path in (tmp_path / "lightning_logs/version_0/checkpoints").glob("*.ckpt"))
     ranked = [f"epoch{epoch:03d}" for epoch in range(6) if every_n_epochs and (epoch + 1) % every_n_epochs == 0]
@@ -236,10 +219,7 @@ def test_a_diverging_run_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_pa
             "1e10",
             "--checkpoint.every_n_train_steps",
             "1",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--data.data_dir",
-            str(tmp_path / "data"),
+            *in_root(tmp_path),
         )
     assert exit_info.value.code == 2
     message = capfd.readouterr().err.strip().splitlines()[-1]

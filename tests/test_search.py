@@ -23,6 +23,13 @@ from dragon_lightning.search.sweep import check_space
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
+FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
+
+
+def sweep_args(config_name: str, space: str | Path, output_dir: str | Path, *extra: str) -> list[str]:
+    """``sweep`` of ``config_name`` over ``space`` into ``output_dir``, keeping generated tables in memory."""
+    return ["sweep", "--config", config(config_name), "--space", str(space), "--output_dir", str(output_dir),
+            "--data.data_dir", "null", *extra]  # fmt: skip
 
 
 def test_folds_keep_the_test_split_and_partition_the_other_rows(real_csv):
@@ -125,19 +132,9 @@ class InterruptOnce(Callback):
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
-    args = [
-        "sweep",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--space",
-        str(ROOT / "configs/sweeps/fire_logistic.yaml"),
-        "--n_trials",
-        "2",
-        "--output_dir",
-        "sweep",
-        *SHORT,
-        "--trainer.callbacks+=test_search.InterruptOnce",
-    ]
+    args = sweep_args(
+        "fire_logistic.yaml", FIRE_SPACE, "sweep", "--n_trials", "2", *SHORT, "--trainer.callbacks+=test_search.InterruptOnce"
+    )
     stopped = run_in_subprocess(*args, cwd=tmp_path, timeout=300)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "run the same command again to continue" in stopped.stderr
@@ -155,18 +152,9 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path, capfd):
     space = tmp_path / "space.yaml"
     space.write_text("model.init_args.optimizer.init_args.lr: {type: categorical, choices: [1.0e+30]}\n")
     best = run(
-        "sweep",
-        "--config",
-        config("color_mlp.yaml"),
-        "--space",
-        str(space),
-        "--n_trials",
-        "2",
-        "--output_dir",
-        str(tmp_path / "sweep"),
-        *SHORT,
-        "--trainer.default_root_dir",
-        str(tmp_path),
+        *sweep_args(
+            "color_mlp.yaml", space, tmp_path / "sweep", "--n_trials", "2", *SHORT, "--trainer.default_root_dir", str(tmp_path)
+        )
     )
     assert best is None
     table = trials(tmp_path / "sweep")
@@ -205,19 +193,7 @@ def test_a_bad_space_is_one_line_before_any_trial(space, config_name, message, t
         capfd,
         tmp_path,
         before,
-        [
-            "sweep",
-            "--config",
-            config(config_name),
-            "--space",
-            str(tmp_path / "space.yaml"),
-            "--output_dir",
-            str(tmp_path / "sweep"),
-            "--data.data_dir",
-            "null",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-        ],
+        sweep_args(config_name, tmp_path / "space.yaml", tmp_path / "sweep", "--trainer.default_root_dir", str(tmp_path)),
         message,
     )
     assert str(tmp_path / "space.yaml") in line
@@ -238,25 +214,9 @@ def test_sweep_and_cv_explain_their_own_options(capsys):
         assert option in help_text and "dragon-lightning fit --help" in help_text
 
 
-FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
-
-
 def quick_sweep(folder: Path, trials: int, *extra: str):
     return run(
-        "sweep",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--space",
-        FIRE_SPACE,
-        "--n_trials",
-        str(trials),
-        "--output_dir",
-        str(folder),
-        "--trainer.max_epochs",
-        "2",
-        "--data.data_dir",
-        "null",
-        *extra,
+        *sweep_args("fire_logistic.yaml", FIRE_SPACE, folder, "--n_trials", str(trials), "--trainer.max_epochs", "2", *extra)
     )
 
 
@@ -287,19 +247,7 @@ def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, c
     capfd.readouterr()
     lines = journal.read_bytes().split(b"\n")
     journal.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
-    args = [
-        "sweep",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--space",
-        FIRE_SPACE,
-        "--n_trials",
-        "3",
-        "--output_dir",
-        str(sweep_dir),
-        "--data.data_dir",
-        "null",
-    ]
+    args = sweep_args("fire_logistic.yaml", FIRE_SPACE, sweep_dir, "--n_trials", "3")
     expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{journal}: line 2: not a record of an Optuna study")
 
 
@@ -308,19 +256,7 @@ def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
     quick_sweep(sweep_dir, 1)
     other = tmp_path / "other.yaml"
     other.write_text("model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n")
-    args = [
-        "sweep",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--space",
-        str(other),
-        "--n_trials",
-        "2",
-        "--output_dir",
-        str(sweep_dir),
-        "--data.data_dir",
-        "null",
-    ]
+    args = sweep_args("fire_logistic.yaml", other, sweep_dir, "--n_trials", "2")
     capfd.readouterr()
     expect_one_line_error(
         capfd, tmp_path, files_under(tmp_path), args, f"{other}: differs from the space the study 'sweep' was run with"
@@ -373,26 +309,8 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
     import time
 
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    command = [
-        sys.executable,
-        "-m",
-        "dragon_lightning",
-        "sweep",
-        "--config",
-        config("color_mlp.yaml"),
-        "--space",
-        COLOR_SPACE,
-        "--n_trials",
-        "20",
-        "--workers",
-        "2",
-        "--output_dir",
-        "sweep",
-        "--trainer.max_epochs",
-        "200",
-        "--data.data_dir",
-        "null",
-    ]
+    options = ["--n_trials", "20", "--workers", "2", "--trainer.max_epochs", "200"]
+    command = [sys.executable, "-m", "dragon_lightning", *sweep_args("color_mlp.yaml", COLOR_SPACE, "sweep", *options)]
     parent = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def children() -> list[int]:
