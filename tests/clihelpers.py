@@ -23,6 +23,11 @@ def run(*args: str):
     return cli_main([*args, *QUIET] if args[0] in ("fit", "validate", "test", "predict") else list(args))
 
 
+def short_fit(config_name: str, epochs: int, *options: str):
+    """``fit`` of one of the project's configs for ``epochs`` epochs, with ``options`` on top."""
+    return run("fit", "--config", config(config_name), "--trainer.max_epochs", str(epochs), *options)
+
+
 def in_root(root: Path) -> list[str]:
     """Options that keep a command's run folders under ``root`` and its generated table in ``root/data``."""
     return ["--trainer.default_root_dir", str(root), "--data.data_dir", str(root / "data")]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, short_fit
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -114,12 +114,9 @@ def test_bad_option(case, scratch, capfd):
 @pytest.fixture(scope="module")
 def color_mlp_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
-    cli = run(
-        "fit",
-        "--config",
-        config("color_mlp.yaml"),
-        "--trainer.max_epochs",
-        "1",
+    cli = short_fit(
+        "color_mlp.yaml",
+        1,
         "--test_after_fit",
         "false",
         *in_root(root),

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import ROOT, config, in_root, last_weights, predict_args, run
+from clihelpers import ROOT, config, in_root, last_weights, predict_args, run, short_fit
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dragon_lightning.commands import cli_main
@@ -41,12 +41,9 @@ def _plugin_tags(accumulator: EventAccumulator, plugin: str) -> list[str]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    cli = run(
-        "fit",
-        "--config",
-        config("color_mlp.yaml"),
-        "--trainer.max_epochs",
-        "3",
+    cli = short_fit(
+        "color_mlp.yaml",
+        3,
         *in_root(root),
     )
     return root, cli
@@ -141,12 +138,9 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_trains_and_tests(name, tmp_path):
-    cli = run(
-        "fit",
-        "--config",
-        config(name),
-        "--trainer.max_epochs",
-        "2",
+    cli = short_fit(
+        name,
+        2,
         *in_root(tmp_path),
     )
     assert 0.3 < float(cli.trainer.callback_metrics["test/acc"]) <= 1.0

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import config, expect_one_line_error, files_under, in_root, predict_args, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, predict_args, run, short_fit
 
 from dragon_lightning import load_model
 from dragon_lightning.data import DragonDataModule
@@ -183,12 +183,9 @@ def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
 
 def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp_path):
     cv_dir, _ = cv_run
-    color = run(
-        "fit",
-        "--config",
-        config("color_mlp.yaml"),
-        "--trainer.max_epochs",
-        "1",
+    color = short_fit(
+        "color_mlp.yaml",
+        1,
         *in_root(tmp_path),
         "--test_after_fit",
         "false",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from clihelpers import config, last_checkpoint, run
+from clihelpers import last_checkpoint, run, short_fit
 from postgres import free_port
 
 from dragon_lightning import load_model
@@ -72,12 +72,9 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
     found = {}
     for task, name in (("color", "color_mlp.yaml"), ("fire", "fire_logistic.yaml")):
-        cli = run(
-            "fit",
-            "--config",
-            config(name),
-            "--trainer.max_epochs",
-            "2",
+        cli = short_fit(
+            name,
+            2,
             "--test_after_fit",
             "false",
             "--figures.enabled",
