@@ -47,6 +47,25 @@ def kept_epoch(trainer: L.Trainer, history: list[dict]) -> int | None:
     return int(trained[-1]) if trained else None
 
 
+class FirstRows:
+    """The first ``limit`` rows seen, batch by batch (batches are shuffled or the split is: a random
+    sample), as CPU tensors: features as float32, then any other columns."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.parts: list[tuple[torch.Tensor, ...]] = []
+
+    def add(self, features: torch.Tensor, *columns: torch.Tensor) -> None:
+        if self.count < self.limit:
+            rows = slice(0, self.limit - self.count)
+            self.parts.append((features[rows].float().cpu(), *(column[rows].cpu() for column in columns)))
+            self.count += len(self.parts[-1][0])
+
+    def arrays(self) -> list[np.ndarray]:
+        return [torch.cat(column).numpy() for column in zip(*self.parts)]
+
+
 class TutorialFigures(Callback):
     """Draws on rank 0, whatever the logger, into ``figures/`` in the run's folder:
 
@@ -92,11 +111,9 @@ class TutorialFigures(Callback):
         self.frame_ms = frame_ms
         self.figure_dir = Path("figures")
         self._training_regions: plots.DecisionRegions | None = None
-        self._training_sample: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._training_sampled = 0
+        self._training_sample = FirstRows(max_points)
         self._frames: list[np.ndarray] = []
-        self._test_sample: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._test_sampled = 0
+        self._test_sample = FirstRows(max_points)
 
     def setup(self, trainer: L.Trainer, pl_module: DragonClassifier, stage: str) -> None:
         """Settle where the files go: ``save_dir``, or ``figures/`` in the run's log folder (asked on
@@ -104,65 +121,51 @@ class TutorialFigures(Callback):
         if self.enabled:
             self.figure_dir = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "figures")
 
-    def _drawing(self, trainer: L.Trainer) -> bool:
-        """The same answer on every rank, so that all of them join the collective sums of the test set."""
-        return self.enabled
-
-    def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray) -> None:
-        """Write ``name``.png and, with a TensorBoard logger, log it as ``figures/<name>``."""
-        OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(
-            f"{name}.png", plots.png_writer(image)
-        )
+    def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray, file: bool = True) -> None:
+        """Write ``name``.png (if ``file``) and, with a TensorBoard logger, log it as ``figures/<name>``."""
+        if file:
+            OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(
+                f"{name}.png", plots.png_writer(image)
+            )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
 
     @torch.no_grad()
-    def _logits_on(self, trainer: L.Trainer, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
-        """The model's logits for raw-feature ``points`` (the model scales them itself)."""
+    def _decision_logits(self, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
+        """The model's logits for raw-feature ``points``, shifted so that the regions split where it
+        decides (its threshold, for fire)."""
         was_training = pl_module.training
         pl_module.eval()
         logits = pl_module(torch.as_tensor(points, dtype=cast(torch.dtype, pl_module.dtype), device=pl_module.device))
         pl_module.train(was_training)
-        return logits.float().cpu().numpy()
-
-    def _decision_logits(self, trainer: L.Trainer, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
-        """Logits shifted so that the regions split where the model decides (its threshold, for fire)."""
-        return self._logits_on(trainer, pl_module, points) - getattr(pl_module, "logit_threshold", 0.0)
+        return logits.float().cpu().numpy() - pl_module.logit_threshold
 
     def on_train_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx) -> None:
-        """Keep the first training rows seen (batches are shuffled or the split is: a random sample) for
-        the snapshots' scatter."""
-        if self._drawing(trainer) and trainer.is_global_zero and self._training_sampled < self.max_points:
-            features, labels = batch
-            rows = slice(0, self.max_points - self._training_sampled)
-            self._training_sample.append((features[rows].float().cpu(), labels[rows].cpu()))
-            self._training_sampled += len(self._training_sample[-1][1])
+        """Keep the first training rows for the snapshots' scatter."""
+        if self.enabled and trainer.is_global_zero:
+            self._training_sample.add(*batch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         epoch = trainer.current_epoch
         last = trainer.should_stop or (trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs)
-        if not (self._drawing(trainer) and trainer.is_global_zero):
+        due = (
+            last
+            or (epoch + 1) % snapshot_interval(trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images) == 0
+        )
+        # No snapshot without a training batch (limit_train_batches: 0).
+        if not (self.enabled and trainer.is_global_zero and due and self._training_sample.parts):
             return
-        if (epoch + 1) % snapshot_interval(
-            trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images
-        ) and not last:
-            return
-        if not self._training_sample:
-            return  # no training batch ran (limit_train_batches: 0)
         if self._training_regions is None:
-            features, labels = (torch.cat(parts).numpy() for parts in zip(*self._training_sample))
-            self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
+            self._training_regions = plots.DecisionRegions(*self._training_sample.arrays(), pl_module.class_names)
         regions = self._training_regions
-        logits = self._decision_logits(trainer, pl_module, regions.points)
+        logits = self._decision_logits(pl_module, regions.points)
         image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=True)
         self._frames.append(image)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("figures/boundary_over_training", image, epoch, dataformats="HWC")
+        self._publish(trainer, "boundary_over_training", image, file=False)  # the GIF is written at the end
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        if self._drawing(trainer) and trainer.is_global_zero:
+        if self.enabled and trainer.is_global_zero:
             if pl_module.history:
                 self._publish(
                     trainer, "learning_curves", plots.learning_curves(pl_module.history, kept_epoch(trainer, pl_module.history))
@@ -171,39 +174,33 @@ class TutorialFigures(Callback):
                 folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
                 folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))
         self._training_regions, self._frames = None, []
-        self._training_sample, self._training_sampled = [], 0
+        self._training_sample = FirstRows(self.max_points)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        self._test_sample, self._test_sampled = [], 0
+        self._test_sample = FirstRows(self.max_points)
 
     def on_test_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         """Keep the first test dragons for the scatter plots (the model counts every one of them into its
         confusion matrix and ROC curve)."""
-        if not self._drawing(trainer) or outputs is None:
-            return
-        features, labels = batch
-        predicted = outputs["predicted"]
-        if trainer.is_global_zero and self._test_sampled < self.max_points:
-            rows = slice(0, self.max_points - self._test_sampled)
-            self._test_sample.append((features[rows].float().cpu(), labels[rows].cpu(), predicted[rows].cpu()))
-            self._test_sampled += len(self._test_sample[-1][1])
+        if self.enabled and outputs is not None and trainer.is_global_zero:
+            self._test_sample.add(*batch, outputs["predicted"])
 
     def on_test_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        if not (self._drawing(trainer) and trainer.is_global_zero and self._test_sample):
+        if not (self.enabled and trainer.is_global_zero and self._test_sample.parts):
             return
         names = pl_module.class_names
         counts = pl_module.test_summary["confusion"].numpy()
-        features, labels, predicted = (torch.cat(parts).numpy() for parts in zip(*self._test_sample))
+        features, labels, predicted = self._test_sample.arrays()
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
         caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
         regions = plots.DecisionRegions(features, labels, names)
-        logits = self._decision_logits(trainer, pl_module, regions.points)
+        logits = self._decision_logits(pl_module, regions.points)
         self._publish(trainer, "truth_vs_predictions", plots.truth_and_predictions(features, labels, predicted, names, caption))
         self._publish(trainer, "decision_regions", regions.draw(logits, caption, boundary_lines=True))
         self._publish(trainer, "confusion_matrix", plots.confusion_matrix(counts, names))
         if "roc" in pl_module.test_summary:
             self._publish(trainer, "roc_curve", self._roc_image(trainer, counts, pl_module))
-        self._test_sample = []
+        self._test_sample = FirstRows(self.max_points)
 
     def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: DragonClassifier) -> np.ndarray:
         negatives, positives = counts.sum(axis=1)
