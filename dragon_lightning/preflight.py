@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Timer
@@ -46,7 +45,7 @@ TRAINER_MINIMUMS = {
 
 
 def check_trainer_options(trainer: Namespace) -> None:
-    """Ranges of the Trainer's numeric options, and an accelerator this machine has."""
+    """Ranges of the Trainer's numeric options."""
     for name, minimum in TRAINER_MINIMUMS.items():
         value = trainer.get(name)
         if value is not None and value < minimum:
@@ -61,10 +60,6 @@ def check_trainer_options(trainer: Namespace) -> None:
         raise DragonInputError(
             f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"
         )
-    accelerator = trainer.get("accelerator")
-    gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
-    if accelerator in ("gpu", "cuda") and not gpu:
-        raise DragonInputError(f"--trainer.accelerator {accelerator}: PyTorch finds no GPU on this machine; use cpu or auto")
 
 
 def _seconds(max_time: Any) -> float:

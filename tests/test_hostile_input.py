@@ -182,7 +182,7 @@ OPTION_CASES = {
         ["--data.n_dragons", str(10**12)],
         "--data.n_dragons: Not of type DragonCount: 1000000000000 does not conform to restriction v>=1 and v<=30000000",
     ),
-    **({"no GPU": (["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: PyTorch finds no GPU")} if NO_GPU else {}),
+    **({"no GPU": (["--trainer.accelerator", "gpu"], "--trainer: No supported gpu backend found")} if NO_GPU else {}),
 }
 
 
