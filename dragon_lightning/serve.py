@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, Namespace
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from dragon_lightning import __version__
@@ -133,29 +133,15 @@ def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
     return feature_tensor(table, "dragons").numpy()
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_server(
-    source: str,
-    onnx: bool,
-    max_batch_size: int,
-    batch_timeout: float,
-    workers_per_device: int,
-    timeout: float,
-    max_rows: int,
-    max_body_bytes: int,
-):
-    """The LitServer for a checkpoint (or an ONNX file), its model checked here before any worker starts."""
+def build_server(options: Namespace):
+    """The LitServer for a checkpoint (``--ckpt_path``) or an ONNX file (``--model``), its model checked
+    here before any worker starts."""
     import litserve
 
-    predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
+    from dragon_lightning.serve_api import DragonAPI
 
+    source, onnx = options.model or options.ckpt_path, options.model is not None
+    predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
     metadata = {
         "task": predictor.task,
         "class_names": predictor.class_names,
@@ -164,19 +150,17 @@ def build_server(
         "threshold": predictor.threshold,
         "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
         "model_file": Path(source).name,
-        "model_sha256": file_sha256(source),
+        "model_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest(),
         "dragon_lightning": __version__,
     }
-    from dragon_lightning.serve_api import DragonAPI
-
-    api = DragonAPI(source, onnx, max_rows, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+    api = DragonAPI(source, onnx, options.max_rows, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
     return litserve.LitServer(
         api,
         accelerator="cpu",
-        workers_per_device=workers_per_device,
-        timeout=timeout,
+        workers_per_device=options.workers_per_device,
+        timeout=options.timeout,
         model_metadata=metadata,
-        max_payload_size=max_body_bytes,
+        max_payload_size=options.max_body_bytes,
     )
 
 
@@ -218,16 +202,7 @@ def serve_command(args: list[str]) -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
-    server = build_server(
-        options.model or options.ckpt_path,
-        options.model is not None,
-        options.max_batch_size,
-        options.batch_timeout,
-        options.workers_per_device,
-        options.timeout,
-        options.max_rows,
-        options.max_body_bytes,
-    )
+    server = build_server(options)
     signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
     # A second signal, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):

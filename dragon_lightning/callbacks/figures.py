@@ -157,7 +157,8 @@ class TutorialFigures(Callback):
         if not (self.enabled and trainer.is_global_zero and due and self._training_sample.parts):
             return
         if self._training_regions is None:
-            self._training_regions = plots.DecisionRegions(*self._training_sample.arrays(), pl_module.class_names)
+            features, labels = self._training_sample.arrays()
+            self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
         regions = self._training_regions
         logits = self._decision_logits(pl_module, regions.points)
         image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=True)
