@@ -133,6 +133,15 @@ def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
     return feature_tensor(table, "dragons").numpy()
 
 
+def file_sha256(path: str) -> str:
+    """Read in blocks: a model file may be large."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def build_server(options: Namespace):
     """The LitServer for a checkpoint (``--ckpt_path``) or an ONNX file (``--model``), its model checked
     here before any worker starts."""
@@ -150,7 +159,7 @@ def build_server(options: Namespace):
         "threshold": predictor.threshold,
         "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
         "model_file": Path(source).name,
-        "model_sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest(),
+        "model_sha256": file_sha256(source),
         "dragon_lightning": __version__,
     }
     api = DragonAPI(source, onnx, options.max_rows, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)

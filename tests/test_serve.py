@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -117,6 +118,7 @@ def test_answers_equal_load_model(source, checkpoints):
             "model"
         ]
         assert info["class_names"] == list(model.classes_) and info["task"] == model.task
+        assert info["model_sha256"] == hashlib.sha256(Path(option[1]).read_bytes()).hexdigest()
         if key:
             assert post(url, {"dragons": rows})[0] == 401, "no key: refused"
             assert post(url, {"dragons": rows}, key="wrong")[0] == 401
