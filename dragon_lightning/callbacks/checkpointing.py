@@ -56,7 +56,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         if train_time_interval is not None:
             triggers.append({"train_time_interval": train_time_interval, "every_n_epochs": 0})
         self.resume_points = [
-            ResumePoint(dirpath=dirpath, filename=LAST, save_top_k=1, enable_version_counter=False, **trigger)
+            ModelCheckpoint(dirpath=dirpath, filename=LAST, save_top_k=1, enable_version_counter=False, **trigger)
             for trigger in (triggers if save_last else [])
         ]
         """Callbacks that write ``last.ckpt``; the CLI adds them to the Trainer beside this one."""
@@ -68,11 +68,3 @@ class ResumableCheckpoint(ModelCheckpoint):
             # never deletes, as they lie outside this run's folder.
             state_dict = {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
         super().load_state_dict(state_dict)
-
-
-class ResumePoint(ModelCheckpoint):
-    """Writes ``last.ckpt`` at one trigger."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Nothing to restore: the file it replaces lies in its own folder. (Lightning's version warns on
-        every resume into a new run folder that the ranking of best checkpoints is not carried over.)"""
