@@ -48,15 +48,17 @@ LR = 0.003
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each epoch's training batches."""
+    """Wall time of each epoch's training batches, and how many batches were trained in all."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.batches = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
         if batch_idx + 1 == trainer.num_training_batches:
             self.seconds.append(time.perf_counter() - self._started)
 
@@ -96,7 +98,7 @@ def trainer_run(
     epochs: int,
     root: Path,
     pieces: set[str],
-) -> list[float]:
+) -> EpochTimer:
     timer = EpochTimer()
     callbacks: list[L.Callback] = [timer]
     if "progress" in pieces:
@@ -121,10 +123,10 @@ def trainer_run(
     )
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # as the whole command's below
         trainer.fit(model_factory(data), datamodule=data)
-    return timer.seconds
+    return timer
 
 
-def whole_command(n: int, batch_size: int, epochs: int, root: Path) -> list[float]:
+def whole_command(n: int, batch_size: int, epochs: int, root: Path) -> EpochTimer:
     timer_module = importlib.import_module("step_cost")  # the CLI loads EpochTimer from this file as a module
     options = [
         "--data.n_dragons",
@@ -149,7 +151,7 @@ def whole_command(n: int, batch_size: int, epochs: int, root: Path) -> list[floa
     ]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         cli = cli_main(["fit", "--config", str(ROOT / "configs/color_mlp.yaml"), *options])
-    return next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer)).seconds
+    return next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer))
 
 
 VARIANTS: list[tuple[str, Callable | None, set[str]]] = [
@@ -177,19 +179,27 @@ def main(argv: list[str] | None = None) -> dict:
     data.setup("fit")
     steps = -(-len(data.splits["train"][1]) // args.batch_size)
     best: dict[str, float] = {}
+    batches: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for turn in range(args.repeats):
             for index, (name, factory, pieces) in enumerate(VARIANTS):
                 root = Path(tmp) / f"{turn}-{index}"
                 if factory is None:
-                    seconds = whole_command(args.n, args.batch_size, args.epochs, root)
+                    timer = whole_command(args.n, args.batch_size, args.epochs, root)
                 else:
-                    seconds = trainer_run(factory, data, args.epochs, root, pieces)
-                best[name] = min(best.get(name, float("inf")), *seconds[1:])
-                print(f"[turn {turn + 1}/{args.repeats}] {name}: {min(seconds[1:]):.3f} s", file=sys.stderr)
+                    timer = trainer_run(factory, data, args.epochs, root, pieces)
+                best[name] = min(best.get(name, float("inf")), *timer.seconds[1:])
+                batches[name] = timer.batches
+                print(f"[turn {turn + 1}/{args.repeats}] {name}: {min(timer.seconds[1:]):.3f} s", file=sys.stderr)
     bare = best[VARIANTS[0][0]]
     rows = [
-        {"variant": name, "seconds_per_epoch": best[name], "ms_per_step": 1000 * best[name] / steps, "vs_bare": best[name] / bare}
+        {
+            "variant": name,
+            "seconds_per_epoch": best[name],
+            "ms_per_step": 1000 * best[name] / steps,
+            "vs_bare": best[name] / bare,
+            "batches_trained": batches[name],
+        }
         for name, _, _ in VARIANTS
     ]
     print(f"{args.n:,} dragons, batch size {args.batch_size}, {steps} steps an epoch; best epoch of {args.repeats} turns\n")
