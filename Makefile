@@ -19,8 +19,9 @@ setup: $(BIN)/dragon-lightning
 run: setup
 	$(BIN)/dragon-lightning fit --config configs/color_mlp.yaml
 
+# One worker per CPU core; a test file stays on one worker, so its module fixtures are built once.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # What CI checks before the tests (configured in pyproject.toml; .pre-commit-config.yaml runs the same).
 lint: setup
