@@ -691,8 +691,9 @@ def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, metho
     with pytest.raises(DragonInputError, match=r"^X: .*(column 'numberToes'|column 'bodyLength')") as error:
         getattr(model, method)(TABLE_KINDS[kind])
     assert "\n" not in str(error.value)
-    good = pd.DataFrame({"numberToes": ["6", 7], "bodyLength": [170.0, 180]})  # numbers as text are numbers
-    assert getattr(model, method)(good) is not None
+    as_text = pd.DataFrame({"numberToes": ["6", 7], "bodyLength": [170.0, 180]})  # numbers as text are numbers
+    as_numbers = pd.DataFrame({"numberToes": [6, 7], "bodyLength": [170.0, 180.0]})
+    np.testing.assert_array_equal(np.asarray(getattr(model, method)(as_text)), np.asarray(getattr(model, method)(as_numbers)))
 
 
 MORE_OPTION_CASES = {
