@@ -30,7 +30,7 @@ def quiet_warnings() -> None:
     # The prediction writer needs no batch indices: rows come back in the order of the CSV.
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     # A run resumed into a new run folder: ResumableCheckpoint carries the stopped run's ranking of best
-    # checkpoints over, and the callbacks that write last.ckpt have none to carry.
+    # checkpoints over (while their files exist), and the callbacks that write last.ckpt have none to carry.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
