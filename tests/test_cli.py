@@ -1,5 +1,6 @@
 """End to end through LightningCLI: fit, test, predict, logs and configs, as a user runs them."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,17 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     assert probabilities.sum(axis=1).round(5).eq(1).all()
     assert predictions["predicted"].tolist() == probabilities.idxmax(axis=1).str.removeprefix("p_").tolist()
     assert predictions["outside_training_range"].tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_predict_says_where_the_predictions_went_on_a_line_of_its_own(progress_bar, fitted, tmp_path, capsys):
+    _, cli = fitted
+    dragons = tmp_path / "dragons.csv"
+    dragons.write_text("numberToes,bodyLength\n4,130\n")
+    output = tmp_path / "predictions.csv"
+    args = predict_args(config("color_mlp.yaml"), cli.trainer.checkpoint_callback.best_model_path, str(dragons), str(output))
+    cli_main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", str(progress_bar).lower()])
+    assert re.search(rf"(^|[\r\n])predictions: {re.escape(str(output))}\n", capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

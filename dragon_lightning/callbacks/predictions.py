@@ -67,4 +67,5 @@ class PredictionWriter(BasePredictionWriter):
             option="--predictions.output_path",
             remedy="choose another file or pass --predictions.overwrite true",
         )
-        print(f"predictions: {written}", flush=True)
+        bar = trainer.progress_bar_callback  # prints above its bar, not glued to it
+        (bar.print if bar is not None else print)(f"predictions: {written}")
