@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from argparse import ArgumentError
 
 import torch
@@ -79,41 +80,42 @@ def cli_main(args: list[str] | None = None):
     ``export``, ``compare``, ``cv`` and ``sweep`` are :data:`EXTRA_COMMANDS`; everything else is
     LightningCLI's. Every command's arguments pass the input gate first. Returns the command's result
     (the LightningCLI object for LightningCLI's commands)."""
-    quiet_warnings()
     arguments = sys.argv[1:] if args is None else list(args)
     if arguments in ([], ["-h"], ["--help"]):
         print_overview()
         raise SystemExit(0 if arguments else 2)
-    try:
-        check_argument_files(arguments)
-        if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
-            module, function = EXTRA_COMMANDS[arguments[0]].split(":")
-            command = getattr(importlib.import_module(module), function)
-            if arguments[0] in SERVERS:  # a server stops on SIGTERM itself: it finishes the requests in flight
-                return command(arguments[1:])
-            with _sigterm_as_exception():
-                return command(arguments[1:])
-        cli = build_cli(arguments)
-        _close_process_group()
-        return cli
-    except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
-        where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
-        print(
-            f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
-            "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
-            file=sys.stderr,
-        )
-        raise SystemExit(1) from None
-    except SIGTERMException:
-        resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
-        print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
-    except (DragonError, ArgumentError, ValueError, OSError) as error:
-        message = input_error_message(error)
-        if message is None:
-            raise
-        print(f"dragon-lightning: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with warnings.catch_warnings():  # the filters last as long as the command, not the Python session
+        quiet_warnings(arguments[0])
+        try:
+            check_argument_files(arguments)
+            if arguments[:1] and arguments[0] in EXTRA_COMMANDS:
+                module, function = EXTRA_COMMANDS[arguments[0]].split(":")
+                command = getattr(importlib.import_module(module), function)
+                if arguments[0] in SERVERS:  # a server stops on SIGTERM itself: it finishes the requests in flight
+                    return command(arguments[1:])
+                with _sigterm_as_exception():
+                    return command(arguments[1:])
+            cli = build_cli(arguments)
+            _close_process_group()
+            return cli
+        except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
+            where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
+            print(
+                f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
+                "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        except SIGTERMException:
+            resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
+            print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except (DragonError, ArgumentError, ValueError, OSError) as error:
+            message = input_error_message(error)
+            if message is None:
+                raise
+            print(f"dragon-lightning: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 @contextlib.contextmanager

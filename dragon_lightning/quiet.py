@@ -16,8 +16,8 @@ class LeaveOut(logging.Filter):
         return not str(record.msg).startswith(NOT_OURS)
 
 
-def quiet_warnings() -> None:
-    """Leave out log lines and warnings that say nothing a user can act on."""
+def quiet_warnings(command: str | None = None) -> None:
+    """Leave out log lines and warnings that say nothing a user can act on (in ``command``)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, LeaveOut) for f in rank_zero.filters):
         rank_zero.addFilter(LeaveOut())
@@ -32,6 +32,9 @@ def quiet_warnings() -> None:
     # A run resumed into a new run folder: ResumableCheckpoint carries the stopped run's ranking of best
     # checkpoints over (while their files exist), and the callbacks that write last.ckpt have none to carry.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    if command in ("validate", "test", "predict"):
+        # An evaluation restores no training state: the callbacks a checkpoint was trained with add nothing.
+        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 

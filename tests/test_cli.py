@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -135,6 +136,28 @@ def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     assert probabilities.sum(axis=1).round(5).eq(1).all()
     assert predictions["predicted"].tolist() == probabilities.idxmax(axis=1).str.removeprefix("p_").tolist()
     assert predictions["outside_training_range"].tolist() == [False, False, True]
+
+
+def test_an_evaluation_under_other_checkpoint_options_is_quiet_and_leaves_the_warning_filters_as_they_were(fitted, tmp_path):
+    """validate, test and predict restore no training state: Lightning's advice to add the callbacks a
+    checkpoint was trained with does not apply. The command's own filters end with it."""
+    root, cli = fitted
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outer = list(warnings.filters)
+        run(
+            "validate",
+            "--config",
+            config("color_mlp.yaml"),
+            "--ckpt_path",
+            cli.trainer.checkpoint_callback.best_model_path,
+            *["--checkpoint.monitor", "val/acc", "--checkpoint.mode", "max"],  # another ranking than the checkpoint's
+            *["--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(root / "data")],
+        )
+        assert warnings.filters == outer
+    assert not [w for w in caught if "callbacks used to create the checkpoint" in str(w.message)]
+    assert warnings.filters == filters
 
 
 @pytest.mark.parametrize("progress_bar", [True, False])
