@@ -17,15 +17,16 @@ import hashlib
 import json
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
 
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
@@ -36,6 +37,9 @@ from dragon_lightning.models.inputs import far_outside
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
 API_KEY_VARIABLE = "DRAGON_LIGHTNING_API_KEY"
+# The addresses and ports LitServe listens on (it refuses others when the server starts, as a traceback).
+Host = Literal["127.0.0.1", "0.0.0.0", "::"]
+Port = restricted_number_type("Port", int, [(">=", 1024), ("<=", 65535)])
 
 
 @dataclass
@@ -185,8 +189,8 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument(
         "--model", type=str | None, default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)"
     )
-    parser.add_argument("--host", type=str, default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--host", type=Host, default="127.0.0.1", help="address to listen on (0.0.0.0 or ::, every interface)")
+    parser.add_argument("--port", type=Port, default=8000, help="port to listen on")
     parser.add_argument(
         "--max_batch_size", type=PositiveInt, default=64, help="requests answered together by one model call (1: no batching)"
     )
@@ -204,6 +208,7 @@ def serve_command(args: list[str]) -> None:
     options = parser.parse_args(args)
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
+    check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key:
         os.environ["LIT_SERVER_API_KEY"] = api_key  # read by LitServe when its server module is imported
@@ -217,6 +222,17 @@ def serve_command(args: list[str]) -> None:
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
     print("dragon-lightning serve: stopped", flush=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once, as the server will, before loading anything: a port in use is one line."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            reason = os.strerror(error.errno or 0).lower()
+            raise DragonInputError(f"--port {port}: {reason} on {host}; choose another --port") from None
 
 
 def _stop(server_pid: int, signum, frame) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from clihelpers import last_checkpoint, run, short_fit
+from clihelpers import expect_one_line_error, files_under, last_checkpoint, run, short_fit
 from postgres import free_port
 
 from dragon_lightning import load_model
@@ -194,3 +195,22 @@ def test_sigterm_lets_the_requests_in_flight_finish(checkpoints):
         for thread in threads:
             thread.join(timeout=120)
     assert answers and all(status == 200 and len(answer["predictions"]) == 10_000 for status, answer in answers)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--port", "70000"], "--port: Not of type Port: 70000 does not conform to restriction v>=1024 and v<=65535"),
+        (["--port", "80"], "--port: Not of type Port: 80 does not conform to restriction v>=1024"),
+        (["--host", "10.9.9.9"], "--host: Expected a typing.Literal['127.0.0.1', '0.0.0.0', '::']"),
+        (["--port", "TAKEN"], "address already in use on 127.0.0.1; choose another --port"),
+    ],
+    ids=["port above 65535", "privileged port", "an address LitServe cannot listen on", "port in use"],
+)
+def test_an_address_the_server_cannot_listen_on_is_one_line_before_the_model_loads(options, message, checkpoints, scratch, capfd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = ["serve", "--ckpt_path", str(checkpoints["color"]), *[port if o == "TAKEN" else o for o in options]]
+        expect_one_line_error(capfd, scratch, files_under(scratch), args, message.replace("TAKEN", port))
