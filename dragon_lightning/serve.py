@@ -217,6 +217,11 @@ def serve_command(args: list[str]) -> None:
     except ImportError:
         raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
     server = build_server(options)
+    address = f"http://{'[::]' if options.host == '::' else options.host}:{options.port}"
+    print(
+        f"dragon-lightning serve: {options.model or options.ckpt_path} at {address} (POST /predict, GET /info, GET /docs)",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
     # A second signal, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):

@@ -65,8 +65,9 @@ def server(*args: str, environment: dict | None = None):
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err[-3000:]
+        assert f" at {url} (POST /predict" in out, "the server says where it listens"
 
 
 @pytest.fixture(scope="module")
