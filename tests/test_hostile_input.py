@@ -1,6 +1,7 @@
 """Hostile and odd input through the real CLI: a checkpoint never runs code, special files never hang,
 and every refusal is one line, exit status 2, with no file created or changed."""
 
+import errno
 import os
 import signal
 import stat
@@ -211,6 +212,40 @@ def test_an_unusable_output_location_is_refused_before_training(case, scratch, c
     make_options, message = OUTPUT_CASES[case]
     options = make_options(scratch)
     expect_one_line_error(capfd, scratch, files_under(scratch), ["fit", "--config", COLOR_MLP, *options], options[0], message)
+
+
+# Each command's place to write inside /proc, a folder that takes no files whoever runs the tests (root too).
+REFUSING_FILE_SYSTEM = {
+    "fit, run folder": lambda trained: ["fit", "--config", COLOR_MLP, "--trainer.default_root_dir", "/proc/runs"],
+    "fit, figures": lambda trained: ["fit", "--config", COLOR_MLP, "--figures.save_dir", "/proc/figures"],
+    "cv": lambda trained: ["cv", "--config", COLOR_MLP, "--folds", "2", "--trainer.default_root_dir", "/proc/cv"],
+    "predict": lambda trained: predict_args(COLOR_MLP, str(trained), "dragons.csv", "/proc/predictions.csv"),
+    "export": lambda trained: ["export", "--ckpt_path", str(trained), "--output", "/proc/model.onnx"],
+    "compare": lambda trained: ["compare", str(trained), "--output", "/proc/comparison.png"],
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("case", REFUSING_FILE_SYSTEM)
+def test_a_folder_the_file_system_refuses_is_one_line_before_any_work(case, trained, scratch, capfd):
+    """Permissions say nothing for root or a special file system: the output gate tries a file there."""
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
+    args = REFUSING_FILE_SYSTEM[case](trained)
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "/proc is not writable")
+
+
+def test_a_file_the_file_system_refuses_is_one_line_and_the_previous_file_stays(tmp_path):
+    from dragon_lightning.gates.outputs import NotWritten, write_atomically
+
+    target = tmp_path / "model.onnx"
+    target.write_text("before")
+
+    def failing_device(tmp: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(NotWritten, match=r"model.onnx: not written \(input/output error\); what was there is unchanged"):
+        write_atomically(target, failing_device)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"] and target.read_text() == "before"
 
 
 @pytest.mark.parametrize("where", ["a directory", "under a file"])

@@ -31,6 +31,14 @@ class DiskFull(DragonError, OSError):
     """Writing failed for want of space; what was there before is whole."""
 
 
+class NotWritten(DragonError, OSError):
+    """The file system refused a file (a folder gone, a file system that takes no files)."""
+
+
+def _reason(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
+
+
 def require_writable_dir(path: str | os.PathLike, option: str | None = None) -> None:
     """``path`` must be a folder, or creatable as one, where files can be written."""
     path = Path(path)
@@ -38,8 +46,11 @@ def require_writable_dir(path: str | os.PathLike, option: str | None = None) -> 
     if not existing.is_dir():
         where = "is" if existing == path else f"lies under {existing}, which is"
         raise DragonInputError(f"{named(path, option)}: {where} a file, expected a folder to write into")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DragonInputError(f"{named(path, option)}: {existing} is not writable")
+    try:  # a file made and gone at once: permissions alone say nothing for root or a special file system
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise DragonInputError(f"{named(path, option)}: {existing} is not writable ({_reason(error)})") from None
 
 
 def require_writable_file(path: str | os.PathLike, option: str | None = None) -> None:
@@ -64,14 +75,17 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
 
     With ``overwrite=False`` an existing ``path`` is kept: identical content is accepted (returns False,
     nothing changes) and different content raises :class:`DragonInputError` instead of clobbering it.
-    Returns True when ``path`` was (re)written. A full disk is one :class:`DiskFull` line, with the
-    previous file whole.
+    Returns True when ``path`` was (re)written. A full disk, or any other failure to write, is one line
+    (:class:`DiskFull`, :class:`NotWritten`), with the previous file whole.
     """
     path = Path(path)
     require_writable_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as error:
+        raise NotWritten(f"{path}: not written ({_reason(error)})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -84,11 +98,13 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
         os.replace(tmp, path)
         return True
     except OSError as error:
+        if isinstance(error, DragonError):
+            raise
         if error.errno in DISK_FULL:
             raise DiskFull(
                 f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged"
             ) from None
-        raise
+        raise NotWritten(f"{path}: not written ({_reason(error)}); what was there is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
 
