@@ -31,7 +31,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, re
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.inputs import ONNX, open_input
+from dragon_lightning.gates.inputs import ONNX, read_bytes
 from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
 
@@ -91,8 +91,12 @@ def checkpoint_predictor(path: str) -> Predictor:
 def onnx_predictor(path: str) -> Predictor:
     import onnxruntime
 
-    open_input(path, ONNX, "--model")
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    data = read_bytes(path, ONNX, "--model")  # read once, through the gate: the session gets the bytes
+    try:
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({reason})") from None
     meta = session.get_modelmeta().custom_metadata_map
     try:
         bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))

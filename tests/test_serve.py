@@ -215,3 +215,13 @@ def test_an_address_the_server_cannot_listen_on_is_one_line_before_the_model_loa
         port = str(taken.getsockname()[1])
         args = ["serve", "--ckpt_path", str(checkpoints["color"]), *[port if o == "TAKEN" else o for o in options]]
         expect_one_line_error(capfd, scratch, files_under(scratch), args, message.replace("TAKEN", port))
+
+
+@pytest.mark.parametrize("given", ["a checkpoint", "a cut-short ONNX file"])
+def test_a_model_file_onnxruntime_cannot_load_is_one_line(given, checkpoints, scratch, capfd):
+    model = checkpoints["color"]
+    if given == "a cut-short ONNX file":
+        model = scratch / "cut.onnx"
+        model.write_bytes(checkpoints["onnx"].read_bytes()[:5000])
+    args = ["serve", "--model", str(model), "--port", str(free_port())]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {model}: not an ONNX model onnxruntime can load")
