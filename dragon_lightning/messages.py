@@ -33,8 +33,10 @@ def input_error_message(error: BaseException) -> str | None:
     if key is None:
         return " ".join(lines[:2])
     option = "--" + key.group(1).replace(".init_args", "")
+    if problem := _class_problem(option, lines):
+        return problem
     if option == "--model":
-        return _model_problem(lines) or "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
+        return "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
     if detail.startswith("Does not validate"):
         # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
@@ -59,16 +61,30 @@ def _option_group(owner_class: type) -> str:
     return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
 
 
-def _model_problem(lines: list[str]) -> str | None:
-    """jsonargparse's reason for refusing a known model's arguments, as ``--model.init_args.NAME: reason``."""
+def _class_problem(option: str, lines: list[str]) -> str | None:
+    """jsonargparse's reason for refusing a class's arguments (a model, callback, logger, optimizer), as
+    ``--option.init_args.NAME: reason``; ``None`` when no class was refused."""
     for index, line in enumerate(lines):
         problem = re.match(r"- Problem with given class_path '([^']+)':", line)
         if problem is None:
             continue
-        model, detail = problem.group(1).rsplit(".", 1)[-1], lines[index + 1 :] or [""]
+        name, detail = problem.group(1).rsplit(".", 1)[-1], lines[index + 1 :] or [""]
         if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
-            return f"--model.init_args.{unknown.group(1)}: not an option of {model} (see --model.help {model})"
+            return f"{option}.init_args.{unknown.group(1)}: not an option of {name} (see {option}.help {name})"
         if key := re.match(r'Parser key "([^"]+)":', detail[0]):
-            return f"--model.init_args.{key.group(1)}: {detail[1] if len(detail) > 1 else 'invalid value'}"
-        return f"--model {model}: {detail[0]}"
+            reason = _first_reason(detail[1:])
+            if argument := re.search(r'Parser key "([^"]+)":$', reason):  # an argument of an optimizer or scheduler
+                given = re.search(r"val='([^']*)'\)|Given value: (\S+)\. Got value", "\n".join(detail))
+                value = f" {given.group(1) or given.group(2)}" if given else ""
+                return f"{option}.init_args.{key.group(1)}.init_args.{argument.group(1)}: invalid value{value}"
+            return f"{option}.init_args.{key.group(1)}: {reason}"
+        return f"{option} {name}: {detail[0]}"
     return None
+
+
+def _first_reason(lines: list[str]) -> str:
+    """The reason among a union's alternatives that is not "not None" (jsonargparse lists them all)."""
+    if not lines or not lines[0].startswith("Does not validate"):
+        return lines[0] if lines else "invalid value"
+    reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
+    return reasons[0].split("callable class: ", 1)[-1] if reasons else lines[0]

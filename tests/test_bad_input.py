@@ -93,6 +93,22 @@ OPTION_CASES = {
         ["--checkpoint.every_n_train_steps", "-5"],
         "--checkpoint.every_n_train_steps: Not of type NonNegativeInt: does not conform to restriction v>=0 (given -5)",
     ),
+    "a callback without its required argument": (
+        ["--trainer.callbacks+=EarlyStopping"],
+        "--trainer.callbacks EarlyStopping: the following arguments are required: monitor",
+    ),
+    "a scheduler without its required argument": (
+        ["--model.init_args.scheduler", "torch.optim.lr_scheduler.StepLR"],
+        "--model.init_args.scheduler: the following arguments are required: step_size",
+    ),
+    "a learning rate that is not a number": (
+        ["--model.init_args.optimizer.init_args.lr", "abc"],
+        "--model.init_args.optimizer.init_args.lr: invalid value abc",
+    ),
+    "a logger argument of the wrong type": (
+        ["--trainer.logger", "CSVLogger", "--trainer.logger.init_args.flush_logs_every_n_steps", "x"],
+        "--trainer.logger.init_args.flush_logs_every_n_steps: Expected a <class 'int'>. Got value: x",
+    ),
     "clipping the online perceptron": (
         ["--model", "Perceptron", "--model.online", "true", "--trainer.gradient_clip_val", "1"],
         "--trainer.gradient_clip_val needs an optimizer that Lightning runs: --model.init_args.online true",
