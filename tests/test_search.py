@@ -272,6 +272,11 @@ SEARCH_OPTION_CASES = {
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
     "unreachable path": (["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study database"),
+    "no server, a one-letter password": (
+        ["--storage", "postgresql://user:p@127.0.0.1:1/db"],
+        "--storage postgresql://user:***@127.0.0.1:1/db: cannot open the study database (connection failed: "
+        'connection to server at "127.0.0.1", port 1 failed',
+    ),
     "bad choice": (
         ["--space", "SPACE:model.init_args.hidden_sizes: {type: categorical, choices: [[8], [0]]}"],
         "model.init_args.hidden_sizes: [0]: --model.init_args.hidden_sizes: Not of type PositiveInt: 0 does not conform to restriction v>0",

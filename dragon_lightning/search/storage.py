@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -99,8 +100,8 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
             if racing and attempt + 1 < SETUP_ATTEMPTS:
                 time.sleep(1.0)  # another machine is creating the study tables this very moment
                 continue
-            if parsed.password:
-                reason = reason.replace(str(parsed.password), "***")
+            if parsed.password:  # where it stands alone: a password "p" leaves the "p" of "port" alone
+                reason = re.sub(rf"(?<!\w){re.escape(str(parsed.password))}(?!\w)", "***", reason)
             raise DragonInputError(f"--storage {shown}: cannot open the study database ({reason})") from None
     raise AssertionError("unreachable")
 
