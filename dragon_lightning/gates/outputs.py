@@ -39,13 +39,16 @@ def _reason(error: OSError) -> str:
     return (error.strerror or str(error)).lower()
 
 
-def require_writable_dir(path: str | os.PathLike, option: str | None = None) -> None:
-    """``path`` must be a folder, or creatable as one, where files can be written."""
+def require_writable_dir(path: str | os.PathLike, option: str | None = None, try_file: bool = True) -> None:
+    """``path`` must be a folder, or creatable as one, where files can be written (``try_file``: where a
+    file can be made; without, only a file in the way is refused)."""
     path = Path(path)
     existing = next((candidate for candidate in (path, *path.parents) if stat_path(candidate, option)), Path("."))
     if not existing.is_dir():
         where = "is" if existing == path else f"lies under {existing}, which is"
         raise DragonInputError(f"{named(path, option)}: {where} a file, expected a folder to write into")
+    if not try_file:
+        return
     try:  # a file made and gone at once: permissions alone say nothing for root or a special file system
         with tempfile.TemporaryFile(dir=existing):
             pass
@@ -53,7 +56,7 @@ def require_writable_dir(path: str | os.PathLike, option: str | None = None) -> 
         raise DragonInputError(f"{named(path, option)}: {existing} is not writable ({_reason(error)})") from None
 
 
-def require_writable_file(path: str | os.PathLike, option: str | None = None) -> None:
+def require_writable_file(path: str | os.PathLike, option: str | None = None, try_file: bool = True) -> None:
     """``path`` must be writable as a regular file: not a folder or special file, in a usable folder."""
     path = Path(path)
     status = stat_path(path, option)
@@ -61,7 +64,7 @@ def require_writable_file(path: str | os.PathLike, option: str | None = None) ->
         raise DragonInputError(f"{named(path, option)}: is a directory, expected a file path to write")
     if status is not None and not stat.S_ISREG(status.st_mode):
         raise DragonInputError(f"{named(path, option)}: not a regular file (a device, FIFO or socket)")
-    require_writable_dir(path.parent, option=None if option is None else f"{option} (its folder)")
+    require_writable_dir(path.parent, option=None if option is None else f"{option} (its folder)", try_file=try_file)
 
 
 def _umask() -> int:
@@ -79,7 +82,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
     (:class:`DiskFull`, :class:`NotWritten`), with the previous file whole.
     """
     path = Path(path)
-    require_writable_file(path)
+    require_writable_file(path, try_file=False)  # the folder was tried before any work; a refusal now is NotWritten
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
