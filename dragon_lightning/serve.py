@@ -240,7 +240,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            reason = os.strerror(error.errno or 0).lower()
+            reason = (error.strerror or str(error)).lower()
             raise DragonInputError(f"--port {port}: {reason} on {host}; choose another --port") from None
 
 

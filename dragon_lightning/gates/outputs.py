@@ -101,8 +101,6 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
         os.replace(tmp, path)
         return True
     except OSError as error:
-        if isinstance(error, DragonError):
-            raise
         if error.errno in DISK_FULL:
             raise DiskFull(
                 f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged"
