@@ -245,9 +245,12 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def _stop(server_pid: int, signum, frame) -> None:
-    """SIGTERM in the server's own process: stop as Ctrl-C does. In a process it started (which inherits
-    the handler, as the HTTP workers do once they have finished their requests): the default, an exit."""
+    """SIGTERM in the server's own process: stop as Ctrl-C does, once; a second SIGTERM would interrupt
+    LitServe's shutdown half-way and leave its workers to die on a closed queue (SIGKILL still ends it
+    at once). In a process it started (which inherits the handler, as the HTTP workers do once they have
+    finished their requests): the default, an exit."""
     if os.getpid() == server_pid:
+        signal.signal(signum, signal.SIG_IGN)
         raise KeyboardInterrupt
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
