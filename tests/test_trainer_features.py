@@ -190,3 +190,38 @@ def test_lr_find_suggests_a_tenth_of_the_lowest_smoothed_loss():
     rates = [1e-9] * SKIP_BEGIN + [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
     losses = [0.1] * SKIP_BEGIN + [2.0, 1.5, 0.9, 0.4, float("nan"), 0.01]  # the warm-up and the blow-up are left out
     assert suggest(rates, losses) == pytest.approx(1e-3)
+
+
+class LossBeforeEachStep(Callback):
+    """The model's loss and rows predicted right on each training batch, just before its step."""
+
+    def __init__(self) -> None:
+        self.loss_sum = self.right = self.rows = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        features, labels = batch
+        with torch.no_grad():
+            logits = pl_module(features)
+        self.loss_sum += float(pl_module.loss(logits, labels)) * len(labels)
+        self.right += float((pl_module.predict_classes(logits) == labels).sum())
+        self.rows += len(labels)
+
+
+def test_training_metrics_count_each_batch_once_as_it_was_before_its_step_even_under_lbfgs(tmp_path):
+    cli = fit(
+        tmp_path,
+        "--model.init_args.optimizer",
+        "torch.optim.LBFGS",
+        "--model.init_args.optimizer.init_args.max_iter",
+        "5",
+        "--data.batch_size",
+        "64",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.callbacks+=test_trainer_features.LossBeforeEachStep",
+        name="fire_logistic.yaml",
+    )
+    before = next(c for c in cli.trainer.callbacks if isinstance(c, LossBeforeEachStep))
+    assert before.rows == len(cli.datamodule.splits["train"][1])
+    assert logged(tmp_path, "train/loss")[-1] == pytest.approx(before.loss_sum / before.rows, rel=1e-5)
+    assert logged(tmp_path, "train/acc")[-1] == pytest.approx(before.right / before.rows, rel=1e-6)

@@ -23,7 +23,7 @@ from torchmetrics.classification import BinaryROC
 from dragon_lightning.arguments import AtLeastTwo, check_arguments
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
-from dragon_lightning.models.metrics import accuracy_collection, score_collection, test_collection
+from dragon_lightning.models.metrics import TrainingTally, accuracy_collection, score_collection, test_collection
 
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
@@ -86,8 +86,8 @@ class DragonClassifier(L.LightningModule):
         """Raw features to the scale the network learns on; fitted by the data module on the training split."""
         self.metrics = torch.nn.ModuleDict(
             {
-                # Training accuracy is the share of rows predicted right: summed on the device per step
-                # (torchmetrics' own update costs a tenth of a small model's step), handed over per epoch.
+                # Training accuracy is the share of rows predicted right: tallied per step (torchmetrics'
+                # own update costs a tenth of a small model's step), handed over per epoch.
                 "train_metrics": MetricCollection({"acc": MeanMetric(nan_strategy="disable")}, prefix="train/"),
                 "val_metrics": accuracy_collection(num_classes).clone(prefix="val/"),
                 "test_metrics": test_collection(num_classes, self.class_names).clone(prefix="test/"),
@@ -110,10 +110,7 @@ class DragonClassifier(L.LightningModule):
         Keras' ``History``: what the learning-curves figure draws, whatever the logger."""
         # "disable": no NaN check (a host sync) per update; divergence is watched separately.
         self.losses = torch.nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES})
-        self._first_nonfinite_batch = torch.tensor(-1)
-        self._train_sums = torch.zeros(2)  # loss times rows, rows predicted right
-        self._train_rows = 0
-        self._counted_batch: tuple[int, int] = (-1, -1)
+        self.tally = TrainingTally()
 
     def _collection(self, name: str) -> MetricCollection:
         return cast(MetricCollection, self.metrics[name])
@@ -157,43 +154,36 @@ class DragonClassifier(L.LightningModule):
         ensembles hold."""
         return torch.nn.Sequential(self.inputs, self.network)
 
-    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and logits of a batch; the stage's loss and metrics accumulate on the way (if ``count``)."""
+    def _shared_step(self, batch: Sequence[torch.Tensor], stage: str, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of a batch; the stage's loss and metrics accumulate on the way."""
         features, labels = batch
         logits = self(features)
         loss = self.loss(logits, labels)
-        if count:
-            self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), len(labels))
+        self.update_metrics(stage, self.predict_classes(logits.detach()), labels, loss.detach(), batch_idx)
         return loss, logits
 
-    def update_metrics(self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, rows: int) -> None:
-        """Accumulate a batch; nothing leaves the device until the epoch ends."""
+    def update_metrics(
+        self, stage: str, predicted: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor, batch_idx: int
+    ) -> None:
+        """Accumulate a batch; nothing leaves the device until the epoch ends. A training batch's loss is
+        also watched for divergence."""
         if stage == "train":
-            self._train_sums[0] += loss * rows
-            self._train_sums[1] += (predicted == labels).sum()
-            self._train_rows += rows
+            self.tally.add(batch_idx, loss, (predicted == labels).sum(), len(labels))
             return
-        self._loss(stage).update(loss, weight=rows)
+        self._loss(stage).update(loss, weight=len(labels))
         self._collection(f"{stage}_metrics").update(predicted, labels)
-
-    def watch_divergence(self, loss: torch.Tensor, batch: int) -> None:
-        """Remember the epoch's first batch with a NaN or infinite loss, without a host sync per step."""
-        known = self._first_nonfinite_batch.to(loss.device)
-        self._first_nonfinite_batch = torch.where((known < 0) & ~torch.isfinite(loss.detach()), batch, known)
 
     def _stop_if_diverged(self) -> None:
         """Raise before anything (validation, a checkpoint) uses weights from a diverged step."""
-        batch = int(self._first_nonfinite_batch)
-        if batch >= 0:
+        batch = self.tally.settle()
+        if batch is not None:
             raise TrainingDiverged(
                 f"training diverged: the loss became NaN or infinite at epoch {self.current_epoch}, batch {batch}; "
                 "no checkpoint was saved from that point on. Lower the learning rate and run again"
             )
 
     def on_train_epoch_start(self) -> None:
-        self._first_nonfinite_batch = torch.tensor(-1, device=self.device)
-        self._train_sums = torch.zeros(2, device=self.device)
-        self._train_rows = 0
+        self.tally = TrainingTally()
 
     def on_validation_start(self) -> None:
         if self.trainer.training:
@@ -238,10 +228,9 @@ class DragonClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._stop_if_diverged()
-        if self._train_rows:
-            loss_sum, right = self._train_sums / self._train_rows
-            self._loss("train").update(loss_sum, weight=self._train_rows)
-            self._collection("train_metrics")["acc"].update(right, weight=self._train_rows)
+        if rows := self.tally.rows:
+            self._loss("train").update(self.tally.loss_sum / rows, weight=rows)
+            self._collection("train_metrics")["acc"].update(self.tally.right / rows, weight=rows)
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -257,22 +246,15 @@ class DragonClassifier(L.LightningModule):
         self._log_epoch("test")
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        # A closure optimizer (L-BFGS) evaluates a step several times: the metrics count the first
-        # evaluation, the batch as it was before the step.
-        first_evaluation = self._counted_batch != (self.current_epoch, batch_idx)
-        self._counted_batch = (self.current_epoch, batch_idx)
-        loss, _ = self._shared_step(batch, "train", count=first_evaluation)
-        if first_evaluation:
-            self.watch_divergence(loss, batch_idx)
-        return loss
+        return self._shared_step(batch, "train", batch_idx)[0]
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._shared_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Returns the predicted classes and probabilities, for callbacks that look at the test set
         (the figures)."""
-        _, logits = self._shared_step(batch, "test")
+        _, logits = self._shared_step(batch, "test", batch_idx)
         probabilities = self.probabilities(logits)
         predicted = self.predict_classes(logits)
         cast(Metric, self.test_summaries["confusion"]).update(predicted, batch[1])

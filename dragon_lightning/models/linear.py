@@ -106,13 +106,12 @@ class Perceptron(DragonClassifier):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if self.hparams["online"]:
-            self._online_step(batch)
+            self._online_step(batch, batch_idx)
             return None
         features, labels = batch
         logits = self(features)
         rows = self._criterion(logits, labels)
-        self.update_metrics("train", self.predict_classes(logits.detach()), labels, rows.detach().mean(), len(labels))
-        self.watch_divergence(rows.detach().sum(), batch_idx)
+        self.update_metrics("train", self.predict_classes(logits.detach()), labels, rows.detach().mean(), batch_idx)
         # The rule sums its rows' corrections; DDP averages gradients over processes, so scale back up.
         return rows.sum() * self.trainer.world_size
 
@@ -128,13 +127,13 @@ class Perceptron(DragonClassifier):
         lr = optimizer.param_groups[0]["lr"]
         self._epoch_movement += lr * sum(p.grad.abs().sum() for p in self.parameters() if p.grad is not None)
 
-    def _online_step(self, batch: Sequence[torch.Tensor]) -> None:
+    def _online_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         if self.trainer.world_size > 1:
             raise InvalidArgument(self, "online", "applies the rule row by row and runs in one process only")
         features, labels = batch
         with torch.no_grad():
             logits = self(features)
-            self.update_metrics("train", self.predict_classes(logits), labels, self.loss(logits, labels), len(labels))
+            self.update_metrics("train", self.predict_classes(logits), labels, self.loss(logits, labels), batch_idx)
             weight = self.linear.weight.detach().cpu().double().numpy()
             bias = self.linear.bias.detach().cpu().double().numpy()
             lr = self.hparams["lr"] / (self.current_epoch + 1)
