@@ -35,6 +35,8 @@ def quiet_warnings(command: str | None = None) -> None:
     if command in ("validate", "test", "predict"):
         # An evaluation restores no training state: the callbacks a checkpoint was trained with add nothing.
         warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+    # Every model logs once an epoch; log_every_n_steps sets how often per-step values are written.
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
     # --data.val_fraction 0 has no validation rows by choice: its empty validation list is the intention.
     warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 

@@ -215,6 +215,7 @@ def test_the_command_exits_cleanly(tmp_path):
     assert "GPU available" in printed and "TPU available" not in printed and "Tip:" not in printed, (
         "Lightning's lines about other products stay out"
     )
+    assert "logging interval" not in printed, "no advice on per-step logging: every model logs once an epoch"
     bad = subprocess.run([*command, "--data.csv_path", "missing.csv"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "dragon-lightning: error: missing.csv: no such CSV file"
