@@ -3,24 +3,25 @@
 Every variant trains the MLP 2-10-20-1000-3 with Adam on the same generated color dragons and batch
 size, through the same minibatch loader, in one process, and is timed on its training batches alone
 (validation excluded): the best epoch after a warm-up one, repeated in turns so that load from
-elsewhere on the machine hits every variant alike. Each row adds one thing to the row above:
+elsewhere on the machine hits every variant alike, each turn in another order. Each row adds one thing to the row above:
 
     bare LightningModule, bare Trainer  (no logger, checkpoint, progress bar or summary)
     + dragon-lightning's MLPClassifier  (input layer, per-epoch metrics, divergence watch)
-    + TensorBoard logger, log_every_n_steps 1  (as the configs set it)
+    + TensorBoard logger  (Lightning's default log_every_n_steps, as the configs leave it)
     + progress bar, redrawn every 10 steps
     + checkpoints (best by val/loss, last.ckpt at each epoch end)
     + learning-rate monitor
     + figures (boundary snapshots)
     the whole 'dragon-lightning fit --config configs/color_mlp.yaml'
 
-    python benchmarks/step_cost.py --n 200000 --batch-size 256 --repeats 3
+    python benchmarks/step_cost.py --n 200000 --batch-size 256 --repeats 8
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import io
 import itertools
@@ -116,7 +117,6 @@ def trainer_run(
         default_root_dir=root,
         callbacks=callbacks,
         logger=TensorBoardLogger(root, name="") if "logger" in pieces else False,
-        log_every_n_steps=1,
         enable_checkpointing="checkpoints" in pieces,
         enable_progress_bar="progress" in pieces,
         enable_model_summary=False,
@@ -154,10 +154,38 @@ def whole_command(n: int, batch_size: int, epochs: int, root: Path) -> EpochTime
     return next(c for c in cli.trainer.callbacks if isinstance(c, timer_module.EpochTimer))
 
 
+def bookkeeping_microseconds(data: DragonDataModule, batch_size: int, steps: int = 3000) -> dict[str, float]:
+    """The model's own work per training step beside the network, timed alone on real batches: the input
+    layer, and the predicted classes with the training tally (its sums at each epoch's end included)."""
+    model = ours(data)
+    model.inputs.fit(data.splits["train"][0])
+    features, labels = data.splits["train"][0][:batch_size], data.splits["train"][1][:batch_size]
+    with torch.no_grad():
+        logits = model(features)
+        loss = model.loss(logits, labels)
+    epoch = len(data.splits["train"][1]) // batch_size
+
+    def input_layer(step: int) -> None:
+        model.inputs(features)
+
+    def tally(step: int) -> None:
+        model.update_metrics("train", model.predict_classes(logits), labels, loss, step)
+        if step % epoch == epoch - 1:
+            model.tally.settle()
+
+    timings = {}
+    for name, piece in (("input layer", input_layer), ("predicted classes and training tally", tally)):
+        started = time.perf_counter()
+        for step in range(steps):
+            piece(step)
+        timings[name] = 1e6 * (time.perf_counter() - started) / steps
+    return timings
+
+
 VARIANTS: list[tuple[str, Callable | None, set[str]]] = [
     ("bare LightningModule, bare Trainer", lambda data: BareMLP(), set()),
     ("+ dragon-lightning's MLPClassifier", ours, set()),
-    ("+ TensorBoard logger, log_every_n_steps 1", ours, {"logger"}),
+    ("+ TensorBoard logger", ours, {"logger"}),
     ("+ progress bar (every 10 steps)", ours, {"logger", "progress"}),
     ("+ checkpoints (best, last.ckpt each epoch)", ours, {"logger", "progress", "checkpoints"}),
     ("+ learning-rate monitor", ours, {"logger", "progress", "checkpoints", "lr_monitor"}),
@@ -171,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=200_000, help="generated dragons (60%% of them train)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is the warm-up")
-    parser.add_argument("--repeats", type=int, default=3, help="turns of every variant")
+    parser.add_argument("--repeats", type=int, default=8, help="turns of every variant (8: each takes every place once)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load step_cost.EpochTimer
@@ -182,7 +210,11 @@ def main(argv: list[str] | None = None) -> dict:
     batches: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for turn in range(args.repeats):
-            for index, (name, factory, pieces) in enumerate(VARIANTS):
+            # Each turn starts one variant later: a variant's place in a turn (after which other) costs
+            # it as much as some pieces do, so every variant takes every place in turn.
+            start = turn % len(VARIANTS)
+            for index, (name, factory, pieces) in [*enumerate(VARIANTS)][start:] + [*enumerate(VARIANTS)][:start]:
+                gc.collect()
                 root = Path(tmp) / f"{turn}-{index}"
                 if factory is None:
                     timer = whole_command(args.n, args.batch_size, args.epochs, root)
@@ -206,7 +238,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("| variant | s per epoch | ms per step | vs bare Trainer |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['variant']} | {row['seconds_per_epoch']:.3f} | {row['ms_per_step']:.3f} | {row['vs_bare']:.2f} |")
-    result = {"n": args.n, "batch_size": args.batch_size, "steps_per_epoch": steps, "rows": rows}
+    bookkeeping = bookkeeping_microseconds(data, args.batch_size)
+    print("\nthe model's own bookkeeping per step, timed alone: " + ", ".join(f"{k} {v:.0f} µs" for k, v in bookkeeping.items()))
+    result = {"n": args.n, "batch_size": args.batch_size, "steps_per_epoch": steps, "rows": rows, "bookkeeping_us": bookkeeping}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
