@@ -227,3 +227,12 @@ def test_a_model_file_onnxruntime_cannot_load_is_one_line(given, checkpoints, sc
         model.write_bytes(checkpoints["onnx"].read_bytes()[:5000])
     args = ["serve", "--model", str(model), "--port", str(free_port())]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {model}: not an ONNX model onnxruntime can load")
+
+
+def test_an_onnx_file_whose_tensors_name_other_files_is_one_line_and_those_files_are_not_read(checkpoints, scratch, capfd):
+    onnx = pytest.importorskip("onnx")
+    model = scratch / "external.onnx"
+    onnx.save_model(onnx.load(checkpoints["onnx"]), model, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    args = ["serve", "--model", str(model), "--port", str(free_port())]
+    message = f"--model {model}: keeps tensor data in other files (weights.bin), which serve does not read"
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
