@@ -236,3 +236,12 @@ def test_an_onnx_file_whose_tensors_name_other_files_is_one_line_and_those_files
     args = ["serve", "--model", str(model), "--port", str(free_port())]
     message = f"--model {model}: keeps tensor data in other files (weights.bin), which serve does not read"
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_serving_an_onnx_file_without_the_export_extra_is_one_line_naming_it(missing, checkpoints, scratch, capfd, monkeypatch):
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ImportError
+    args = ["serve", "--model", str(checkpoints["onnx"]), "--port", str(free_port())]
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args, "needs onnx and onnxruntime: pip install 'dragon-lightning[export]'"
+    )
