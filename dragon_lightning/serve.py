@@ -31,7 +31,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, re
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.inputs import ONNX, read_bytes
+from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
 
@@ -88,50 +88,17 @@ def checkpoint_predictor(path: str) -> Predictor:
     )
 
 
-def external_files(model) -> list[str]:
-    """The files an ONNX model's tensors name to read their data from (external data), in its graph,
-    nested graphs and functions: a name inside the file must not decide what the server reads."""
-    from onnx.external_data_helper import uses_external_data
-
-    def graph_tensors(graph):
-        yield from graph.initializer
-        for sparse in graph.sparse_initializer:
-            yield from (sparse.values, sparse.indices)
-        yield from node_tensors(graph.node)
-
-    def node_tensors(nodes):
-        for node in nodes:
-            for attribute in node.attribute:
-                yield from (attribute.t, *attribute.tensors)
-                for graph in (attribute.g, *attribute.graphs):
-                    yield from graph_tensors(graph)
-
-    tensors = [*graph_tensors(model.graph), *(t for function in model.functions for t in node_tensors(function.node))]
-    return sorted(
-        {next((e.value for e in t.external_data if e.key == "location"), t.name) for t in tensors if uses_external_data(t)}
-    )
-
-
 def onnx_predictor(path: str) -> Predictor:
+    data = read_onnx(path, "--model")  # read once, through the gate: the session gets the bytes
     try:
-        import onnx
         import onnxruntime
     except ImportError:
-        raise DragonInputError("serve --model needs onnx and onnxruntime: pip install 'dragon-lightning[export]'") from None
-
-    data = read_bytes(path, ONNX, "--model")  # read once, through the gate: the session gets the bytes
+        raise DragonInputError("serve --model needs onnxruntime: pip install 'dragon-lightning[export]'") from None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # its own error lines would stand beside the one line below
     try:
-        if external := external_files(onnx.load_model_from_string(data)):
-            raise DragonInputError(
-                f"--model {path}: keeps tensor data in other files ({', '.join(external)}), which serve does "
-                "not read; export writes one self-contained file"
-            )
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 4  # its own error lines would stand beside the one line below
         session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except DragonInputError:
-        raise
-    except Exception as error:  # onnx's and onnxruntime's errors share no base class: any failure means an unusable file
+    except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({reason})") from None
     meta = session.get_modelmeta().custom_metadata_map

@@ -1,10 +1,11 @@
-"""The one way to open a file a user hands in: CSVs, configs, search spaces, checkpoints and journals,
-and every path jsonargparse would read as a config.
+"""The one way to open a file a user hands in: CSVs, configs, search spaces, checkpoints, journals and
+ONNX models, and every path jsonargparse would read as a config.
 
 A device (``/dev/zero``), a FIFO (what ``<(cat file)`` gives) or a socket would make a reader hang or
 grow without bound, and a huge regular file would fill memory: each kind of input has a size bound,
 checked with ``stat`` before the file is opened. Text must be UTF-8; YAML is read with the safe loader,
-and its aliases may not expand a small file into millions of nodes. Every refusal is one
+and its aliases may not expand a small file into millions of nodes; an ONNX model may not name other
+files to read. Every refusal is one
 :class:`DragonInputError` line naming the path and the option it came from.
 """
 
@@ -113,6 +114,53 @@ def read_bytes(path: str | os.PathLike, kind: InputKind, option: str | None = No
     if len(data) > kind.max_bytes:
         raise DragonInputError(f"{named(path, option)}: grew beyond {kind.max_bytes / MiB:,.0f} MiB while being read")
     return data
+
+
+def read_onnx(path: str | os.PathLike, option: str | None = None) -> bytes:
+    """An ONNX model's bytes, parsed once with ``onnx`` to refuse a model whose tensors name other files
+    to read (external data): a name inside the file must not decide what is read."""
+    data = read_bytes(path, ONNX, option)
+    try:
+        import onnx
+    except ImportError:
+        raise DragonInputError(
+            f"{named(path, option)}: reading ONNX needs onnx: pip install 'dragon-lightning[export]'"
+        ) from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as error:  # protobuf's DecodeError and onnx's own share no base class worth naming
+        raise DragonInputError(
+            f"{named(path, option)}: not an ONNX model ({str(error).strip() or type(error).__name__})"
+        ) from None
+    if external := _external_files(model):
+        raise DragonInputError(
+            f"{named(path, option)}: keeps tensor data in other files ({', '.join(external)}), which are not read; "
+            "export writes one self-contained file"
+        )
+    return data
+
+
+def _external_files(model: Any) -> list[str]:
+    """The files an ONNX model's tensors name for their data, in its graph, nested graphs and functions."""
+    from onnx.external_data_helper import uses_external_data
+
+    def graph_tensors(graph: Any) -> Iterator[Any]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        yield from node_tensors(graph.node)
+
+    def node_tensors(nodes: Any) -> Iterator[Any]:
+        for node in nodes:
+            for attribute in node.attribute:
+                yield from (attribute.t, *attribute.tensors)
+                for graph in (attribute.g, *attribute.graphs):
+                    yield from graph_tensors(graph)
+
+    tensors = [*graph_tensors(model.graph), *(t for function in model.functions for t in node_tensors(function.node))]
+    return sorted(
+        {next((e.value for e in t.external_data if e.key == "location"), t.name) for t in tensors if uses_external_data(t)}
+    )
 
 
 def read_text(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> str:
