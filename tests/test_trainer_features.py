@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from test_cli import read_events
 
 from dragon_lightning.models import MLPClassifier
+from dragon_lightning.models.metrics import TrainingTally
 
 QUICK = ["--figures.enabled", "false", "--test_after_fit", "false"]
 
@@ -225,3 +226,19 @@ def test_training_metrics_count_each_batch_once_as_it_was_before_its_step_even_u
     assert before.rows == len(cli.datamodule.splits["train"][1])
     assert logged(tmp_path, "train/loss")[-1] == pytest.approx(before.loss_sum / before.rows, rel=1e-5)
     assert logged(tmp_path, "train/acc")[-1] == pytest.approx(before.right / before.rows, rel=1e-6)
+
+
+def test_the_training_tally_sums_in_bounded_memory_and_names_the_first_diverged_batch():
+    tally = TrainingTally()
+    for batch in range(3000):
+        tally.add(batch, torch.tensor(float(batch % 7)), torch.tensor(batch % 3), 10)
+        tally.add(batch, torch.tensor(99.0), torch.tensor(0), 10)  # a closure optimizer's second evaluation
+        assert len(tally.pending) < TrainingTally.most_pending
+    assert tally.settle() is None
+    assert tally.rows == 30_000
+    assert float(tally.loss_sum) == 10 * sum(batch % 7 for batch in range(3000))
+    assert float(tally.right) == sum(batch % 3 for batch in range(3000))
+    diverged = TrainingTally()
+    for batch in range(3000):
+        diverged.add(batch, torch.tensor(float("inf") if batch in (1500, 2500) else 1.0), torch.tensor(1), 1)
+    assert diverged.settle() == 1500

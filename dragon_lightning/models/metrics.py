@@ -69,7 +69,10 @@ def score_collection(num_classes: int) -> MetricCollection:
 class TrainingTally:
     """A training epoch's loss, rows predicted right and rows, batch by batch. A step only appends its
     tensors: summing them on the device every step cost a small model a tenth of its step. ``settle``
-    sums what is pending when validation, a checkpoint or the epoch's end needs it (one host sync)."""
+    sums what is pending when validation, a checkpoint or the epoch's end needs it, or every
+    :attr:`most_pending` batches so that a long epoch's memory stays bounded (one host sync each)."""
+
+    most_pending = 1024
 
     def __init__(self) -> None:
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor, int]] = []
@@ -84,6 +87,8 @@ class TrainingTally:
         if batch != self.last_batch:
             self.last_batch = batch
             self.pending.append((batch, loss, right, rows))
+            if len(self.pending) >= self.most_pending:
+                self.settle()
 
     def settle(self) -> int | None:
         """Sum the pending batches; returns the first batch whose loss was NaN or infinite, if any."""
