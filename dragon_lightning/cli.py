@@ -34,7 +34,7 @@ from dragon_lightning.checkpoints import (
     latest_last_checkpoint,
 )
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.checkpoints import load_checkpoint, model_class
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
@@ -173,7 +173,7 @@ class DragonCLI(LightningCLI):
         try:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
         except ArgumentError as error:
-            reason = input_error_message(error) or str(error).splitlines()[0]
+            reason = input_error_message(error) or first_line(error)
             raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
 
     def instantiate_trainer(self, **kwargs):
@@ -186,7 +186,7 @@ class DragonCLI(LightningCLI):
             with held_back_logs():
                 trainer = super().instantiate_trainer(callbacks=default_callbacks(config.trainer), **kwargs)
         except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses while built
-            raise DragonInputError(f"--trainer: {str(error).splitlines()[0]}") from None
+            raise DragonInputError(f"--trainer: {first_line(error)}") from None
         if self.stage not in (None, "predict"):
             self.datamodule.prepare_data()
         if self.stage != "predict":  # every callback costs a little on every step

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.cli import DESCRIPTION, PROG, build_cli
-from dragon_lightning.errors import DragonError
+from dragon_lightning.errors import DragonError, first_line
 from dragon_lightning.gates.inputs import check_argument_files
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_warnings
@@ -101,7 +101,7 @@ def cli_main(args: list[str] | None = None):
         except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
             where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
             print(
-                f"dragon-lightning: error: rendezvous at {where}: {str(error).splitlines()[0]} Every node needs the same "
+                f"dragon-lightning: error: rendezvous at {where}: {first_line(error)} Every node needs the same "
                 "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
                 file=sys.stderr,
             )

@@ -5,6 +5,18 @@ what is wrong and where (file, line, column, option or training step).
 """
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message as one line for a one-line report: its first line, or its class's name when
+    it has no message."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def os_reason(error: OSError) -> str:
+    """What the operating system said, in its own words (``permission denied``), for a one-line report."""
+    return (error.strerror or first_line(error)).lower()
+
+
 class DragonError(Exception):
     """Base of the errors the CLI reports in one line instead of a traceback."""
 

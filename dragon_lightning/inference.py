@@ -21,7 +21,7 @@ from dragon_lightning.checkpoints import check_hyperparameters
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.features import CLASS_NAMES
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.gates.checkpoints import model_class as checkpoint_model_class
 from dragon_lightning.gates.tables import Features, feature_tensor
@@ -160,7 +160,7 @@ def load_model(path: str | os.PathLike, option: str | None = None) -> TrainedMod
         classifier = model_class(**hyperparameters)
         classifier.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, ValueError) as error:
-        reason = str(error).splitlines()[0]
+        reason = first_line(error)
         raise DragonInputError(f"{path}: its weights do not fit a {model_class.__name__} ({reason})") from None
     _check_fitted_features(classifier, path)
     return TrainedModel(classifier, dict(checkpoint.get("datamodule_hyper_parameters", {})), Path(path))

@@ -30,7 +30,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, re
 
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
@@ -99,8 +99,7 @@ def onnx_predictor(path: str) -> Predictor:
     try:
         session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({reason})") from None
+        raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({first_line(error)})") from None
     meta = session.get_modelmeta().custom_metadata_map
     try:
         bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
@@ -231,7 +230,7 @@ def serve_command(args: list[str]) -> None:
         flush=True,
     )
     signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
-    # A second signal, or a helper process that ended first, while LitServe was already stopping.
+    # A second Ctrl-C, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
     print("dragon-lightning serve: stopped", flush=True)
@@ -244,8 +243,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as error:
-            reason = (error.strerror or str(error)).lower()
-            raise DragonInputError(f"--port {port}: {reason} on {host}; choose another --port") from None
+            raise DragonInputError(f"--port {port}: {os_reason(error)} on {host}; choose another --port") from None
 
 
 def _stop(server_pid: int, signum, frame) -> None:

@@ -15,6 +15,7 @@ import torch
 from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
 
 from dragon_lightning.data import DragonDataModule
+from dragon_lightning.errors import first_line, os_reason
 from dragon_lightning.gates.checkpoints import stamp_checksum
 
 COLOR_MLP = config("color_mlp.yaml")
@@ -818,3 +819,10 @@ def test_a_checkpoint_of_the_earlier_layout_loads_and_predicts_as_before(trained
         "test", "--config", COLOR_MLP, "--ckpt_path", str(trained), "--trainer.logger", "false", "--figures.enabled", "false"
     )
     assert float(tested.trainer.callback_metrics["test/acc"]) == float(again.trainer.callback_metrics["test/acc"])
+
+
+def test_an_error_reported_in_one_line_keeps_its_first_line_or_names_its_class():
+    assert first_line(ValueError("\n  bad value\nsecond line")) == "bad value"
+    assert first_line(KeyError()) == "KeyError"
+    assert os_reason(PermissionError(13, "Permission denied")) == "permission denied"
+    assert os_reason(OSError("no strerror\nmore")) == "no strerror"

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from dragon_lightning.data.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import CSV, open_input
 from dragon_lightning.gates.outputs import write_atomically
 from dragon_lightning.gates.tables import feature_tensor, first_bad, numeric_values
@@ -66,7 +66,7 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except pd.errors.ParserError as error:
-        raise DragonInputError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+        raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     header = [str(name).strip() for name in header]
     if len(header) > MAX_COLUMNS:
         raise DragonInputError(f"{path}: line 1: {len(header):,} columns, more than {MAX_COLUMNS:,}; is this a dragon table?")
@@ -89,7 +89,7 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except pd.errors.ParserError as error:
-        raise DragonInputError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+        raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     table.columns = header
     # A file may end in blank lines; blank lines inside it stay and are reported as empty values.
     filled = np.flatnonzero(table.notna().any(axis=1).to_numpy())

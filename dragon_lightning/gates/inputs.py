@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 
 MiB = 2**20
 
@@ -129,9 +129,7 @@ def read_onnx(path: str | os.PathLike, option: str | None = None) -> bytes:
     try:
         model = onnx.load_model_from_string(data)
     except Exception as error:  # protobuf's DecodeError and onnx's own share no base class worth naming
-        raise DragonInputError(
-            f"{named(path, option)}: not an ONNX model ({str(error).strip() or type(error).__name__})"
-        ) from None
+        raise DragonInputError(f"{named(path, option)}: not an ONNX model ({first_line(error)})") from None
     if external := _external_files(model):
         raise DragonInputError(
             f"{named(path, option)}: keeps tensor data in other files ({', '.join(external)}), which are not read; "
@@ -187,7 +185,7 @@ def load_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = getattr(error, "problem", None) or first_line(error)
         raise DragonInputError(f"{where}: {line}not valid YAML ({problem})") from None
 
 

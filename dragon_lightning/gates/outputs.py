@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dragon_lightning.errors import DragonError, DragonInputError
+from dragon_lightning.errors import DragonError, DragonInputError, os_reason
 from dragon_lightning.gates.inputs import named, stat_path
 
 MANIFEST = ".dragon-lightning-files.json"
@@ -33,10 +33,6 @@ class DiskFull(DragonError, OSError):
 
 class NotWritten(DragonError, OSError):
     """The file system refused a file (a folder gone, a file system that takes no files)."""
-
-
-def _reason(error: OSError) -> str:
-    return (error.strerror or str(error)).lower()
 
 
 def require_writable_dir(path: str | os.PathLike, option: str | None = None, try_file: bool = True) -> None:
@@ -53,7 +49,7 @@ def require_writable_dir(path: str | os.PathLike, option: str | None = None, try
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise DragonInputError(f"{named(path, option)}: {existing} is not writable ({_reason(error)})") from None
+        raise DragonInputError(f"{named(path, option)}: {existing} is not writable ({os_reason(error)})") from None
 
 
 def require_writable_file(path: str | os.PathLike, option: str | None = None, try_file: bool = True) -> None:
@@ -88,7 +84,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
         # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as error:
-        raise NotWritten(f"{path}: not written ({_reason(error)})") from None
+        raise NotWritten(f"{path}: not written ({os_reason(error)})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -105,7 +101,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
             raise DiskFull(
                 f"{path}: not written, the disk is full ({os.strerror(error.errno)}); what was there is unchanged"
             ) from None
-        raise NotWritten(f"{path}: not written ({_reason(error)}); what was there is unchanged") from None
+        raise NotWritten(f"{path}: not written ({os_reason(error)}); what was there is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
 

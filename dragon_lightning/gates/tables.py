@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from dragon_lightning.data.schema import FEATURE_COLUMNS
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -93,7 +93,7 @@ def feature_tensor(X: Features, source: str = "X", row_name: Callable[[int], str
         try:
             array = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise DragonInputError(f"{source}: not a table of numbers ({str(error).splitlines()[0]})") from None
+            raise DragonInputError(f"{source}: not a table of numbers ({first_line(error)})") from None
         if array.ndim != 2 or array.shape[1] != len(FEATURE_COLUMNS):
             raise DragonInputError(
                 f"{source}: expected shape [N, {len(FEATURE_COLUMNS)}] ({', '.join(FEATURE_COLUMNS)}), got {list(array.shape)}"

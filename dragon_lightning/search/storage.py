@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from dragon_lightning.errors import DragonInputError
+from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
 
 JOURNAL_FILE = "study.journal"
@@ -94,7 +94,7 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
                 )
         except (SQLAlchemyError, ValueError, OSError) as error:
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            reason = first_line(getattr(error, "orig", None) or error)
             # PostgreSQL says either, when two machines create the same table at once.
             racing = "already exists" in reason or "pg_type_typname_nsp_index" in reason
             if racing and attempt + 1 < SETUP_ATTEMPTS:
