@@ -3,6 +3,7 @@ and every refusal is one line, exit status 2, with no file created or changed.""
 
 import errno
 import os
+import shutil
 import signal
 import stat
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from clihelpers import config, expect_one_line_error, files_under, in_root, last
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import first_line, os_reason
 from dragon_lightning.gates.checkpoints import stamp_checksum
+from dragon_lightning.gates.outputs import OutputFolder
 
 COLOR_MLP = config("color_mlp.yaml")
 
@@ -640,6 +642,48 @@ def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scrat
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory")  # the second run's checkpoints land beside the first's, on purpose
+class Killed(BaseException):
+    """The process ending at this step (a signal, Ctrl-C): nothing after it runs."""
+
+
+def test_a_command_killed_at_any_step_of_writing_can_run_again_in_the_same_folder(tmp_path, monkeypatch):
+    """The manifest names a folder or file before it appears, so what a killed command left is its own."""
+
+    def command(text: str) -> None:  # as cv and sweep write: a run folder, then a results file
+        folder = OutputFolder(tmp_path / "out", "--output_dir")
+        folder.claim(["run", "results.csv"])
+        folder.claim_folder("run")
+        folder.write("results.csv", lambda tmp: tmp.write_text(text))
+
+    done: list[str] = []
+    kill_at: list[int] = []  # the step the process dies at, if any
+
+    def counted(name: str, real):
+        def step(*args, **kwargs):
+            if kill_at and len(done) == kill_at[0]:
+                raise Killed(name)
+            real(*args, **kwargs)
+            done.append(name)
+
+        return step
+
+    monkeypatch.setattr(os, "replace", counted("rename", os.replace))
+    monkeypatch.setattr(Path, "mkdir", counted("mkdir", Path.mkdir))
+    command("first")
+    every_step = list(done)
+    assert {"mkdir", "rename"} <= set(every_step)
+    for step in range(len(every_step)):
+        shutil.rmtree(tmp_path / "out")
+        command("first")  # a finished earlier run, whose files the next one replaces
+        done.clear()
+        kill_at[:] = [step]
+        with pytest.raises(Killed):
+            command("second")
+        kill_at.clear()
+        command("second")
+        assert (tmp_path / "out" / "results.csv").read_text() == "second", f"killed before step {step}, {every_step[step]}"
+
+
 def test_files_this_project_wrote_are_replaced_on_a_second_run(scratch):
     """The manifest recognises our own output in a folder the user named: the same command twice succeeds."""
     for _ in range(2):

@@ -6,7 +6,8 @@ crash, Ctrl-C, a full disk) never leaves half a file under the real name. Each f
 manifest, :data:`MANIFEST`, of the files dragon-lightning wrote there (name, size, modification
 time): only those, unchanged since, are replaced. A file of the user's with a name the project
 writes is refused in one line before the command starts its work (:meth:`OutputFolder.claim`), and
-again at the moment of writing should it appear meanwhile.
+again at the moment of writing should it appear meanwhile. The manifest names a file or folder
+before it appears, so a command killed at any point can run again in the same folder.
 """
 
 from __future__ import annotations
@@ -69,8 +70,15 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *, overwrite: bool = True) -> bool:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+def write_atomically(
+    path: str | os.PathLike,
+    write: Callable[[Path], object],
+    *,
+    overwrite: bool = True,
+    before_rename: Callable[[Path], object] = lambda tmp: None,
+) -> bool:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then ``before_rename(tmp)``, then rename it
+    to ``path``.
 
     With ``overwrite=False`` an existing ``path`` is kept: identical content is accepted (returns False,
     nothing changes) and different content raises :class:`DragonInputError` instead of clobbering it.
@@ -94,6 +102,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], *
             if filecmp.cmp(tmp, path, shallow=False):
                 return False
             raise DragonInputError(f"{path}: exists with different content; move it away or choose another path")
+        before_rename(tmp)
         os.replace(tmp, path)
         return True
     except OSError as error:
@@ -129,7 +138,7 @@ class OutputFolder:
         recorded = (manifest if manifest is not None else self._manifest()).get(name)
         if stat.S_ISDIR(status.st_mode):
             return recorded == "folder"
-        return recorded == [status.st_size, status.st_mtime_ns]
+        return isinstance(recorded, list) and _stamp(status) in _stamps(recorded)
 
     def claim(
         self, names: Iterable[str], replace: bool | None = None, remedy: str = "move them away or choose another folder"
@@ -158,9 +167,9 @@ class OutputFolder:
     def claim_folder(self, name: str) -> Path:
         """A subfolder the project fills (a run's folder): refused if the user's, recorded as ours."""
         self.claim([name])
+        self._record(name, "folder")
         folder = self.path / name
         folder.mkdir(parents=True, exist_ok=True)
-        self._record(name, "folder")
         return folder
 
     def write(
@@ -174,9 +183,13 @@ class OutputFolder:
         be replaced is as for :meth:`claim`."""
         self.claim([name], replace=replace, remedy=remedy)
         target = self.path / name
-        write_atomically(target, write)
-        status = target.stat()
-        self._record(name, [status.st_size, status.st_mtime_ns])
+        earlier = _stamps(self._manifest().get(name))
+
+        def expect(tmp: Path) -> None:  # either file may stand under the name until the rename is recorded
+            self._record(name, [*earlier, _stamp(tmp.stat())])
+
+        write_atomically(target, write, before_rename=expect)
+        self._record(name, [_stamp(target.stat())])
         return target
 
     def _record(self, name: str, entry) -> None:
@@ -186,6 +199,20 @@ class OutputFolder:
         manifest[name] = entry
         text = json.dumps(manifest, indent=0, sort_keys=True)
         write_atomically(self.path / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _stamp(status: os.stat_result) -> list[int]:
+    """What identifies a file as the one written: its size and modification time (a rename keeps both)."""
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _stamps(recorded: object) -> list[list[int]]:
+    """The stamps a manifest entry accepts: a list of them, or one stamp alone, as earlier manifests hold it."""
+    if not isinstance(recorded, list) or not recorded:
+        return []
+    return (
+        [recorded] if all(isinstance(part, int) for part in recorded) else [part for part in recorded if isinstance(part, list)]
+    )
 
 
 def write_output_file(
