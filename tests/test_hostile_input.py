@@ -16,7 +16,9 @@ import torch
 from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
 
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import first_line, os_reason
+from dragon_lightning.data.csv_io import read_feature_csv
+from dragon_lightning.errors import DragonInputError, first_line, os_reason
+from dragon_lightning.gates import inputs
 from dragon_lightning.gates.checkpoints import stamp_checksum
 from dragon_lightning.gates.outputs import OutputFolder
 
@@ -142,6 +144,28 @@ def test_special_files_are_refused_without_reading_them(option, kind, trained, s
     args += [option, path]
     with hang_guard():
         expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{path}: not a regular file")
+
+
+@pytest.mark.parametrize(
+    "swapped_for, refusal", [("fifo", "not a regular file"), ("larger file", "more than a CSV file may hold")]
+)
+@pytest.mark.parametrize("reader", ["csv", "bytes"])
+def test_a_file_swapped_after_its_check_is_refused_not_read(reader, swapped_for, refusal, tmp_path, monkeypatch):
+    """The gate checks again what it opened: a checked file replaced before the read (by a FIFO, which
+    would hang the reader, or by a file over the bound) is one line."""
+    checked = tmp_path / "checked.csv"
+    checked.write_text("numberToes,bodyLength\n7,150\n")
+    read = tmp_path / "dragons.csv"
+    if swapped_for == "fifo":
+        os.mkfifo(read)
+    else:
+        read.touch()
+        os.truncate(read, inputs.CSV.max_bytes + 1)  # sparse: nothing is written to disk
+    real_stat = inputs.stat_path
+    # The check sees the file as it was; the read meets what replaced it.
+    monkeypatch.setattr(inputs, "stat_path", lambda path, *args: real_stat(checked if Path(path) == read else path, *args))
+    with hang_guard(10), pytest.raises(DragonInputError, match=f"^{read}: .*{refusal}"):
+        read_feature_csv(read) if reader == "csv" else inputs.read_bytes(read, inputs.CSV)
 
 
 NO_GPU = not torch.cuda.is_available()
@@ -528,7 +552,6 @@ def test_a_checkpoint_never_chooses_the_module_that_is_imported(command, trained
     (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
     if command == "load_model":
         from dragon_lightning import load_model
-        from dragon_lightning.errors import DragonInputError
 
         with pytest.raises(DragonInputError, match=r"names the class 'evil\.MLPClassifier'"):
             load_model(hostile)
@@ -570,7 +593,6 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
     args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(altered)]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "do not match the checksum written with them")
     from dragon_lightning import load_model
-    from dragon_lightning.errors import DragonInputError
 
     with pytest.raises(DragonInputError, match="checksum"):
         load_model(altered)
@@ -765,7 +787,6 @@ TABLE_KINDS = {
 @pytest.mark.parametrize("method", ["predict_proba", "predict"])
 def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, method, trained):
     from dragon_lightning import load_model
-    from dragon_lightning.errors import DragonInputError
 
     model = load_model(trained)
     with pytest.raises(DragonInputError, match=r"^X: .*(column 'numberToes'|column 'bodyLength')") as error:

@@ -9,9 +9,11 @@ something is already wrong.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ import torch
 
 from dragon_lightning.data.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import CSV, open_input
+from dragon_lightning.gates.inputs import CSV, opened
 from dragon_lightning.gates.outputs import write_atomically
 from dragon_lightning.gates.tables import feature_tensor, first_bad, numeric_values
 
@@ -33,7 +35,7 @@ def line_of_row(path: Path, row_index: int) -> int:
     Runs only once something is wrong: it re-reads the file with the csv module, which counts the
     lines of quoted fields that hold line breaks.
     """
-    with path.open(newline="", encoding=ENCODING) as file:
+    with opened(path, CSV) as raw, io.TextIOWrapper(raw, encoding=ENCODING, newline="") as file:
         reader = csv.reader(file)
         try:
             for _ in range(int(row_index) + 1):  # the header and the rows before this one
@@ -45,9 +47,10 @@ def line_of_row(path: Path, row_index: int) -> int:
         return reader.line_num + 1
 
 
-def _not_utf8(path: Path) -> DragonInputError:
+def _not_utf8(path: Path, file: BinaryIO) -> DragonInputError:
     """Where the file stops being UTF-8, as a line number (pandas reports a byte offset within a chunk)."""
-    data = path.read_bytes()
+    file.seek(0)
+    data = file.read()
     try:
         data.decode(ENCODING)
     except UnicodeDecodeError as error:
@@ -58,13 +61,17 @@ def _not_utf8(path: Path) -> DragonInputError:
 
 def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) -> pd.DataFrame:
     """Read ``path`` with pandas, turning I/O and header problems into one-line errors."""
-    open_input(path, CSV)
+    with opened(path, CSV) as file:
+        return _parse(path, file, required, categorical)
+
+
+def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
     try:
-        header = pd.read_csv(path, nrows=0, encoding=ENCODING).columns
+        header = pd.read_csv(file, nrows=0, encoding=ENCODING).columns
     except pd.errors.EmptyDataError:
         raise DragonInputError(f"{path}: file is empty, expected a header line with {', '.join(required)}") from None
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise _not_utf8(path, file) from None
     except pd.errors.ParserError as error:
         raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     header = [str(name).strip() for name in header]
@@ -79,15 +86,16 @@ def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) 
         if name not in header:
             hint = " (is the file comma-separated?)" if len(header) == 1 and len(required) > 1 else ""
             raise DragonInputError(f"{path}: missing column '{name}'; the header has {', '.join(header)}{hint}")
+    file.seek(0)
     try:
         table = pd.read_csv(
-            path,
+            file,
             encoding=ENCODING,
             skip_blank_lines=False,
             dtype={name: "category" for name in categorical},
         )
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise _not_utf8(path, file) from None
     except pd.errors.ParserError as error:
         raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     table.columns = header

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -84,32 +84,51 @@ def stat_path(path: str | os.PathLike, option: str | None = None, strict: bool =
 
 def open_input(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> Path:
     """``path`` checked as an input of ``kind``: a readable regular file (a link to one is fine) within
-    the kind's size bound. Returns it as a ``Path``; nothing is read."""
+    the kind's size bound. Returns it as a ``Path``; nothing is read (:func:`opened` reads)."""
     path = Path(path)
     status = stat_path(path, option)
     if status is None:
         raise DragonInputError(f"{named(path, option)}: no such {kind.what}")
+    _check_status(status, path, kind, option)
+    if not os.access(path, os.R_OK):
+        raise DragonInputError(f"{named(path, option)}: permission denied")
+    return path
+
+
+def _check_status(status: os.stat_result, path: Path, kind: InputKind, option: str | None) -> None:
     if stat.S_ISDIR(status.st_mode):
         raise DragonInputError(f"{named(path, option)}: is a directory, expected a {kind.what}")
     if not stat.S_ISREG(status.st_mode):
         raise DragonInputError(
             f"{named(path, option)}: not a regular file (a device, FIFO or socket); give a {kind.what} on disk"
         )
-    if not os.access(path, os.R_OK):
-        raise DragonInputError(f"{named(path, option)}: permission denied")
     if status.st_size > kind.max_bytes:
         raise DragonInputError(
             f"{named(path, option)}: {status.st_size / MiB:,.1f} MiB, more than a {kind.what} may hold "
             f"({kind.max_bytes / MiB:,.0f} MiB)"
         )
-    return path
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> Iterator[BinaryIO]:
+    """The file, open for binary reading, after :func:`open_input`'s checks, which are made again on what
+    was opened: a file swapped for a FIFO or a larger one after the check is refused, not read. (Opened
+    without blocking, so that a FIFO cannot hang the open itself.)"""
+    path = open_input(path, kind, option)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise path_problem(error, path, option) from None
+    with os.fdopen(descriptor, "rb") as file:
+        _check_status(os.fstat(descriptor), path, kind, option)
+        os.set_blocking(descriptor, True)
+        yield file
 
 
 def read_bytes(path: str | os.PathLike, kind: InputKind, option: str | None = None) -> bytes:
-    """The whole file, read once, after :func:`open_input`'s checks (and never more than the bound,
-    should the file grow meanwhile)."""
-    path = open_input(path, kind, option)
-    with path.open("rb") as file:
+    """The whole file, read once through :func:`opened` (and never more than the bound, should the file
+    grow meanwhile)."""
+    with opened(path, kind, option) as file:
         data = file.read(kind.max_bytes + 1)
     if len(data) > kind.max_bytes:
         raise DragonInputError(f"{named(path, option)}: grew beyond {kind.max_bytes / MiB:,.0f} MiB while being read")
