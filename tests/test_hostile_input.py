@@ -668,14 +668,22 @@ class Killed(BaseException):
     """The process ending at this step (a signal, Ctrl-C): nothing after it runs."""
 
 
-def test_a_command_killed_at_any_step_of_writing_can_run_again_in_the_same_folder(tmp_path, monkeypatch):
-    """The manifest names a folder or file before it appears, so what a killed command left is its own."""
+@pytest.mark.parametrize("earlier_run", [False, True])
+def test_a_command_killed_at_any_step_of_writing_can_run_again_in_the_same_folder(earlier_run, tmp_path, monkeypatch):
+    """The manifest names a folder or file before it appears, so what a killed command left is its own,
+    whether it was writing into an empty folder or replacing what an earlier run wrote."""
 
     def command(text: str) -> None:  # as cv and sweep write: a run folder, then a results file
         folder = OutputFolder(tmp_path / "out", "--output_dir")
         folder.claim(["run", "results.csv"])
         folder.claim_folder("run")
         folder.write("results.csv", lambda tmp: tmp.write_text(text))
+
+    def start() -> None:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        if earlier_run:
+            command("first")
+        done.clear()
 
     done: list[str] = []
     kill_at: list[int] = []  # the step the process dies at, if any
@@ -691,13 +699,12 @@ def test_a_command_killed_at_any_step_of_writing_can_run_again_in_the_same_folde
 
     monkeypatch.setattr(os, "replace", counted("rename", os.replace))
     monkeypatch.setattr(Path, "mkdir", counted("mkdir", Path.mkdir))
-    command("first")
+    start()
+    command("second")
     every_step = list(done)
     assert {"mkdir", "rename"} <= set(every_step)
     for step in range(len(every_step)):
-        shutil.rmtree(tmp_path / "out")
-        command("first")  # a finished earlier run, whose files the next one replaces
-        done.clear()
+        start()
         kill_at[:] = [step]
         with pytest.raises(Killed):
             command("second")

@@ -183,17 +183,15 @@ class OutputFolder:
         be replaced is as for :meth:`claim`."""
         self.claim([name], replace=replace, remedy=remedy)
         target = self.path / name
-        earlier = _stamps(self._manifest().get(name))
-
-        def expect(tmp: Path) -> None:  # either file may stand under the name until the rename is recorded
-            self._record(name, [*earlier, _stamp(tmp.stat())])
-
-        write_atomically(target, write, before_rename=expect)
-        self._record(name, [_stamp(target.stat())])
+        manifest = self._manifest()
+        status = stat_path(target, self.option)
+        # Until the rename, the file standing under the name is the earlier one, if ours; after, the new one.
+        kept = [_stamp(status)] if status is not None and _stamp(status) in _stamps(manifest.get(name)) else []
+        write_atomically(target, write, before_rename=lambda tmp: self._record(name, [*kept, _stamp(tmp.stat())], manifest))
         return target
 
-    def _record(self, name: str, entry) -> None:
-        manifest = self._manifest()
+    def _record(self, name: str, entry, manifest: dict | None = None) -> None:
+        manifest = self._manifest() if manifest is None else manifest
         if manifest.get(name) == entry:
             return
         manifest[name] = entry
