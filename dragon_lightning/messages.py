@@ -38,6 +38,8 @@ def input_error_message(error: BaseException) -> str | None:
     if option == "--model":
         return "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
+    if unknown := _unknown_class(lines):
+        return f"{option}: {unknown}"
     if detail.startswith("Does not validate"):
         # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
         restriction = next((line for line in lines if "does not conform to restriction" in line), None)
@@ -72,7 +74,7 @@ def _class_problem(option: str, lines: list[str]) -> str | None:
         if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
             return f"{option}.init_args.{unknown.group(1)}: not an option of {name} (see {option}.help {name})"
         if key := re.match(r'Parser key "([^"]+)":', detail[0]):
-            reason = _first_reason(detail[1:])
+            reason = _unknown_class(detail) or _first_reason(detail[1:])
             if argument := re.search(r'Parser key "([^"]+)":$', reason):  # an argument of an optimizer or scheduler
                 given = re.search(r"val='([^']*)'\)|Given value: (\S+)\. Got value", "\n".join(detail))
                 value = f" {given.group(1) or given.group(2)}" if given else ""
@@ -88,3 +90,18 @@ def _first_reason(lines: list[str]) -> str:
         return lines[0] if lines else "invalid value"
     reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
     return reasons[0].split("callable class: ", 1)[-1] if reasons else lines[0]
+
+
+def _unknown_class(lines: list[str]) -> str | None:
+    """A class name that names no class of the option's kind. jsonargparse tries the value as a config
+    file's path first and says "Expected a path", which misleads; what is wrong is the name."""
+    first_reason = re.match(r"- Expected a path but (\S+) either not", lines[1]) if len(lines) > 1 else None
+    if first_reason is None:  # lines[0] names the option (Parser key ...); its own first reason follows
+        return None
+    given, text = first_reason.group(1), "\n".join(lines)
+    remedy = "name one that --help lists for this option, or give its full import path"
+    if "Expected a dot import path string" in text:
+        return f"no class {given} to use here; {remedy}"
+    if kind := re.search(r"does not correspond to a subclass of (\w+)|to be a subclass of <class '(\w+)'>", text):
+        return f"{given} is not a subclass of {kind.group(1) or kind.group(2)}; {remedy}"
+    return None

@@ -97,6 +97,23 @@ OPTION_CASES = {
         ["--trainer.callbacks+=EarlyStopping"],
         "--trainer.callbacks EarlyStopping: the following arguments are required: monitor",
     ),
+    # jsonargparse first tries a class name as a config file's path ("Expected a path"): the name is what is wrong.
+    "a callback class name with a typo": (
+        ["--trainer.callbacks+=EarlyStoping"],
+        "--trainer.callbacks: no class EarlyStoping to use here; name one that --help lists",
+    ),
+    "an optimizer class name with a typo": (
+        ["--model.init_args.optimizer", "SGDD"],
+        "--model.init_args.optimizer: no class SGDD",
+    ),
+    "a logger that is no logger": (
+        ["--trainer.logger", "torch.optim.SGD"],
+        "--trainer.logger: torch.optim.SGD is not a subclass of Logger",
+    ),
+    "an optimizer that is no optimizer": (
+        ["--model.init_args.optimizer", "torch.nn.Linear"],
+        "--model.init_args.optimizer: torch.nn.Linear is not a subclass of Optimizer",
+    ),
     "a scheduler without its required argument": (
         ["--model.init_args.scheduler", "torch.optim.lr_scheduler.StepLR"],
         "--model.init_args.scheduler: the following arguments are required: step_size",
