@@ -38,8 +38,8 @@ def input_error_message(error: BaseException) -> str | None:
     if option == "--model":
         return "--model must name a model: Perceptron, LogisticRegression, MLPClassifier or a class_path"
     detail = lines[0][key.end() :].lstrip(": ") or (lines[1] if len(lines) > 1 else "")
-    if unknown := _unknown_class(lines):
-        return f"{option}: {unknown}"
+    if misnamed := _misnamed_class(lines):
+        return f"{option}: {misnamed}"
     if detail.startswith("Does not validate"):
         # A union's alternatives each refuse: a restriction (``v>=0``) says what was expected.
         restriction = next((line for line in lines if "does not conform to restriction" in line), None)
@@ -74,7 +74,7 @@ def _class_problem(option: str, lines: list[str]) -> str | None:
         if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
             return f"{option}.init_args.{unknown.group(1)}: not an option of {name} (see {option}.help {name})"
         if key := re.match(r'Parser key "([^"]+)":', detail[0]):
-            reason = _unknown_class(detail) or _first_reason(detail[1:])
+            reason = _misnamed_class(detail) or _first_reason(detail[1:])
             if argument := re.search(r'Parser key "([^"]+)":$', reason):  # an argument of an optimizer or scheduler
                 given = re.search(r"val='([^']*)'\)|Given value: (\S+)\. Got value", "\n".join(detail))
                 value = f" {given.group(1) or given.group(2)}" if given else ""
@@ -92,7 +92,7 @@ def _first_reason(lines: list[str]) -> str:
     return reasons[0].split("callable class: ", 1)[-1] if reasons else lines[0]
 
 
-def _unknown_class(lines: list[str]) -> str | None:
+def _misnamed_class(lines: list[str]) -> str | None:
     """A class name that names no class of the option's kind. jsonargparse tries the value as a config
     file's path first and says "Expected a path", which misleads; what is wrong is the name."""
     first_reason = re.match(r"- Expected a path but (\S+) either not", lines[1]) if len(lines) > 1 else None
