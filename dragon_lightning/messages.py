@@ -74,7 +74,7 @@ def _class_problem(option: str, lines: list[str]) -> str | None:
         if unknown := re.match(r"Option '([^']+)' is not accepted", detail[0]):
             return f"{option}.init_args.{unknown.group(1)}: not an option of {name} (see {option}.help {name})"
         if key := re.match(r'Parser key "([^"]+)":', detail[0]):
-            reason = _misnamed_class(detail) or _first_reason(detail[1:])
+            reason = _misnamed_class(detail, listed_by=f"{option}.help {name}") or _first_reason(detail[1:])
             if argument := re.search(r'Parser key "([^"]+)":$', reason):  # an argument of an optimizer or scheduler
                 given = re.search(r"val='([^']*)'\)|Given value: (\S+)\. Got value", "\n".join(detail))
                 value = f" {given.group(1) or given.group(2)}" if given else ""
@@ -92,14 +92,15 @@ def _first_reason(lines: list[str]) -> str:
     return reasons[0].split("callable class: ", 1)[-1] if reasons else lines[0]
 
 
-def _misnamed_class(lines: list[str]) -> str | None:
+def _misnamed_class(lines: list[str], listed_by: str = "--help") -> str | None:
     """A class name that names no class of the option's kind. jsonargparse tries the value as a config
-    file's path first and says "Expected a path", which misleads; what is wrong is the name."""
+    file's path first and says "Expected a path", which misleads; what is wrong is the name. ``listed_by``:
+    the help that lists the option's classes."""
     first_reason = re.match(r"- Expected a path but (\S+) either not", lines[1]) if len(lines) > 1 else None
     if first_reason is None:  # lines[0] names the option (Parser key ...); its own first reason follows
         return None
     given, text = first_reason.group(1), "\n".join(lines)
-    remedy = "name one that --help lists for this option, or give its full import path"
+    remedy = f"name one that {listed_by} lists for this option, or give its full import path"
     if "Expected a dot import path string" in text:
         return f"no class {given} to use here; {remedy}"
     if kind := re.search(r"does not correspond to a subclass of (\w+)|to be a subclass of <class '(\w+)'>", text):

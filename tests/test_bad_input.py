@@ -104,7 +104,7 @@ OPTION_CASES = {
     ),
     "an optimizer class name with a typo": (
         ["--model.init_args.optimizer", "SGDD"],
-        "--model.init_args.optimizer: no class SGDD",
+        "--model.init_args.optimizer: no class SGDD to use here; name one that --model.help MLPClassifier lists",
     ),
     "a logger that is no logger": (
         ["--trainer.logger", "torch.optim.SGD"],
