@@ -138,7 +138,7 @@ class OutputFolder:
         recorded = (manifest if manifest is not None else self._manifest()).get(name)
         if stat.S_ISDIR(status.st_mode):
             return recorded == "folder"
-        return isinstance(recorded, list) and _stamp(status) in _stamps(recorded)
+        return _stamp(status) in _stamps(recorded)
 
     def claim(
         self, names: Iterable[str], replace: bool | None = None, remedy: str = "move them away or choose another folder"
