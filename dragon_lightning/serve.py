@@ -31,7 +31,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, re
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
-from dragon_lightning.gates.inputs import read_onnx
+from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, opened, read_onnx
 from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
 
@@ -144,10 +144,10 @@ def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
     return feature_tensor(table, "dragons").numpy()
 
 
-def file_sha256(path: str) -> str:
-    """Read in blocks: a model file may be large."""
+def file_sha256(path: str, kind: InputKind, option: str) -> str:
+    """Read through the input gate, as the model was, in blocks: a model file may be large."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with opened(path, kind, option) as file:
         for block in iter(lambda: file.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -160,7 +160,8 @@ def build_server(options: Namespace):
 
     from dragon_lightning.serve_api import DragonAPI
 
-    source, onnx = options.model or options.ckpt_path, options.model is not None
+    onnx = options.model is not None
+    source, kind, option = (options.model, ONNX, "--model") if onnx else (options.ckpt_path, CHECKPOINT, "--ckpt_path")
     predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
     metadata = {
         "task": predictor.task,
@@ -170,7 +171,7 @@ def build_server(options: Namespace):
         "threshold": predictor.threshold,
         "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
         "model_file": Path(source).name,
-        "model_sha256": file_sha256(source),
+        "model_sha256": file_sha256(source, kind, option),
         "dragon_lightning": __version__,
     }
     api = DragonAPI(source, onnx, options.max_rows, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)

@@ -20,7 +20,7 @@ from dragon_lightning.data.csv_io import read_feature_csv
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates import inputs
 from dragon_lightning.gates.checkpoints import stamp_checksum
-from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.gates.outputs import MANIFEST, OutputFolder
 
 COLOR_MLP = config("color_mlp.yaml")
 
@@ -600,35 +600,29 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
 
 
 USER_FILE = b"the user's own file\n"
+WRITING_INTO_MINE = [
+    "figures.save_dir",
+    "checkpoint.dirpath",
+    "predictions.output_path",
+    "lr_find folder",
+    "cv --output_dir",
+    "sweep --output_dir",
+    "export --output",
+    "compare --output",
+]
+NAMED_FILE_CASES = ("predictions.output_path", "export --output", "compare --output")
+"""Where the user names the file itself: it is replaced only when told."""
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "figures.save_dir",
-        "checkpoint.dirpath",
-        "predictions.output_path",
-        "lr_find folder",
-        "cv --output_dir",
-        "sweep --output_dir",
-        "export --output",
-        "compare --output",
-    ],
-)
-def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scratch, capfd):
-    mine = scratch / "mine"
-    mine.mkdir()
+def writing_into_mine(case: str, trained: Path, scratch: Path) -> tuple[str, list[str]]:
+    """A command that writes into the folder ``mine`` in ``scratch`` for ``case``, and a file it writes there."""
+    (scratch / "mine").mkdir()
     (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
     quick = ["--trainer.max_epochs", "1", "--test_after_fit", "false", "--trainer.default_root_dir", "runs"]
-    name, args = {
+    return {
         "figures.save_dir": ("decision_regions.png", ["fit", "--config", COLOR_MLP, *quick, "--figures.save_dir", "mine"]),
         "checkpoint.dirpath": ("last.ckpt", ["fit", "--config", COLOR_MLP, *quick, "--checkpoint.dirpath", "mine"]),
-        "predictions.output_path": (
-            "out.csv",
-            [
-                *predict_args(COLOR_MLP, str(trained), "dragons.csv", "mine/out.csv"),
-            ],
-        ),
+        "predictions.output_path": ("out.csv", predict_args(COLOR_MLP, str(trained), "dragons.csv", "mine/out.csv")),
         "lr_find folder": (
             "lr_find.png",
             ["lr_find", "--config", COLOR_MLP, "--trainer.logger", "false", "--trainer.default_root_dir", "mine"],
@@ -652,15 +646,37 @@ def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scrat
         "export --output": ("model.onnx", ["export", "--ckpt_path", str(trained), "--output", "mine/model.onnx"]),
         "compare --output": ("comparison.png", ["compare", str(trained), "--output", "mine/comparison.png"]),
     }[case]
-    (mine / name).write_bytes(USER_FILE)
-    named_file = case in ("predictions.output_path", "export --output", "compare --output")  # replaced only when told
+
+
+@pytest.mark.parametrize("case", WRITING_INTO_MINE)
+def test_a_users_file_in_an_output_folder_is_never_replaced(case, trained, scratch, capfd):
+    name, args = writing_into_mine(case, trained, scratch)
+    (scratch / "mine" / name).write_bytes(USER_FILE)
     message = (
         f"mine/{name}: exists; choose another"
-        if named_file
+        if case in NAMED_FILE_CASES
         else f"mine: already holds {name}, which dragon-lightning did not write"
     )
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
-    assert (mine / name).read_bytes() == USER_FILE
+    assert (scratch / "mine" / name).read_bytes() == USER_FILE
+
+
+@pytest.mark.parametrize(
+    "manifest, refusal", [("fifo", "not a regular file"), ("larger file", "more than a dragon-lightning manifest")]
+)
+@pytest.mark.parametrize("case", WRITING_INTO_MINE)
+def test_a_manifest_that_is_no_manifest_is_refused_before_any_work_not_read(case, manifest, refusal, trained, scratch, capfd):
+    """The list of files dragon-lightning wrote lies in a folder the user named: it is read through the
+    input gate, so a FIFO under its name cannot hang a command nor a huge file fill its memory."""
+    _, args = writing_into_mine(case, trained, scratch)
+    path = scratch / "mine" / MANIFEST
+    if manifest == "fifo":
+        os.mkfifo(path)
+    else:
+        path.touch()
+        os.truncate(path, inputs.FILE_LIST.max_bytes + 1)  # sparse: nothing is written to disk
+    with hang_guard():
+        expect_one_line_error(capfd, scratch, files_under(scratch), args, f"mine/{MANIFEST}: ", refusal)
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory")  # the second run's checkpoints land beside the first's, on purpose

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dragon_lightning.errors import DragonError, DragonInputError, os_reason
-from dragon_lightning.gates.inputs import named, stat_path
+from dragon_lightning.gates.inputs import FILE_LIST, named, read_bytes, stat_path
 
 MANIFEST = ".dragon-lightning-files.json"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -124,9 +124,15 @@ class OutputFolder:
         require_writable_dir(self.path, option)
 
     def _manifest(self) -> dict[str, list[int]]:
+        """The folder's manifest, read through the input gate: it lies in a folder the user named, so a
+        FIFO or a huge file under its name is refused in one line, not read. Text that is not a JSON
+        mapping records nothing."""
+        path = self.path / MANIFEST
+        if stat_path(path, self.option) is None:
+            return {}
         try:
-            entries = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entries = json.loads(read_bytes(path, FILE_LIST, self.option))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
         return entries if isinstance(entries, dict) else {}
 
@@ -142,32 +148,32 @@ class OutputFolder:
 
     def claim(
         self, names: Iterable[str], replace: bool | None = None, remedy: str = "move them away or choose another folder"
-    ) -> None:
+    ) -> dict:
         """Before any work: refuse unless every one of ``names`` may be written. ``replace``: ``None``
         replaces only files this project wrote there; ``True`` whatever is there (the user said so);
         ``False`` nothing (a file the user names and has not allowed us to replace). ``remedy`` tells
-        the user what to do instead."""
+        the user what to do instead. Returns the manifest (read in every case: writing updates it)."""
+        manifest = self._manifest()
         if replace:
             for name in names:
                 require_writable_file(self.path / name, self.option)
-            return
+            return manifest
         if replace is False:
             taken = sorted(name for name in names if stat_path(self.path / name, self.option) is not None)
             if taken:
                 raise DragonInputError(f"{named(self.path / taken[0], self.option)}: exists; {remedy} (nothing was written)")
-            return
-        manifest = self._manifest()
+            return manifest
         theirs = sorted({name for name in names if not self.ours(name, manifest)})
         if theirs:
             raise DragonInputError(
                 f"{named(self.path, self.option)}: already holds {', '.join(theirs)}, which dragon-lightning did not "
                 f"write; {remedy} (nothing was written)"
             )
+        return manifest
 
     def claim_folder(self, name: str) -> Path:
         """A subfolder the project fills (a run's folder): refused if the user's, recorded as ours."""
-        self.claim([name])
-        self._record(name, "folder")
+        self._record(name, "folder", self.claim([name]))
         folder = self.path / name
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -181,9 +187,8 @@ class OutputFolder:
     ) -> Path:
         """Write file ``name`` atomically (see :func:`write_atomically`) and record it as ours; what may
         be replaced is as for :meth:`claim`."""
-        self.claim([name], replace=replace, remedy=remedy)
+        manifest = self.claim([name], replace=replace, remedy=remedy)
         target = self.path / name
-        manifest = self._manifest()
         status = stat_path(target, self.option)
         # Until the rename, the file standing under the name is the earlier one, if ours; after, the new one.
         kept = [_stamp(status)] if status is not None and _stamp(status) in _stamps(manifest.get(name)) else []
