@@ -74,6 +74,8 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
         f"val/loss: mean {table['val/loss'].mean():.4f}, standard deviation {table['val/loss'].std():.4f} over 5 folds" in printed
     )
     for fold in range(5):
+        training = printed.split(f"fold {fold}: training in {cv_dir / f'fold_{fold}'}")[1].split(f"fold {fold}: val/acc")[0]
+        assert "Epoch 2: 100%" in training, "each fold shows its progress, one after another"
         saved = yaml.safe_load((cv_dir / f"fold_{fold}" / "config.yaml").read_text())
         assert (saved["data"]["n_folds"], saved["data"]["fold"]) == (5, fold), "each run records its fold"
 

@@ -59,7 +59,8 @@ def run_fold(folder: OutputFolder, fold_args: list[str], fold: int) -> RunResult
         print(f"fold {fold}: finished earlier, reused ({folder.path / name})", flush=True)
         return result
     run_dir = folder.claim_folder(name)
-    result = fit_and_validate(run_dir, fold_args)
+    print(f"fold {fold}: training in {run_dir}", flush=True)
+    result = fit_and_validate(run_dir, fold_args, progress_bar=True)
     record = {"fit_args": fold_args, "result": {**asdict(result), "run_dir": str(result.run_dir)}}
     OutputFolder(run_dir).write(FOLD_RESULT, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return result

@@ -112,10 +112,14 @@ class RunCLI(DragonCLI):
         return {"fit": DragonCLI.subcommands()["fit"]}
 
 
-def fit_and_validate(run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = ()) -> RunResult:
+def fit_and_validate(
+    run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = (), progress_bar: bool = False
+) -> RunResult:
     """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
-    (the monitored best, else the final ones). Test rows are never touched."""
-    args = ["fit", *QUIET_DEFAULTS, *fit_args, "--test_after_fit", "false", *in_run_folder(run_dir)]
+    (the monitored best, else the final ones). Test rows are never touched. ``progress_bar``: show
+    Lightning's, for runs one after another (the bars of parallel workers would garble each other)."""
+    shown = ["--trainer.enable_progress_bar", "true"] if progress_bar else []
+    args = ["fit", *QUIET_DEFAULTS, *shown, *fit_args, "--test_after_fit", "false", *in_run_folder(run_dir)]
     timer = FitTimer()
     cli = build_cli(args, cli_class=RunCLI, callbacks=[timer, *callbacks])
     trainer = cli.trainer
