@@ -3,7 +3,10 @@
 Every variant trains the MLP 2-10-20-1000-3 with Adam on the same generated color dragons and batch
 size, through the same minibatch loader, in one process, and is timed on its training batches alone
 (validation excluded): the best epoch after a warm-up one, repeated in turns so that load from
-elsewhere on the machine hits every variant alike, each turn in another order. Each row adds one thing to the row above:
+elsewhere on the machine hits every variant alike, each turn in another order. Beside the ratio of
+the best epochs, each variant's ratio to the bare Trainer within every turn (minutes apart at most)
+gives a median and a range: how far the machine's noise moves the figure. Each row adds one thing
+to the row above:
 
     bare LightningModule, bare Trainer  (no logger, checkpoint, progress bar or summary)
     + dragon-lightning's MLPClassifier  (input layer, per-epoch metrics, divergence watch)
@@ -26,6 +29,7 @@ import importlib
 import io
 import itertools
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = DragonDataModule(task="color", n_dragons=args.n, seed=0, data_dir=None, batch_size=args.batch_size)
     data.setup("fit")
     steps = -(-len(data.splits["train"][1]) // args.batch_size)
-    best: dict[str, float] = {}
+    turns: dict[str, list[float]] = {name: [] for name, _, _ in VARIANTS}
     batches: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for turn in range(args.repeats):
@@ -220,24 +224,35 @@ def main(argv: list[str] | None = None) -> dict:
                     timer = whole_command(args.n, args.batch_size, args.epochs, root)
                 else:
                     timer = trainer_run(factory, data, args.epochs, root, pieces)
-                best[name] = min(best.get(name, float("inf")), *timer.seconds[1:])
+                turns[name].append(min(timer.seconds[1:]))
                 batches[name] = timer.batches
-                print(f"[turn {turn + 1}/{args.repeats}] {name}: {min(timer.seconds[1:]):.3f} s", file=sys.stderr)
-    bare = best[VARIANTS[0][0]]
-    rows = [
-        {
-            "variant": name,
-            "seconds_per_epoch": best[name],
-            "ms_per_step": 1000 * best[name] / steps,
-            "vs_bare": best[name] / bare,
-            "batches_trained": batches[name],
-        }
-        for name, _, _ in VARIANTS
-    ]
+                print(f"[turn {turn + 1}/{args.repeats}] {name}: {turns[name][-1]:.3f} s", file=sys.stderr)
+    bare = turns[VARIANTS[0][0]]
+    rows = []
+    for name, _, _ in VARIANTS:
+        within_turns = [seconds / bare_seconds for seconds, bare_seconds in zip(turns[name], bare)]
+        rows.append(
+            {
+                "variant": name,
+                "seconds_per_epoch": min(turns[name]),
+                "ms_per_step": 1000 * min(turns[name]) / steps,
+                "vs_bare": min(turns[name]) / min(bare),
+                "vs_bare_within_turns": {
+                    "median": statistics.median(within_turns),
+                    "low": min(within_turns),
+                    "high": max(within_turns),
+                },
+                "batches_trained": batches[name],
+            }
+        )
     print(f"{args.n:,} dragons, batch size {args.batch_size}, {steps} steps an epoch; best epoch of {args.repeats} turns\n")
-    print("| variant | s per epoch | ms per step | vs bare Trainer |\n|---|---|---|---|")
+    print("| variant | s per epoch | ms per step | vs bare Trainer | within a turn: median (range) |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['seconds_per_epoch']:.3f} | {row['ms_per_step']:.3f} | {row['vs_bare']:.2f} |")
+        turn = row["vs_bare_within_turns"]
+        print(
+            f"| {row['variant']} | {row['seconds_per_epoch']:.3f} | {row['ms_per_step']:.3f} | {row['vs_bare']:.2f} "
+            f"| {turn['median']:.2f} ({turn['low']:.2f} to {turn['high']:.2f}) |"
+        )
     bookkeeping = bookkeeping_microseconds(data, args.batch_size)
     print("\nthe model's own bookkeeping per step, timed alone: " + ", ".join(f"{k} {v:.0f} µs" for k, v in bookkeeping.items()))
     result = {"n": args.n, "batch_size": args.batch_size, "steps_per_epoch": steps, "rows": rows, "bookkeeping_us": bookkeeping}

@@ -89,7 +89,7 @@ def test_the_step_cost_script_times_every_piece_against_the_bare_trainer(capsys)
     result = step_cost.main(["--n", "4000", "--epochs", "2", "--repeats", "1"])
     rows = result["rows"]
     assert [row["variant"] for row in rows] == [name for name, _, _ in step_cost.VARIANTS]
-    assert rows[0]["vs_bare"] == 1.0
+    assert rows[0]["vs_bare"] == 1.0 and rows[0]["vs_bare_within_turns"] == {"median": 1.0, "low": 1.0, "high": 1.0}
     assert all(row["batches_trained"] == 2 * result["steps_per_epoch"] for row in rows), "every variant trains every batch"
     assert set(result["bookkeeping_us"]) == {"input layer", "predicted classes and training tally"}
     assert "| the whole fit command |" in capsys.readouterr().out
