@@ -674,7 +674,7 @@ def test_a_manifest_that_is_no_manifest_is_refused_before_any_work_not_read(case
         os.mkfifo(path)
     else:
         path.touch()
-        os.truncate(path, inputs.FILE_LIST.max_bytes + 1)  # sparse: nothing is written to disk
+        os.truncate(path, inputs.OUTPUT_MANIFEST.max_bytes + 1)  # sparse: nothing is written to disk
     with hang_guard():
         expect_one_line_error(capfd, scratch, files_under(scratch), args, f"mine/{MANIFEST}: ", refusal)
 

@@ -42,7 +42,7 @@ CHECKPOINT = InputKind("checkpoint file", 1024 * MiB)
 JOURNAL = InputKind("study journal", 1024 * MiB)
 ONNX = InputKind("ONNX model file", 1024 * MiB)
 RUN_RECORD = InputKind("run record", 1 * MiB)
-FILE_LIST = InputKind("dragon-lightning manifest", 16 * MiB)
+OUTPUT_MANIFEST = InputKind("dragon-lightning manifest", 16 * MiB)
 
 MAX_YAML_NODES = 100_000
 """A YAML document may hold at most this many values once its aliases are expanded (a 700-byte file

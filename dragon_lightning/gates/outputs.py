@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dragon_lightning.errors import DragonError, DragonInputError, os_reason
-from dragon_lightning.gates.inputs import FILE_LIST, named, read_bytes, stat_path
+from dragon_lightning.gates.inputs import OUTPUT_MANIFEST, named, read_bytes, stat_path
 
 MANIFEST = ".dragon-lightning-files.json"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -131,7 +131,7 @@ class OutputFolder:
         if stat_path(path, self.option) is None:
             return {}
         try:
-            entries = json.loads(read_bytes(path, FILE_LIST, self.option))
+            entries = json.loads(read_bytes(path, OUTPUT_MANIFEST, self.option))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
         return entries if isinstance(entries, dict) else {}
