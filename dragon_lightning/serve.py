@@ -31,7 +31,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, re
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
-from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, opened, read_onnx
+from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes, read_onnx
 from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
 
@@ -145,12 +145,8 @@ def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
 
 
 def file_sha256(path: str, kind: InputKind, option: str) -> str:
-    """Read through the input gate, as the model was, in blocks: a model file may be large."""
-    digest = hashlib.sha256()
-    with opened(path, kind, option) as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Read through the input gate with the model's bound, as loading it read it (whole, as here)."""
+    return hashlib.sha256(read_bytes(path, kind, option)).hexdigest()
 
 
 def build_server(options: Namespace):
