@@ -6,7 +6,6 @@ masked in every message."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import warnings
@@ -16,6 +15,7 @@ import optuna
 
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
+from dragon_lightning.gates.outputs import write_atomically
 
 JOURNAL_FILE = "study.journal"
 SCHEMES = ("postgresql", "mysql", "sqlite")
@@ -58,8 +58,8 @@ def repair_journal(path: Path) -> None:
             raise DragonInputError(
                 f"{path}: line {number}: not a record of an Optuna study; move the file away to start a new study"
             )
-    if tail:
-        os.truncate(path, len(data) - len(tail))
+    if tail:  # rewritten whole through the output gate: a crash now leaves the journal as it was
+        write_atomically(path, lambda tmp: tmp.write_bytes(data[: len(data) - len(tail)]))
         print(f"{path}: its last line was cut short by an interrupted write; removed it", flush=True)
 
 
