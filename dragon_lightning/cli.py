@@ -267,7 +267,8 @@ def default_callbacks(trainer: Namespace) -> list[Callback]:
     (redrawing after every step of a small model costs a tenth of the step), and the learning rate
     logged each epoch (``lr-Adam``) when there is a logger (Lightning's monitor refuses to run without
     one). Added to the Trainer, not the config: ``config.yaml`` keeps what the user chose."""
-    configured = list(trainer.get("callbacks") or [])
+    configured = trainer.get("callbacks") or []
+    configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]  # the Trainer takes one alone too
     defaults: list[Callback] = []
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
         defaults.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
