@@ -29,11 +29,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     gate, whatever the caller asks for."""
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        checkpoint = load_checkpoint(path, option=None)
+        checkpoint = load_checkpoint(path, option=None, weights_alone=True)
         assert checkpoint is not None
         return checkpoint
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "state_dict" not in checkpoint:  # Lightning handing weights between its processes, in its own temporary folder
+            return super().save_checkpoint(checkpoint, path, storage_options)
         for section in ("hyper_parameters", "datamodule_hyper_parameters"):
             if section in checkpoint:
                 checkpoint[section] = plain_values(checkpoint[section])

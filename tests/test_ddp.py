@@ -1,6 +1,7 @@
 """Two CPU processes under Lightning DDP train, test, and count every test row exactly once."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,32 @@ def test_ddp_ranks_agree_and_test_accuracy_equals_single_process_on_the_same_che
     test_rows = len(single.datamodule.splits["test"][1])
     assert test_rows % 2 == 1, "an odd test set: padding would count a row twice"
     assert ddp_accuracy == pytest.approx(float(single.trainer.callback_metrics["test/acc"]), abs=1e-7)
+
+
+SPAWNED_FIT = """
+import sys
+from pathlib import Path
+
+import torch
+from dragon_lightning.cli import build_cli
+
+if __name__ == "__main__":
+    cli = build_cli(sys.argv[1:])
+    last = torch.load(next(Path.cwd().rglob("last.ckpt")), weights_only=True)["state_dict"]  # rank 0's, at the end
+    print("weights handed back:", all(torch.equal(last[name], value.cpu()) for name, value in cli.model.state_dict().items()))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_spawn_hands_the_trained_weights_back_to_the_process_that_started_it(tmp_path):
+    """Lightning passes the spawned processes' weights back through the checkpoint plugin as a bare
+    mapping of tensors: the checkpoint gate takes it from there (and only from there), as data."""
+    script = tmp_path / "spawned_fit.py"
+    script.write_text(SPAWNED_FIT)
+    options = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    options += ["--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
+    options += ["--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data")]
+    command = [sys.executable, str(script), "fit", "--config", config("color_mlp.yaml"), *options]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "weights handed back: True" in result.stdout

@@ -72,6 +72,10 @@ def test_load_model_refuses_what_is_not_a_dragon_lightning_checkpoint(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": ["not", "a", "mapping"]}, odd)
     with pytest.raises(DragonInputError, match=f"{odd}: not a Lightning checkpoint"):
         load_model(odd)
+    weights = tmp_path / "weights.pt"  # a bare state_dict: only Lightning's hand-over between its processes
+    torch.save({"linear.weight": torch.zeros(1, 2)}, weights)
+    with pytest.raises(DragonInputError, match=f"{weights}: not a Lightning checkpoint .it has no state_dict"):
+        load_model(weights)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
     with pytest.raises(DragonInputError, match=f"{text}: not a readable checkpoint"):

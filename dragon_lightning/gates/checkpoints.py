@@ -86,9 +86,13 @@ def _identity(path: Path) -> tuple | None:
     return None if status is None else (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
-def load_checkpoint(path: str | os.PathLike | None, option: str | None = "--ckpt_path") -> dict | None:
+def load_checkpoint(
+    path: str | os.PathLike | None, option: str | None = "--ckpt_path", weights_alone: bool = False
+) -> dict | None:
     """The checkpoint at ``path`` as checked data (``None`` for no path); ``option`` is where the path
-    came from, for messages. Every problem is one :class:`DragonInputError` line naming the file."""
+    came from, for messages. Every problem is one :class:`DragonInputError` line naming the file.
+    ``weights_alone`` also accepts a bare mapping of named tensors: how Lightning hands a model's weights
+    from the processes it spawned to the one that started them."""
     if path is None:
         return None
     if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
@@ -102,7 +106,7 @@ def load_checkpoint(path: str | os.PathLike | None, option: str | None = "--ckpt
         return _verified.pop(identity)
     data = read_bytes(path, CHECKPOINT, option)
     _check_archive(data, path, option)
-    checkpoint = _unpickle(data, path)
+    checkpoint = _unpickle(data, path, weights_alone)
     check_class_paths(checkpoint, path)
     check_checksum(checkpoint, path)
     migrate_legacy_statistics(checkpoint, "inputs")
@@ -128,7 +132,11 @@ def _check_archive(data: bytes, path: Path, option: str | None) -> None:
         )
 
 
-def _unpickle(data: bytes, path: Path) -> dict:
+def _named_tensors(mapping: dict) -> bool:
+    return all(isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in mapping.items())
+
+
+def _unpickle(data: bytes, path: Path, weights_alone: bool = False) -> dict:
     try:
         with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
             warnings.simplefilter("ignore")
@@ -143,12 +151,14 @@ def _unpickle(data: bytes, path: Path) -> dict:
         ) from None
     except Exception as error:  # any other failure means the file is not a usable checkpoint
         raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(error).__name__})") from None
+    if weights_alone and isinstance(checkpoint, dict) and "state_dict" not in checkpoint and _named_tensors(checkpoint):
+        return checkpoint
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise DragonInputError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
     sections = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", CHECKPOINT_KEY, DATA_STATE_KEY)
     if not all(isinstance(checkpoint.get(key, {}), dict) for key in sections):
         raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict or hyperparameters are not mappings)")
-    if not all(isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in checkpoint["state_dict"].items()):
+    if not _named_tensors(checkpoint["state_dict"]):
         raise DragonInputError(f"{path}: not a Lightning checkpoint (its state_dict holds more than named tensors)")
     return checkpoint
 
