@@ -36,10 +36,10 @@ from dragon_lightning.checkpoints import (
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.checkpoints import load_checkpoint, model_class
-from dragon_lightning.messages import input_error_message
+from dragon_lightning.messages import configuration_refusal, input_error_message
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.preflight import (
-    check_monitor,
+    check_monitors,
     check_optimization_options,
     check_output_locations,
     check_seed,
@@ -176,6 +176,17 @@ class DragonCLI(LightningCLI):
             reason = input_error_message(error) or first_line(error)
             raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
 
+    def instantiate_classes(self) -> None:
+        """As LightningCLI does; a class of the config that refuses its arguments while it is built
+        (Lightning's ``MisconfigurationException``, as for ``--checkpoint.save_top_k -2``) is one line
+        naming its option."""
+        try:
+            super().instantiate_classes()
+        except (MisconfigurationException, ValueError) as error:
+            if (message := configuration_refusal(error)) is None:
+                raise
+            raise DragonInputError(message) from None
+
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes.
         The generated table is written once the Trainer, the last thing that can refuse, exists."""
@@ -207,7 +218,9 @@ class DragonCLI(LightningCLI):
         check_trainer_options(config.trainer)
         if self.stage == "fit":
             check_optimization_options(config.trainer, self.model)
-            check_monitor(config.get("checkpoint", Namespace()), self.model, self.datamodule.validates)
+            built = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            callbacks = [built.get("checkpoint"), *callback_list(built.trainer.get("callbacks"))]
+            check_monitors(callbacks, self.model, self.datamodule.validates)
         assert self.stage is not None  # a subcommand is running
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
@@ -262,13 +275,17 @@ def _import(class_path: str) -> type:
 PROGRESS_BAR_REFRESH_STEPS = 10
 
 
+def callback_list(callbacks: Sequence[Callback] | Callback | None) -> list[Callback]:
+    """The Trainer's ``callbacks`` as a list: it takes one alone too (``--trainer.callbacks BatchSizeFinder``)."""
+    return [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+
+
 def default_callbacks(trainer: Namespace) -> list[Callback]:
     """What a run gets unless its config has its own: a progress bar that redraws every few steps
     (redrawing after every step of a small model costs a tenth of the step), and the learning rate
     logged each epoch (``lr-Adam``) when there is a logger (Lightning's monitor refuses to run without
     one). Added to the Trainer, not the config: ``config.yaml`` keeps what the user chose."""
-    configured = trainer.get("callbacks") or []
-    configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]  # the Trainer takes one alone too
+    configured = callback_list(trainer.get("callbacks"))
     defaults: list[Callback] = []
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
         defaults.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import traceback
 from argparse import ArgumentError
 
 from lightning import LightningDataModule, LightningModule
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 
 from dragon_lightning.callbacks import PredictionWriter, ResumableCheckpoint, TutorialFigures
-from dragon_lightning.errors import DragonError, InvalidArgument
+from dragon_lightning.errors import DragonError, InvalidArgument, first_line
 from dragon_lightning.gates.outputs import DISK_FULL
 
 
@@ -61,6 +65,29 @@ OPTION_GROUPS = {
 
 def _option_group(owner_class: type) -> str:
     return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
+
+
+def configuration_refusal(error: BaseException) -> str | None:
+    """Lightning's refusal of a configured class's arguments while it is built (a
+    ``MisconfigurationException``, also where jsonargparse wraps it in its own error) as one line naming
+    the option (``--checkpoint: ``, ``--trainer.callbacks EarlyStopping: ``); ``None`` for any other error."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, MisconfigurationException):  # as a traceback shows the chain
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    if cause is None:
+        return None
+    owners = [
+        frame.f_locals["self"]
+        for frame, _ in traceback.walk_tb(cause.__traceback__)
+        if frame.f_code.co_name == "__init__" and "self" in frame.f_locals
+    ]
+    owner = owners[-1] if owners else None
+    kind = "callbacks" if isinstance(owner, Callback) else "logger" if isinstance(owner, Logger) else None
+    if group := _option_group(type(owner)):
+        prefix = f"{group.rstrip('.')}: "
+    else:
+        prefix = f"--trainer.{kind} {type(owner).__name__}: " if kind else ""
+    return f"{prefix}{first_line(cause)}"
 
 
 def _class_problem(option: str, lines: list[str]) -> str | None:

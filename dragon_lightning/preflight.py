@@ -8,14 +8,16 @@ or a checkpoint has been written, and as a traceback. Each check here raises one
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import Callback, Timer
 
 from dragon_lightning.arguments import MAX_SEED
+from dragon_lightning.callbacks import ResumableCheckpoint
 from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
@@ -71,20 +73,25 @@ def _seconds(max_time: Any) -> float:
         return float("inf")
 
 
-def check_monitor(checkpoint: Namespace, model: DragonClassifier, validates: bool) -> None:
-    """The checkpoint's monitored metric must be one the model logs (Lightning finds out only after the
-    first validation, when a run folder and its files already exist); without validation rows
-    (``--data.val_fraction 0``) no ``val/`` metric is logged at all."""
-    monitor = checkpoint.get("monitor")
-    if monitor and not validates and monitor.startswith("val/"):
-        raise DragonInputError(
-            f"--checkpoint.monitor {monitor}: --data.val_fraction 0 leaves no validation rows to measure it on; "
-            "pass --checkpoint.monitor null to keep the final weights"
-        )
-    if monitor and monitor not in model.monitorable_metrics():
-        raise DragonInputError(
-            f"--checkpoint.monitor {monitor}: the model never logs it; choose one of {', '.join(model.monitorable_metrics())}"
-        )
+def check_monitors(callbacks: Iterable[Callback], model: DragonClassifier, validates: bool) -> None:
+    """Every callback that follows a metric (a checkpoint, early stopping) must follow one the model logs
+    (Lightning finds out only after the first epoch, when a run folder and its files already exist);
+    without validation rows (``--data.val_fraction 0``) no ``val/`` metric is logged at all."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not monitor or not isinstance(monitor, str):
+            continue
+        ours = isinstance(callback, ResumableCheckpoint)
+        option = "--checkpoint.monitor" if ours else f"--trainer.callbacks {type(callback).__name__}: monitor"
+        if not validates and monitor.startswith("val/"):
+            remedy = "pass --checkpoint.monitor null to keep the final weights" if ours else "follow a train/ metric"
+            raise DragonInputError(
+                f"{option} {monitor}: --data.val_fraction 0 leaves no validation rows to measure it on; {remedy}"
+            )
+        if monitor not in model.monitorable_metrics():
+            raise DragonInputError(
+                f"{option} {monitor}: the model never logs it; choose one of {', '.join(model.monitorable_metrics())}"
+            )
 
 
 def check_optimization_options(trainer: Namespace, model: DragonClassifier) -> None:

@@ -820,6 +820,7 @@ def test_load_model_names_the_column_of_any_input_kind_it_cannot_use(kind, metho
     np.testing.assert_array_equal(np.asarray(getattr(model, method)(as_text)), np.asarray(getattr(model, method)(as_numbers)))
 
 
+NO_VALIDATION = ["--data.val_fraction", "0", "--checkpoint.monitor", "null"]
 MORE_OPTION_CASES = {
     "negative devices": (["--trainer.devices", "-2"], "--trainer: `devices` selected with `CPUAccelerator` should be an int > 0"),
     "a precision plugin that is not installed": (
@@ -836,6 +837,22 @@ MORE_OPTION_CASES = {
         "--trainer.val_check_interval must be a share of an epoch",
     ),
     "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
+    "early stopping on a metric never logged": (
+        ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/f1"],
+        "--trainer.callbacks EarlyStopping: monitor val/f1: the model never logs it",
+    ),
+    "early stopping on validation without validation rows": (
+        ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss", *NO_VALIDATION],
+        "--trainer.callbacks EarlyStopping: monitor val/loss: --data.val_fraction 0 leaves no validation rows",
+    ),
+    "a checkpoint setting Lightning refuses when it builds the callback": (
+        ["--checkpoint.save_top_k", "-2"],
+        "--checkpoint: Invalid value for save_top_k=-2. Must be >= -1",
+    ),
+    "a callback setting Lightning refuses when it builds the callback": (
+        ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/loss", "--trainer.callbacks.mode", "bad"],
+        "--trainer.callbacks EarlyStopping: `mode` can be min, max, got bad",
+    ),
     "a file name too long": (["--data.csv_path", "x" * 300 + ".csv"], "file name too long"),
 }
 
