@@ -81,6 +81,12 @@ class DragonCLI(LightningCLI):
         """What the run does: its subcommand (``None`` when a tool builds the CLI without one)."""
         return self.subcommand
 
+    @property
+    def one_process_command(self) -> str | None:
+        """The command, where its work is not split across processes: ``predict`` writes one CSV in
+        the input's row order."""
+        return "predict" if self.stage == "predict" else None
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands, without ``--weights_only``: checkpoints always load as data."""
@@ -193,11 +199,16 @@ class DragonCLI(LightningCLI):
         if self.stage is not None:
             self._check_inputs()
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        try:
-            with held_back_logs():
+        with held_back_logs():  # dropped if the Trainer, or the check after it, refuses
+            try:
                 trainer = super().instantiate_trainer(callbacks=default_callbacks(config.trainer), **kwargs)
-        except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses while built
-            raise DragonInputError(f"--trainer: {first_line(error)}") from None
+            except (MisconfigurationException, TypeError, ValueError, ImportError) as error:  # what the Trainer refuses
+                raise DragonInputError(f"--trainer: {first_line(error)}") from None
+            if self.one_process_command and trainer.world_size > 1:
+                raise DragonInputError(
+                    f"{self.one_process_command} runs each Trainer in one process; drop --trainer.devices, "
+                    "--trainer.num_nodes and --trainer.strategy, which would start several"
+                )
         if self.stage not in (None, "predict"):
             self.datamodule.prepare_data()
         if self.stage != "predict":  # every callback costs a little on every step
@@ -248,6 +259,11 @@ class FitSetupCLI(DragonCLI):
     @property
     def stage(self) -> str:
         return "fit"
+
+    @property
+    def one_process_command(self) -> str:
+        """These commands run their Trainers one after another (``sweep --workers`` runs trials side by side)."""
+        return self.parser.prog
 
 
 def checkpoint_filename(monitor: str | None) -> str:

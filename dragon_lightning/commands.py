@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from argparse import ArgumentError
 
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.multiprocessing import ProcessRaisedException
 
 from dragon_lightning.cli import DESCRIPTION, PROG, build_cli
 from dragon_lightning.errors import DragonError, first_line
@@ -106,6 +108,12 @@ def cli_main(args: list[str] | None = None):
                 file=sys.stderr,
             )
             raise SystemExit(1) from None
+        except ProcessRaisedException as error:  # a process Lightning spawned (ddp_spawn) raised; its traceback is text
+            ours = re.match(r"dragon_lightning\.errors\.\w+: (.+)", str(error).strip().splitlines()[-1])
+            if ours is None:
+                raise
+            print(f"dragon-lightning: error: {ours.group(1)}", file=sys.stderr)
+            raise SystemExit(2) from None
         except SIGTERMException:
             resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
             print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)

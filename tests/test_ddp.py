@@ -101,3 +101,14 @@ def test_ddp_spawn_hands_the_trained_weights_back_to_the_process_that_started_it
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "weights handed back: True" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_error_in_a_spawned_process_is_the_same_one_line(tmp_path):
+    diverging = ["--data.standardize", "false", "--model.init_args.optimizer", "torch.optim.SGD"]
+    diverging += ["--model.init_args.optimizer.init_args.lr", "1e10", "--trainer.enable_progress_bar", "false"]
+    spawned = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    result = run_in_subprocess("fit", "--config", config("color_mlp.yaml"), *diverging, *spawned, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("dragon-lightning: error: training diverged: the loss became NaN")
+    assert "Traceback" not in result.stderr

@@ -931,3 +931,20 @@ def test_an_error_reported_in_one_line_keeps_its_first_line_or_names_its_class()
     assert first_line(KeyError()) == "KeyError"
     assert os_reason(PermissionError(13, "Permission denied")) == "permission denied"
     assert os_reason(OSError("no strerror\nmore")) == "no strerror"
+
+
+@pytest.mark.parametrize("command", ["predict", "lr_find", "cv", "sweep"])
+def test_commands_that_run_in_one_process_refuse_several_before_any_work(command, trained, scratch, capfd):
+    """Under ddp each process would run the whole command (two cv folders); under ddp_spawn its
+    results would stay in the spawned processes."""
+    dragons = scratch / "dragons.csv"
+    dragons.write_text("numberToes,bodyLength\n6,170\n")
+    own = {
+        "predict": predict_args(COLOR_MLP, trained, dragons, scratch / "out.csv")[1:],
+        "lr_find": ["--config", COLOR_MLP],
+        "cv": ["--config", COLOR_MLP, "--folds", "2"],
+        "sweep": ["--config", COLOR_MLP, "--space", config("sweeps/color_mlp.yaml")],
+    }[command]
+    several = ["--trainer.devices", "2", "--trainer.strategy", "ddp_spawn", "--trainer.accelerator", "cpu"]
+    args = [command, *own, *several]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "runs each Trainer in one process; drop --trainer.devices")

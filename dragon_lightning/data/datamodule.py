@@ -209,8 +209,6 @@ class DragonDataModule(L.LightningDataModule):
         return self._batches(*self.splits["test"])
 
     def predict_dataloader(self) -> TensorBatches:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise DragonInputError("predict runs in one process; drop --trainer.strategy/--trainer.devices")
         if self.predict_features is None:
             raise DragonInputError("predict needs setup('predict') first: it reads --data.predict_csv")
         return self._batches(self.predict_features, None)
