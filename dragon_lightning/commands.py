@@ -109,7 +109,8 @@ def cli_main(args: list[str] | None = None):
             )
             raise SystemExit(1) from None
         except ProcessRaisedException as error:  # a process Lightning spawned (ddp_spawn) raised; its traceback is text
-            ours = re.match(r"dragon_lightning\.errors\.\w+: (.+)", str(error).strip().splitlines()[-1])
+            # Every exception class of the package is a DragonError (errors.py, and DiskFull/NotWritten in gates.outputs).
+            ours = re.match(r"dragon_lightning\.[\w.]+: (.+)", str(error).strip().splitlines()[-1])
             if ours is None:
                 raise
             print(f"dragon-lightning: error: {ours.group(1)}", file=sys.stderr)
