@@ -141,16 +141,32 @@ def test_a_resumed_loader_starts_at_the_next_batch():
 
 
 def test_shuffled_epochs_differ_and_depend_only_on_seed_and_epoch():
+    """Lightning names each epoch before it starts (``set_epoch``, as for a DistributedSampler)."""
     labels = torch.arange(50)
     loader = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
     first = next(iter(loader))[1]
-    second = next(iter(loader))[1]  # each pass is the next epoch
+    loader.sampler.set_epoch(1)
+    second = next(iter(loader))[1]
     assert not torch.equal(first, second)
     assert loader.state_dict() == {"epoch": 1, "batches": 1}
     fresh = TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)
-    fresh.load_state_dict({"epoch": 0, "batches": 1})  # a checkpoint written at the end of epoch 0
+    fresh.sampler.set_epoch(1)
     assert torch.equal(next(iter(fresh))[1], second)
     assert torch.equal(next(iter(TensorBatches(labels[:, None].float(), labels, 50, shuffle=True, seed=3)))[1], first)
+
+
+def test_a_loader_restored_from_an_epoch_end_starts_the_next_epoch_whole():
+    """A checkpoint written at the end of epoch 0 holds the loader at its last batch; Lightning does not
+    restore a loader's state there (the epoch is complete) but names epoch 1, whose order is drawn anew."""
+    labels = torch.arange(30)
+    loader = TensorBatches(labels[:, None].float(), labels, 10, shuffle=True, seed=3)
+    list(loader)
+    loader.sampler.set_epoch(1)
+    epoch_1 = torch.cat([batch[1] for batch in loader])
+    resumed = TensorBatches(labels[:, None].float(), labels, 10, shuffle=True, seed=3)
+    resumed.load_state_dict({"epoch": 0, "batches": 3})
+    resumed.sampler.set_epoch(1)
+    assert torch.equal(torch.cat([batch[1] for batch in resumed]), epoch_1)
 
 
 @pytest.mark.parametrize("n", [10, 11, 13])

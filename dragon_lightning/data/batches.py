@@ -11,18 +11,57 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import Sampler
 
 
-class TensorBatches:
-    """Yield ``(features, labels)`` (or ``(features,)`` without labels) in batches of ``batch_size``.
+class EpochOrder(Sampler[int]):
+    """This rank's rows, in the order of one epoch: drawn from ``(seed, epoch)`` when shuffled.
 
-    ``shuffle`` draws a new order each epoch from ``(seed, epoch)``, so an epoch's order does not
-    depend on how many epochs this process has run before (resumed runs see the same batches). The
-    epoch is the number of passes begun over this object; its :meth:`state_dict`, which Lightning
-    keeps in checkpoints, carries it across a resume.
+    Like a ``DistributedSampler``, it is told the epoch: Lightning's fit loop calls :meth:`set_epoch`
+    before every epoch with its own count, which a checkpoint restores wherever the run stopped (in
+    the middle of an epoch or at its end), so a resumed run draws the orders an uninterrupted one draws.
     Training shards (``drop_uneven=True``) give every rank the same number of rows, as DDP needs;
     evaluation shards keep every row exactly once across ranks, so metrics count no row twice.
     """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int, world_size: int, drop_uneven: bool) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size, self.drop_uneven = rank, world_size, drop_uneven
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_uneven:
+            return self.n // self.world_size
+        return len(range(self.rank, self.n, self.world_size))
+
+    def rows(self) -> torch.Tensor | None:
+        """The row indices in order; ``None`` for all rows as they are (one unshuffled process)."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        elif self.world_size == 1:
+            return None
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size][: len(self)]
+
+    def __iter__(self) -> Iterator[int]:
+        rows = self.rows()
+        return iter(range(self.n) if rows is None else rows.tolist())
+
+
+class TensorBatches:
+    """Yield ``(features, labels)`` (or ``(features,)`` without labels) in batches of ``batch_size``,
+    in the rows and order of its :attr:`sampler`.
+
+    Its :meth:`state_dict`, which Lightning keeps in checkpoints, says how far the epoch went, so a
+    run resumed in the middle of an epoch continues with the next batch of that epoch.
+    """
+
+    batch_sampler = None  # as a DataLoader with a sampler: Lightning finds the sampler to tell the epoch
 
     def __init__(
         self,
@@ -40,50 +79,29 @@ class TensorBatches:
         self.features = features.to(device)
         self.labels = None if labels is None else labels.to(device)
         self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_uneven = drop_uneven
-        self.epoch = -1  # the first pass is epoch 0
+        self.sampler = EpochOrder(
+            len(features), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_uneven=drop_uneven
+        )
         self._yielded = 0
         self._resume_at: tuple[int, int] | None = None
 
-    def _rows_per_rank(self) -> int:
-        n = len(self.features)
-        if self.drop_uneven:
-            return n // self.world_size
-        return len(range(self.rank, n, self.world_size))
-
     def __len__(self) -> int:
-        return math.ceil(self._rows_per_rank() / self.batch_size)
-
-    def _order(self) -> torch.Tensor | None:
-        n = len(self.features)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=generator)
-        elif self.world_size == 1:
-            return None
-        else:
-            order = torch.arange(n)
-        return order[self.rank :: self.world_size][: self._rows_per_rank()].to(self.features.device)
+        return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         skip = 0
-        if self._resume_at is not None:  # restored from a checkpoint: finish that epoch, or start the next
+        if self._resume_at is not None:  # restored from a checkpoint: finish that epoch if it was unfinished
             epoch, done = self._resume_at
-            self.epoch, skip = (epoch, done) if done < len(self) else (epoch + 1, 0)
             self._resume_at = None
-        else:
-            self.epoch += 1
-        order = self._order()
+            if epoch == self.sampler.epoch and done < len(self):
+                skip = done
+        order = self.sampler.rows()
         tensors = [t for t in (self.features, self.labels) if t is not None]
         if order is not None:
+            order = order.to(self.features.device)
             tensors = [t[order] for t in tensors]
         self._yielded = skip
-        rows = self._rows_per_rank()
-        for start in range(skip * self.batch_size, rows, self.batch_size):
+        for start in range(skip * self.batch_size, len(self.sampler), self.batch_size):
             self._yielded += 1
             yield tuple(t[start : start + self.batch_size] for t in tensors)
 
@@ -93,7 +111,7 @@ class TensorBatches:
         Lightning asks while the last yielded batch is being processed (it does not prefetch from a
         loader of known length), so batches yielded equals batches trained on.
         """
-        return {"epoch": self.epoch, "batches": self._yielded}
+        return {"epoch": self.sampler.epoch, "batches": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_at = (state["epoch"], state["batches"])
