@@ -49,6 +49,10 @@ class ResumableCheckpoint(ModelCheckpoint):
             train_time_interval: time between resume points, e.g. ``0:30:00`` (unset: none).
             save_last: write ``last.ckpt`` at the resume points (off: only the ranked checkpoints).
         """
+        if kwargs.get("monitor") is None and kwargs.get("save_on_train_epoch_end") is None:
+            # Nothing to rank by: the checkpoint kept is the latest epoch end's, the final weights, even
+            # when validation runs every few epochs and the run stops between two.
+            kwargs["save_on_train_epoch_end"] = True
         super().__init__(dirpath=dirpath, every_n_epochs=every_n_epochs, save_last=False, **kwargs)
         triggers: list[dict[str, Any]] = [{"every_n_epochs": 1, "save_on_train_epoch_end": True}]
         if every_n_train_steps:

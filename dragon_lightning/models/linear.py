@@ -52,6 +52,18 @@ def perceptron_pass(weight: np.ndarray, bias: np.ndarray, features: np.ndarray, 
     return moved
 
 
+class OnlineRule(torch.optim.Optimizer):
+    """The online perceptron's optimizer: its step is the rule's pass over a batch, handed in as the
+    closure, at the learning rate of its parameter group. Being an optimizer makes the pass a step
+    that Lightning counts, and its rate one that a scheduler sets and a learning-rate monitor reads."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure) -> None:  # type: ignore[override]
+        closure()
+
+
 class Perceptron(DragonClassifier):
     """The tutorial's perceptron: the update ``w += lr / (epoch + 1) * (y - y_hat) * x`` on wrongly
     classified rows, and a stop once an epoch's updates move the weights by less than ``tol`` in total
@@ -66,8 +78,9 @@ class Perceptron(DragonClassifier):
 
     ``online: true`` applies the rule row by row inside each batch, exactly as batch size 1 would, in
     numpy at a fraction of the cost per row: the tutorial's 432,000 updates take seconds instead of
-    432,000 optimizer steps. It is the one place where the project optimizes manually (the rule, not
-    an optimizer, moves the weights), and it runs in one process.
+    432,000 optimizer steps. It is the one place where the project optimizes manually: each batch's
+    pass is one step of :class:`OnlineRule`, so Lightning counts it (its checkpoints and logs follow
+    the optimizer steps), and it runs in one process.
 
     ``threshold`` moves the decision only: the rule always trains on the sign of the activation, as
     the tutorial's does.
@@ -116,9 +129,8 @@ class Perceptron(DragonClassifier):
         return rows.sum() * self.trainer.world_size
 
     def configure_optimizers(self):
-        if self.hparams["online"]:
-            return None
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
+        lr = self.hparams["lr"]
+        optimizer = OnlineRule(self.parameters(), lr) if self.hparams["online"] else torch.optim.SGD(self.parameters(), lr=lr)
         decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 / (epoch + 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
 
@@ -130,13 +142,17 @@ class Perceptron(DragonClassifier):
     def _online_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         if self.trainer.world_size > 1:
             raise InvalidArgument(self, "online", "applies the rule row by row and runs in one process only")
+        rule = self.optimizers()
+        assert not isinstance(rule, list)
+        rule.step(closure=lambda: self._apply_rule(batch, batch_idx, rule.param_groups[0]["lr"]))
+
+    def _apply_rule(self, batch: Sequence[torch.Tensor], batch_idx: int, lr: float) -> None:
         features, labels = batch
         with torch.no_grad():
             logits = self(features)
             self.update_metrics("train", self.predict_classes(logits), labels, self.loss(logits, labels), batch_idx)
             weight = self.linear.weight.detach().cpu().double().numpy()
             bias = self.linear.bias.detach().cpu().double().numpy()
-            lr = self.hparams["lr"] / (self.current_epoch + 1)
             scaled = self.inputs(features).cpu().double().numpy()
             self._epoch_movement += perceptron_pass(weight, bias, scaled, labels.cpu().numpy(), lr)
             self.linear.weight.copy_(torch.from_numpy(weight))
@@ -151,6 +167,10 @@ class Perceptron(DragonClassifier):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
+        if self.hparams["online"]:  # manual optimization: the rate's decay is stepped here, as Lightning asks
+            decay = self.lr_schedulers()
+            assert decay is not None and not isinstance(decay, list)
+            decay.step()
         moved = float(self._epoch_movement)
         self.log("train/weight_change", moved)
         if self.hparams["tol"] is not None and moved < self.hparams["tol"]:
