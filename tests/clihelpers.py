@@ -3,7 +3,9 @@
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -39,11 +41,22 @@ def predict_args(config_path, checkpoint, dragons, output) -> list[str]:
             "--predictions.output_path", str(output)]  # fmt: skip
 
 
-def run_in_subprocess(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """``python -m dragon_lightning ARGS`` in a process of its own, able to import the tests' callbacks."""
+def _in_subprocess(args: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``python -m dragon_lightning ARGS``, able to import the tests' callbacks."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "dragon_lightning", *args]
+    return [sys.executable, "-m", "dragon_lightning", *args], environment
+
+
+def run_in_subprocess(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m dragon_lightning ARGS`` in a process of its own, to its end."""
+    command, environment = _in_subprocess(args)
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def start_in_subprocess(*args: str, cwd: Path) -> subprocess.Popen:
+    """``python -m dragon_lightning ARGS`` started in a process of its own, its output discarded."""
+    command, environment = _in_subprocess(args)
+    return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -75,3 +88,34 @@ def expect_one_line_error(capfd, folder: Path, before: dict, args: list[str], *m
         assert message in lines[0]
     assert files_under(folder) == before, "bad input must not create or change files"
     return lines[0]
+
+
+class Finished(NamedTuple):
+    """What a ``fit`` ended with: the weights of its ``last.ckpt``, its best checkpoint's (none when
+    nothing is monitored), its test accuracy."""
+
+    last_weights: dict[str, torch.Tensor]
+    best_checkpoint: dict
+    test_accuracy: float
+
+
+def finished(cli) -> Finished:
+    best_path = cli.trainer.checkpoint_callback.best_model_path
+    best = torch.load(best_path, weights_only=True) if best_path else {}
+    return Finished(last_weights(cli), best, float(cli.trainer.callback_metrics["test/acc"]))
+
+
+def assert_resumes_to(uninterrupted: Finished, root: Path, *options: str) -> None:
+    """``fit OPTIONS --ckpt_path last`` under ``root`` ends bit for bit as ``uninterrupted`` did."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = finished(run("fit", *options, "--ckpt_path", "last", *in_root(root)))
+    # The stopped run's checkpoints are carried over: Lightning's warning that they are not would mislead.
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    for ended, expected in (
+        (resumed.last_weights, uninterrupted.last_weights),
+        (resumed.best_checkpoint.get("state_dict", {}), uninterrupted.best_checkpoint.get("state_dict", {})),
+    ):
+        assert expected.keys() == ended.keys()
+        assert all(torch.equal(expected[name], ended[name]) for name in expected)
+    assert resumed.test_accuracy == uninterrupted.test_accuracy

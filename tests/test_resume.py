@@ -2,13 +2,11 @@
 
 import os
 import signal
-import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 import torch
-from clihelpers import config, in_root, last_weights, run, run_in_subprocess
+from clihelpers import Finished, assert_resumes_to, config, finished, in_root, run, run_in_subprocess
 from lightning.pytorch.callbacks import Callback
 
 COMMON = [
@@ -25,35 +23,10 @@ COMMON = [
 ]
 
 
-class Finished(NamedTuple):
-    last_weights: dict[str, torch.Tensor]
-    best_checkpoint: dict
-    test_accuracy: float
-
-
-def finished(cli) -> Finished:
-    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
-    return Finished(last_weights(cli), best, float(cli.trainer.callback_metrics["test/acc"]))
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Finished:
     root = tmp_path_factory.mktemp("uninterrupted")
     return finished(run("fit", *COMMON, *in_root(root)))
-
-
-def assert_resumes_to(uninterrupted: Finished, root, *options: str) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        resumed = finished(run("fit", *COMMON, *options, "--ckpt_path", "last", *in_root(root)))
-    # The stopped run's checkpoints are carried over: Lightning's warning that they are not would mislead.
-    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
-    for ended, expected in (
-        (resumed.last_weights, uninterrupted.last_weights),
-        (resumed.best_checkpoint["state_dict"], uninterrupted.best_checkpoint["state_dict"]),
-    ):
-        assert all(torch.equal(expected[name], ended[name]) for name in expected)
-    assert resumed.test_accuracy == uninterrupted.test_accuracy
 
 
 class SignalAtStep(Callback):
@@ -88,7 +61,7 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
         assert finished_process.returncode != 0
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 40, "the save before the signal"
-    assert_resumes_to(uninterrupted, tmp_path)
+    assert_resumes_to(uninterrupted, tmp_path, *COMMON)
 
 
 class FailAtStep(Callback):
@@ -128,7 +101,7 @@ def fail_at(step: int, root, *options: str) -> int:
 )
 def test_an_exception_inside_a_step_leaves_a_checkpoint_to_resume_from(options, last_saved_step, uninterrupted, tmp_path):
     assert fail_at(37, tmp_path, *options) == last_saved_step, "saved in the middle of an epoch"
-    assert_resumes_to(uninterrupted, tmp_path, *options)
+    assert_resumes_to(uninterrupted, tmp_path, *COMMON, *options)
 
 
 def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path):
@@ -139,7 +112,7 @@ def test_a_run_resumed_after_its_best_epoch_tests_that_best_checkpoint(tmp_path)
     best_step = uninterrupted.best_checkpoint["global_step"]
     assert best_step < 12 * 15, "the best epoch must not be the last for this to test anything"
     assert fail_at(best_step + 7, tmp_path, *by_accuracy) > best_step
-    assert_resumes_to(uninterrupted, tmp_path, *by_accuracy)
+    assert_resumes_to(uninterrupted, tmp_path, *COMMON, *by_accuracy)
 
 
 @pytest.mark.parametrize(
