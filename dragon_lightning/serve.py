@@ -5,8 +5,8 @@ units) and answers, per row, ``predicted``, one ``p_<class>`` per class and
 ``outside_training_range``: the numbers ``load_model(...).predict_proba`` gives. ``GET /health`` and
 ``GET /info`` (task, classes, features, threshold, training range, the model file and its SHA-256,
 the version). A checkpoint is loaded through the checkpoint gate; an ONNX file from ``export`` runs in
-onnxruntime, without PyTorch's training code. Rows reach the model through the table gate; a bad
-request is a 422 with one message naming the row and field, and the server goes on serving.
+onnxruntime, without PyTorch's training code. Each request is validated alone (``serve_api``); a bad
+one is a 4xx with one message naming the row and field, and the server goes on serving.
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from jsonargparse import ArgumentParser, Namespace
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, PositiveInt, restricted_number_type
 
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes, read_onnx
-from dragon_lightning.gates.tables import feature_tensor
 from dragon_lightning.models.inputs import far_outside
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -116,45 +114,19 @@ def onnx_predictor(path: str) -> Predictor:
         ) from None
 
 
-def rows_to_features(body: Any, max_rows: int) -> np.ndarray:
-    """A request's ``dragons`` as a checked float32 array: JSON numbers only, the two fields only, at
-    most ``max_rows`` rows; problems name the row and field as ``load_model`` does."""
-    if not isinstance(body, dict) or set(body) != {"dragons"}:
-        raise DragonInputError('dragons: expected a JSON object {"dragons": [{"numberToes": ..., "bodyLength": ...}, ...]}')
-    rows = body["dragons"]
-    if not isinstance(rows, list) or not rows:
-        raise DragonInputError("dragons: expected a non-empty list of dragons")
-    if len(rows) > max_rows:
-        raise DragonInputError(f"dragons: {len(rows):,} rows, more than the {max_rows:,} one request may hold")
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DragonInputError(f"dragons: row {index}: expected an object with numberToes and bodyLength")
-        for name in row:
-            if name not in FEATURE_COLUMNS:
-                raise DragonInputError(f"dragons: row {index}: unexpected field '{name}'")
-        for name in FEATURE_COLUMNS:
-            if name not in row:
-                raise DragonInputError(f"dragons: row {index}, column '{name}': missing")
-            value = row[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise DragonInputError(f"dragons: row {index}, column '{name}': {value!r} is not a number")
-    table = pd.DataFrame(
-        [[row[name] for name in FEATURE_COLUMNS] for row in rows], columns=list(FEATURE_COLUMNS), dtype=np.float64
-    )
-    return feature_tensor(table, "dragons").numpy()
-
-
 def file_sha256(path: str, kind: InputKind, option: str) -> str:
     """Read through the input gate with the model's bound, as loading it read it (whole, as here)."""
     return hashlib.sha256(read_bytes(path, kind, option)).hexdigest()
 
 
-def build_server(options: Namespace):
+def build_server(options: Namespace, api_key: str | None):
     """The LitServer for a checkpoint (``--ckpt_path``) or an ONNX file (``--model``), its model checked
     here before any worker starts."""
     import litserve
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
-    from dragon_lightning.serve_api import DragonAPI
+    from dragon_lightning.serve_api import APIKeyMiddleware, DragonAPI, PredictRequest, one_line_422, one_line_http_error
 
     onnx = options.model is not None
     source, kind, option = (options.model, ONNX, "--model") if onnx else (options.ckpt_path, CHECKPOINT, "--ckpt_path")
@@ -170,15 +142,20 @@ def build_server(options: Namespace):
         "model_sha256": file_sha256(source, kind, option),
         "dragon_lightning": __version__,
     }
-    api = DragonAPI(source, onnx, options.max_rows, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
-    return litserve.LitServer(
+    PredictRequest.max_rows = options.max_rows
+    api = DragonAPI(source, onnx, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
+    server = litserve.LitServer(
         api,
         accelerator="cpu",
         workers_per_device=options.workers_per_device,
         timeout=options.timeout,
         model_metadata=metadata,
         max_payload_size=options.max_body_bytes,
+        middlewares=[(APIKeyMiddleware, {"key": api_key})] if api_key else [],
     )
+    server.app.add_exception_handler(RequestValidationError, one_line_422)
+    server.app.add_exception_handler(HTTPException, one_line_http_error)
+    return server
 
 
 def serve_command(args: list[str]) -> None:
@@ -202,7 +179,7 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
     parser.add_argument(
         "--api_key",
-        type=str | None,
+        type=NotEmptyStr | None,
         default=None,
         help=f"require this key in the X-API-Key header (or set {API_KEY_VARIABLE}, which keeps it out of ps)",
     )
@@ -214,13 +191,13 @@ def serve_command(args: list[str]) -> None:
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
     check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
-    if api_key:
-        os.environ["LIT_SERVER_API_KEY"] = api_key  # read by LitServe when its server module is imported
+    if api_key is not None and not api_key.strip():
+        raise DragonInputError(f"{API_KEY_VARIABLE} is set but empty: set a key, or unset it to serve without one")
     try:
         import litserve  # noqa: F401
     except ImportError:
         raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
-    server = build_server(options)
+    server = build_server(options, api_key)
     address = f"http://{'[::]' if options.host == '::' else options.host}:{options.port}"
     print(
         f"dragon-lightning serve: {options.model or options.ckpt_path} at {address} (POST /predict, GET /info, GET /docs)",

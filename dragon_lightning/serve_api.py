@@ -1,34 +1,160 @@
-"""The LitAPI of ``dragon-lightning serve`` (needs the ``serve`` extra): requests through the table gate,
-a batch of requests answered with one model call."""
+"""The LitAPI of ``dragon-lightning serve`` (needs the ``serve`` extra): each request validated alone by
+its pydantic model in the HTTP process, before it can join a batch; a batch answered with one model call.
 
-from __future__ import annotations
+A bad request is a 422 (400 for a body that is not JSON, 401 without the key) whose ``detail`` is one
+line naming the row and field, quoting at most a short, escaped prefix of what was sent: nothing of one
+request reaches another's answer, and nothing a client sends can turn an answer into a 500.
+"""
 
+import hmac
 import itertools
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import litserve
 import numpy as np
-from fastapi import HTTPException
+from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dragon_lightning.errors import DragonInputError
-from dragon_lightning.serve import checkpoint_predictor, onnx_predictor, rows_to_features
+from dragon_lightning.data.schema import FEATURE_COLUMNS
+from dragon_lightning.gates.tables import FLOAT32_MAX
+from dragon_lightning.serve import checkpoint_predictor, onnx_predictor
+
+QUOTED_CHARACTERS = 40
+"""The most of a client's value a message quotes."""
+
+# A JSON number (not a string or a boolean), finite and within float32: what the models compute in.
+Feature = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
+class Dragon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    numberToes: Feature
+    bodyLength: Feature
+
+
+class PredictRequest(BaseModel):
+    """``{"dragons": [{"numberToes": 7, "bodyLength": 150.0}, ...]}``: at least one dragon, at most
+    :attr:`max_rows`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_rows: ClassVar[int] = 10_000
+    """Set by the server from ``--max_rows`` before LitServe forks its HTTP processes."""
+    dragons: Annotated[list[Dragon], Field(min_length=1)]
+
+    @field_validator("dragons", mode="before")
+    @classmethod
+    def _bounded(cls, rows: Any) -> Any:
+        """Counted before any row is validated."""
+        if isinstance(rows, list) and len(rows) > cls.max_rows:
+            raise PydanticCustomError(
+                "too_many_rows",
+                "{rows} rows, more than the {limit} one request may hold",
+                {"rows": f"{len(rows):,}", "limit": f"{cls.max_rows:,}"},
+            )
+        return rows
+
+    def features(self) -> np.ndarray:
+        return np.array([[row.numberToes, row.bodyLength] for row in self.dragons], dtype=np.float32)
+
+
+def quote(value: Any) -> str:
+    """A short, printable description of a client's value: a number or the start of a string
+    (escaped, so a lone surrogate cannot break the answer's encoding), else its JSON kind."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= QUOTED_CHARACTERS else f"a number of {len(text)} digits"
+    if isinstance(value, str):
+        cut = value[:QUOTED_CHARACTERS]
+        return ascii(cut) if cut == value else f"{ascii(cut)[:-1]}...'"
+    return {list: "a list", dict: "an object", type(None): "null"}.get(type(value), "a value")
+
+
+def describe(error: dict) -> str:
+    """One pydantic error of a request, as this project words a table's: ``dragons: row 3, column
+    'numberToes': 'seven' is not a number``."""
+    kind, where, given = error["type"], list(error["loc"]), error.get("input")
+    if where[:1] == ["body"]:
+        where = where[1:]
+    if kind == "json_invalid":
+        return f"{NOT_JSON} ({error.get('ctx', {}).get('error', 'unreadable')})"
+    if not where or where[0] != "dragons" or (kind == "extra_forbidden" and len(where) == 1):
+        return 'expected a JSON object {"dragons": [{"numberToes": ..., "bodyLength": ...}, ...]}'
+    if len(where) == 1:
+        if kind == "too_many_rows":
+            return f"dragons: {error['msg']}"
+        return "dragons: expected a non-empty list of dragons"
+    row = f"dragons: row {where[1]}"
+    if len(where) == 2:
+        return f"{row}: expected an object with numberToes and bodyLength"
+    name = where[2]
+    if kind == "extra_forbidden" or name not in FEATURE_COLUMNS:
+        return f"{row}: unexpected field {quote(str(name))}"
+    cell = f"{row}, column '{name}'"
+    if kind == "missing":
+        return f"{cell}: missing"
+    if kind == "finite_number":
+        return f"{cell}: {quote(given)} is not a finite number"
+    too_large = kind in ("less_than_equal", "greater_than_equal") or (isinstance(given, int) and not isinstance(given, bool))
+    if too_large:
+        return f"{cell}: {quote(given)} is too large (the models compute in float32, up to {FLOAT32_MAX:.3g})"
+    return f"{cell}: {quote(given)} is not a number"
+
+
+NOT_JSON = "the body is not JSON text in UTF-8, or nests too deep"
+
+
+async def one_line_422(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's validation error (a list that echoes the input) as the project's one line."""
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    status = 400 if problems and problems[0]["type"] == "json_invalid" else 422
+    return JSONResponse({"detail": describe(problems[0]) if problems else "invalid request"}, status_code=status)
+
+
+async def one_line_http_error(request: Request, error: Exception) -> Response:
+    """FastAPI answers a body its JSON parser cannot read (bytes that are not UTF-8, nesting beyond
+    the parser's depth) with a 400 of its own, the only 400 this server gives: say what it means."""
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400:
+        return JSONResponse({"detail": NOT_JSON}, status_code=400)
+    return await http_exception_handler(request, error)
+
+
+class APIKeyMiddleware:
+    """Refuses a request without the server's key in ``X-API-Key`` (401) before its body is read,
+    comparing in constant time; ``/health`` stays open for probes."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = dict(scope["headers"]).get(b"x-api-key", b"")
+            if not hmac.compare_digest(given, self.key):
+                await JSONResponse({"detail": "missing or wrong X-API-Key"}, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class DragonAPI(litserve.LitAPI):
-    """Loads the model in each worker; decodes with the table gate (422 naming the row and field)."""
+    """Loads the model in each worker; requests arrive validated (:class:`PredictRequest`)."""
 
-    def __init__(self, source: str, onnx: bool, max_rows: int, **kwargs) -> None:
+    def __init__(self, source: str, onnx: bool, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.source, self.onnx, self.max_rows = source, onnx, max_rows
+        self.source, self.onnx = source, onnx
 
     def setup(self, device) -> None:
         self.predictor = onnx_predictor(self.source) if self.onnx else checkpoint_predictor(self.source)
 
-    def decode_request(self, request: dict) -> np.ndarray:
-        try:
-            return rows_to_features(request, self.max_rows)
-        except DragonInputError as error:
-            raise HTTPException(status_code=422, detail=str(error)) from None
+    def decode_request(self, request: PredictRequest) -> np.ndarray:
+        return request.features()
 
     def batch(self, inputs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
         return np.concatenate(inputs), [len(rows) for rows in inputs]

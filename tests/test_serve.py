@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from clihelpers import expect_one_line_error, files_under, last_checkpoint, run, short_fit
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from postgres import free_port
 
 from dragon_lightning import load_model
@@ -243,3 +245,144 @@ def test_serving_an_onnx_file_without_the_export_extra_is_one_line_naming_it(mis
     monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ImportError
     args = ["serve", "--model", str(checkpoints["onnx"]), "--port", str(free_port())]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"needs {missing}: pip install 'dragon-lightning[export]'")
+
+
+@pytest.fixture(scope="module")
+def servers(checkpoints):
+    """A checkpoint server that requires a key and an ONNX server that does not, for the tests below."""
+    with (
+        server("--ckpt_path", str(checkpoints["color"]), environment={"DRAGON_LIGHTNING_API_KEY": KEY}) as (checkpoint_url, _),
+        server("--model", str(checkpoints["onnx"])) as (onnx_url, _),
+    ):
+        yield {"checkpoint": (checkpoint_url, KEY), "onnx": (onnx_url, None)}
+
+
+def bad_row(client: int) -> dict:
+    """A bad dragon that carries the client's own mark, in the value or in the field's name."""
+    return [
+        {"numberToes": f"mark{client:02d}z", "bodyLength": 150.0},
+        {"numberToes": 7, "bodyLength": 150.0, f"mark{client:02d}z": 1},
+        {"numberToes": 7, "bodyLength": f"mark{client:02d}z" * 3},
+    ][client % 3]
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "onnx"])
+def test_concurrent_requests_some_bad_each_get_only_their_own_answer(source, servers, checkpoints):
+    """Requests released together are batched together; a bad one is refused alone, and no answer
+    quotes another request."""
+    url, key = servers[source]
+    model = load_model(checkpoints["color"])
+    generator = np.random.default_rng(0)
+    clients = 48
+    rows = [
+        {"numberToes": int(generator.integers(2, 30)), "bodyLength": float(generator.uniform(80, 290))} for _ in range(clients)
+    ]
+    bad = {client for client in range(clients) if client % 3 == 1}
+    answers: dict[int, tuple[int, dict]] = {}
+    release = threading.Barrier(clients)
+
+    def client(number: int) -> None:
+        body = {"dragons": [rows[number], bad_row(number)] if number in bad else [rows[number]]}
+        release.wait()
+        answers[number] = post(url, body, key=key)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        for number, (status, answer) in answers.items():
+            others = [f"mark{other:02d}z" for other in bad - {number}]
+            assert not any(mark in json.dumps(answer) for mark in others), (number, answer)
+            if number in bad:
+                assert (
+                    status == 422 and answer["detail"].startswith("dragons: row 1") and f"mark{number:02d}z" in answer["detail"]
+                ), answer
+            else:
+                expected = model.predict_proba(pd.DataFrame([rows[number]])).iloc[0]
+                assert status == 200, answer
+                got = answer["predictions"][0]
+                np.testing.assert_allclose([got[c] for c in expected.index], expected.to_numpy(), atol=1e-6)
+
+
+def test_the_key_is_checked_before_the_body_is_read(servers):
+    url, _ = servers["checkpoint"]
+    for body in (b'{"dragons": [', b'{"dragons": [{"numberToes": "secret-value"}]}'):
+        status, answer = post(url, body, key=None)
+        assert status == 401 and "secret" not in json.dumps(answer), answer
+        assert post(url, body, key=KEY + "x")[0] == 401
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as health:
+        assert health.status == 200, "probes need no key"
+
+
+@pytest.mark.parametrize(
+    "options, environment",
+    [(["--api_key", ""], {}), (["--api_key", "  "], {}), ([], {"DRAGON_LIGHTNING_API_KEY": ""})],
+    ids=["empty option", "blank option", "empty variable"],
+)
+def test_an_empty_key_is_refused_at_start(options, environment, checkpoints, scratch, capfd, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    args = ["serve", "--ckpt_path", str(checkpoints["color"]), "--port", str(free_port()), *options]
+    line = expect_one_line_error(capfd, scratch, files_under(scratch), args)
+    assert "--api_key" in line or "DRAGON_LIGHTNING_API_KEY" in line
+
+
+# Any JSON: scalars of every kind (huge integers, NaN and infinities, strings with lone surrogates), nested.
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(codec=None) | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=60)
+)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20
+)
+FIELDS = st.sampled_from(["numberToes", "bodyLength"]) | st.text(max_size=12)
+# Bodies near the valid one, which reach the row and field checks.
+DRAGON_BODIES = st.fixed_dictionaries(
+    {"dragons": st.lists(st.dictionaries(FIELDS, SCALARS | JSON, max_size=3) | JSON, max_size=4)}
+)
+BODIES = (
+    st.builds(lambda body: json.dumps(body).encode(), JSON | DRAGON_BODIES)
+    | st.binary(max_size=80)
+    | st.integers(min_value=1, max_value=2_000).map(lambda depth: b"[" * depth + b"]" * depth)
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES)
+def test_any_body_is_answered_alone_as_load_model_would_or_refused_in_one_line(body, servers, checkpoints):
+    """Sent at the same moment as a good request: the good one gets its answer; the other gets the
+    model's answer or a 4xx with one line naming where it is wrong, never a 500, never the other's content."""
+    url, key = servers["checkpoint"]
+    good = {"dragons": [{"numberToes": 9, "bodyLength": 171.5}]}
+    answers: dict[str, tuple[int, dict]] = {}
+    release = threading.Barrier(2)
+
+    def send(name: str, payload) -> None:
+        release.wait()
+        answers[name] = post(url, payload if isinstance(payload, bytes) else json.dumps(payload).encode(), key=key)
+
+    threads = [threading.Thread(target=send, args=item) for item in (("good", good), ("any", body))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    status, answer = answers["good"]
+    assert status == 200 and len(answer["predictions"]) == 1 and "171.5" not in json.dumps(answer)
+    status, answer = answers["any"]
+    if status == 200:
+        model = load_model(checkpoints["color"])
+        rows = pd.DataFrame(json.loads(body)["dragons"])
+        expected = model.predict_proba(rows)
+        np.testing.assert_allclose(
+            pd.DataFrame(answer["predictions"])[expected.columns].to_numpy(), expected.to_numpy(), atol=1e-6
+        )
+    else:
+        assert status in (400, 422), (status, answer)
+        detail = answer["detail"]
+        assert isinstance(detail, str) and "\n" not in detail and len(detail) < 300, detail
+        assert detail.startswith(("dragons", "expected a JSON object", "the body is not JSON")), detail
