@@ -1,8 +1,13 @@
+import csv
 import hashlib
+import io
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dragon_lightning.data import generate_dragons, read_dragon_csv, read_feature_csv
 from dragon_lightning.data.csv_io import write_csv
@@ -66,3 +71,35 @@ def test_writes_are_atomic_and_never_clobber_a_different_file(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         write_atomically(tmp_path / "other.csv", half_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"], "no temporary or half-written file"
+
+
+# Fields as a careless export writes them: numbers, words, blanks, stray commas and quotes, line breaks.
+FIELD = st.one_of(
+    st.integers(-50, 400).map(str),
+    st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
+    st.text(alphabet=' ,"x\n.e-1', max_size=6),
+)
+ROWS = st.lists(st.lists(FIELD, min_size=0, max_size=4), min_size=0, max_size=8)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=ROWS, extra_column=st.booleans())
+def test_any_csv_is_read_for_exactly_its_rows_or_refused_in_one_line(rows, extra_column, tmp_path):
+    header = ["numberToes", "bodyLength", *(["name"] if extra_column else [])]
+    path = tmp_path / "dragons.csv"
+    path.write_text("\n".join(",".join(fields) for fields in [header, *rows]) + "\n", encoding="utf-8")
+    records = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))[1:]
+    try:
+        table, features = read_feature_csv(path)
+    except DragonInputError as error:
+        message = str(error)
+        assert "\n" not in message and message.startswith(f"{path}: "), message
+        return
+    # Accepted: exactly the file's records, none wider than the header (a shorter one lacks only fields
+    # of other columns, read as empty), their numbers as written.
+    while records and records[-1] == []:  # blank lines at the end of a file are no rows
+        records.pop()
+    assert len(features) == len(table) == len(records)
+    assert all(2 <= len(record) <= len(header) for record in records), records
+    expected = np.array([[float(record[0]), float(record[1])] for record in records], dtype=np.float32)
+    np.testing.assert_array_equal(features.numpy(), expected)

@@ -75,6 +75,7 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
     except pd.errors.ParserError as error:
         raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     header = [str(name).strip() for name in header]
+    _check_first_record(path, file, len(header))
     if len(header) > MAX_COLUMNS:
         raise DragonInputError(f"{path}: line 1: {len(header):,} columns, more than {MAX_COLUMNS:,}; is this a dragon table?")
     for name in dict.fromkeys(header):
@@ -92,6 +93,7 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
             file,
             encoding=ENCODING,
             skip_blank_lines=False,
+            index_col=False,  # never leading fields as an index (their columns would shift): a longer row is an error
             dtype={name: "category" for name in categorical},
         )
     except UnicodeDecodeError:
@@ -105,6 +107,29 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
     if table.empty:
         raise DragonInputError(f"{path}: has a header but no data rows")
     return table
+
+
+def _check_first_record(path: Path, file: BinaryIO, fields: int) -> None:
+    """The header must be text, and the first row no longer than it: pandas refuses a longer row later
+    in the file, but reads the first one's extra fields as an index (or, at ``index_col=False``, drops them)."""
+    file.seek(0)
+    if b"\x00" in file.readline():
+        raise DragonInputError(f"{path}: line 1: holds NUL bytes (UTF-16 text?); save the file as UTF-8")
+    file.seek(0)
+    text = io.TextIOWrapper(file, encoding=ENCODING, newline="")
+    try:
+        reader = csv.reader(text)
+        next(reader, None)
+        first = next(reader, None)
+        if first is not None and len(first) > fields:
+            raise DragonInputError(
+                f"{path}: line {reader.line_num}: {len(first)} fields, more than the header's {fields} (a comma too many?)"
+            )
+    except (csv.Error, UnicodeDecodeError):
+        pass  # pandas' read names these
+    finally:
+        text.detach()
+    file.seek(0)
 
 
 def _check_numeric(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
