@@ -581,13 +581,21 @@ def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch,
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "its hyperparameter optimizer is not a plain value")
 
 
-@pytest.mark.parametrize("edit", ["a weight", "the feature scaling"])
+ALTERATIONS = {
+    "a weight": lambda checkpoint: checkpoint["state_dict"]["net.0.weight"][0, 0].add_(0.5),
+    "the feature scaling": lambda checkpoint: checkpoint["state_dict"]["inputs.mean"][1].add_(1.0),
+    # What labels the answers: the same weights would name the wrong colors, or compute another function.
+    "the class names": lambda checkpoint: checkpoint["hyper_parameters"]["class_names"].reverse(),
+    "the activation": lambda checkpoint: checkpoint["hyper_parameters"].update(activation="tanh"),
+    "the threshold": lambda checkpoint: checkpoint["hyper_parameters"].update(threshold=0.9),
+    "the data's size": lambda checkpoint: checkpoint["datamodule_hyper_parameters"].update(n_dragons=481),
+}
+
+
+@pytest.mark.parametrize("edit", ALTERATIONS)
 def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch, capfd):
     def alter(checkpoint):
-        if edit == "a weight":
-            checkpoint["state_dict"]["net.0.weight"][0, 0] += 0.5
-        else:
-            checkpoint["state_dict"]["inputs.mean"][1] += 1.0
+        ALTERATIONS[edit](checkpoint)
 
     altered = edited_checkpoint(trained, scratch / "altered.ckpt", alter, checksum=False)
     args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(altered)]

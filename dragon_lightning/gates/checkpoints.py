@@ -8,7 +8,9 @@ A checkpoint is a pickle inside a zip file, and unpickling can run code. Here it
 - unpickled with ``weights_only=True``: tensors and plain values only;
 - refused unless every class it names is one of dragon-lightning's own models, by exact class path,
   before anything is imported (LightningCLI would otherwise import the module a checkpoint names);
-- refused when its weights and fitted features no longer match the SHA-256 checksum written with them;
+- refused when what decides its answers (weights, fitted features, the model's and the data's
+  hyperparameters: class names, threshold, activation, sizes) no longer matches the SHA-256 checksum
+  written with them;
 - brought to this version's layout (the feature statistics that earlier versions kept beside the
   weights become the model's ``inputs`` layer).
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -36,10 +39,14 @@ from dragon_lightning.models import MODELS
 from dragon_lightning.models.base import CHECKPOINT_KEY, INJECTED
 from dragon_lightning.models.inputs import migrate_legacy_statistics
 
-CHECKSUM_KEY = "state_sha256"
+CHECKSUM_KEY = "sha256"
+"""Covers :data:`COVERED`."""
+LEGACY_CHECKSUM_KEY = "state_sha256"
+"""Written by earlier versions: it covers the weights and fitted features only."""
 DATA_STATE_KEY = "DragonDataModule"
 """Where Lightning kept the data module's state in checkpoints of earlier versions (the feature
 statistics, before they moved into the model): still covered by their checksums."""
+COVERED: tuple[str, ...] = ("state_dict", DATA_STATE_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 
 ALLOWED_CLASS_PATHS = {
     path: model
@@ -54,11 +61,11 @@ MODEL_NAMES = {model.__name__: model for model in MODELS}
 LIGHTNING_CHECKPOINT_ALIASES = ("best", "hpc", "registry")
 
 
-def state_checksum(checkpoint: dict) -> str:
-    """SHA-256 over the weights (``state_dict``) and the fitted feature state, in key order: any change
-    to a tensor's values, shape or type changes it."""
+def state_checksum(checkpoint: dict, sections: tuple[str, ...] = COVERED) -> str:
+    """SHA-256 over ``sections`` in key order: any change to a tensor's values, shape or type, or to a
+    hyperparameter, changes it."""
     digest = hashlib.sha256()
-    for section in ("state_dict", DATA_STATE_KEY):
+    for section in sections:
         for name, value in sorted((checkpoint.get(section) or {}).items()):
             digest.update(f"{section}/{name}".encode())
             if isinstance(value, torch.Tensor):
@@ -66,7 +73,7 @@ def state_checksum(checkpoint: dict) -> str:
                 digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
                 digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
             else:
-                digest.update(repr(value).encode())
+                digest.update(json.dumps(value, sort_keys=True, default=repr).encode())
     return digest.hexdigest()
 
 
@@ -206,11 +213,15 @@ def model_class(checkpoint: dict, path: str | os.PathLike) -> type:
 
 
 def check_checksum(checkpoint: dict, path: str | os.PathLike) -> None:
-    """Refuse a checkpoint whose weights or fitted features changed after they were written (checkpoints
-    of versions before the checksum carry none and load as they are)."""
-    recorded = checkpoint.get(CHECKPOINT_KEY, {}).get(CHECKSUM_KEY)
-    if recorded is not None and recorded != state_checksum(checkpoint):
+    """Refuse a checkpoint whose weights, fitted features or hyperparameters changed after they were
+    written (an earlier version's checksum covers its weights and features only; checkpoints of
+    versions before any checksum load as they are)."""
+    entry = checkpoint.get(CHECKPOINT_KEY, {})
+    recorded, sections = entry.get(CHECKSUM_KEY), COVERED
+    if recorded is None:
+        recorded, sections = entry.get(LEGACY_CHECKSUM_KEY), ("state_dict", DATA_STATE_KEY)
+    if recorded is not None and recorded != state_checksum(checkpoint, sections):
         raise DragonInputError(
-            f"{path}: its weights or fitted features do not match the checksum written with them "
+            f"{path}: its weights, fitted features or hyperparameters do not match the checksum written with them "
             "(the file was altered or damaged); refused"
         )
