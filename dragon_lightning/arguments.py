@@ -20,6 +20,13 @@ MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
 ClosedOpenUnitInterval = restricted_number_type("ClosedOpenUnitInterval", float, [(">=", 0), ("<", 1)])
 AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2))
+MAX_FEATURES = 64
+"""A dragon has two features; no model is built for more than this many (a checkpoint's hyperparameters
+could otherwise ask for a layer of any size)."""
+FeatureCount = restricted_number_type("FeatureCount", int, [(">=", 1), ("<=", MAX_FEATURES)])
+MAX_CLASSES = 64
+"""Fire has two classes and color three; the test metrics hold a confusion matrix of classes squared."""
+ClassCount = restricted_number_type("ClassCount", int, [(">=", 2), ("<=", MAX_CLASSES)])
 MAX_DRAGONS = 30_000_000
 """Generated tables are held in memory: one epoch of fit measured 798 MB at 2 million dragons and 2,344 MB
 at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB here; and their CSV

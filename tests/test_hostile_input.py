@@ -21,6 +21,8 @@ from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates import inputs
 from dragon_lightning.gates.checkpoints import stamp_checksum
 from dragon_lightning.gates.outputs import MANIFEST, OutputFolder
+from dragon_lightning.models import FoldEnsemble, LogisticRegression, MLPClassifier, Perceptron
+from dragon_lightning.models.base import MAX_PARAMETERS
 
 COLOR_MLP = config("color_mlp.yaml")
 
@@ -536,6 +538,43 @@ def test_impossible_network_shapes_are_refused_before_allocating(where, trained,
     assert "--model.init_args.hidden_sizes" in result.stderr and "refused before allocating" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert files_under(scratch) == before
+
+
+MAXIMAL_MEMBER = {"model": "MLPClassifier", "options": {"num_classes": 3, "hidden_sizes": [4000, 5000]}}
+SIZES = {
+    "a linear model of 100 million inputs": (lambda: LogisticRegression(num_features=10**8), "num_features"),
+    "8,000 classes": (lambda: Perceptron(num_classes=8000), "num_classes"),
+    "100,000 hidden layers": (lambda: MLPClassifier(num_classes=3, hidden_sizes=[1] * 100_000), "hidden_sizes"),
+    "16 maximal members": (lambda: FoldEnsemble([MAXIMAL_MEMBER] * 16), "members"),
+    "a thousand tiny members": (lambda: FoldEnsemble([{"model": "LogisticRegression", "options": {}}] * 1000), "members"),
+}
+
+
+@pytest.mark.parametrize("case", SIZES)
+def test_every_size_is_bounded_from_the_hyperparameters_before_anything_is_built(case, monkeypatch):
+    from dragon_lightning.models import ensemble
+
+    def no_member(index, spec):
+        raise AssertionError("an ensemble built a member before checking the total")
+
+    monkeypatch.setattr(ensemble, "_member", no_member)
+    build, argument = SIZES[case]
+    with pytest.raises(DragonInputError, match=f"^{argument} "):
+        build()
+    assert MAXIMAL_MEMBER["options"]["hidden_sizes"][0] * 5001 < MAX_PARAMETERS, "each member alone is within bounds"
+
+
+def test_a_checkpoint_asking_for_thousands_of_classes_is_refused_by_load_model_and_commands(trained, scratch, capfd):
+    def many_classes(checkpoint):
+        checkpoint["hyper_parameters"].update(num_classes=8000, class_names=[f"c{i}" for i in range(8000)])
+
+    edited = edited_checkpoint(trained, scratch / "classes.ckpt", many_classes)
+    from dragon_lightning import load_model
+
+    with pytest.raises(DragonInputError, match="num_classes"):
+        load_model(edited)
+    args = ["test", "--config", COLOR_MLP, "--ckpt_path", str(edited)]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "num_classes")
 
 
 MARKER_MODULE = "import pathlib\npathlib.Path('IMPORTED').touch()\nfrom dragon_lightning.models import MLPClassifier\n"

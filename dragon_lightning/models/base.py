@@ -8,8 +8,9 @@ logits: the tutorial's ``log(softmax(...))`` underflows to ``-inf`` on raw featu
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import lightning as L
@@ -20,7 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import ConfusionMatrix, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import BinaryROC
 
-from dragon_lightning.arguments import AtLeastTwo, check_arguments
+from dragon_lightning.arguments import ClassCount, FeatureCount, check_arguments
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
 from dragon_lightning.models.metrics import TrainingTally, accuracy_collection, score_collection, test_collection
@@ -29,6 +30,9 @@ STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
 """Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
 INJECTED = ("optimizer", "scheduler")
+MAX_PARAMETERS = 25_000_000
+"""The most weights a model may have, an ensemble's members together (100 MB in float32, 300 MB with
+Adam's state): far beyond any dragon's needs, and refused before a layer is allocated."""
 """Arguments built from the config (classes and their settings), never saved in a checkpoint."""
 
 
@@ -52,8 +56,8 @@ class DragonClassifier(L.LightningModule):
 
     def __init__(
         self,
-        num_features: int = 2,
-        num_classes: AtLeastTwo = 2,
+        num_features: FeatureCount = 2,
+        num_classes: ClassCount = 2,
         class_names: Sequence[str] | None = None,
         threshold: OpenUnitInterval = 0.5,
     ) -> None:
@@ -121,6 +125,19 @@ class DragonClassifier(L.LightningModule):
     @property
     def num_outputs(self) -> int:
         return 1 if self.num_classes == 2 else self.num_classes
+
+    @classmethod
+    def weight_count(cls, options: Mapping[str, Any]) -> int:
+        """The weights a model built with ``options`` would hold, from the options alone, so that a size
+        is refused before anything is allocated."""
+        classes = options.get("num_classes", 2)
+        widths = [options.get("num_features", 2), *cls.hidden_widths(options), 1 if classes == 2 else classes]
+        return sum((inputs + 1) * outputs for inputs, outputs in itertools.pairwise(widths))
+
+    @classmethod
+    def hidden_widths(cls, options: Mapping[str, Any]) -> Sequence[int]:
+        """The widths of the layers between the inputs and the outputs (none for a linear model)."""
+        return ()
 
     @property
     def binary(self) -> bool:

@@ -10,19 +10,21 @@ imported by name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.models.base import DragonClassifier, class_probabilities
+from dragon_lightning.models.base import MAX_PARAMETERS, DragonClassifier, class_probabilities
 from dragon_lightning.models.linear import LogisticRegression, Perceptron
 from dragon_lightning.models.mlp import MLPClassifier
 
 MEMBER_MODELS = {model.__name__: model for model in (Perceptron, LogisticRegression, MLPClassifier)}
 """The classes an ensemble's members may be (not ensembles themselves)."""
+MAX_MEMBERS = 64
+"""Every member is a model of its own to build and run on each row: many tiny ones cost minutes."""
 LOG_FLOOR = -100.0
 """Log-probabilities are floored here (``exp(-100)`` is 4e-44): a certain member gives finite logits."""
 
@@ -59,6 +61,16 @@ class FoldEnsemble(DragonClassifier):
             raise InvalidArgument(
                 self, "members", "needs at least one trained model; cv --ensemble true builds an ensemble from its folds"
             )
+        if len(members) > MAX_MEMBERS:
+            raise InvalidArgument(
+                self, "members", f"has {len(members):,} models, more than {MAX_MEMBERS}; refused before building them"
+            )
+        if (weights := self.weight_count({"members": members})) > MAX_PARAMETERS:
+            raise InvalidArgument(
+                self,
+                "members",
+                f"would need {weights:,} weights together, more than {MAX_PARAMETERS:,}; refused before allocating",
+            )
         classifiers = [_member(index, spec) for index, spec in enumerate(members)]
         first = classifiers[0]
         super().__init__(first.num_features, first.num_classes, first.class_names, threshold=threshold)
@@ -70,6 +82,18 @@ class FoldEnsemble(DragonClassifier):
                     f"member {index} predicts {classifier.class_names}, member 0 {first.class_names}: an ensemble needs one task",
                 )
         self.average = MeanProbabilities([classifier.logits_module() for classifier in classifiers], self.binary)
+
+    @classmethod
+    def weight_count(cls, options: Mapping[str, Any]) -> int:
+        """The members' weights together, from their recorded options."""
+        total = 0
+        for index, spec in enumerate(options.get("members", ())):
+            _check_spec(index, spec)
+            try:
+                total += MEMBER_MODELS[spec["model"]].weight_count(spec.get("options", {}))
+            except (TypeError, ValueError):
+                raise DragonInputError(f"ensemble member {index}: its sizes are not whole numbers ({spec!r:.80})") from None
+        return total
 
     @property
     def network(self) -> nn.Module:
@@ -90,11 +114,15 @@ class FoldEnsemble(DragonClassifier):
         raise DragonInputError("a FoldEnsemble is not trained: its members are; build one with cv --ensemble true")
 
 
-def _member(index: int, spec: Any) -> DragonClassifier:
+def _check_spec(index: int, spec: Any) -> None:
     if not (isinstance(spec, dict) and spec.get("model") in MEMBER_MODELS and isinstance(spec.get("options", {}), dict)):
         raise DragonInputError(
             f"ensemble member {index}: not a model of {', '.join(MEMBER_MODELS)} with its options ({spec!r:.80})"
         )
+
+
+def _member(index: int, spec: Any) -> DragonClassifier:
+    _check_spec(index, spec)
     options = {**spec.get("options", {}), **({"compile": False} if spec["model"] == "MLPClassifier" else {})}
     try:
         return MEMBER_MODELS[spec["model"]](**options)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from dragon_lightning.arguments import ClosedOpenUnitInterval
 from dragon_lightning.errors import InvalidArgument
-from dragon_lightning.models.base import OptimizedClassifier
+from dragon_lightning.models.base import MAX_PARAMETERS, OptimizedClassifier
 
-MAX_PARAMETERS = 25_000_000
-"""The most weights a network may have (100 MB in float32, 300 MB with Adam's state): far beyond any
-dragon's needs, and refused before a layer is allocated."""
+MAX_HIDDEN_LAYERS = 64
+"""Each layer is a module of its own: a long list of narrow layers costs time and memory beyond its weights."""
+DEFAULT_HIDDEN_SIZES = (10, 20, 1000)
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -24,7 +23,7 @@ class MLPClassifier(OptimizedClassifier):
 
     def __init__(
         self,
-        hidden_sizes: Sequence[PositiveInt] = (10, 20, 1000),
+        hidden_sizes: Sequence[PositiveInt] = DEFAULT_HIDDEN_SIZES,
         activation: Literal["relu", "leaky_relu", "sigmoid", "tanh"] = "relu",
         dropout: ClosedOpenUnitInterval = 0.0,
         compile: bool = False,
@@ -39,8 +38,11 @@ class MLPClassifier(OptimizedClassifier):
                 long runs, see the README's speed section). Checkpoints stay loadable without it.
         """
         super().__init__(**kwargs)
-        widths = [self.num_features, *hidden_sizes, self.num_outputs]
-        parameters = sum((inputs + 1) * outputs for inputs, outputs in itertools.pairwise(widths))
+        if len(hidden_sizes) > MAX_HIDDEN_LAYERS:
+            raise InvalidArgument(self, "hidden_sizes", f"has {len(hidden_sizes):,} layers, more than {MAX_HIDDEN_LAYERS}")
+        parameters = self.weight_count(
+            {"num_features": self.num_features, "num_classes": self.num_classes, "hidden_sizes": hidden_sizes}
+        )
         if parameters > MAX_PARAMETERS:
             raise InvalidArgument(
                 self,
@@ -60,6 +62,10 @@ class MLPClassifier(OptimizedClassifier):
     def configure_model(self) -> None:
         if self.hparams["compile"]:
             self.net.compile(dynamic=True)  # in place: checkpoint keys stay net.0.weight, ...
+
+    @classmethod
+    def hidden_widths(cls, options: Mapping[str, Any]) -> Sequence[int]:
+        return list(options.get("hidden_sizes", DEFAULT_HIDDEN_SIZES))
 
     @property
     def network(self) -> nn.Module:
