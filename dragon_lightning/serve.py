@@ -31,6 +31,7 @@ from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes, read_onnx
+from dragon_lightning.inference import in_chunks, load_model
 from dragon_lightning.models.inputs import far_outside
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -50,11 +51,11 @@ class Predictor:
     feature_min: np.ndarray
     feature_max: np.ndarray
     probabilities: Any
-    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out."""
+    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out (given at most :data:`CHUNK_ROWS` rows at a time)."""
 
     def answer(self, features: np.ndarray) -> list[dict]:
         """One answer per row: the predicted class, its probabilities and whether it extrapolates."""
-        probabilities = self.probabilities(features)
+        probabilities = in_chunks(lambda rows: self.probabilities(rows.numpy()), torch.from_numpy(features))
         if len(self.class_names) == 2:
             chosen = (probabilities[:, 1] > self.threshold).astype(int)
         else:
@@ -74,8 +75,6 @@ class Predictor:
 
 
 def checkpoint_predictor(path: str) -> Predictor:
-    from dragon_lightning.inference import load_model
-
     model = load_model(path, option="--ckpt_path")
     return Predictor(
         model.task,

@@ -995,3 +995,46 @@ def test_commands_that_run_in_one_process_refuse_several_before_any_work(command
     several = ["--trainer.devices", "2", "--trainer.strategy", "ddp_spawn", "--trainer.accelerator", "cpu"]
     args = [command, *own, *several]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "runs each Trainer in one process; drop --trainer.devices")
+
+
+@pytest.mark.parametrize("method", ["predict_proba", "predict", "decision_function"])
+def test_load_model_pushes_any_number_of_rows_through_the_network_in_bounded_chunks(method, trained):
+    from dragon_lightning import load_model
+    from dragon_lightning.inference import CHUNK_ROWS
+
+    model = load_model(trained)
+    rows = 2 * CHUNK_ROWS + 5
+    generator = np.random.default_rng(0)
+    table = pd.DataFrame({"numberToes": generator.integers(2, 30, rows), "bodyLength": generator.uniform(80, 290, rows)})
+    seen: list[int] = []
+    model.module.logits.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    answers = getattr(model, method)(table)
+    assert len(answers) == rows and max(seen) <= CHUNK_ROWS and sum(seen) == rows
+    picked = [0, CHUNK_ROWS, rows - 1]  # the first row of each chunk and the last row
+    alone = [np.asarray(getattr(model, method)(table.iloc[[i]]))[0] for i in picked]
+    together = [np.asarray(answers)[i] for i in picked]
+    if method == "predict":
+        assert together == alone
+    else:
+        np.testing.assert_allclose(np.array(together, dtype=float), np.array(alone, dtype=float), atol=1e-6)
+
+
+@pytest.mark.parametrize("writer", ["write_atomically", "an output folder"])
+def test_a_file_that_appears_while_ours_is_written_is_kept(writer, tmp_path):
+    """The check that nothing stands under the name comes before the writing; the final step itself
+    must refuse to replace what appeared in between (a rename would)."""
+    from dragon_lightning.gates.outputs import write_atomically, write_output_file
+
+    target = tmp_path / "predictions.csv"
+
+    def write_while_the_user_saves(tmp: Path) -> None:
+        tmp.write_text("ours\n")
+        target.write_bytes(USER_FILE)
+
+    with pytest.raises(DragonInputError, match="a file appeared under this name while it was written"):
+        if writer == "write_atomically":
+            write_atomically(target, write_while_the_user_saves, overwrite=False)
+        else:
+            write_output_file(target, write_while_the_user_saves, option="--predictions.output_path")
+    assert target.read_bytes() == USER_FILE
+    assert [p.name for p in tmp_path.iterdir() if p.name != MANIFEST] == ["predictions.csv"], "no temporary file left"

@@ -64,6 +64,9 @@ def require_writable_file(path: str | os.PathLike, option: str | None = None, tr
     require_writable_dir(path.parent, option=None if option is None else f"{option} (its folder)", try_file=try_file)
 
 
+NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -78,7 +81,8 @@ def write_atomically(
     before_rename: Callable[[Path], object] = lambda tmp: None,
 ) -> bool:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then ``before_rename(tmp)``, then rename it
-    to ``path``.
+    to ``path``; if nothing stood under ``path`` when the writing began, it takes the name without
+    replacing anything (a file that appeared meanwhile is kept and this one refused).
 
     With ``overwrite=False`` an existing ``path`` is kept: identical content is accepted (returns False,
     nothing changes) and different content raises :class:`DragonInputError` instead of clobbering it.
@@ -95,15 +99,19 @@ def write_atomically(
         raise NotWritten(f"{path}: not written ({os_reason(error)})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    existed = path.exists()  # before the writing: a file that appears during it is not ours to replace
     try:
         write(tmp)
         tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
-        if path.exists() and not overwrite:
+        if existed and not overwrite:
             if filecmp.cmp(tmp, path, shallow=False):
                 return False
             raise DragonInputError(f"{path}: exists with different content; move it away or choose another path")
         before_rename(tmp)
-        os.replace(tmp, path)
+        if existed:
+            os.replace(tmp, path)
+        else:
+            _create(tmp, path)
         return True
     except OSError as error:
         if error.errno in DISK_FULL:
@@ -113,6 +121,21 @@ def write_atomically(
         raise NotWritten(f"{path}: not written ({os_reason(error)}); what was there is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path``, which was free when checked: a hard link fails if a file took the
+    name since (a rename would replace it), so a file that appears while ours is written is never lost."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise DragonInputError(
+            f"{path}: a file appeared under this name while it was written; it is kept and the new file was not written"
+        ) from None
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        os.replace(tmp, path)  # a file system without hard links: the rename, as before
 
 
 class OutputFolder:
