@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
+from lightning.pytorch.callbacks import Callback
 
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.csv_io import read_feature_csv
@@ -936,6 +937,26 @@ def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
     assert sorted(path.name for path in scratch.iterdir()) == [], "no temporary or partial file is left"
+
+
+class SignalAtPredictBatch(Callback):
+    """SIGTERM to its own process while predicting (at a known batch, so that the test does not race)."""
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_predict_before_it_writes(trained, scratch):
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n" + "7,150\n" * 200)
+    args = [
+        *predict_args(COLOR_MLP, trained, "dragons.csv", "out.csv"),
+        "--trainer.callbacks+=test_hostile_input.SignalAtPredictBatch",
+    ]
+    stopped = run_in_subprocess(*args, "--trainer.enable_progress_bar", "false", cwd=scratch, timeout=120)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
+    assert not (scratch / "out.csv").exists()
 
 
 def test_export_of_a_checkpoint_with_zero_scaling_says_so(trained, scratch, capfd):

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.data.csv_io import line_of_row
 from dragon_lightning.data.schema import prediction_columns
@@ -36,6 +37,13 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output_path = output_path
         self.overwrite = overwrite
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        """Stop on SIGTERM after this batch, before anything is written: Lightning's handler sets the
+        flag its training and evaluation loops read, and its predict loop never does."""
+        super().on_predict_batch_end(trainer, pl_module, *args, **kwargs)
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
     def write_on_epoch_end(
         self,
