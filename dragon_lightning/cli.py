@@ -232,6 +232,8 @@ class DragonCLI(LightningCLI):
             built = self.config_init[self.subcommand] if self.subcommand else self.config_init
             callbacks = [built.get("checkpoint"), *callback_list(built.trainer.get("callbacks"))]
             check_monitors(callbacks, self.model, self.datamodule.validates)
+        if self.stage == "validate" and not self.datamodule.validates:
+            raise DragonInputError("validate: --data.val_fraction 0 holds no validation rows; set it above 0, or use test")
         assert self.stage is not None  # a subcommand is running
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)

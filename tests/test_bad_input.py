@@ -232,3 +232,16 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
 def test_resuming_with_no_earlier_run_says_so(scratch, capfd):
     args = ["fit", "--config", config("color_mlp.yaml"), "--ckpt_path", "last"]
     expect_one_line_error(capfd, scratch, {}, args, "--ckpt_path last: no run under lightning_logs has checkpoints/last.ckpt")
+
+
+def test_validate_without_validation_rows_is_one_line(color_mlp_checkpoint, scratch, capfd):
+    args = [
+        "validate",
+        "--config",
+        config("color_mlp.yaml"),
+        "--ckpt_path",
+        str(color_mlp_checkpoint),
+        "--data.val_fraction",
+        "0",
+    ]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "validate: --data.val_fraction 0 holds no validation rows")

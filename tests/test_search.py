@@ -1,5 +1,6 @@
 """Which config to train: folds in the data module, ``dragon-lightning cv`` and ``dragon-lightning sweep``."""
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -284,12 +285,22 @@ SEARCH_OPTION_CASES = {
         "model.init_args.hidden_sizes: [0]: --model.init_args.hidden_sizes: Not of type PositiveInt: 0 does not conform to restriction v>0",
     ),
     "monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
+    "a training metric": (
+        ["--checkpoint.monitor", "train/loss"],
+        "train/loss: dragon-lightning {command} compares runs on validation metrics",
+    ),
+    "no validation rows": (
+        ["--data.val_fraction", "0", "--checkpoint.monitor", "null"],
+        "--data.val_fraction 0 holds no validation rows",
+    ),
 }
+CV_CASES = ("monitor never logged", "a training metric")  # cv validates on its folds whatever val_fraction is
 
 
-@pytest.mark.parametrize("command, case", [("sweep", case) for case in SEARCH_OPTION_CASES] + [("cv", "monitor never logged")])
+@pytest.mark.parametrize("command, case", [("sweep", case) for case in SEARCH_OPTION_CASES] + [("cv", case) for case in CV_CASES])
 def test_search_options_are_one_line_before_any_run(command, case, tmp_path, capfd):
     options, message = SEARCH_OPTION_CASES[case]
+    message = message.format(command=command)
     if options[0] == "--space":
         (tmp_path / "space.yaml").write_text(options[1].removeprefix("SPACE:") + "\n")
         options = ["--space", str(tmp_path / "space.yaml")]
@@ -348,3 +359,28 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
             if Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
         ]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"epochs": "abc"},
+        {"epochs": 10**12},
+        {"epochs": True},
+        {"training_seconds": float("nan")},
+        {"metrics": {"val/acc": "high"}},
+        {"run_dir": ["not", "a", "path"]},
+    ],
+    ids=["words", "a huge count", "a boolean", "NaN seconds", "a metric in words", "a list for a path"],
+)
+def test_a_fold_record_edited_by_hand_is_not_reused(edit, tmp_path):
+    """cv reuses a finished fold's recorded result (its epochs decide how long a refit trains): a record
+    with a field of the wrong type or range is no record, and the fold runs again."""
+    from dragon_lightning.search.cv import FOLD_RESULT, finished_fold
+
+    fold_args = ["--config", "c.yaml"]
+    result = {"run_dir": str(tmp_path), "metrics": {"val/acc": 0.9}, "training_seconds": 1.5, "epochs": 7, "checkpoint": ""}
+    (tmp_path / FOLD_RESULT).write_text(json.dumps({"fit_args": fold_args, "result": result}))
+    assert finished_fold(tmp_path, fold_args).epochs == 7, "the record as written is reused"
+    (tmp_path / FOLD_RESULT).write_text(json.dumps({"fit_args": fold_args, "result": {**result, **edit}}))
+    assert finished_fold(tmp_path, fold_args) is None

@@ -46,8 +46,8 @@ def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
     """The recorded result of a fold that ran to its end with the same options and kept its checkpoint."""
     try:
         recorded = json.loads(read_text(run_dir / FOLD_RESULT, RUN_RECORD))
-        result = RunResult(**{**recorded["result"], "run_dir": Path(recorded["result"]["run_dir"])})
-    except (OSError, ValueError, KeyError, TypeError):
+        result = RunResult.from_record(recorded["result"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # not a record of ours: the fold runs again
         return None
     same = recorded.get("fit_args") == fold_args and (not result.checkpoint or Path(result.checkpoint).is_file())
     return result if same else None

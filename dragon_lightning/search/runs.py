@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dragon_lightning.callbacks.figures import kept_epoch
@@ -58,6 +59,10 @@ class Objective:
         return "minimize" if self.mode == "min" else "maximize"
 
 
+def objective_of(checkpoint: Namespace) -> Objective:
+    return Objective(checkpoint.monitor, checkpoint.mode) if checkpoint.monitor else Objective("val/acc", "max")
+
+
 @dataclass(frozen=True)
 class CheckedConfig:
     """A config with its overrides, checked once as ``fit`` would check it."""
@@ -67,8 +72,7 @@ class CheckedConfig:
 
     @property
     def objective(self) -> Objective:
-        checkpoint = self.cli.config.checkpoint
-        return Objective(checkpoint.monitor, checkpoint.mode) if checkpoint.monitor else Objective("val/acc", "max")
+        return objective_of(self.cli.config.checkpoint)
 
     @property
     def root_dir(self) -> Path:
@@ -79,7 +83,23 @@ def check_config(fit_args: Sequence[str], prog: str) -> CheckedConfig:
     """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run."""
     if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
         raise DragonInputError(f"{prog} needs --config C: the config whose runs it compares")
-    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=FitSetupCLI, prog=prog), list(fit_args))
+    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=SearchSetupCLI, prog=prog), list(fit_args))
+
+
+class SearchSetupCLI(FitSetupCLI):
+    """``fit``'s set-up for a command that compares runs on a validation metric (``cv``, ``sweep``):
+    there must be validation rows and a ``val/`` metric to rank by, checked before anything is written."""
+
+    def _check_inputs(self) -> None:
+        prog = self.parser.prog
+        if not self.datamodule.validates:
+            raise DragonInputError(f"{prog}: --data.val_fraction 0 holds no validation rows, on which {prog} compares its runs")
+        if not (metric := objective_of(self.config.checkpoint).metric).startswith("val/"):
+            raise DragonInputError(
+                f"{prog}: --checkpoint.monitor {metric}: {prog} compares runs on validation metrics; "
+                "monitor a val/ metric (val/acc, val/loss)"
+            )
+        super()._check_inputs()
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,26 @@ class RunResult:
     """Epochs up to the weights the run kept (the monitored best, else the last): what a refit trains."""
     checkpoint: str
     """The kept checkpoint's path ("" without checkpointing)."""
+
+    @classmethod
+    def from_record(cls, record: dict) -> RunResult:
+        """A result as recorded in a run folder's JSON, which a user may have edited: each field of its
+        type and range (a refit trains for its epochs), else ``ValueError``."""
+        metrics, seconds, epochs = record["metrics"], record["training_seconds"], record["epochs"]
+        if not (isinstance(metrics, dict) and all(isinstance(k, str) and _finite(v) for k, v in metrics.items())):
+            raise ValueError("metrics")
+        if not (_finite(seconds) and seconds >= 0 and type(epochs) is int and 1 <= epochs <= MAX_RECORDED_EPOCHS):
+            raise ValueError("training_seconds or epochs")
+        if not (isinstance(record["run_dir"], str) and isinstance(record["checkpoint"], str)):
+            raise ValueError("run_dir or checkpoint")
+        return cls(Path(record["run_dir"]), dict(metrics), float(seconds), epochs, record["checkpoint"])
+
+
+MAX_RECORDED_EPOCHS = 100_000
+
+
+def _finite(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 class FitTimer(Callback):
