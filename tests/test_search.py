@@ -275,6 +275,14 @@ SEARCH_OPTION_CASES = {
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
     "unreachable path": (["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study database"),
+    "a port in words": (
+        ["--storage", "postgresql://user:s3cret@127.0.0.1:abc/db"],
+        "--storage postgresql://...: not a database URL",
+    ),
+    "a password as a query parameter": (
+        ["--storage", "postgresql://user@127.0.0.1:1/db?password=s3cret"],
+        "--storage postgresql://user@127.0.0.1:1/db?password=***: cannot open the study database",
+    ),
     "no server, a one-letter password": (
         ["--storage", "postgresql://user:p@127.0.0.1:1/db"],
         "--storage postgresql://user:***@127.0.0.1:1/db: cannot open the study database (connection failed: "
@@ -384,3 +392,20 @@ def test_a_fold_record_edited_by_hand_is_not_reused(edit, tmp_path):
     assert finished_fold(tmp_path, fold_args).epochs == 7, "the record as written is reused"
     (tmp_path / FOLD_RESULT).write_text(json.dumps({"fit_args": fold_args, "result": {**result, **edit}}))
     assert finished_fold(tmp_path, fold_args) is None
+
+
+@pytest.mark.slow
+def test_a_database_server_that_never_answers_is_one_line_within_seconds(tmp_path):
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://user:s3cret@127.0.0.1:{silent.getsockname()[1]}/db"
+        args = ["sweep", "--config", config("color_mlp.yaml"), "--space", COLOR_SPACE, "--storage", url,
+                "--output_dir", str(tmp_path / "out"), "--data.data_dir", "null"]  # fmt: skip
+        refused = run_in_subprocess(*args, cwd=tmp_path, timeout=120)  # a hang fails here
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]
+    assert "cannot open the study database (connection timeout expired)" in line and "s3cret" not in line
+    assert not (tmp_path / "out").exists()

@@ -23,14 +23,32 @@ SETUP_ATTEMPTS = 3
 DB_EXTRA = "pip install 'dragon-lightning[db]'"
 
 
+CONNECT_SECONDS = 10
+"""How long a database server may take to answer a connection (a server that never answers would
+otherwise hold a sweep forever); a ``connect_timeout`` in the URL wins."""
+SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+"""Query parameters of a URL that carry a password (``?password=...``, ``sslpassword``...)."""
+
+
+def secrets(parsed) -> list[str]:
+    """The password of a parsed URL and those among its query parameters."""
+    found = [str(parsed.password)] if parsed.password else []
+    for name, value in parsed.query.items():
+        if SECRET_QUERY.search(name):
+            found += [value] if isinstance(value, str) else list(value)
+    return found
+
+
 def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and files."""
+    """``url`` with its passwords (also as query parameters) replaced by ``***``, for messages and files."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {name: "***" for name in parsed.query if SECRET_QUERY.search(name)}
+        return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
-        return url.split("://", 1)[0] + "://..."
+        return url.split("://", 1)[0][:20] + "://..."
 
 
 def open_journal(path: Path) -> optuna.storages.BaseStorage:
@@ -73,7 +91,7 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
     shown = masked(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise DragonInputError(f"--storage {shown}: not a database URL such as postgresql://user:password@host/db") from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -89,6 +107,7 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_options(parsed),
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
@@ -100,10 +119,17 @@ def open_database(url: str, heartbeat: int = 60) -> optuna.storages.BaseStorage:
             if racing and attempt + 1 < SETUP_ATTEMPTS:
                 time.sleep(1.0)  # another machine is creating the study tables this very moment
                 continue
-            if parsed.password:  # where it stands alone: a password "p" leaves the "p" of "port" alone
-                reason = re.sub(rf"(?<!\w){re.escape(str(parsed.password))}(?!\w)", "***", reason)
+            for secret in secrets(parsed):  # where it stands alone: a password "p" leaves the "p" of "port" alone
+                reason = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", reason)
             raise DragonInputError(f"--storage {shown}: cannot open the study database ({reason})") from None
     raise AssertionError("unreachable")
+
+
+def engine_options(parsed) -> dict:
+    """A bound on how long connecting may take, where the driver has one and the URL sets none."""
+    if parsed.get_backend_name() in ("postgresql", "mysql") and "connect_timeout" not in parsed.query:
+        return {"connect_args": {"connect_timeout": CONNECT_SECONDS}}
+    return {}
 
 
 def open_storage(sweep_dir: str, storage_url: str | None, heartbeat: int = 60) -> optuna.storages.BaseStorage:
