@@ -1059,3 +1059,41 @@ def test_a_file_that_appears_while_ours_is_written_is_kept(writer, tmp_path):
             write_output_file(target, write_while_the_user_saves, option="--predictions.output_path")
     assert target.read_bytes() == USER_FILE
     assert [p.name for p in tmp_path.iterdir() if p.name != MANIFEST] == ["predictions.csv"], "no temporary file left"
+
+
+URL_AND_NAME_CASES = {
+    "a config as a file:// URL to a FIFO": (
+        ["fit", "--config", "file://{scratch}/fifo.yaml"],
+        "a URL; dragon-lightning reads and writes local paths only",
+    ),
+    "a config under an unknown scheme": (["fit", "--config", "x://y.yaml"], "--config x://y.yaml: a URL"),
+    "a checkpoint folder as a file:// URL": (
+        ["fit", "--config", COLOR_MLP, "--checkpoint.dirpath", "file://{scratch}/elsewhere"],
+        "--checkpoint.dirpath file://",
+    ),
+    "a CSV as a URL": (
+        ["predict", "--config", COLOR_MLP, "--data.predict_csv", "file:///etc/hostname"],
+        "--data.predict_csv file:///etc/hostname: a URL",
+    ),
+    "a FIFO whose name has a line break": (
+        ["fit", "--config", "{scratch}/new\nline.yaml"],
+        "new\\nline.yaml: not a regular file",
+    ),
+    "a config nested 3,000 deep": (["fit", "--config", "{scratch}/deep.yaml"], "nests lists or mappings too deep to read"),
+}
+
+
+@pytest.mark.parametrize("case", URL_AND_NAME_CASES)
+def test_urls_odd_names_and_deep_nesting_are_one_line(case, scratch, capfd):
+    os.mkfifo(scratch / "fifo.yaml")
+    os.mkfifo(scratch / "new\nline.yaml")
+    (scratch / "deep.yaml").write_text("trainer: " + "[" * 3000 + "]" * 3000 + "\n")
+    args, message = URL_AND_NAME_CASES[case]
+    with hang_guard():
+        expect_one_line_error(capfd, scratch, files_under(scratch), [arg.format(scratch=scratch) for arg in args], message)
+    assert not (scratch / "elsewhere").exists()
+
+
+def test_a_manifest_nested_too_deep_records_nothing(tmp_path):
+    (tmp_path / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+    assert OutputFolder(tmp_path)._manifest() == {}

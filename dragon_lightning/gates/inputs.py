@@ -50,7 +50,11 @@ of nested aliases expands to billions)."""
 
 
 def named(path: str | os.PathLike, option: str | None) -> str:
-    return f"{option} {path}" if option else str(path)
+    """``path`` after its option, for a one-line message: a name with a line break or another
+    character that does not print (bytes that are not UTF-8 among them) is shown escaped."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return f"{option} {text}" if option else text
 
 
 def path_problem(error: OSError | UnicodeError, path: str | os.PathLike, option: str | None) -> DragonInputError:
@@ -207,12 +211,22 @@ def load_yaml(text: str, where: str) -> Any:
         line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(error, "problem", None) or first_line(error)
         raise DragonInputError(f"{where}: {line}not valid YAML ({problem})") from None
+    except RecursionError:
+        raise _too_deep(where) from None
+
+
+def _too_deep(where: str) -> DragonInputError:
+    return DragonInputError(f"{where}: nests lists or mappings too deep to read; refused")
 
 
 def check_yaml_expansion(text: str, where: str) -> None:
-    """Refuse inline YAML whose aliases expand too far; text that is not YAML is left to its parser."""
-    with contextlib.suppress(yaml.YAMLError):
-        _refuse_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)
+    """Refuse inline YAML whose aliases expand too far, or that nests too deep to read; text that is
+    not YAML is left to its parser."""
+    try:
+        with contextlib.suppress(yaml.YAMLError):
+            _refuse_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)
+    except RecursionError:
+        raise _too_deep(where) from None
 
 
 def _refuse_expansion(node: yaml.Node | None, where: str) -> None:
@@ -285,7 +299,16 @@ def _last_name(option: str | None) -> str:
     return (option or "").lstrip("-").rsplit(".", 1)[-1]
 
 
+def _reads_or_writes_files(option: str | None) -> bool:
+    """Whether an option's value is a file or folder: a config, a file option, an output place, or a
+    command's positional value (the runs ``compare`` reads)."""
+    return option is None or option in CONFIG_OPTIONS or _last_name(option) in {*FILE_OPTIONS, *OUTPUT_OPTIONS, "config"}
+
+
 def _check_value(option: str | None, value: Any, bases: Sequence[Path], depth: int, seen: set) -> None:
+    if isinstance(value, str) and "://" in value and _reads_or_writes_files(option):
+        # jsonargparse would open it with fsspec, past this gate (file:// names a FIFO as well as a path does).
+        raise DragonInputError(f"{named(value[:80], option)}: a URL; dragon-lightning reads and writes local paths only")
     if isinstance(value, dict):
         for key, item in value.items():
             _check_value(f"{option}.{key}" if option else f"--{key}", item, bases, depth, seen)
@@ -294,7 +317,7 @@ def _check_value(option: str | None, value: Any, bases: Sequence[Path], depth: i
         for item in value:
             _check_value(option, item, bases, depth, seen)
         return
-    if not isinstance(value, str) or not value or "\n" in value or value == "-" or "://" in value:
+    if not isinstance(value, str) or not value or value == "-" or "://" in value:
         return
     if _last_name(option) in OUTPUT_OPTIONS:
         return

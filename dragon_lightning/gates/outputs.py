@@ -155,7 +155,7 @@ class OutputFolder:
             return {}
         try:
             entries = json.loads(read_bytes(path, OUTPUT_MANIFEST, self.option))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return {}
         return entries if isinstance(entries, dict) else {}
 
