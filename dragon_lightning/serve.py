@@ -125,7 +125,14 @@ def build_server(options: Namespace, api_key: str | None):
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from dragon_lightning.serve_api import APIKeyMiddleware, DragonAPI, PredictRequest, one_line_422, one_line_http_error
+    from dragon_lightning.serve_api import (
+        APIKeyMiddleware,
+        DragonAPI,
+        OwnProcessGroup,
+        PredictRequest,
+        one_line_422,
+        one_line_http_error,
+    )
 
     onnx = options.model is not None
     source, kind, option = (options.model, ONNX, "--model") if onnx else (options.ckpt_path, CHECKPOINT, "--ckpt_path")
@@ -150,7 +157,7 @@ def build_server(options: Namespace, api_key: str | None):
         timeout=options.timeout,
         model_metadata=metadata,
         max_payload_size=options.max_body_bytes,
-        middlewares=[(APIKeyMiddleware, {"key": api_key})] if api_key else [],
+        middlewares=[OwnProcessGroup, *([(APIKeyMiddleware, {"key": api_key})] if api_key else [])],
     )
     server.app.add_exception_handler(RequestValidationError, one_line_422)
     server.app.add_exception_handler(HTTPException, one_line_http_error)
@@ -202,7 +209,11 @@ def serve_command(args: list[str]) -> None:
         f"dragon-lightning serve: {options.model or options.ckpt_path} at {address} (POST /predict, GET /info, GET /docs)",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, functools.partial(_stop, os.getpid()))  # as Ctrl-C: LitServe finishes what is in flight
+    # Ctrl-C and SIGTERM (to this process, or to its whole group as a terminal or systemd sends them): LitServe
+    # finishes what is in flight; the processes it starts leave the stopping to it (see _stop and DragonAPI.setup).
+    stop = functools.partial(_stop, os.getpid(), server.uvicorn_graceful_timeout)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
     # A second Ctrl-C, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
@@ -219,13 +230,14 @@ def check_port_free(host: str, port: int) -> None:
             raise DragonInputError(f"--port {port}: {os_reason(error)} on {host}; choose another --port") from None
 
 
-def _stop(server_pid: int, signum, frame) -> None:
-    """SIGTERM in the server's own process: stop as Ctrl-C does, once; a second SIGTERM would interrupt
-    LitServe's shutdown half-way and leave its workers to die on a closed queue (SIGKILL still ends it
-    at once). In a process it started (which inherits the handler, as the HTTP workers do once they have
-    finished their requests): the default, an exit."""
-    if os.getpid() == server_pid:
-        signal.signal(signum, signal.SIG_IGN)
-        raise KeyboardInterrupt
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+def _stop(server_pid: int, grace: float, signum, frame) -> None:
+    """Ctrl-C or SIGTERM in the server's own process: stop, once (a second signal would interrupt
+    LitServe's shutdown half-way and leave its workers to die on a closed queue; SIGKILL still ends it
+    at once). In a process it forked, which inherits the handler (its queue manager; its HTTP servers
+    once they have finished): nothing, LitServe ends them in order once the requests in flight are answered."""
+    if os.getpid() != server_pid:
+        return
+    for stopping in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stopping, signal.SIG_IGN)
+    print(f"dragon-lightning serve: stopping; requests in flight have up to {grace:g} s to finish", flush=True)
+    raise KeyboardInterrupt

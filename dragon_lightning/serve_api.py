@@ -6,8 +6,12 @@ line naming the row and field, quoting at most a short, escaped prefix of what w
 request reaches another's answer, and nothing a client sends can turn an answer into a 500.
 """
 
+import ctypes
 import hmac
 import itertools
+import os
+import signal
+import sys
 from typing import Annotated, Any, ClassVar
 
 import litserve
@@ -127,6 +131,33 @@ async def one_line_http_error(request: Request, error: Exception) -> Response:
     return await http_exception_handler(request, error)
 
 
+def leave_stopping_to_the_server() -> None:
+    """In each process LitServe starts (model workers, HTTP servers): a process group of its own, so that
+    Ctrl-C or systemd's SIGTERM to the server's group reach the server alone, which stops this process
+    once the requests in flight are answered (instead of it ending mid-request); and, on Linux, ended
+    by the kernel should the server itself die."""
+    os.setpgid(0, 0)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+class OwnProcessGroup:
+    """ASGI middleware that calls :func:`leave_stopping_to_the_server` in an HTTP server process as it starts
+    (its lifespan, before any request)."""
+
+    def __init__(self, app) -> None:
+        self.app, self.left = app, False
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not self.left:
+            leave_stopping_to_the_server()
+            self.left = True
+        await self.app(scope, receive, send)
+
+
 class APIKeyMiddleware:
     """Refuses a request without the server's key in ``X-API-Key`` (401) before its body is read,
     comparing in constant time; ``/health`` stays open for probes."""
@@ -151,6 +182,7 @@ class DragonAPI(litserve.LitAPI):
         self.source, self.onnx = source, onnx
 
     def setup(self, device) -> None:
+        leave_stopping_to_the_server()
         self.predictor = onnx_predictor(self.source) if self.onnx else checkpoint_predictor(self.source)
 
     def decode_request(self, request: PredictRequest) -> np.ndarray:
