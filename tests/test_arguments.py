@@ -14,7 +14,7 @@ PYTHON_CASES = [
     (MLPClassifier, {"dropout": 1.0}, "dropout is not of type ClosedOpenUnitInterval"),
     (LogisticRegression, {"threshold": 0.0}, "threshold is not of type OpenUnitInterval"),
     (Perceptron, {"tol": -1.0}, "tol is not of type NonNegativeFloat"),
-    (Perceptron, {"num_classes": 1}, "num_classes is not of type AtLeastTwo"),
+    (Perceptron, {"num_classes": 1}, "num_classes is not of type ClassCount"),
     (DragonDataModule, {"batch_size": 0}, "batch_size is not of type PositiveInt"),
     (DragonDataModule, {"seed": 2**32}, "seed is not of type Seed"),
     (TutorialFigures, {"max_points": 0}, "max_points is not of type PositiveInt"),

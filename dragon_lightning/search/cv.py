@@ -146,7 +146,7 @@ def cv_command(args: list[str]) -> CrossValidation:
         OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds))
     checked = check_config([*fit_args, "--data.n_folds", str(own.folds)], PROG)
     if own.refit:  # the refit's options are checked before any fold trains
-        check_config(refit_args(fit_args, 1), PROG)
+        check_config(refit_args(fit_args, 1), PROG, compared=False)
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
     results = cross_validate(fit_args, own.folds, output_dir, checked.objective.metric)
     folder = OutputFolder(output_dir, "--output_dir")

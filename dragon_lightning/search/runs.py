@@ -79,11 +79,13 @@ class CheckedConfig:
         return Path(self.cli.config.trainer.default_root_dir or ".")
 
 
-def check_config(fit_args: Sequence[str], prog: str) -> CheckedConfig:
-    """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run."""
+def check_config(fit_args: Sequence[str], prog: str, compared: bool = True) -> CheckedConfig:
+    """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run;
+    ``compared``: its runs are ranked on a validation metric (not so a refit on every non-test row)."""
     if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
         raise DragonInputError(f"{prog} needs --config C: the config whose runs it compares")
-    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=SearchSetupCLI, prog=prog), list(fit_args))
+    cli_class = SearchSetupCLI if compared else FitSetupCLI
+    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=cli_class, prog=prog), list(fit_args))
 
 
 class SearchSetupCLI(FitSetupCLI):

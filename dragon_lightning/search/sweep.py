@@ -130,7 +130,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     checked = check_config([*fit_args, *folds], PROG)
     check_space(checked, space)
     if own.refit:  # the refit's options are checked before any trial runs
-        check_config(refit_args(fit_args, 1), PROG)
+        check_config(refit_args(fit_args, 1), PROG, compared=False)
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
     OutputFolder(sweep_dir, "--output_dir").claim(OUTPUTS)
     sweep_dir.mkdir(parents=True, exist_ok=True)
