@@ -51,7 +51,7 @@ class Predictor:
     feature_min: np.ndarray
     feature_max: np.ndarray
     probabilities: Any
-    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out (given at most :data:`CHUNK_ROWS` rows at a time)."""
+    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out (given at most ``inference.CHUNK_ROWS`` rows at a time)."""
 
     def answer(self, features: np.ndarray) -> list[dict]:
         """One answer per row: the predicted class, its probabilities and whether it extrapolates."""

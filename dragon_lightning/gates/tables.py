@@ -1,5 +1,6 @@
 """The one way from a table to the models' feature tensors: CSV files (``predict``'s input), DataFrames
-and arrays handed to ``load_model``, and whatever serves requests later.
+and arrays handed to ``load_model``. A served request's rows are checked by the same rules in its
+pydantic model (``serve_api``), which validates each request alone before it joins a batch.
 
 A column must hold numbers: integers or floats, or text that reads as numbers. Booleans, complex
 numbers, dates, durations and categories are refused by name rather than quietly cast; every value
