@@ -81,7 +81,8 @@ def checkpoint_predictor(path: str) -> Predictor:
         list(model.classes_),
         float(model.classifier.threshold),
         *model.feature_range,
-        probabilities=model.probabilities,
+        # Rows arrive validated (serve_api.PredictRequest) and in chunks (Predictor.answer): the network alone.
+        probabilities=lambda features: model.module(torch.from_numpy(features)).numpy(),
     )
 
 

@@ -1097,3 +1097,18 @@ def test_urls_odd_names_and_deep_nesting_are_one_line(case, scratch, capfd):
 def test_a_manifest_nested_too_deep_records_nothing(tmp_path):
     (tmp_path / MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
     assert OutputFolder(tmp_path)._manifest() == {}
+
+
+def test_the_same_content_written_meanwhile_by_another_process_is_accepted(tmp_path):
+    """Two processes writing the same generated table at once (nodes on a shared disk): the second
+    finds the first's file, the same bytes, and changes nothing."""
+    from dragon_lightning.gates.outputs import write_atomically
+
+    target = tmp_path / "dragons.csv"
+
+    def write_as_the_other_process_does(tmp: Path) -> None:
+        tmp.write_text("same\n")
+        target.write_text("same\n")
+
+    assert write_atomically(target, write_as_the_other_process_does, overwrite=False) is False
+    assert target.read_text() == "same\n" and [p.name for p in tmp_path.iterdir()] == ["dragons.csv"]

@@ -110,8 +110,15 @@ def write_atomically(
         before_rename(tmp)
         if existed:
             os.replace(tmp, path)
-        else:
+            return True
+        try:
             _create(tmp, path)
+        except FileExistsError:  # another writer took the name meanwhile: the same content is the same file
+            if filecmp.cmp(tmp, path, shallow=False):
+                return False
+            raise DragonInputError(
+                f"{path}: a file appeared under this name while it was written; it is kept and the new file was not written"
+            ) from None
         return True
     except OSError as error:
         if error.errno in DISK_FULL:
@@ -124,16 +131,12 @@ def write_atomically(
 
 
 def _create(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the name ``path``, which was free when checked: a hard link fails if a file took the
-    name since (a rename would replace it), so a file that appears while ours is written is never lost."""
+    """Give ``tmp`` the name ``path``, which was free when checked: a hard link raises ``FileExistsError``
+    if a file took the name since (a rename would replace it), so a file that appears meanwhile is never lost."""
     try:
         os.link(tmp, path)
-    except FileExistsError:
-        raise DragonInputError(
-            f"{path}: a file appeared under this name while it was written; it is kept and the new file was not written"
-        ) from None
     except OSError as error:
-        if error.errno not in NO_HARD_LINKS:
+        if error.errno not in NO_HARD_LINKS:  # FileExistsError among them
             raise
         os.replace(tmp, path)  # a file system without hard links: the rename, as before
 

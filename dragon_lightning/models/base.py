@@ -30,10 +30,10 @@ STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
 """Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
 INJECTED = ("optimizer", "scheduler")
+"""Arguments built from the config (classes and their settings), never saved in a checkpoint."""
 MAX_PARAMETERS = 25_000_000
 """The most weights a model may have, an ensemble's members together (100 MB in float32, 300 MB with
 Adam's state): far beyond any dragon's needs, and refused before a layer is allocated."""
-"""Arguments built from the config (classes and their settings), never saved in a checkpoint."""
 
 
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -130,6 +130,7 @@ class RunResult:
 
 
 MAX_RECORDED_EPOCHS = 100_000
+"""More epochs than any run here trains: a recorded count above it was edited, and a refit would run on for days."""
 
 
 def _finite(value: object) -> bool:
