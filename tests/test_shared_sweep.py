@@ -81,6 +81,8 @@ def test_two_machines_share_one_study_and_end_with_exactly_n_trials(postgres, tm
     ran = [number for out, _ in outputs for number in printed_trials(out)]
     assert sorted(ran) == sorted(t.number for t in done), "every trial ran on exactly one machine"
     assert all(printed_trials(out) for out, _ in outputs), "both machines took trials"
+    settings = {tuple(sorted(t.params.items())) for t in done}
+    assert len(settings) == 6, "machines running the same command never draw the same settings"
     surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
     assert all("training_seconds" not in t.user_attrs for t in surplus), "a surplus trial never trains"
 

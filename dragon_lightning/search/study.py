@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+import zlib
 
 import optuna
 
@@ -34,14 +37,24 @@ class SweepSettings:
     """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
 
 
+def sampler_seed(settings: SweepSettings, worker: int) -> int:
+    """Worker ``worker``'s TPE seed. On one machine: ``seed + worker`` (offset by the trials a rerun
+    finds), reproducible. With ``--storage``, machines run the same command, so the seed also takes
+    this machine's name and process: two machines never draw the same settings."""
+    seed = settings.seed + 1000 * settings.trials_before + worker
+    if settings.storage_url is None:
+        return seed % 2**32
+    return zlib.crc32(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode())
+
+
 def open_study(settings: SweepSettings, worker: int) -> optuna.Study:
-    """The shared study, with a sampler seeded per worker (one seed would repeat the same first trials)."""
+    """The shared study, with a sampler seeded per worker and machine (see :func:`sampler_seed`)."""
     return optuna.create_study(
         study_name=settings.study_name,
         storage=open_storage(settings.sweep_dir, settings.storage_url, settings.heartbeat),
         load_if_exists=True,
         direction=settings.objective.direction,
-        sampler=optuna.samplers.TPESampler(seed=(settings.seed + 1000 * settings.trials_before + worker) % 2**32),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed(settings, worker)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if settings.folds else 5)
         if settings.prune
         else optuna.pruners.NopPruner(),

@@ -107,7 +107,12 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
         "folds), keep the final weights and test them: run folder 'refit' (default: false)",
     )
-    parser.add_argument("--seed", type=ranged(Seed), default=0, help="seeds the sampler (worker i uses seed + i; default: 0)")
+    parser.add_argument(
+        "--seed",
+        type=ranged(Seed),
+        default=0,
+        help="seeds the sampler (worker i uses seed + i; with --storage, mixed with the machine and process; default: 0)",
+    )
     parser.add_argument(
         "--output_dir",
         type=Path,
