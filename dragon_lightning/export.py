@@ -1,10 +1,12 @@
 """``dragon-lightning export``: a checkpoint as a self-contained ONNX or ``torch.export`` (``.pt2``) file.
 
 The file maps raw float32 ``[N, 2]`` features (``numberToes``, ``bodyLength``, the units ``predict``
-takes) to class probabilities ``[N, C]``: standardization, network and sigmoid or softmax are all in
-the graph, and the batch size is free. Before the file takes its name, it is run (onnxruntime, or the
+takes) to class probabilities ``[N, C]`` (output ``probabilities``) and the class index ``predict``
+decides (output ``predicted``, int64 ``[N]``, the threshold applied): standardization, network,
+sigmoid or softmax and the decision are all in the graph, and the batch size is free. Before the file takes its name, it is run (onnxruntime, or the
 loaded ``.pt2`` program) on the checkpoint's test split and a grid over the training range, and must
-agree with the PyTorch model to :data:`TOLERANCE`; otherwise nothing is written.
+agree with the PyTorch model to :data:`TOLERANCE` and decide the same classes; otherwise nothing is
+written.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dragon_lightning.inference import TrainedModel, load_model
 
 TOLERANCE = 1e-5
 ONNX_OPSET = 20
-INPUT_NAME, OUTPUT_NAME = "features", "probabilities"
+INPUT_NAME, OUTPUT_NAMES = "features", ("probabilities", "predicted")
 PT2_METADATA = "dragon_lightning.json"
 EXPORT_EXTRA = "pip install 'dragon-lightning[export]'"
 
@@ -51,7 +53,8 @@ def metadata(model: TrainedModel) -> dict[str, str]:
         "task": model.task,
         "class_names": json.dumps(list(model.classes_)),
         "feature_names": json.dumps(list(FEATURE_COLUMNS)),
-        "output": "class probabilities, one column per class in class_names order",
+        "output": "probabilities: one column per class in class_names order; predicted: the index in class_names "
+        "of the class predict decides",
         "model": type(model.classifier).__name__,
         "threshold": str(model.classifier.threshold),  # binary: predict the second class above it
         "feature_min": json.dumps([float(v) for v in model.feature_range[0]]),  # the training range, for extrapolations
@@ -95,7 +98,11 @@ def _batch_dimension() -> dict:
     return {INPUT_NAME: {0: torch.export.Dim("batch")}}
 
 
-def _write_onnx(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+Answers = Callable[[np.ndarray], "list[np.ndarray]"]
+"""A written file, run: features in; probabilities and class indices out."""
+
+
+def _write_onnx(model: TrainedModel, path: Path) -> Answers:
     import onnx
     import onnxruntime
 
@@ -105,7 +112,7 @@ def _write_onnx(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.nd
             (_example_batch(),),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
             dynamic_shapes=_batch_dimension(),
             opset_version=ONNX_OPSET,
             external_data=False,
@@ -119,18 +126,29 @@ def _write_onnx(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.nd
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda features: session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+    return lambda features: session.run(list(OUTPUT_NAMES), {INPUT_NAME: features})
 
 
-def _write_pt2(model: TrainedModel, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _write_pt2(model: TrainedModel, path: Path) -> Answers:
     with _quiet_exporter():
         program = torch.export.export(model.module, (_example_batch(),), dynamic_shapes=_batch_dimension())
     torch.export.save(program, path, extra_files={PT2_METADATA: json.dumps(metadata(model))})
     loaded = torch.export.load(path).module()
-    return lambda features: loaded(torch.from_numpy(features)).detach().numpy()
+    return lambda features: [output.detach().numpy() for output in loaded(torch.from_numpy(features))]
 
 
 WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
+
+
+def _on_the_boundary(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Rows whose decision rounding within :data:`TOLERANCE` could flip: a binary probability at the
+    threshold, or the two largest of several probabilities tied."""
+    if probabilities.shape[1] == 2:
+        return np.abs(probabilities[:, 1] - threshold) <= TOLERANCE
+    top_two = np.sort(probabilities, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0] <= TOLERANCE
+
+
 SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 
 
@@ -155,17 +173,23 @@ def export_model(
                 raise DragonInputError(f"export --format onnx needs {module}: {EXPORT_EXTRA}") from None
     points = check_points(model)
     with torch.no_grad():
-        expected = model.module(torch.from_numpy(points)).numpy()
+        expected, expected_classes = (output.numpy() for output in model.module(torch.from_numpy(points)))
     difference = np.inf
 
     def write_and_check(temporary: Path) -> None:
         nonlocal difference
-        run_exported = WRITERS[format](model, temporary)
-        difference = float(np.abs(run_exported(points) - expected).max())
+        probabilities, classes = WRITERS[format](model, temporary)(points)
+        difference = float(np.abs(probabilities - expected).max())
         if not difference <= TOLERANCE:
             raise DragonError(
                 f"export: the {format} file's probabilities differ from the PyTorch model's by up to {difference:.3g} "
                 f"(more than {TOLERANCE:g}) on {len(points):,} rows; nothing was written"
+            )
+        disagree = (classes != expected_classes) & ~_on_the_boundary(expected, model.classifier.threshold)
+        if disagree.any():
+            raise DragonError(
+                f"export: the {format} file decides another class than the PyTorch model on {int(disagree.sum()):,} "
+                f"of {len(points):,} rows; nothing was written"
             )
 
     folder.write(output.name, write_and_check, replace=overwrite)
@@ -178,7 +202,7 @@ def export_command(args: list[str]) -> ExportReport:
         prog="dragon-lightning export",
         description="Write a trained checkpoint as one ONNX (or torch.export .pt2) file that takes raw "
         "[N, 2] float32 features (numberToes, bodyLength, the units predict takes) and returns class "
-        "probabilities [N, C], with the checkpoint's standardization inside. The file is checked against "
+        "probabilities [N, C] and the decided class index [N], with the checkpoint's standardization inside. The file is checked against "
         f"the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
         exit_on_error=False,
     )

@@ -26,7 +26,7 @@ from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.gates.checkpoints import model_class as checkpoint_model_class
 from dragon_lightning.gates.tables import Features, feature_tensor
 from dragon_lightning.models import DragonClassifier
-from dragon_lightning.models.base import class_probabilities
+from dragon_lightning.models.base import class_probabilities, decide
 
 CHUNK_ROWS = 16_384
 """Rows through a network at once: memory stays bounded whatever the table's length (the tutorial's
@@ -39,6 +39,14 @@ def in_chunks(function, features: torch.Tensor) -> np.ndarray:
     return np.concatenate([np.asarray(function(chunk)) for chunk in features.split(CHUNK_ROWS)])
 
 
+@torch.no_grad()
+def answers_in_chunks(function, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and classes from ``function`` (an :class:`AnswerModel`, or a file that holds one)
+    applied :data:`CHUNK_ROWS` rows at a time."""
+    parts = [function(chunk) for chunk in features.split(CHUNK_ROWS)]
+    return np.concatenate([np.asarray(p) for p, _ in parts]), np.concatenate([np.asarray(c) for _, c in parts])
+
+
 def task_of(classifier: DragonClassifier) -> str:
     """The task a classifier was trained for, from its class names."""
     for task, names in CLASS_NAMES.items():
@@ -47,16 +55,20 @@ def task_of(classifier: DragonClassifier) -> str:
     return "fire" if classifier.binary else "color"
 
 
-class ProbabilityModel(nn.Module):
-    """Raw ``[N, 2]`` float32 features in, class probabilities ``[N, C]`` out: the model's
-    standardization, network and the sigmoid or softmax, nothing else (what export traces)."""
+class AnswerModel(nn.Module):
+    """Raw ``[N, 2]`` float32 features in; class probabilities ``[N, C]`` and the decided class index
+    ``[N]`` out: the model's standardization, network, sigmoid or softmax and decision rule
+    (:func:`~dragon_lightning.models.base.decide`), nothing else. What export traces, so an ONNX
+    file's users read the class from the graph as ``predict`` decides it."""
 
     def __init__(self, classifier: DragonClassifier) -> None:
         super().__init__()
         self.logits = classifier.logits_module()
+        self.logit_threshold = classifier.logit_threshold
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.logits(features))
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(features)
+        return class_probabilities(logits), decide(logits, self.logit_threshold)
 
 
 class TrainedModel:
@@ -66,7 +78,7 @@ class TrainedModel:
         classes_: class names in the order of the probability columns.
         task: ``fire`` or ``color``.
         feature_names_in_: the two input columns, ``numberToes`` and ``bodyLength``.
-        module: the :class:`ProbabilityModel` on the CPU, in eval mode.
+        module: the :class:`AnswerModel` on the CPU, in eval mode.
         classifier: the restored LightningModule (for fine-tuning or a ``Trainer``).
     """
 
@@ -82,7 +94,7 @@ class TrainedModel:
         self.feature_range = (classifier.inputs.low.numpy(), classifier.inputs.high.numpy())
         """Lowest and highest training value of each feature."""
         self.classes_ = np.array(classifier.class_names, dtype=object)
-        self.module = ProbabilityModel(classifier).eval()
+        self.module = AnswerModel(classifier).eval()
 
     def __repr__(self) -> str:
         return f"TrainedModel({type(self.classifier).__name__}, task={self.task!r}, classes={list(self.classes_)}, path='{self.path}')"
@@ -94,7 +106,7 @@ class TrainedModel:
 
     def probabilities(self, X: Features) -> np.ndarray:
         """Class probabilities as a float32 ``[N, C]`` array."""
-        return in_chunks(self.module, self.features(X))
+        return answers_in_chunks(self.module, self.features(X))[0]
 
     def predict_proba(self, X: Features) -> pd.DataFrame:
         """One ``p_<class>`` column per class (the columns ``predict`` writes); a DataFrame keeps its index."""
@@ -116,8 +128,7 @@ class TrainedModel:
 
     def predict(self, X: Features) -> np.ndarray:
         """The predicted class name of every row, decided as ``predict`` decides."""
-        scores = self.decision_function(X)
-        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)]
+        return self.classes_[answers_in_chunks(self.module, self.features(X))[1]]
 
     def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The checkpoint's test rows (raw features, class indices), drawn again from its data options;

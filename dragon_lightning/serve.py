@@ -30,8 +30,9 @@ from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, Po
 from dragon_lightning import __version__
 from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
+from dragon_lightning.export import INPUT_NAME, OUTPUT_NAMES
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes, read_onnx
-from dragon_lightning.inference import in_chunks, load_model
+from dragon_lightning.inference import answers_in_chunks, load_model
 from dragon_lightning.models.inputs import far_outside
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -50,16 +51,13 @@ class Predictor:
     threshold: float
     feature_min: np.ndarray
     feature_max: np.ndarray
-    probabilities: Any
-    """``[N, 2]`` float32 array in, ``[N, C]`` probabilities out (given at most ``inference.CHUNK_ROWS`` rows at a time)."""
+    answers: Any
+    """``[N, 2]`` float32 array in; probabilities ``[N, C]`` and the decided class index ``[N]`` out, as the
+    model decides them (given at most ``inference.CHUNK_ROWS`` rows at a time)."""
 
     def answer(self, features: np.ndarray) -> list[dict]:
         """One answer per row: the predicted class, its probabilities and whether it extrapolates."""
-        probabilities = in_chunks(lambda rows: self.probabilities(rows.numpy()), torch.from_numpy(features))
-        if len(self.class_names) == 2:
-            chosen = (probabilities[:, 1] > self.threshold).astype(int)
-        else:
-            chosen = probabilities.argmax(axis=1)
+        probabilities, chosen = answers_in_chunks(lambda rows: self.answers(rows.numpy()), torch.from_numpy(features))
         far = far_outside(
             torch.from_numpy(features), torch.from_numpy(self.feature_min), torch.from_numpy(self.feature_max)
         ).numpy()
@@ -82,7 +80,7 @@ def checkpoint_predictor(path: str) -> Predictor:
         float(model.classifier.threshold),
         *model.feature_range,
         # Rows arrive validated (serve_api.PredictRequest) and in chunks (Predictor.answer): the network alone.
-        probabilities=lambda features: model.module(torch.from_numpy(features)).numpy(),
+        answers=lambda features: [output.numpy() for output in model.module(torch.from_numpy(features))],
     )
 
 
@@ -98,6 +96,11 @@ def onnx_predictor(path: str) -> Predictor:
         session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
         raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({first_line(error)})") from None
+    if [output.name for output in session.get_outputs()] != list(OUTPUT_NAMES):
+        raise DragonInputError(
+            f"--model {path}: its graph's outputs are not {' and '.join(OUTPUT_NAMES)} (a file from an earlier "
+            "dragon-lightning export, or another program's): export the checkpoint again"
+        )
     meta = session.get_modelmeta().custom_metadata_map
     try:
         bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
@@ -106,7 +109,7 @@ def onnx_predictor(path: str) -> Predictor:
             json.loads(meta["class_names"]),
             float(meta["threshold"]),
             *bounds,
-            probabilities=lambda features: session.run(None, {"features": features})[0],
+            answers=lambda features: session.run(list(OUTPUT_NAMES), {INPUT_NAME: features}),
         )
     except (KeyError, ValueError):
         raise DragonInputError(
@@ -129,7 +132,7 @@ def build_server(options: Namespace, api_key: str | None):
     from dragon_lightning.serve_api import (
         APIKeyMiddleware,
         DragonAPI,
-        OwnProcessGroup,
+        HTTPProcessSetup,
         PredictRequest,
         one_line_422,
         one_line_http_error,
@@ -158,7 +161,7 @@ def build_server(options: Namespace, api_key: str | None):
         timeout=options.timeout,
         model_metadata=metadata,
         max_payload_size=options.max_body_bytes,
-        middlewares=[OwnProcessGroup, *([(APIKeyMiddleware, {"key": api_key})] if api_key else [])],
+        middlewares=[HTTPProcessSetup, *([(APIKeyMiddleware, {"key": api_key})] if api_key else [])],
     )
     server.app.add_exception_handler(RequestValidationError, one_line_422)
     server.app.add_exception_handler(HTTPException, one_line_http_error)
@@ -240,5 +243,8 @@ def _stop(server_pid: int, grace: float, signum, frame) -> None:
         return
     for stopping in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stopping, signal.SIG_IGN)
-    print(f"dragon-lightning serve: stopping; requests in flight have up to {grace:g} s to finish", flush=True)
+    print(
+        f"dragon-lightning serve: stopping; new connections are refused, requests in flight have up to {grace:g} s to finish",
+        flush=True,
+    )
     raise KeyboardInterrupt

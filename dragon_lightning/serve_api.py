@@ -6,11 +6,14 @@ line naming the row and field, quoting at most a short, escaped prefix of what w
 request reaches another's answer, and nothing a client sends can turn an answer into a 500.
 """
 
+import asyncio
 import ctypes
 import hmac
 import itertools
 import os
 import signal
+import socket
+import stat
 import sys
 from typing import Annotated, Any, ClassVar
 
@@ -144,17 +147,52 @@ def leave_stopping_to_the_server() -> None:
 PR_SET_PDEATHSIG = 1
 
 
-class OwnProcessGroup:
-    """ASGI middleware that calls :func:`leave_stopping_to_the_server` in an HTTP server process as it starts
-    (its lifespan, before any request)."""
+def refuse_new_connections_when_stopped() -> None:
+    """In an HTTP server process: when LitServe stops it (SIGTERM), first take the listening socket out of
+    the event loop and shut it down, then let uvicorn finish the requests in flight. The socket is shared
+    with the processes LitServe forked it to (the server, its queue manager), which keep it open: closing
+    this process's copy, as uvicorn does, would leave the port accepting connections no one answers."""
+    uvicorn_stops = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame) -> None:
+        loop = asyncio.get_event_loop()
+        for descriptor in _listening_descriptors():
+            loop.remove_reader(descriptor)
+            with socket.socket(fileno=os.dup(descriptor)) as listener:
+                listener.shutdown(socket.SHUT_RD)  # on Linux: out of the listening state, new connections refused
+        if callable(uvicorn_stops):
+            uvicorn_stops(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _listening_descriptors() -> list[int]:
+    """This process's listening sockets (Linux's /proc names the descriptors; elsewhere none is found,
+    and new connections wait while the server stops, as before)."""
+    found = []
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                with socket.socket(fileno=os.dup(int(name))) as copy:
+                    if copy.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        found.append(int(name))
+        except OSError:  # closed meanwhile
+            continue
+    return found
+
+
+class HTTPProcessSetup:
+    """ASGI middleware that prepares an HTTP server process as it starts (its lifespan, before any
+    request): :func:`leave_stopping_to_the_server` and :func:`refuse_new_connections_when_stopped`."""
 
     def __init__(self, app) -> None:
-        self.app, self.left = app, False
+        self.app, self.ready = app, False
 
     async def __call__(self, scope, receive, send) -> None:
-        if not self.left:
+        if not self.ready:
             leave_stopping_to_the_server()
-            self.left = True
+            refuse_new_connections_when_stopped()
+            self.ready = True
         await self.app(scope, receive, send)
 
 

@@ -21,10 +21,22 @@ DRAGONS = "name,numberToes,bodyLength\nSmaug,4,130\nPuff,22,260\nGiant,500,9000\
 
 @pytest.fixture(scope="module", params=["color_mlp.yaml", "fire_logistic.yaml"])
 def trained(request, tmp_path_factory):
-    """A short run of a config: its last checkpoint, and ``predict``'s output on :data:`DRAGONS`."""
+    """A short run of a config: its last checkpoint, and ``predict``'s output on :data:`DRAGONS`. The fire
+    model decides at a threshold of 0.3, where the larger probability is not always the class."""
     root = tmp_path_factory.mktemp("run")
     common = ["--config", config(request.param), "--trainer.default_root_dir", str(root)]
-    run("fit", *common, "--trainer.max_epochs", "3", "--data.data_dir", str(root / "data"), "--test_after_fit", "false")
+    threshold = ["--model.init_args.threshold", "0.3"] if request.param.startswith("fire") else []
+    run(
+        "fit",
+        *common,
+        *threshold,
+        "--trainer.max_epochs",
+        "3",
+        "--data.data_dir",
+        str(root / "data"),
+        "--test_after_fit",
+        "false",
+    )
     checkpoint = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     dragons = root / "dragons.csv"
     dragons.write_text(DRAGONS)
@@ -96,8 +108,14 @@ def test_export_onnx_runs_in_onnxruntime_as_predict_does_and_refuses_to_overwrit
     assert metadata["task"] == load_model(checkpoint).task
     features = dragons[["numberToes", "bodyLength"]].to_numpy(dtype=np.float32)
     for rows in (slice(0, 1), slice(None)):  # the batch size is free
-        (probabilities,) = session.run(None, {"features": features[rows]})
+        probabilities, classes = session.run(["probabilities", "predicted"], {"features": features[rows]})
         np.testing.assert_allclose(probabilities, predicted[columns].to_numpy()[rows], atol=1e-5)
+        assert list(np.array(json.loads(metadata["class_names"]))[classes]) == list(predicted["predicted"][rows])
+    grid = export.check_points(load_model(checkpoint))  # the test split and a grid around the training range
+    _, classes = session.run(["probabilities", "predicted"], {"features": grid})
+    assert list(load_model(checkpoint).classes_[classes]) == list(load_model(checkpoint).predict(grid)), (
+        "the graph decides as predict does, the fire model's threshold of 0.3 included"
+    )
 
     before = files_under(tmp_path)
     expect_one_line_error(
@@ -120,7 +138,9 @@ def test_export_pt2_loads_with_torch_export_and_carries_its_metadata(trained, tm
     assert json.loads(json.loads(extra[export.PT2_METADATA])["class_names"]) == list(load_model(checkpoint).classes_)
     features = torch.tensor(dragons[["numberToes", "bodyLength"]].to_numpy(dtype=np.float32))
     columns = probability_columns(predicted)
-    np.testing.assert_allclose(program.module()(features).detach().numpy(), predicted[columns].to_numpy(), atol=1e-5)
+    probabilities, classes = program.module()(features)
+    np.testing.assert_allclose(probabilities.detach().numpy(), predicted[columns].to_numpy(), atol=1e-5)
+    assert list(load_model(checkpoint).classes_[classes.numpy()]) == list(predicted["predicted"])
 
 
 def test_an_export_that_disagrees_with_pytorch_writes_nothing(trained, tmp_path, capfd, monkeypatch):
@@ -129,14 +149,22 @@ def test_an_export_that_disagrees_with_pytorch_writes_nothing(trained, tmp_path,
 
     def off_by_a_little(model, path):
         run_exported = real_writer(model, path)
-        return lambda features: run_exported(features) + 1e-4
+        return lambda features: [run_exported(features)[0] + 1e-4, run_exported(features)[1]]
 
-    monkeypatch.setitem(export.WRITERS, "onnx", off_by_a_little)
-    with pytest.raises(SystemExit) as stopped:
-        run("export", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "model.onnx"))
-    assert stopped.value.code == 2
-    assert "differ from the PyTorch model's by up to 0.0001" in capfd.readouterr().err
-    assert list(tmp_path.iterdir()) == [], "a failed check must leave no file, not even a temporary one"
+    def another_rule(model, path):
+        run_exported = real_writer(model, path)
+        return lambda features: [run_exported(features)[0], run_exported(features)[0].argmin(axis=1)]
+
+    for writer, message in (
+        (off_by_a_little, "differ from the PyTorch model's by up to 0.0001"),
+        (another_rule, "decides another class"),
+    ):
+        monkeypatch.setitem(export.WRITERS, "onnx", writer)
+        with pytest.raises(SystemExit) as stopped:
+            run("export", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "model.onnx"))
+        assert stopped.value.code == 2
+        assert message in capfd.readouterr().err
+        assert list(tmp_path.iterdir()) == [], "a failed check must leave no file, not even a temporary one"
 
 
 def test_export_without_the_extra_says_what_to_install(trained, tmp_path, capfd, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -188,25 +189,48 @@ def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(
         assert not errors, errors[:3]
 
 
+def when_refused(url: str, limit: float = 30) -> float:
+    """The moment (``time.monotonic``) from which a new connection to the server is refused."""
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return time.monotonic()
+        except OSError:  # queued and unanswered for a second
+            pass
+        time.sleep(0.05)
+    return math.inf
+
+
 @pytest.mark.parametrize(
     "signum, whole_group",
     [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
     ids=["SIGTERM to the server", "SIGTERM to its group (systemd)", "Ctrl-C (SIGINT to its group)"],
 )
-def test_a_stop_lets_the_requests_in_flight_finish_even_when_sent_twice(signum, whole_group, checkpoints):
+def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_even_when_sent_twice(
+    signum, whole_group, checkpoints
+):
     rows = [{"numberToes": 7, "bodyLength": 150.0}] * 10_000
     answers: list = []
+
+    def client() -> None:
+        answers.append((*post(url, {"dragons": rows}), time.monotonic()))
+
     with server("--ckpt_path", str(checkpoints["color"])) as (url, process):
-        threads = [threading.Thread(target=lambda: answers.append(post(url, {"dragons": rows}))) for _ in range(4)]
+        threads = [threading.Thread(target=client) for _ in range(6)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # sent and being answered: four at once take the server 2 to 4 s here
-        for _ in range(2):  # an impatient second one must not cut the shutdown short
-            os.killpg(process.pid, signum) if whole_group else process.send_signal(signum)
-            time.sleep(0.3)
+        time.sleep(1.0)  # sent and being answered: six at once take the server 2 to 6 s here
+        stop = lambda: os.killpg(process.pid, signum) if whole_group else process.send_signal(signum)  # noqa: E731
+        stop()
+        refused_at = when_refused(url)
+        stop()  # an impatient second one must not cut the shutdown short
         for thread in threads:
             thread.join(timeout=120)
-    assert len(answers) == 4 and all(status == 200 and len(answer["predictions"]) == 10_000 for status, answer in answers)
+    assert len(answers) == 6 and all(status == 200 and len(answer["predictions"]) == 10_000 for status, answer, _ in answers)
+    assert refused_at < max(finished for _, _, finished in answers), "refused while requests in flight were answered"
 
 
 @pytest.mark.parametrize(
@@ -245,6 +269,17 @@ def test_an_onnx_file_whose_tensors_name_other_files_is_one_line_and_those_files
     args = ["serve", "--model", str(model), "--port", str(free_port())]
     message = f"--model {model}: keeps tensor data in other files (weights.bin), which are not read"
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
+
+
+def test_an_onnx_file_without_the_decided_class_is_one_line_asking_for_a_new_export(checkpoints, scratch, capfd):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(checkpoints["onnx"])
+    model.graph.output.remove(next(output for output in model.graph.output if output.name == "predicted"))
+    earlier = scratch / "earlier.onnx"  # as export wrote it before the graph held the decision
+    onnx.save_model(model, earlier)
+    args = ["serve", "--model", str(earlier), "--port", str(free_port())]
+    message = f"--model {earlier}: its graph's outputs are not probabilities and predicted"
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message, "export the checkpoint again")
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])

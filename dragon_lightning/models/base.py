@@ -36,6 +36,15 @@ MAX_PARAMETERS = 25_000_000
 Adam's state): far beyond any dragon's needs, and refused before a layer is allocated."""
 
 
+def decide(logits: torch.Tensor, logit_threshold: float) -> torch.Tensor:
+    """The class index of each row, the one rule every prediction follows (``predict``, ``load_model``,
+    ``serve``, the exported graph): with one logit, class 1 where it exceeds ``logit_threshold`` (the
+    threshold's logit); with several, the largest (the first on ties)."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > logit_threshold).long()
+    return logits.argmax(dim=1)
+
+
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """One probability column per class: a single logit is the positive class's (sigmoid), several
     are softmaxed."""
@@ -150,9 +159,7 @@ class DragonClassifier(L.LightningModule):
 
     def predict_classes(self, logits: torch.Tensor) -> torch.Tensor:
         """The positive class where its probability exceeds ``threshold`` (binary), else the argmax."""
-        if self.binary:
-            return (logits[:, 0] > self.logit_threshold).long()
-        return logits.argmax(dim=1)
+        return decide(logits, self.logit_threshold)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return class_probabilities(logits)
