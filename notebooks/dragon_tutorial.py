@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -235,7 +237,7 @@ print(f"refit test accuracy {cv.refit_test['test/acc']:.3f}, ensemble {cv.ensemb
 
 # %% [markdown]
 # Finally the ensemble leaves Python: `export` writes one ONNX graph with every member inside, which
-# onnxruntime runs with the same answers as `load_model`.
+# onnxruntime runs with the same answers as `load_model`: the probabilities and the decided class.
 
 # %%
 ensemble_checkpoint = RUNS / "cv_color_mlp" / "ensemble" / "checkpoints" / "ensemble.ckpt"
@@ -243,7 +245,8 @@ cli_main(
     ["export", "--ckpt_path", str(ensemble_checkpoint), "--output", str(RUNS / "color_ensemble.onnx"), "--overwrite", "true"]
 )
 session = onnxruntime.InferenceSession(str(RUNS / "color_ensemble.onnx"), providers=["CPUExecutionProvider"])
-(onnx_probabilities,) = session.run(None, {"features": test_features})
+onnx_probabilities, onnx_classes = session.run(["probabilities", "predicted"], {"features": test_features})
 ensemble = load_model(ensemble_checkpoint)
 print(f"largest difference from load_model: {np.abs(onnx_probabilities - ensemble.probabilities(test_features)).max():.1e}")
+print(f"same classes as load_model: {(ensemble.classes_[onnx_classes] == ensemble.predict(test_features)).all()}")
 ensemble.predict_proba(pd.DataFrame(test_features[:5], columns=ensemble.feature_names_in_)).round(3)

@@ -44,5 +44,6 @@ def test_the_notebook_runs_top_to_bottom_with_its_pictures_and_results_table(tmp
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     difference = float(re.search(r"largest difference from load_model: (\S+)", printed).group(1))
     assert difference <= 1e-5
+    assert "same classes as load_model: True" in printed
     assert not list(ROOT.glob("notebooks/dragon_tutorial_runs")), "runs go to the working folder, not the checkout"
     assert (tmp_path / "dragon_tutorial_runs" / "cv_color_mlp" / "ensemble" / "checkpoints" / "ensemble.ckpt").is_file()
