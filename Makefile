@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check dragon_lightning tests benchmarks examples notebooks
 	$(BIN)/ruff format --check dragon_lightning tests benchmarks examples notebooks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The tutorial notebook in JupyterLab, from this project's venv (the notebook extra, installed once).
 notebook: setup

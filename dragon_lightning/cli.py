@@ -20,11 +20,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
     PredictionWriter,
-    ResumableCheckpoint,
     RunConfig,
     TutorialFigures,
 )
-from dragon_lightning.checkpoints import (
+from dragon_lightning.checkpoints.callback import ResumableCheckpoint
+from dragon_lightning.checkpoints.checks import (
     DECISION_HYPERPARAMETERS,
     check_checkpoint_fits,
     check_hyperparameters,
@@ -33,9 +33,9 @@ from dragon_lightning.checkpoints import (
     explicit_values,
     latest_last_checkpoint,
 )
+from dragon_lightning.checkpoints.files import load_checkpoint, model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.checkpoints import load_checkpoint, model_class
 from dragon_lightning.messages import configuration_refusal, input_error_message
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.preflight import (

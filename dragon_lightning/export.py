@@ -27,10 +27,10 @@ import torch
 from jsonargparse import ArgumentParser
 
 from dragon_lightning import __version__
-from dragon_lightning.data.schema import FEATURE_COLUMNS
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
+from dragon_lightning.schema import FEATURE_COLUMNS
 
 TOLERANCE = 1e-5
 ONNX_OPSET = 20

@@ -17,16 +17,16 @@ import torch
 from torch import nn
 
 from dragon_lightning.arguments import init_parameters
-from dragon_lightning.checkpoints import check_hyperparameters
+from dragon_lightning.checkpoints.checks import check_hyperparameters
+from dragon_lightning.checkpoints.files import load_checkpoint
+from dragon_lightning.checkpoints.files import model_class as checkpoint_model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.features import CLASS_NAMES
-from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.checkpoints import load_checkpoint
-from dragon_lightning.gates.checkpoints import model_class as checkpoint_model_class
 from dragon_lightning.gates.tables import Features, feature_tensor
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.models.base import class_probabilities, decide
+from dragon_lightning.schema import FEATURE_COLUMNS, prediction_columns
 
 CHUNK_ROWS = 16_384
 """Rows through a network at once: memory stays bounded whatever the table's length (the tutorial's

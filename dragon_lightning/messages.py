@@ -13,7 +13,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
-from dragon_lightning.callbacks import PredictionWriter, ResumableCheckpoint, TutorialFigures
+from dragon_lightning.callbacks import PredictionWriter, TutorialFigures
+from dragon_lightning.checkpoints.callback import ResumableCheckpoint
 from dragon_lightning.errors import DragonError, InvalidArgument, first_line
 from dragon_lightning.gates.outputs import DISK_FULL
 

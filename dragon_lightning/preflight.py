@@ -17,8 +17,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Timer
 
 from dragon_lightning.arguments import MAX_SEED
-from dragon_lightning.callbacks import ResumableCheckpoint
 from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
+from dragon_lightning.checkpoints.callback import ResumableCheckpoint
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
 from dragon_lightning.models import DragonClassifier, OptimizedClassifier

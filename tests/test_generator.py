@@ -4,7 +4,7 @@ import pytest
 
 from dragon_lightning.data import generate_dragons, read_dragon_csv
 from dragon_lightning.data.generator import DIET_BY_TERTILE, FIRE_PER_20
-from dragon_lightning.data.schema import COLORS, COLUMNS, MOUNTAIN_RANGES
+from dragon_lightning.schema import COLORS, COLUMNS, MOUNTAIN_RANGES
 
 
 def tertile_agreement(table: pd.DataFrame) -> float:

@@ -16,11 +16,11 @@ import torch
 from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
 from lightning.pytorch.callbacks import Callback
 
+from dragon_lightning.checkpoints.files import stamp_checksum
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.csv_io import read_feature_csv
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
 from dragon_lightning.gates import inputs
-from dragon_lightning.gates.checkpoints import stamp_checksum
 from dragon_lightning.gates.outputs import MANIFEST, OutputFolder
 from dragon_lightning.models import FoldEnsemble, LogisticRegression, MLPClassifier, Perceptron
 from dragon_lightning.models.base import MAX_PARAMETERS

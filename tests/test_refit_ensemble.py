@@ -15,9 +15,9 @@ import yaml
 from clihelpers import config, expect_one_line_error, files_under, in_root, predict_args, run, short_fit
 
 from dragon_lightning import load_model
+from dragon_lightning.checkpoints.files import load_checkpoint
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.checkpoints import load_checkpoint
 from dragon_lightning.search.ensemble import write_ensemble
 
 FOLDS = 3

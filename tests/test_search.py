@@ -14,7 +14,7 @@ from clihelpers import ROOT, config, expect_one_line_error, files_under, run, ru
 from lightning.pytorch.callbacks import Callback
 from test_cli import read_events
 
-from dragon_lightning.checkpoints import check_resumable
+from dragon_lightning.checkpoints.checks import check_resumable
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument

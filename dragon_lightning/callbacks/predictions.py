@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.data.csv_io import line_of_row
-from dragon_lightning.data.schema import prediction_columns
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import write_output_file
+from dragon_lightning.schema import prediction_columns
 
 
 class PredictionWriter(BasePredictionWriter):

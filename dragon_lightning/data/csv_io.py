@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dragon_lightning.data.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import CSV, opened
 from dragon_lightning.gates.outputs import write_atomically
 from dragon_lightning.gates.tables import feature_tensor, first_bad, numeric_values
+from dragon_lightning.schema import CATEGORIES, COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
 
 ENCODING = "utf-8-sig"
 MAX_COLUMNS = 1000

@@ -17,9 +17,8 @@ from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.data.csv_io import read_dragon_csv, read_feature_csv, write_csv
 from dragon_lightning.data.features import CLASS_NAMES, SplitIndices, stratified_folds, stratified_split, tutorial_features
 from dragon_lightning.data.generator import generate_dragons
-from dragon_lightning.data.schema import FEATURE_COLUMNS, prediction_columns
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.models.inputs import Standardize
+from dragon_lightning.schema import FEATURE_COLUMNS, prediction_columns
 
 
 class DragonDataModule(L.LightningDataModule):
@@ -27,9 +26,9 @@ class DragonDataModule(L.LightningDataModule):
 
     The table is generated (``csv_path`` unset) or read from a CSV of the same schema, turned into
     the tutorial's ``[numberToes, bodyLength]`` features, and split per class into train, validation
-    and test. Batches hold raw features: when fitting, the training split's statistics go once to the
-    model's :class:`~dragon_lightning.models.inputs.Standardize` layer, which keeps them in its weights,
-    so a restored model needs no data module to scale what it is given.
+    and test. Batches hold raw features: when fitting, the model takes the training split from
+    :meth:`input_rows` and fits its input layer on it once, keeping the statistics in its weights, so
+    a restored model needs no data module to scale what it is given.
     """
 
     def __init__(
@@ -162,16 +161,12 @@ class DragonDataModule(L.LightningDataModule):
             indices = self.split_indices(label_array)
             features, labels = torch.from_numpy(feature_array), torch.from_numpy(label_array)
             self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
-        if stage == "fit":
-            self._hand_statistics()
 
-    def _hand_statistics(self) -> None:
-        """Fit the model's input layer on the training split (a resumed run then restores the same
-        values from its checkpoint)."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        inputs = getattr(model, "inputs", None)
-        if isinstance(inputs, Standardize):
-            inputs.fit(self.splits["train"][0], scale=self.hparams["standardize"])
+    def input_rows(self) -> tuple[torch.Tensor, bool]:
+        """The rows a model fits its input layer on, the training split in raw units, and whether it
+        scales them (``standardize``); a model asks for them in its ``setup("fit")``, after this
+        module's (Lightning's order)."""
+        return self.splits["train"][0], self.hparams["standardize"]
 
     def _setup_predict(self) -> None:
         self._generated, self._prepared = None, True  # predicting needs no dragon table, on disk or in memory

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dragon_lightning.data.schema import COLORS
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.schema import COLORS
 
 TASKS = ("fire", "color")
 CLASS_NAMES = {"fire": ("no fire", "fire"), "color": COLORS}

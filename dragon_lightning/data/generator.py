@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dragon_lightning.data.schema import COLORS, DIETS, MOUNTAIN_RANGES
+from dragon_lightning.schema import COLORS, DIETS, MOUNTAIN_RANGES
 
 # Per mountain range, the cell means for (Blue, Red, Yellow).
 BODY_LENGTH_MEANS = {

@@ -5,7 +5,8 @@ command added later is safe without rules of its own.
   UTF-8, bounded YAML), applied to every argument before parsing.
 - :mod:`~dragon_lightning.gates.outputs`: the one way to write into a folder a user named (atomic,
   never over a file this project did not write, refused before work).
-- :mod:`~dragon_lightning.gates.checkpoints`: the one way to load a checkpoint (data only, allow-listed
-  class paths, bounded, checksummed, read once).
+- :mod:`~dragon_lightning.checkpoints.files`: the one way to load a checkpoint (data only, allow-listed
+  class paths, bounded, checksummed, read once); it lives with the rest of the checkpoint code, above
+  the models whose classes it allows.
 - :mod:`~dragon_lightning.gates.tables`: the one way from a table to feature tensors.
 """

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dragon_lightning.data.schema import FEATURE_COLUMNS
 from dragon_lightning.errors import DragonInputError, first_line
+from dragon_lightning.schema import FEATURE_COLUMNS
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

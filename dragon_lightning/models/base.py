@@ -315,6 +315,14 @@ class OptimizedClassifier(DragonClassifier):
         self.optimizer = optimizer
         self.scheduler = scheduler
 
+    def setup(self, stage: str) -> None:
+        """Before training, fit the input layer on the rows the data module hands over (its
+        ``input_rows``; Lightning sets the data module up first). A resumed run then restores the same
+        values from its checkpoint, which Lightning loads after this."""
+        input_rows = getattr(getattr(self.trainer, "datamodule", None), "input_rows", None)
+        if stage == "fit" and input_rows is not None:
+            self.inputs.fit(*input_rows())
+
     def configure_optimizers(self):
         """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``
         follows ``val/loss``); Lightning steps both."""

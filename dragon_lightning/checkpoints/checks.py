@@ -1,63 +1,18 @@
-"""Checkpoints: written atomically with their checksum, loaded through the checkpoint gate (also by
-Lightning's restore), and checked against the command's model and data before Lightning loads one given
-on the command line.
-
-Lightning's own errors for a missing, truncated or mismatched checkpoint are long tracebacks; the
-checks turn each into one line naming the file and what is wrong with it.
-"""
+"""Checks of a checkpoint named on the command line against the command's model and data, before
+Lightning loads it: Lightning's own errors for a mismatched checkpoint are long tracebacks; these are
+one line naming the file and what is wrong with it."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-from lightning.pytorch.plugins import TorchCheckpointIO
 
 from dragon_lightning.arguments import init_parameters
+from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.checkpoints import load_checkpoint, model_class, stamp_checksum
-from dragon_lightning.gates.outputs import OutputFolder
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint with its checksum through the output gate (a temporary file beside it,
-    then renamed: Ctrl-C or a full disk in the middle of a save leaves the previous ``last.ckpt``
-    whole; a file of the user's with the same name is never replaced). Load through the checkpoint
-    gate, whatever the caller asks for."""
-
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        checkpoint = load_checkpoint(path, option=None, weights_alone=True)
-        assert checkpoint is not None
-        return checkpoint
-
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if "state_dict" not in checkpoint:  # Lightning handing weights between its processes, in its own temporary folder
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        for section in ("hyper_parameters", "datamodule_hyper_parameters"):
-            if section in checkpoint:
-                checkpoint[section] = plain_values(checkpoint[section])
-        stamp_checksum(checkpoint)
-        if "://" in str(path):  # remote storage: no local rename
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        OutputFolder(path.parent).write(
-            path.name, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options)
-        )
-
-
-def plain_values(value: Any) -> Any:
-    """jsonargparse's restricted numbers (``PositiveInt``...) as the ``int`` or ``float`` they are, in
-    lists and mappings too: the weights-only loader accepts nothing else."""
-    if isinstance(value, dict):
-        return {key: plain_values(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_values(item) for item in value] if isinstance(value, list) else tuple(map(plain_values, value))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    return int(value) if isinstance(value, int) else float(value)
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:

@@ -1,0 +1,97 @@
+"""What serving needs of a model, from a checkpoint or an ONNX file: answers per row for raw features.
+
+Both are read through their gates and refused in one line if unusable; the checkpoint's network and the
+ONNX graph each decide the class themselves (:func:`dragon_lightning.models.base.decide`), so the
+answers of ``serve`` are those of ``load_model`` and of onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dragon_lightning.errors import DragonInputError, first_line
+from dragon_lightning.export import INPUT_NAME, OUTPUT_NAMES
+from dragon_lightning.gates.inputs import read_onnx
+from dragon_lightning.inference import answers_in_chunks, load_model
+from dragon_lightning.models.inputs import far_outside
+from dragon_lightning.schema import prediction_columns
+
+
+@dataclass
+class Predictor:
+    """What serving needs of a model, from a checkpoint or an ONNX file: probabilities of raw features."""
+
+    task: str
+    class_names: list[str]
+    threshold: float
+    feature_min: np.ndarray
+    feature_max: np.ndarray
+    answers: Any
+    """``[N, 2]`` float32 array in; probabilities ``[N, C]`` and the decided class index ``[N]`` out, as the
+    model decides them (given at most ``inference.CHUNK_ROWS`` rows at a time)."""
+
+    def answer(self, features: np.ndarray) -> list[dict]:
+        """One answer per row: the predicted class, its probabilities and whether it extrapolates."""
+        probabilities, chosen = answers_in_chunks(lambda rows: self.answers(rows.numpy()), torch.from_numpy(features))
+        far = far_outside(
+            torch.from_numpy(features), torch.from_numpy(self.feature_min), torch.from_numpy(self.feature_max)
+        ).numpy()
+        predicted_column, *probability_columns, outside_column = prediction_columns(self.class_names)
+        return [
+            {
+                predicted_column: self.class_names[k],
+                **{c: float(p) for c, p in zip(probability_columns, row)},
+                outside_column: bool(f),
+            }
+            for k, row, f in zip(chosen, probabilities, far)
+        ]
+
+
+def checkpoint_predictor(path: str) -> Predictor:
+    model = load_model(path, option="--ckpt_path")
+    return Predictor(
+        model.task,
+        list(model.classes_),
+        float(model.classifier.threshold),
+        *model.feature_range,
+        # Rows arrive validated (serve_api.PredictRequest) and in chunks (Predictor.answer): the network alone.
+        answers=lambda features: [output.numpy() for output in model.module(torch.from_numpy(features))],
+    )
+
+
+def onnx_predictor(path: str) -> Predictor:
+    data = read_onnx(path, "--model")  # read once, through the gate: the session gets the bytes
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DragonInputError("serve --model needs onnxruntime: pip install 'dragon-lightning[export]'") from None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # its own error lines would stand beside the one line below
+    try:
+        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
+        raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({first_line(error)})") from None
+    if [output.name for output in session.get_outputs()] != list(OUTPUT_NAMES):
+        raise DragonInputError(
+            f"--model {path}: its graph's outputs are not {' and '.join(OUTPUT_NAMES)} (a file from an earlier "
+            "dragon-lightning export, or another program's): export the checkpoint again"
+        )
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
+        return Predictor(
+            meta["task"],
+            json.loads(meta["class_names"]),
+            float(meta["threshold"]),
+            *bounds,
+            answers=lambda features: session.run(list(OUTPUT_NAMES), {INPUT_NAME: features}),
+        )
+    except (KeyError, ValueError):
+        raise DragonInputError(
+            f"--model {path}: not an ONNX file written by dragon-lightning export (its metadata is missing)"
+        ) from None
