@@ -20,8 +20,9 @@ run: setup
 	$(BIN)/dragon-lightning fit --config configs/color_mlp.yaml
 
 # One worker per CPU core; a test file stays on one worker, so its module fixtures are built once.
+# The quick part alone: make test PYTEST_ARGS='-m "not slow"'.
 test: setup
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
 
 # What CI checks before the tests (configured in pyproject.toml; .pre-commit-config.yaml runs the same).
 lint: setup
@@ -30,7 +31,8 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The tutorial notebook in JupyterLab, from this project's venv (the notebook extra, installed once).
+# The tutorial notebook in JupyterLab, from this project's venv (the notebook extra, installed once). The venv's
+# bin goes first on PATH, so the kernel finds tensorboard (%tensorboard) and dragon-lightning as the tests do.
 notebook: setup
 	$(BIN)/pip install --quiet -e ".[notebook]"
-	cd notebooks && ../$(BIN)/jupyter lab dragon_tutorial.ipynb
+	cd notebooks && PATH="$(abspath $(BIN)):$$PATH" ../$(BIN)/jupyter lab dragon_tutorial.ipynb

@@ -149,7 +149,7 @@ def main() -> None:
         features = table.to_numpy(dtype=np.float32)
         started = time.perf_counter()
         for _ in range(50):
-            session.run(None, {"features": features})
+            session.run(["probabilities"], {"features": features})
         onnx_rate = 50 * 1000 / (time.perf_counter() - started)
     print(
         f"\n1,000-row requests (batching on, 4 clients): {big_rate * 1000:,.0f} rows/s; in-process predict_proba: "

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dragon_lightning.callbacks import ResumableCheckpoint, TutorialFigures
+from dragon_lightning.callbacks import TutorialFigures
+from dragon_lightning.checkpoints.callback import ResumableCheckpoint
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.models import MLPClassifier

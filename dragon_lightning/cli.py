@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -46,17 +47,9 @@ from dragon_lightning.preflight import (
     check_trainer_options,
 )
 from dragon_lightning.quiet import held_back_logs
+from dragon_lightning.registry import PROG, description
 
-PROG = "dragon-lightning"
-DESCRIPTION = (
-    "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic "
-    "regression and MLP) with PyTorch Lightning. Start from a config in configs/, e.g. "
-    "'dragon-lightning fit --config configs/color_mlp.yaml'. More commands, each with --help: "
-    "'lr_find --config C' plots the loss against the learning rate; 'cv --config C --folds K' "
-    "cross-validates a config; 'sweep --config C --space S' searches its options with Optuna; "
-    "'export --ckpt_path X --output model.onnx' writes a trained model as ONNX with its "
-    "preprocessing; 'compare RUN...' draws finished runs' decision regions side by side."
-)
+DESCRIPTION = description()
 
 
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
@@ -244,6 +237,8 @@ class DragonCLI(LightningCLI):
         log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
         if self.announce and self.trainer.is_global_zero and log_dir:
             print(f"run folder: {log_dir}", flush=True)
+        if self.announce and self.trainer.is_global_zero and (stopped := early_stop(self.trainer)):
+            print(stopped, flush=True)
         if not (self.config[self.subcommand] if self.subcommand else self.config).get("test_after_fit"):
             return
         checkpoint = self.trainer.checkpoint_callback
@@ -252,6 +247,21 @@ class DragonCLI(LightningCLI):
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def early_stop(trainer: Trainer) -> str | None:
+    """A line saying that, and why, a run ended before ``max_epochs`` (Lightning says so only for
+    ``max_epochs`` and ``max_steps``); ``None`` when it did not."""
+    epochs, most = trainer.current_epoch, trainer.max_epochs
+    if trainer.interrupted or not trainer.should_stop or most is None or most < 0 or epochs >= most:
+        return None
+    stopping = [callback for callback in trainer.early_stopping_callbacks if callback.stopped_epoch]
+    reason = (
+        f"EarlyStopping: {stopping[0].monitor} did not improve in {stopping[0].patience} checks"
+        if stopping
+        else "the model's own rule (the perceptron's tol: its weights moved less than that in an epoch)"
+    )
+    return f"stopped early after {epochs} of {most} epochs: {reason}"
 
 
 class FitSetupCLI(DragonCLI):

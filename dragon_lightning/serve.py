@@ -129,7 +129,8 @@ def serve_command(args: list[str]) -> None:
     server = build_server(options, api_key)
     address = f"http://{'[::]' if options.host == '::' else options.host}:{options.port}"
     print(
-        f"dragon-lightning serve: {options.model or options.ckpt_path} at {address} (POST /predict, GET /info, GET /docs)",
+        f"dragon-lightning serve: {options.model or options.ckpt_path} at {address} (POST /predict, GET /info, GET /docs)"
+        + ("; every request but GET /health needs the key in the X-API-Key header" if api_key else ""),
         flush=True,
     )
     # Ctrl-C and SIGTERM (to this process, or to its whole group as a terminal or systemd sends them): LitServe

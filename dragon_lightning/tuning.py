@@ -46,13 +46,7 @@ def find_learning_rate(args: list[str]) -> DragonCLI:
     finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, update_attr=False)
     assert finder is not None  # None only on processes other than rank 0, and lr_find runs in one
     suggestion = suggest(finder.results["lr"], finder.results["loss"])
-    figure = Figure(figsize=(6, 4), dpi=100)
-    ax = figure.subplots()
-    finder.plot(suggest=False, ax=ax)
-    ax.axvline(suggestion, color="#d62728", linestyle="--", label=f"suggested: {suggestion:.3g}")
-    ax.legend()
-    ax.set_title("training loss (smoothed) against the learning rate")
-    figure.tight_layout()
+    figure = draw(finder.results["lr"], finder.results["loss"], suggestion)
     path = folder.write(PLOT, lambda tmp: figure.savefig(tmp, format="png"))
     print(f"suggested learning rate: {suggestion:.3g} (a tenth of where the smoothed loss is lowest)")
     print(f"loss against learning rate: {path}")
@@ -64,11 +58,35 @@ SKIP_BEGIN, SKIP_END = 10, 1
 rest on a step or two, and the last is where the loss blew up."""
 
 
-def suggest(rates: list[float], losses: list[float]) -> float:
-    """A tenth of the learning rate where the finder's smoothed loss is lowest."""
+def considered(rates: list[float], losses: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The points of the curve the suggestion is chosen from (and the only ones drawn): finite losses,
+    without the :data:`SKIP_BEGIN` first and :data:`SKIP_END` last."""
     rates_array = np.asarray(rates, dtype=float)[SKIP_BEGIN:-SKIP_END]
     losses_array = np.asarray(losses, dtype=float)[SKIP_BEGIN:-SKIP_END]
     finite = np.isfinite(losses_array)
-    if not finite.any():
+    return rates_array[finite], losses_array[finite]
+
+
+def suggest(rates: list[float], losses: list[float]) -> float:
+    """A tenth of the learning rate where the finder's smoothed loss is lowest."""
+    rates_array, losses_array = considered(rates, losses)
+    if not len(losses_array):
         raise DragonError("lr_find: the loss was never finite over the range tried; no learning rate to suggest")
-    return float(rates_array[finite][np.argmin(losses_array[finite])] / 10)
+    return float(rates_array[np.argmin(losses_array)] / 10)
+
+
+def draw(rates: list[float], losses: list[float], suggestion: float) -> Figure:
+    """The curve the rule reads, its lowest point and the suggestion, so that picture and rule agree."""
+    rates_array, losses_array = considered(rates, losses)
+    figure = Figure(figsize=(6, 4), dpi=100)
+    ax = figure.subplots()
+    ax.plot(rates_array, losses_array, color="#1f77b4")
+    ax.set_xscale("log")
+    ax.axvline(suggestion * 10, color="#7f7f7f", linestyle=":", label=f"lowest smoothed loss: {suggestion * 10:.3g}")
+    ax.axvline(suggestion, color="#d62728", linestyle="--", label=f"suggested, a tenth of it: {suggestion:.3g}")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.legend()
+    ax.set_title("training loss against the learning rate")
+    figure.tight_layout()
+    return figure

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, short_fit
+from clihelpers import ROOT, config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, short_fit
 
 HEADER = "testScore,bodyLength,mountainRange,color,diet,breathesFire"
 GOOD_ROW = "50.1,200.5,Bavarian,Blue,Carnivore,1"
@@ -227,6 +228,21 @@ def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scra
     assert sorted(p.name for p in scratch.iterdir()) == ["dragons.csv", "predictions.csv"]
     run(*args, "--predictions.overwrite", "true")
     assert output.read_text().startswith("numberToes,bodyLength,predicted,p_Blue,p_Red,p_Yellow")
+
+
+def test_the_example_dragons_are_predicted_and_a_raw_table_is_one_line_saying_why_not(color_mlp_checkpoint, scratch, capfd):
+    output = scratch / "predictions.csv"
+    example = ROOT / "examples" / "dragons_to_predict.csv"
+    run(
+        *predict_args(config("color_mlp.yaml"), str(color_mlp_checkpoint), str(example), str(output)), "--trainer.logger", "false"
+    )
+    assert len(pd.read_csv(output)) == len(pd.read_csv(example))
+    capfd.readouterr()
+    raw = scratch / "raw.csv"
+    raw.write_text(dragons_csv())  # the tutorial's own columns: testScore, bodyLength, ..., breathesFire
+    args = predict_args(config("color_mlp.yaml"), str(color_mlp_checkpoint), str(raw), str(scratch / "none.csv"))
+    message = f"{raw}: missing column 'numberToes'; the header has {HEADER.replace(',', ', ')}: a raw dragon table"
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message, "examples/dragons_to_predict.csv")
 
 
 def test_resuming_with_no_earlier_run_says_so(scratch, capfd):

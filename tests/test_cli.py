@@ -13,7 +13,9 @@ import yaml
 from clihelpers import ROOT, config, in_root, last_weights, predict_args, run, short_fit
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import dragon_lightning
 from dragon_lightning.commands import cli_main
+from dragon_lightning.registry import COMMANDS
 
 # Fit configs; configs/sweeps/ holds search spaces.
 CONFIGS = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps")
@@ -200,6 +202,29 @@ def test_help_explains_the_options(capsys):
     assert "type: PositiveInt" in cli_help(["fit", "--help"], capsys), "--data.batch_size shows its range"
     for model in ("LogisticRegression", "Perceptron"):
         assert "operating point of accuracy" in cli_help(["fit", "--model.help", model], capsys), model
+
+
+def test_the_overview_the_version_and_a_mistyped_command_answer_before_pytorch_is_imported():
+    """Answered from the registry: a newcomer's typo or ``--version`` costs no import of everything."""
+    probe = (
+        "import sys\n"
+        "from dragon_lightning.commands import cli_main\n"
+        "try:\n"
+        "    cli_main(sys.argv[1:])\n"
+        "finally:\n"
+        "    print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
+    )
+    answers = {}
+    for args in (["--help"], ["--version"], ["fitt", "--config", "x.yaml"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert done.stderr.endswith("torch not imported\n"), (args, done.stderr)
+        answers[args[0]] = (done.returncode, done.stdout + done.stderr)
+    assert answers["--help"][0] == 0 and all(command in answers["--help"][1] for command in COMMANDS)
+    assert answers["--version"] == (0, f"dragon-lightning {dragon_lightning.__version__}\ntorch not imported\n")
+    assert answers["fitt"][0] == 2
+    assert answers["fitt"][1].splitlines()[0] == (
+        "dragon-lightning: error: no command 'fitt'; the commands are " + ", ".join(COMMANDS) + " ('dragon-lightning --help')"
+    )
 
 
 def cli_help(args: list[str], capsys) -> str:

@@ -237,3 +237,17 @@ def test_the_default_animation_has_enough_frames_to_watch(epochs):
 
     frames = epochs // snapshot_interval(epochs, None, 60)
     assert 20 <= frames <= 60
+
+
+@pytest.mark.parametrize("epochs", [120, 1500])
+def test_the_learning_curves_legend_fits_inside_the_picture(epochs):
+    """Nothing drawn at the right edge: the legend, the kept epoch's label the longest, is not clipped."""
+    from dragon_lightning.figures import drawing as plots
+
+    history = [
+        {"stage": stage, "epoch": epoch, "step": (epoch + 1) * 10, "loss": 1 / (epoch + 1), "acc": 0.5 + epoch / (3 * epochs)}
+        for epoch in range(epochs)
+        for stage in ("train", "val")
+    ]
+    pixels = plots.learning_curves(history, kept_epoch=epochs - 2)
+    assert (pixels[:, -4:, :3] > 200).all()

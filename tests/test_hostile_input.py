@@ -878,7 +878,7 @@ MORE_OPTION_CASES = {
     "no time to train": (["--trainer.max_time", "00:00:00:00"], "--trainer.max_time 00:00:00:00: leaves no time to train"),
     "a negative batch limit (Lightning's refusal, its device line held back)": (
         ["--trainer.limit_train_batches", "-1"],
-        "--trainer: You have passed invalid value -1.0 for limit_train_batches",
+        "--trainer: You have passed invalid value -1",
     ),
     "validation every 0 batches": (
         ["--trainer.val_check_interval", "0"],

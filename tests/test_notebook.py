@@ -25,6 +25,7 @@ def test_the_notebook_uses_only_the_public_api():
     assert not private
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom_with_its_pictures_and_results_table(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -113,8 +113,9 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(c
 
     run("export", "--ckpt_path", str(path), "--output", str(tmp_path / "ensemble.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "ensemble.onnx"), providers=["CPUExecutionProvider"])
-    (onnx_probabilities,) = session.run(None, {"features": points})
+    onnx_probabilities, onnx_classes = session.run(["probabilities", "predicted"], {"features": points})
     np.testing.assert_allclose(onnx_probabilities, mean, atol=1e-6, rtol=0)
+    assert (load_model(path).classes_[onnx_classes] == load_model(path).predict(points)).all()
 
 
 def test_the_ensemble_run_tests_on_the_test_rows_and_draws_its_pictures(cv_run):

@@ -73,6 +73,8 @@ def server(*args: str, environment: dict | None = None):
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0 and "Traceback" not in err, err[-3000:]
         assert f" at {url} (POST /predict" in out, "the server says where it listens"
+        keyed = "--api_key" in args or bool((environment or {}).get("DRAGON_LIGHTNING_API_KEY"))
+        assert ("needs the key in the X-API-Key header" in out) == keyed, "and whether requests need a key"
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,7 @@ def when_refused(url: str, limit: float = 30) -> float:
     return math.inf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signum, whole_group",
     [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)],

@@ -67,6 +67,7 @@ def printed_trials(output: str) -> list[int]:
     return [int(line.split(":")[0].split()[1]) for line in output.splitlines() if line.startswith("trial ")]
 
 
+@pytest.mark.slow
 def test_two_machines_share_one_study_and_end_with_exactly_n_trials(postgres, tmp_path):
     url = postgres.url()
     command = sweep_command(url, "together", 6, "--trainer.max_epochs", "3")
@@ -115,6 +116,7 @@ def test_two_machines_share_one_study_and_end_with_exactly_n_trials(postgres, tm
     assert best["data"]["batch_size"] == study.best_trial.params["data.batch_size"]
 
 
+@pytest.mark.slow
 def test_a_machine_killed_mid_trial_has_its_trial_taken_over(postgres, tmp_path):
     url = postgres.url()
     command = sweep_command(url, "takeover", 4, "--trainer.max_epochs", "40", "--heartbeat", "2")

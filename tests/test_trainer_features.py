@@ -5,6 +5,7 @@ and the learning-rate finder."""
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from clihelpers import config, last_checkpoint, run
@@ -13,6 +14,7 @@ from test_cli import read_events
 
 from dragon_lightning.models import MLPClassifier
 from dragon_lightning.models.metrics import TrainingTally
+from dragon_lightning.tuning import SKIP_BEGIN, draw, suggest
 
 QUICK = ["--figures.enabled", "false", "--test_after_fit", "false"]
 
@@ -148,7 +150,16 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
     assert "weights_only" not in output.err, "the finder's own checkpoint loads as data, through the gate"
     plot = tmp_path / "lightning_logs" / "version_0" / "lr_find.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob(".lr_find_*.ckpt")), "the finder's temporary checkpoint is gone"
+    assert [path.name for path in tmp_path.iterdir()] == ["lightning_logs"], "nothing left beside the run folder"
+
+
+def test_the_lr_find_plot_shows_the_curve_its_suggestion_is_read_from():
+    rates = list(np.logspace(-6, 0, 100))
+    losses = [0.1] * SKIP_BEGIN + list(np.linspace(1.0, 0.5, 60)) + list(np.linspace(0.5, 3.0, 100 - 60 - SKIP_BEGIN))
+    suggestion = suggest(rates, losses)  # the first, lowest points rest on a step or two: left out
+    curve = draw(rates, losses, suggestion).axes[0].lines[0]
+    lowest = curve.get_xdata()[np.argmin(curve.get_ydata())]
+    assert lowest == pytest.approx(10 * suggestion) and min(curve.get_xdata()) == pytest.approx(rates[SKIP_BEGIN])
 
 
 def test_lr_find_refuses_the_online_perceptron(tmp_path, capfd):
@@ -242,3 +253,40 @@ def test_the_training_tally_sums_in_bounded_memory_and_names_the_first_diverged_
     for batch in range(3000):
         diverged.add(batch, torch.tensor(float("inf") if batch in (1500, 2500) else 1.0), torch.tensor(1), 1)
     assert diverged.settle() == 1500
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--config", config("tutorial/fire_perceptron.yaml"), "--model.init_args.tol", "1e9"], "the perceptron's tol"),
+        (
+            [
+                "--config",
+                config("color_mlp_plateau.yaml"),
+                "--trainer.callbacks.init_args.patience",
+                "1",
+                "--trainer.callbacks.init_args.min_delta",
+                "100",
+            ],
+            "EarlyStopping: val/loss did not improve in 1 checks",
+        ),
+    ],
+    ids=["tol", "EarlyStopping"],
+)
+def test_a_run_that_stops_early_says_so_and_why(options, reason, tmp_path, capsys):
+    run(
+        "fit",
+        *options,
+        "--trainer.max_epochs",
+        "30",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        "null",
+        "--figures.enabled",
+        "false",
+        "--test_after_fit",
+        "false",
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped early")]
+    assert len(lines) == 1 and " of 30 epochs: " in lines[0] and reason in lines[0], lines

@@ -161,7 +161,8 @@ class TutorialFigures(Callback):
             self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
         regions = self._training_regions
         logits = self._decision_logits(pl_module, regions.points)
-        image = regions.draw(logits, f"training set after epoch {epoch}", boundary_lines=True)
+        # Counted as the learning curves count: epochs trained, from 1.
+        image = regions.draw(logits, f"training set after {epoch + 1} epoch{'s' if epoch else ''}", boundary_lines=True)
         self._frames.append(image)
         self._publish(trainer, "boundary_over_training", image, file=False)  # the GIF is written at the end
 

@@ -11,6 +11,10 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from dragon_lightning.checkpoints.files import load_checkpoint, stamp_checksum
 from dragon_lightning.gates.outputs import OutputFolder
 
+TUNER_CHECKPOINTS = (".lr_find_", ".scale_batch_size_")
+"""Lightning's tuner saves the model under these names in the working folder before it tries learning
+rates or batch sizes, and restores and deletes it right after."""
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint with its checksum through the output gate (a temporary file beside it,
@@ -31,6 +35,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 checkpoint[section] = plain_values(checkpoint[section])
         stamp_checksum(checkpoint)
         if "://" in str(path):  # remote storage: no local rename
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if Path(path).name.startswith(TUNER_CHECKPOINTS):  # restored and deleted at once: no record in the user's folder
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         OutputFolder(path.parent).write(

@@ -59,6 +59,12 @@ def _not_utf8(path: Path, file: BinaryIO) -> DragonInputError:
     return DragonInputError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
+RAW_TABLE = (
+    ": a raw dragon table, whose features the tutorial's recipe derives using each dragon's label, so it "
+    "cannot be predicted; give numberToes and bodyLength per dragon, as examples/dragons_to_predict.csv does"
+)
+
+
 def _read(path: Path, required: Sequence[str], categorical: Sequence[str] = ()) -> pd.DataFrame:
     """Read ``path`` with pandas, turning I/O and header problems into one-line errors."""
     with opened(path, CSV) as file:
@@ -86,6 +92,8 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
     for name in required:
         if name not in header:
             hint = " (is the file comma-separated?)" if len(header) == 1 and len(required) > 1 else ""
+            if set(COLUMNS) <= set(header) and name in FEATURE_COLUMNS:
+                hint = RAW_TABLE
             raise DragonInputError(f"{path}: missing column '{name}'; the header has {', '.join(header)}{hint}")
     file.seek(0)
     try:

@@ -214,10 +214,10 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]) -> np.ndarr
 def learning_curves(history: Sequence[dict], kept_epoch: int | None = None) -> np.ndarray:
     """Loss and accuracy per epoch for training and validation, side by side, from a model's
     ``history`` (entries with ``stage``, ``epoch``, ``step``, ``loss``, ``acc``). Validation that runs
-    within an epoch is placed at its fraction of the epoch. ``kept_epoch`` (0-based) is marked: the
-    epoch whose weights the run kept."""
+    within an epoch is placed at its fraction of the epoch. ``kept_epoch`` (0-based) is marked, counted
+    from 1 as the axis counts: the epoch whose weights the run kept."""
     figure = Figure(figsize=(10, 4), dpi=DPI)
-    figure.subplots_adjust(left=0.08, right=0.85, bottom=0.14, top=0.88, wspace=0.25)
+    figure.subplots_adjust(left=0.08, right=0.81, bottom=0.14, top=0.88, wspace=0.25)  # room for the legend
     loss_ax, acc_ax = figure.subplots(1, 2, sharex=True)
     train = [entry for entry in history if entry["stage"] == "train"]
     steps_per_epoch = train[-1]["step"] / (train[-1]["epoch"] + 1) if train and train[-1]["step"] else None
@@ -242,7 +242,9 @@ def learning_curves(history: Sequence[dict], kept_epoch: int | None = None) -> n
         ax.set_title(name)
         ax.grid(alpha=0.3)
         if kept_epoch is not None:
-            ax.axvline(kept_epoch + 1, color="#d62728", linestyle="--", linewidth=1.2, label=f"weights kept (epoch {kept_epoch})")
+            ax.axvline(
+                kept_epoch + 1, color="#d62728", linestyle="--", linewidth=1.2, label=f"weights kept:\nepoch {kept_epoch + 1}"
+            )
     _legend_outside(acc_ax)
     return render(figure)
 

@@ -173,6 +173,14 @@ class DragonClassifier(L.LightningModule):
         """Logits of raw ``[numberToes, bodyLength]`` rows (the units ``predict`` takes)."""
         return self.network(self.inputs(features))
 
+    def setup(self, stage: str) -> None:
+        """Before training, fit the input layer on the rows the data module hands over (its
+        ``input_rows``; Lightning sets the data module up first). A resumed run then restores the same
+        values from its checkpoint, which Lightning loads after this."""
+        input_rows = getattr(getattr(self.trainer, "datamodule", None), "input_rows", None)
+        if stage == "fit" and input_rows is not None:
+            self.inputs.fit(*input_rows())
+
     def logits_module(self) -> torch.nn.Module:
         """Raw features to logits and nothing else (no metrics, no optimizer): what inference, export and
         ensembles hold."""
@@ -314,14 +322,6 @@ class OptimizedClassifier(DragonClassifier):
         super().__init__(**kwargs)
         self.optimizer = optimizer
         self.scheduler = scheduler
-
-    def setup(self, stage: str) -> None:
-        """Before training, fit the input layer on the rows the data module hands over (its
-        ``input_rows``; Lightning sets the data module up first). A resumed run then restores the same
-        values from its checkpoint, which Lightning loads after this."""
-        input_rows = getattr(getattr(self.trainer, "datamodule", None), "input_rows", None)
-        if stage == "fit" and input_rows is not None:
-            self.inputs.fit(*input_rows())
 
     def configure_optimizers(self):
         """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``

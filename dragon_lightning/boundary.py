@@ -1,0 +1,102 @@
+"""The boundary every command runs inside: the input gate over its arguments first, then the command,
+and whatever bad input it meets turned into one line and exit status 2.
+
+LightningCLI's commands (``fit``, ``validate``, ``test``, ``predict``) run through
+:func:`~dragon_lightning.cli.build_cli`; the others are functions of their own modules, named in
+:data:`~dragon_lightning.registry.COMMANDS` and imported when used. Those modules build on
+:mod:`dragon_lightning.cli`, never on this one, so the imports form no cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import signal
+import sys
+import threading
+import warnings
+from argparse import ArgumentError
+
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.multiprocessing import ProcessRaisedException
+
+from dragon_lightning.cli import build_cli
+from dragon_lightning.errors import DragonError, first_line
+from dragon_lightning.gates.inputs import check_argument_files
+from dragon_lightning.messages import input_error_message
+from dragon_lightning.quiet import quiet_warnings
+from dragon_lightning.registry import COMMANDS
+
+DIST_ERRORS = (torch.distributed.DistError,) if torch.distributed.is_available() else ()
+"""What PyTorch raises when the processes of a multi-node run cannot find each other."""
+
+
+def run_command(arguments: list[str]):
+    """Run the command ``arguments`` name (a subcommand first) and return its result (the LightningCLI
+    object for LightningCLI's commands); bad input ends it with one line and exit status 2."""
+    with warnings.catch_warnings():  # the filters last as long as the command, not the Python session
+        quiet_warnings(arguments[0])
+        try:
+            check_argument_files(arguments)
+            entry = COMMANDS.get(arguments[0])
+            if entry is not None and entry.runs is not None:
+                module, function = entry.runs.split(":")
+                command = getattr(importlib.import_module(module), function)
+                if entry.server:  # a server stops on SIGTERM itself: it finishes the requests in flight
+                    return command(arguments[1:])
+                with _sigterm_as_exception():
+                    return command(arguments[1:])
+            cli = build_cli(arguments)
+            _close_process_group()
+            return cli
+        except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
+            where = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
+            print(
+                f"dragon-lightning: error: rendezvous at {where}: {first_line(error)} Every node needs the same "
+                "MASTER_ADDR, MASTER_PORT and --trainer.num_nodes; the wait is --trainer.strategy.init_args.timeout",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        except ProcessRaisedException as error:  # a process Lightning spawned (ddp_spawn) raised; its traceback is text
+            # Every exception class of the package is a DragonError (errors.py, and DiskFull/NotWritten in gates.outputs).
+            ours = re.match(r"dragon_lightning\.[\w.]+: (.+)", str(error).strip().splitlines()[-1])
+            if ours is None:
+                raise
+            print(f"dragon-lightning: error: {ours.group(1)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except SIGTERMException:
+            resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
+            print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except (DragonError, ArgumentError, ValueError, OSError) as error:
+            message = input_error_message(error)
+            if message is None:
+                raise
+            print(f"dragon-lightning: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """SIGTERM raises inside our own commands (Lightning installs the same for a Trainer's run), so
+    that every ``finally`` runs: no temporary file outlives the command."""
+
+    def stop(signum, frame):
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _close_process_group() -> None:
+    """End a finished multi-process run's process group before the interpreter shuts down, as PyTorch
+    asks: Lightning does so only for NCCL, and leaves a CPU (gloo) group to be torn down at exit."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,64 @@
+"""Every ``dragon-lightning`` command in one place: its name, its purpose and what runs it. The top-level
+help, ``--version``, a mistyped command and the dispatcher read it before anything heavy is imported,
+so they answer at once. Adding a command is one entry here (and its module)."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+from dragon_lightning import __version__
+
+PROG = "dragon-lightning"
+SUMMARY = (
+    "Train, validate, test and predict dragon classifiers (the tutorial's perceptron, logistic regression "
+    "and MLP) with PyTorch Lightning."
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    purpose: str
+    """One line, for the top-level help."""
+    runs: str | None = None
+    """``"module:function"`` taking the command's arguments, imported when used; ``None``: one of
+    LightningCLI's subcommands."""
+    server: bool = False
+    """Stops on SIGTERM by itself (it finishes the requests in flight)."""
+
+
+COMMANDS = {
+    "fit": Command("train a config, keep the best checkpoint, then test it"),
+    "validate": Command("score a checkpoint on the validation split"),
+    "test": Command("score a checkpoint on the test split"),
+    "predict": Command("write predictions for a CSV of dragons"),
+    "lr_find": Command("plot the loss against the learning rate and suggest one", "dragon_lightning.tuning:find_learning_rate"),
+    "cv": Command("cross-validate a config on K stratified folds", "dragon_lightning.search.cv:cv_command"),
+    "sweep": Command("search a config's options with Optuna", "dragon_lightning.search.sweep:sweep_command"),
+    "export": Command(
+        "write a checkpoint as ONNX or torch.export with its preprocessing", "dragon_lightning.export:export_command"
+    ),
+    "compare": Command("draw finished runs' decision regions side by side", "dragon_lightning.compare:compare_command"),
+    "serve": Command("answer predictions over HTTP (LitServe)", "dragon_lightning.serve:serve_command", server=True),
+}
+
+START = f"Start from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'."
+
+
+def overview() -> str:
+    """``dragon-lightning --help``: every command on the usage line, each with its purpose."""
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROG} {{{','.join(COMMANDS)}}} [--help] [--version] [options]", "", textwrap.fill(SUMMARY, 100), ""]
+    lines += [f"  {name:<{width}}  {command.purpose}" for name, command in COMMANDS.items()]
+    lines += ["", textwrap.fill(f"{START} Each command explains its options: '{PROG} COMMAND --help'.", 100)]
+    return "\n".join(lines)
+
+
+def description() -> str:
+    """The LightningCLI commands' ``--help`` description: the summary and where the other commands are."""
+    others = "; ".join(f"'{name}' to {command.purpose}" for name, command in COMMANDS.items() if command.runs)
+    return f"{SUMMARY} {START} More commands, each with --help: {others}."
+
+
+def version() -> str:
+    return f"{PROG} {__version__}"
