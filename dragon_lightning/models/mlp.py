@@ -35,7 +35,7 @@ class MLPClassifier(OptimizedClassifier):
             activation: nonlinearity after every hidden layer.
             dropout: probability of zeroing a hidden unit while training (0: no dropout).
             compile: ``torch.compile`` the network (needs a C++ compiler; pays off on large batches and
-                long runs, see the README's speed section). Checkpoints stay loadable without it.
+                long runs, see docs/speed.md). Checkpoints stay loadable without it.
         """
         super().__init__(**kwargs)
         if len(hidden_sizes) > MAX_HIDDEN_LAYERS:
