@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", help="a dragon CSV (default: generated dragons)")
     parser.add_argument("--draws", type=int, default=10, help="random draws (seeds first-draw .. first-draw + draws - 1)")
-    parser.add_argument("--first-draw", type=int, default=0, help="the first draw's seed (default 0, the draws of docs/results.md)")
+    parser.add_argument(
+        "--first-draw", type=int, default=0, help="the first draw's seed (default 0, the draws of docs/results.md)"
+    )
     parser.add_argument("--pipelines", action="store_true", help="also cv --refit --ensemble for the two main configs")
     parser.add_argument("--configs", nargs="*", default=CONFIGS, help="configs to run (default: all eight)")
     parser.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn peers")
