@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import multiprocessing
 import os
 import signal
 import socket
@@ -140,8 +141,20 @@ def serve_command(args: list[str]) -> None:
         signal.signal(signum, stop)
     # A second Ctrl-C, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
-        server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
+        try:
+            server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
+        finally:
+            _end_unstarted_workers()
     print("dragon-lightning serve: stopped", flush=True)
+
+
+def _end_unstarted_workers() -> None:
+    """A stop while the model workers still start reaches LitServe before its shutdown is in place (it
+    waits for them first): they would finish loading, find the queue manager gone and print a traceback
+    while Python waits for them at exit. End them here; after a normal stop none is left."""
+    for process in multiprocessing.active_children():
+        process.terminate()
+        process.join(timeout=5)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -236,6 +236,24 @@ def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_e
     assert refused_at < max(finished for _, _, finished in answers), "refused while requests in flight were answered"
 
 
+def test_sigterm_while_the_model_workers_start_stops_cleanly(checkpoints):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dragon_lightning", "serve", "--ckpt_path", str(checkpoints["color"]), "--port", str(free_port())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    started = process.stdout.readline()  # printed as the workers begin to load the model
+    assert " at http://127.0.0.1:" in started, started
+    time.sleep(0.5)  # the stop handler is in place; the workers are still loading
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert out.strip().endswith("dragon-lightning serve: stopped")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
