@@ -223,6 +223,25 @@ def quick_sweep(folder: Path, trials: int, *extra: str):
     )
 
 
+def test_a_sweep_weighs_its_best_against_the_configs_own_settings(tmp_path, capfd):
+    best = quick_sweep(tmp_path / "sweep", 3, "--trainer.default_root_dir", str(tmp_path))
+    table = trials(tmp_path / "sweep")
+    own = table[table["user_attrs_config_own"].fillna(False).astype(bool)]
+    assert len(own) == 1, "the config's own settings are one trial, scored as the others"
+    assert own.iloc[0][["params_model.init_args.optimizer.init_args.lr", "params_data.batch_size"]].tolist() == [0.05, 16]
+    printed = capfd.readouterr().out
+    if best.user_attrs.get("config_own") or best.value <= float(own.iloc[0]["value"]):
+        assert "as well as the best trial: the search found nothing better than the config" in printed
+    else:
+        assert f"the best trial beats the config's own settings (trial {own.iloc[0]['number']})" in printed
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("data.batch_size: {type: int, low: 32, high: 64}\n")  # the config's 16 is not in it
+    run(*sweep_args("fire_logistic.yaml", outside, tmp_path / "other", "--n_trials", "1", "--trainer.max_epochs", "1"))
+    assert "not compared with the config: the config's own settings ({'data.batch_size': 16}) lie outside the space" in (
+        capfd.readouterr().out
+    )
+
+
 def test_sweep_refit_trains_the_best_settings_on_every_non_test_row_for_the_epochs_it_kept(tmp_path):
     sweep_dir = tmp_path / "sweep"
     best = quick_sweep(sweep_dir, 2, "--refit", "true", "--trainer.default_root_dir", str(tmp_path))

@@ -38,9 +38,30 @@ class SearchSpace:
                 settings[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
         return settings
 
+    def holds(self, settings: dict[str, Any]) -> bool:
+        """Whether the space can draw ``settings`` (one value for each of its keys)."""
+        return set(settings) == set(self.distributions) and all(
+            _holds(self.distributions[key], value) for key, value in settings.items()
+        )
+
     def extremes(self) -> list[tuple[str, Any]]:
         """Every key with each of its bounds and choices: each must parse as a ``fit`` option."""
         return [(key, value) for key, d in self.distributions.items() for value in _extremes(d)]
+
+
+def _holds(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether ``distribution`` can draw ``value``."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    assert isinstance(distribution, (optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not distribution.low <= value <= distribution.high:
+        return False
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return isinstance(value, int) and (value - distribution.low) % distribution.step == 0
+    if distribution.step is None:
+        return True
+    steps = (value - distribution.low) / distribution.step
+    return abs(steps - round(steps)) < 1e-9
 
 
 def _extremes(distribution: optuna.distributions.BaseDistribution) -> list[Any]:

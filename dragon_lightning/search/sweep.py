@@ -19,9 +19,10 @@ from pathlib import Path
 import optuna
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.arguments import AtLeastTwo, Seed
+from dragon_lightning.checkpoints.io import plain_values
 from dragon_lightning.cli import FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
@@ -157,6 +158,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     study = open_study(settings, 0)
     settings = dataclasses.replace(settings, trials_before=len(study.trials))
     again = requeue_interrupted(study, running_are_stale=own.storage is None)
+    baseline = enqueue_the_configs_own(study, checked, space)
     remaining = own.n_trials - len(finished(study))
     print(
         f"sweep in {sweep_dir}: {len(finished(study))} trials done, {max(remaining, 0)} to run"
@@ -179,10 +181,45 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
             f"dragon-lightning fit --config {sweep_dir / 'best_config.yaml'}",
             flush=True,
         )
+        verdict = against_the_configs_own(open_study(settings, 0), best, settings.objective.direction, baseline)
+        if verdict:
+            print(verdict, flush=True)
         if own.refit:
             epochs = best.user_attrs.get("epochs") or checked.cli.config.trainer.max_epochs
             refit([*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir").claim_folder(REFIT))
     return best
+
+
+CONFIGS_OWN = "config_own"
+"""The user attribute that marks the trial of the config's own settings."""
+
+
+def enqueue_the_configs_own(study: optuna.Study, checked: CheckedConfig, space: SearchSpace) -> str | None:
+    """The config's own settings as a trial of the study, scored as every trial is, so that the best
+    is weighed against what the config already does; Optuna enqueues it once, whichever machine asks.
+    Returns why not, when the space cannot draw them."""
+    own = {key: plain_values(checked.cli.config.get(key)) for key in space.distributions}
+    if not space.holds(own):
+        return f"the config's own settings ({own}) lie outside the space"
+    study.enqueue_trial(own, user_attrs={CONFIGS_OWN: True}, skip_if_exists=True)
+    return None
+
+
+def against_the_configs_own(study: optuna.Study, best: FrozenTrial, direction: str, outside: str | None) -> str | None:
+    """One line weighing the best trial against the config's own settings under the same scoring."""
+    if outside is not None:
+        return f"not compared with the config: {outside}"
+    own = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(CONFIGS_OWN)]
+    if not own:
+        return None
+    value = own[0].value
+    assert value is not None and best.value is not None
+    if best.value > value if direction == "maximize" else best.value < value:
+        return f"the best trial beats the config's own settings (trial {own[0].number}): {best.value:.4f} against {value:.4f}"
+    return (
+        f"the config's own settings (trial {own[0].number}) score {value:.4f}, as well as the best trial: "
+        "the search found nothing better than the config"
+    )
 
 
 def check_space(checked: CheckedConfig, space: SearchSpace) -> None:
