@@ -51,6 +51,58 @@ def test_folds_keep_the_test_split_and_partition_the_other_rows(real_csv):
     assert len(rows) == len(rest) and set(rows.numpy().view([("", np.float32)] * 2).ravel().tolist()) == rest
 
 
+def fold_rows(draw: int, fold: int, seed: int = 3) -> tuple[set, set, np.ndarray]:
+    """Validation and test rows (as feature tuples) and validation labels of one fold of one draw."""
+    data = DragonDataModule(task="color", n_folds=4, fold=fold, fold_draw=draw, seed=seed, data_dir=None)
+    data.setup("fit")
+    as_set = lambda split: set(map(tuple, data.splits[split][0].numpy().tolist()))  # noqa: E731
+    return as_set("val"), as_set("test"), data.splits["val"][1].numpy()
+
+
+def test_repeated_folds_are_other_stratified_cuts_of_the_same_rows_and_the_same_for_the_same_seed():
+    draws = {draw: [fold_rows(draw, fold) for fold in range(4)] for draw in (0, 1, 2)}
+    tests = {frozenset(test) for folds in draws.values() for _, test, _ in folds}
+    assert len(tests) == 1, "every draw keeps the test split"
+    cuts = []
+    for folds in draws.values():
+        validated = [val for val, _, _ in folds]
+        assert sum(map(len, validated)) == len(set().union(*validated)), "a draw's folds do not overlap"
+        for _, _, labels in folds:
+            counts = np.bincount(labels, minlength=3)
+            assert counts.max() - counts.min() <= 2, "stratified: each fold holds every color alike"
+        cuts.append({frozenset(val) for val in validated})
+    assert cuts[0] != cuts[1] != cuts[2] != cuts[0], "each draw cuts other folds"
+    again, _, labels = fold_rows(1, 2)
+    assert again == draws[1][2][0] and np.array_equal(labels, draws[1][2][2]), "the same draw for the same seed"
+    assert fold_rows(1, 2, seed=4)[0] != again, "another seed, other folds"
+
+
+def test_cv_repeats_trains_every_fold_of_every_draw_and_reports_the_standard_error(tmp_path, capfd):
+    cv_dir = tmp_path / "cv"
+    run(
+        "cv",
+        "--config",
+        config("fire_logistic.yaml"),
+        "--folds",
+        "2",
+        "--repeats",
+        "2",
+        "--output_dir",
+        str(cv_dir),
+        "--trainer.max_epochs",
+        "2",
+        "--data.data_dir",
+        "null",
+    )
+    table = pd.read_csv(cv_dir / "cv_results.csv")
+    assert table[["repeat", "fold"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert sorted(p.name for p in cv_dir.iterdir() if p.is_dir()) == [f"repeat_{r}_fold_{f}" for r in (0, 1) for f in (0, 1)]
+    draw_means = table.groupby("repeat")["val/loss"].mean()  # the config's monitored metric
+    error = draw_means.std() / np.sqrt(2)
+    expected = f"val/loss: mean {table['val/loss'].mean():.4f}, standard error {error:.4f} over 2 draws of 2 folds"
+    assert expected in capfd.readouterr().out
+
+
 def test_fold_options_are_checked_and_recorded_for_resume():
     with pytest.raises(InvalidArgument, match="n_folds is not of type AtLeastTwo: 1 does not conform to restriction v>=2"):
         DragonDataModule(n_folds=1)

@@ -101,7 +101,18 @@ def check_hyperparameters(
 
 # Data options that decide each split's rows and the features. Resuming with other values would train
 # on rows that earlier epochs held out for validation and testing, or on differently scaled features.
-SPLIT_OPTIONS = ("task", "csv_path", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize", "n_folds", "fold")
+SPLIT_OPTIONS = (
+    "task",
+    "csv_path",
+    "n_dragons",
+    "seed",
+    "test_fraction",
+    "val_fraction",
+    "standardize",
+    "n_folds",
+    "fold",
+    "fold_draw",
+)
 
 
 def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dict) -> None:

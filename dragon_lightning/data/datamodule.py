@@ -46,6 +46,7 @@ class DragonDataModule(L.LightningDataModule):
         predict_csv: Path | None = None,
         n_folds: AtLeastTwo | None = None,
         fold: NonNegativeInt = 0,
+        fold_draw: NonNegativeInt = 0,
     ) -> None:
         """
         Args:
@@ -70,6 +71,8 @@ class DragonDataModule(L.LightningDataModule):
             n_folds: cross-validation: cut the rows outside the test split into this many stratified
                 folds (the test split stays as without folds). Unset: one validation split.
             fold: with ``n_folds``, the fold that validates (0 to n_folds - 1); the others train.
+            fold_draw: with ``n_folds``, which random cut into folds (repeated cross-validation: each
+                draw cuts the same non-test rows into other stratified folds; the test split is the same).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -146,7 +149,13 @@ class DragonDataModule(L.LightningDataModule):
             if self.hparams["n_folds"] is None:
                 return split
             return stratified_folds(
-                labels, split, self.hparams["n_folds"], self.hparams["fold"], self.seed, tuple(self.class_names)
+                labels,
+                split,
+                self.hparams["n_folds"],
+                self.hparams["fold"],
+                self.seed,
+                tuple(self.class_names),
+                draw=self.hparams["fold_draw"],
             )
         except DragonInputError as error:
             raise DragonInputError(f"{self.source}: {error}") from None

@@ -100,10 +100,17 @@ def _too_few(n_rows: int, test_fraction: float, val_fraction: float, split: str)
 
 
 def stratified_folds(
-    labels: np.ndarray, split: SplitIndices, n_folds: int, fold: int, seed: int, class_names: tuple[str, ...]
+    labels: np.ndarray,
+    split: SplitIndices,
+    n_folds: int,
+    fold: int,
+    seed: int,
+    class_names: tuple[str, ...],
+    draw: int = 0,
 ) -> SplitIndices:
     """Keep ``split.test``; cut the other rows into ``n_folds`` stratified folds (scikit-learn's
-    ``StratifiedKFold``), validate on fold ``fold`` and train on the rest. Rows are in random order."""
+    ``StratifiedKFold``), validate on fold ``fold`` and train on the rest. Rows are in random order.
+    ``draw`` picks one of many cuts (repeated cross-validation); draw 0 is the cut of ``seed`` alone."""
     from sklearn.model_selection import StratifiedKFold  # only cross-validation needs it
 
     rest = np.concatenate([split.train, split.val])
@@ -111,7 +118,8 @@ def stratified_folds(
     if counts.min() < n_folds:
         name = class_names[int(counts.argmin())]
         raise DragonInputError(f"class {name!r} has {counts.min()} rows outside the test split, too few for {n_folds} folds")
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(rest, labels[rest])
+    cut_seed = seed if draw == 0 else int(np.random.SeedSequence([seed, 3, draw]).generate_state(1)[0])
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=cut_seed).split(rest, labels[rest])
     train, val = list(folds)[fold]
-    rng = np.random.default_rng([seed, 2, fold])
+    rng = np.random.default_rng([seed, 2, fold] if draw == 0 else [seed, 2, fold, draw])
     return SplitIndices(train=rng.permutation(rest[train]), val=rng.permutation(rest[val]), test=split.test)

@@ -7,10 +7,12 @@ command again (after an interruption) reuses it instead of training it again."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+from jsonargparse.typing import PositiveInt
 
 from dragon_lightning.arguments import AtLeastTwo
 from dragon_lightning.gates.inputs import RUN_RECORD, read_text
@@ -36,10 +38,16 @@ FOLD_RESULT = "result.json"
 ENSEMBLE = "ensemble"
 
 
-def outputs(folds: int) -> list[str]:
+def fold_name(fold: int, repeat: int, repeats: int) -> str:
+    """A fold's run folder: ``fold_K``, or ``repeat_R_fold_K`` when the folds are drawn several times."""
+    return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
+
+
+def outputs(folds: int, repeats: int = 1) -> list[str]:
     """What ``cv`` writes into its folder: a run folder per fold, the results table, the refit and the
     ensemble run folders."""
-    return [RESULTS, *(f"fold_{fold}" for fold in range(folds)), REFIT, ENSEMBLE]
+    runs = [fold_name(fold, repeat, repeats) for repeat in range(repeats) for fold in range(folds)]
+    return [RESULTS, *runs, REFIT, ENSEMBLE]
 
 
 def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
@@ -53,43 +61,55 @@ def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
     return result if same else None
 
 
-def run_fold(folder: OutputFolder, fold_args: list[str], fold: int) -> RunResult:
-    name = f"fold_{fold}"
+def run_fold(folder: OutputFolder, fold_args: list[str], name: str) -> RunResult:
+    label = name.replace("_", " ")
     if (result := finished_fold(folder.path / name, fold_args)) is not None:
-        print(f"fold {fold}: finished earlier, reused ({folder.path / name})", flush=True)
+        print(f"{label}: finished earlier, reused ({folder.path / name})", flush=True)
         return result
     run_dir = folder.claim_folder(name)
-    print(f"fold {fold}: training in {run_dir}", flush=True)
+    print(f"{label}: training in {run_dir}", flush=True)
     result = fit_and_validate(run_dir, fold_args, progress_bar=True)
     record = {"fit_args": fold_args, "result": {**asdict(result), "run_dir": str(result.run_dir)}}
     OutputFolder(run_dir).write(FOLD_RESULT, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return result
 
 
-def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: str) -> list[RunResult]:
-    """Train on every fold (run folders ``fold_0`` ...), print each fold's validation metrics and kept
-    epochs, write ``cv_results.csv``, and return the results."""
+def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: str, repeats: int = 1) -> list[RunResult]:
+    """Train on every fold of every draw of folds (run folders ``fold_0`` ..., or ``repeat_R_fold_K``),
+    print each fold's validation metrics and kept epochs, write ``cv_results.csv`` (one row per fold,
+    with its draw in ``repeat``), and return the results, draw by draw."""
     folder = OutputFolder(output_dir, "--output_dir")
-    folder.claim(outputs(folds))
-    results = []
-    for fold in range(folds):
-        result = run_fold(folder, [*fit_args, "--data.n_folds", str(folds), "--data.fold", str(fold)], fold)
-        results.append(result)
-        print(
-            f"fold {fold}: "
-            + ", ".join(f"{name} {value:.4f}" for name, value in sorted(result.metrics.items()))
-            + f", kept epoch {result.epochs}",
-            flush=True,
-        )
-    table = pd.DataFrame([{"fold": fold, **result.metrics, "epochs": result.epochs} for fold, result in enumerate(results)])
-    path = folder.write(RESULTS, lambda tmp: table.to_csv(tmp, index=False))
-    mean, std = mean_and_std([result.metrics[metric] for result in results])
-    print(
-        f"{metric}: mean {mean:.4f}, standard deviation {std:.4f} over {folds} folds; "
-        f"recommended epochs (median kept): {recommended_epochs([r.epochs for r in results])}; {path}",
-        flush=True,
-    )
+    folder.claim(outputs(folds, repeats))
+    results, rows = [], []
+    for repeat in range(repeats):
+        for fold in range(folds):
+            name = fold_name(fold, repeat, repeats)
+            options = ["--data.n_folds", str(folds), "--data.fold", str(fold), "--data.fold_draw", str(repeat)]
+            result = run_fold(folder, [*fit_args, *options], name)
+            results.append(result)
+            rows.append({"repeat": repeat, "fold": fold, **result.metrics, "epochs": result.epochs})
+            print(
+                f"{name.replace('_', ' ')}: "
+                + ", ".join(f"{key} {value:.4f}" for key, value in sorted(result.metrics.items()))
+                + f", kept epoch {result.epochs}",
+                flush=True,
+            )
+    path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): "
+          f"{recommended_epochs([r.epochs for r in results])}; {path}", flush=True)  # fmt: skip
     return results
+
+
+def summary(rows: list[dict], metric: str, folds: int, repeats: int) -> str:
+    """The monitored metric's mean over every fold; over one draw its standard deviation across folds,
+    over several the standard error of the mean from the draws' means (folds of one draw share rows,
+    draws are independent cuts of the same rows)."""
+    mean, std = mean_and_std([row[metric] for row in rows])
+    if repeats == 1:
+        return f"{metric}: mean {mean:.4f}, standard deviation {std:.4f} over {folds} folds"
+    draw_means = [mean_and_std([row[metric] for row in rows if row["repeat"] == r])[0] for r in range(repeats)]
+    error = mean_and_std(draw_means)[1] / math.sqrt(repeats)
+    return f"{metric}: mean {mean:.4f}, standard error {error:.4f} over {repeats} draws of {folds} folds"
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,14 @@ def cv_command(args: list[str]) -> CrossValidation:
     )
     parser.add_argument("--folds", type=ranged(AtLeastTwo), default=5, help="number of folds, at least 2 (default: 5)")
     parser.add_argument(
+        "--repeats",
+        type=ranged(PositiveInt),
+        default=1,
+        help="repeated cross-validation: cut the same non-test rows into folds this many times, each "
+        "draw stratified and different (the same draws for the same seed), and report the mean with its "
+        "standard error (default: 1)",
+    )
+    parser.add_argument(
         "--refit",
         type=boolean,
         default=False,
@@ -128,7 +156,7 @@ def cv_command(args: list[str]) -> CrossValidation:
         "--ensemble",
         type=boolean,
         default=False,
-        help="then average the fold models' probabilities "
+        help="then average the fold models' probabilities (the first draw's, with --repeats) "
         "(and the refit model's, with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
         "and test it: run folder 'ensemble' (default: false)",
     )
@@ -143,14 +171,14 @@ def cv_command(args: list[str]) -> CrossValidation:
     own, fit_args = parser.parse_known_args(args)
     quiet_lightning()
     if own.output_dir is not None:  # before the config's checks write anything
-        OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds))
+        OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds, own.repeats))
     checked = check_config([*fit_args, "--data.n_folds", str(own.folds)], PROG)
     if own.refit:  # the refit's options are checked before any fold trains
         check_config(refit_args(fit_args, 1), PROG, compared=False)
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
-    results = cross_validate(fit_args, own.folds, output_dir, checked.objective.metric)
+    results = cross_validate(fit_args, own.folds, output_dir, checked.objective.metric, own.repeats)
     folder = OutputFolder(output_dir, "--output_dir")
-    members = [result.checkpoint for result in results]
+    members = [result.checkpoint for result in results[: own.folds]]  # the first draw's fold models
     outcome = CrossValidation(results)
     if own.refit:
         refitted = refit(fit_args, recommended_epochs([r.epochs for r in results]), folder.claim_folder(REFIT))
