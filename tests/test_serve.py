@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import math
 import os
@@ -215,17 +216,23 @@ def when_refused(url: str, limit: float = 30) -> float:
 def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_even_when_sent_twice(
     signum, whole_group, checkpoints
 ):
-    rows = [{"numberToes": 7, "bodyLength": 150.0}] * 10_000
+    body = json.dumps({"dragons": [{"numberToes": 7, "bodyLength": 150.0}] * 10_000}).encode()
     answers: list = []
+    sent = [threading.Event() for _ in range(6)]
 
-    def client() -> None:
-        answers.append((*post(url, {"dragons": rows}), time.monotonic()))
+    def client(done_sending: threading.Event) -> None:
+        connection = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=120)
+        connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        done_sending.set()
+        response = connection.getresponse()
+        answers.append((response.status, json.loads(response.read()), time.monotonic()))
 
     with server("--ckpt_path", str(checkpoints["color"])) as (url, process):
-        threads = [threading.Thread(target=client) for _ in range(6)]
+        threads = [threading.Thread(target=client, args=(event,)) for event in sent]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # sent and being answered: six at once take the server 2 to 6 s here
+        assert all(event.wait(60) for event in sent)
+        time.sleep(1.0)  # sent, accepted and being answered: six at once take the server 2 to 6 s here
         stop = lambda: os.killpg(process.pid, signum) if whole_group else process.send_signal(signum)  # noqa: E731
         stop()
         refused_at = when_refused(url)
