@@ -103,6 +103,35 @@ def test_cv_repeats_trains_every_fold_of_every_draw_and_reports_the_standard_err
     assert expected in capfd.readouterr().out
 
 
+def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_folds(tmp_path, capfd):
+    def cv(folder: str, lr: str, *extra: str) -> None:
+        common = ["--config", config("fire_logistic.yaml"), "--folds", "2", "--repeats", "2", "--trainer.max_epochs", "2"]
+        run("cv", *common, "--output_dir", str(tmp_path / folder), "--data.data_dir", "null",
+            "--model.init_args.optimizer.init_args.lr", lr, *extra)  # fmt: skip
+
+    cv("slow", "0.01")
+    capfd.readouterr()
+    cv("fast", "0.1", "--paired_with", str(tmp_path / "slow"))
+    slow, fast = (pd.read_csv(tmp_path / name / "cv_results.csv") for name in ("slow", "fast"))
+    differences = fast["val/loss"] - slow["val/loss"]  # the same (repeat, fold) rows, in the same order
+    draws = differences.groupby(fast["repeat"]).mean()
+    expected = (
+        f"val/loss, this config minus {tmp_path / 'slow'}: {differences.mean():+.4f}, "
+        f"standard error {draws.std() / np.sqrt(2):.4f}, paired over the same 4 folds"
+    )
+    assert expected in capfd.readouterr().out
+    before = files_under(tmp_path)
+    args = ["cv", "--config", config("fire_logistic.yaml"), "--folds", "3", "--output_dir", str(tmp_path / "other"),
+            "--paired_with", str(tmp_path / "slow")]  # fmt: skip
+    expect_one_line_error(
+        capfd,
+        tmp_path,
+        before,
+        args,
+        f"--paired_with {tmp_path / 'slow' / 'cv_results.csv'}: holds no val/loss for 1 draw(s) of 3 folds",
+    )
+
+
 def test_fold_options_are_checked_and_recorded_for_resume():
     with pytest.raises(InvalidArgument, match="n_folds is not of type AtLeastTwo: 1 does not conform to restriction v>=2"):
         DragonDataModule(n_folds=1)

@@ -15,7 +15,8 @@ import pandas as pd
 from jsonargparse.typing import PositiveInt
 
 from dragon_lightning.arguments import AtLeastTwo
-from dragon_lightning.gates.inputs import RUN_RECORD, read_text
+from dragon_lightning.errors import DragonInputError, first_line
+from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
@@ -74,7 +75,14 @@ def run_fold(folder: OutputFolder, fold_args: list[str], name: str) -> RunResult
     return result
 
 
-def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: str, repeats: int = 1) -> list[RunResult]:
+def cross_validate(
+    fit_args: list[str],
+    folds: int,
+    output_dir: Path,
+    metric: str,
+    repeats: int = 1,
+    paired_with: tuple[Path, pd.DataFrame] | None = None,
+) -> list[RunResult]:
     """Train on every fold of every draw of folds (run folders ``fold_0`` ..., or ``repeat_R_fold_K``),
     print each fold's validation metrics and kept epochs, write ``cv_results.csv`` (one row per fold,
     with its draw in ``repeat``), and return the results, draw by draw."""
@@ -97,7 +105,42 @@ def cross_validate(fit_args: list[str], folds: int, output_dir: Path, metric: st
     path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): "
           f"{recommended_epochs([r.epochs for r in results])}; {path}", flush=True)  # fmt: skip
+    if paired_with is not None:
+        print(paired_difference(rows, paired_with[1], metric, paired_with[0]), flush=True)
     return results
+
+
+def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.DataFrame:
+    """Another ``cv``'s ``cv_results.csv`` (through the input gate), refused in one line unless it holds
+    ``metric`` for the folds this command will run: the same draws and folds, so differences pair up."""
+    path = folder / RESULTS
+    with opened(path, CSV, "--paired_with") as file:
+        try:
+            table = pd.read_csv(file)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DragonInputError(f"--paired_with {path}: not a table cv wrote ({first_line(error)})") from None
+    wanted = {(repeat, fold) for repeat in range(repeats) for fold in range(folds)}
+    keys = {tuple(row) for row in table[["repeat", "fold"]].values.tolist()} if {"repeat", "fold"} <= set(table) else set()
+    if metric not in table or keys != wanted or table[metric].isna().any():
+        raise DragonInputError(
+            f"--paired_with {path}: holds no {metric} for {repeats} draw(s) of {folds} folds; pair runs made "
+            "with the same --folds, --repeats, seed and monitored metric"
+        )
+    return table
+
+
+def paired_difference(ours: list[dict], theirs: pd.DataFrame, metric: str, other: Path) -> str:
+    """This config's ``metric`` minus the other's on the same folds: the mean difference and its standard
+    error (from the draws' mean differences, or across folds for one draw, as :func:`summary` does)."""
+    joined = pd.DataFrame(ours).merge(theirs, on=["repeat", "fold"], suffixes=("", " other"))
+    joined["difference"] = joined[metric] - joined[f"{metric} other"]
+    repeats = joined["repeat"].nunique()
+    parts = joined.groupby("repeat")["difference"].mean() if repeats > 1 else joined["difference"]
+    error = mean_and_std(parts.tolist())[1] / math.sqrt(len(parts))
+    return (
+        f"{metric}, this config minus {other}: {joined['difference'].mean():+.4f}, standard error {error:.4f}, "
+        f"paired over the same {len(joined)} folds"
+    )
 
 
 def summary(rows: list[dict], metric: str, folds: int, repeats: int) -> str:
@@ -145,6 +188,13 @@ def cv_command(args: list[str]) -> CrossValidation:
         "standard error (default: 1)",
     )
     parser.add_argument(
+        "--paired_with",
+        type=Path,
+        default=None,
+        help="another cv's folder, run with the same --folds, --repeats and seed: print this config's "
+        "monitored metric minus that one's, paired fold by fold, with its standard error",
+    )
+    parser.add_argument(
         "--refit",
         type=boolean,
         default=False,
@@ -176,7 +226,9 @@ def cv_command(args: list[str]) -> CrossValidation:
     if own.refit:  # the refit's options are checked before any fold trains
         check_config(refit_args(fit_args, 1), PROG, compared=False)
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
-    results = cross_validate(fit_args, own.folds, output_dir, checked.objective.metric, own.repeats)
+    metric = checked.objective.metric
+    paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
+    results = cross_validate(fit_args, own.folds, output_dir, metric, own.repeats, paired)
     folder = OutputFolder(output_dir, "--output_dir")
     members = [result.checkpoint for result in results[: own.folds]]  # the first draw's fold models
     outcome = CrossValidation(results)
