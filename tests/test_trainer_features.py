@@ -290,3 +290,56 @@ def test_a_run_that_stops_early_says_so_and_why(options, reason, tmp_path, capsy
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped early")]
     assert len(lines) == 1 and " of 30 epochs: " in lines[0] and reason in lines[0], lines
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_label_smoothing_softens_the_training_targets_only(num_classes):
+    model = MLPClassifier(num_classes=num_classes, hidden_sizes=[4], label_smoothing=0.2)
+    logits = torch.randn(6, 1 if num_classes == 2 else num_classes)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    if num_classes == 2:
+        smoothed = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels * 0.8 + 0.1)
+        plain = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    else:
+        one_hot = torch.nn.functional.one_hot(labels, 3) * 0.8 + 0.2 / 3
+        smoothed = -(one_hot * logits.log_softmax(dim=1)).sum(dim=1).mean()
+        plain = torch.nn.functional.cross_entropy(logits, labels)
+    model.train()
+    torch.testing.assert_close(model.loss(logits, labels), smoothed)
+    model.eval()  # validation and test report the plain loss
+    torch.testing.assert_close(model.loss(logits, labels), plain)
+
+
+def test_input_noise_perturbs_training_batches_only():
+    torch.manual_seed(0)
+    model = MLPClassifier(num_classes=3, hidden_sizes=[8], input_noise=0.5)
+    features = torch.tensor([[7.0, 150.0], [10.0, 200.0]])
+    model.train()
+    assert not torch.equal(model(features), model(features)), "a new draw of noise every batch"
+    model.eval()
+    torch.testing.assert_close(model(features), model.logits_module()(features))
+    model.input_noise = 0.0
+    model.train()
+    torch.testing.assert_close(model(features), model.logits_module()(features))
+
+
+def test_the_regularizers_are_options_of_a_fit(tmp_path):
+    cli = run(
+        "fit",
+        "--config",
+        config("color_mlp.yaml"),
+        "--model.init_args.label_smoothing",
+        "0.1",
+        "--model.init_args.input_noise",
+        "0.2",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--data.data_dir",
+        "null",
+        "--figures.enabled",
+        "false",
+    )
+    assert (cli.model.label_smoothing, cli.model.input_noise) == (0.1, 0.2)
+    assert float(cli.trainer.callback_metrics["test/acc"]) > 0.5

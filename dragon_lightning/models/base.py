@@ -16,12 +16,12 @@ from typing import Any, cast
 import lightning as L
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import OpenUnitInterval
+from jsonargparse.typing import NonNegativeFloat, OpenUnitInterval
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import ConfusionMatrix, MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import BinaryROC
 
-from dragon_lightning.arguments import ClassCount, FeatureCount, check_arguments
+from dragon_lightning.arguments import ClassCount, ClosedOpenUnitInterval, FeatureCount, check_arguments
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
 from dragon_lightning.models.metrics import TrainingTally, accuracy_collection, score_collection, test_collection
@@ -310,18 +310,44 @@ class OptimizedClassifier(DragonClassifier):
     """A classifier trained by the optimizer (and scheduler) its config names."""
 
     def __init__(
-        self, optimizer: OptimizerCallable = torch.optim.Adam, scheduler: LRSchedulerCallable | None = None, **kwargs
+        self,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: ClosedOpenUnitInterval = 0.0,
+        input_noise: NonNegativeFloat = 0.0,
+        **kwargs,
     ) -> None:
         """
         Args:
             optimizer: the optimizer and its settings, e.g. ``torch.optim.Adam`` with ``lr: 2e-4`` (the
-                tutorial's MLP).
+                tutorial's MLP); ``torch.optim.AdamW`` with ``weight_decay`` for weight decay.
             scheduler: a learning-rate scheduler, e.g. ``torch.optim.lr_scheduler.StepLR`` (unset: none).
                 ``ReduceLROnPlateau`` follows ``val/loss``.
+            label_smoothing: share of each training label spread evenly over the classes (0: none):
+                softer targets, less confident probabilities. Validation and test losses stay plain.
+            input_noise: standard deviation of Gaussian noise added to the standardized features of
+                every training batch (0: none): a smoothness prior, close to what an RBF kernel assumes.
         """
         super().__init__(**kwargs)
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.label_smoothing = label_smoothing
+        self.input_noise = input_noise
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        standardized = self.inputs(features)
+        if self.training and self.input_noise > 0:
+            standardized = standardized + self.input_noise * torch.randn_like(standardized)
+        return self.network(standardized)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """With ``label_smoothing``, the training loss on smoothed targets; otherwise the plain loss."""
+        if not (self.training and self.label_smoothing > 0):
+            return super().loss(logits, labels)
+        if self.binary:
+            targets = labels.to(logits.dtype) * (1 - self.label_smoothing) + self.label_smoothing / 2
+            return F.binary_cross_entropy_with_logits(logits[:, 0], targets)
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def configure_optimizers(self):
         """The injected optimizer, and the scheduler if one is configured (``ReduceLROnPlateau``
