@@ -35,8 +35,9 @@ def test_python_callers_get_the_ranges_of_the_signature(cls, arguments, message)
 
 def test_shared_arguments_are_declared_once_and_reach_every_model():
     shared = {"num_features", "num_classes", "class_names", "threshold"}
-    assert shared | {"optimizer", "scheduler", "hidden_sizes"} <= set(init_parameters(MLPClassifier))
-    assert shared | {"optimizer", "scheduler"} == set(init_parameters(LogisticRegression))
+    optimized = {"optimizer", "scheduler", "label_smoothing", "input_noise"}
+    assert shared | optimized | {"hidden_sizes"} <= set(init_parameters(MLPClassifier))
+    assert shared | optimized == set(init_parameters(LogisticRegression))
     assert shared | {"lr", "tol", "online"} == set(init_parameters(Perceptron)), "the perceptron has no optimizer"
     model = MLPClassifier(num_classes=3, hidden_sizes=[4], threshold=0.5)
     assert model.hparams["num_classes"] == 3 and model.hparams["threshold"] == 0.5 and "optimizer" not in model.hparams
