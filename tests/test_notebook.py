@@ -48,3 +48,15 @@ def test_the_notebook_runs_top_to_bottom_with_its_pictures_and_results_table(tmp
     assert "same classes as load_model: True" in printed
     assert not list(ROOT.glob("notebooks/dragon_tutorial_runs")), "runs go to the working folder, not the checkout"
     assert (tmp_path / "dragon_tutorial_runs" / "cv_color_mlp" / "ensemble" / "checkpoints" / "ensemble.ckpt").is_file()
+
+
+def test_make_notebook_runs_jupyterlab_with_the_venv_first_on_path():
+    """The kernel inherits JupyterLab's PATH: with the venv's bin first, %tensorboard finds tensorboard."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    recipe = subprocess.run(["make", "-n", "notebook"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    launch = next(line for line in recipe.splitlines() if "jupyter lab" in line)
+    assert f'PATH="{ROOT / ".venv" / "bin"}:' in launch
