@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from PIL import Image
+
+from dragon_lightning.models.base import decide
 
 AXIS_LABELS = ("number of toes", "body length")
 # Dragon colors are drawn in their own color, fire in red; other class names take the palette in order.
@@ -103,8 +106,10 @@ def grid_over(features: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predicted_regions(logits: np.ndarray) -> np.ndarray:
-    """Class index per grid point: one output is a logit (class 1 above 0), several are argmaxed."""
-    return (logits[..., 0] > 0).astype(int) if logits.shape[-1] == 1 else logits.argmax(axis=-1)
+    """Class index per grid point, by the models' own rule (:func:`~dragon_lightning.models.base.decide`)
+    on decision scores: logits shifted so that the threshold sits at 0."""
+    rows = torch.from_numpy(np.ascontiguousarray(logits.reshape(-1, logits.shape[-1])))
+    return decide(rows, 0.0).numpy().reshape(logits.shape[:-1])
 
 
 def _boundaries(logits: np.ndarray, regions: np.ndarray) -> list[np.ndarray]:
