@@ -256,38 +256,19 @@ def test_the_training_tally_sums_in_bounded_memory_and_names_the_first_diverged_
 
 
 @pytest.mark.parametrize(
-    "options, reason",
+    "name, options, reason",
     [
-        (["--config", config("tutorial/fire_perceptron.yaml"), "--model.init_args.tol", "1e9"], "the perceptron's tol"),
+        ("tutorial/fire_perceptron.yaml", ["--model.init_args.tol", "1e9"], "the perceptron's tol"),
         (
-            [
-                "--config",
-                config("color_mlp_plateau.yaml"),
-                "--trainer.callbacks.init_args.patience",
-                "1",
-                "--trainer.callbacks.init_args.min_delta",
-                "100",
-            ],
+            "color_mlp_plateau.yaml",
+            ["--trainer.callbacks.init_args.patience", "1", "--trainer.callbacks.init_args.min_delta", "100"],
             "EarlyStopping: val/loss did not improve in 1 checks",
         ),
     ],
     ids=["tol", "EarlyStopping"],
 )
-def test_a_run_that_stops_early_says_so_and_why(options, reason, tmp_path, capsys):
-    run(
-        "fit",
-        *options,
-        "--trainer.max_epochs",
-        "30",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        "null",
-        "--figures.enabled",
-        "false",
-        "--test_after_fit",
-        "false",
-    )
+def test_a_run_that_stops_early_says_so_and_why(name, options, reason, tmp_path, capsys):
+    fit(tmp_path, *options, "--trainer.max_epochs", "30", name=name)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped early")]
     assert len(lines) == 1 and " of 30 epochs: " in lines[0] and reason in lines[0], lines
 
@@ -324,22 +305,7 @@ def test_input_noise_perturbs_training_batches_only():
 
 
 def test_the_regularizers_are_options_of_a_fit(tmp_path):
-    cli = run(
-        "fit",
-        "--config",
-        config("color_mlp.yaml"),
-        "--model.init_args.label_smoothing",
-        "0.1",
-        "--model.init_args.input_noise",
-        "0.2",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--data.data_dir",
-        "null",
-        "--figures.enabled",
-        "false",
-    )
+    options = ["--model.init_args.label_smoothing", "0.1", "--model.init_args.input_noise", "0.2", "--trainer.max_epochs", "2"]
+    cli = fit(tmp_path, *options)
     assert (cli.model.label_smoothing, cli.model.input_noise) == (0.1, 0.2)
-    assert float(cli.trainer.callback_metrics["test/acc"]) > 0.5
+    assert float(cli.trainer.callback_metrics["val/acc"]) > 0.5
