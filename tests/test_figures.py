@@ -251,3 +251,18 @@ def test_the_learning_curves_legend_fits_inside_the_picture(epochs):
     ]
     pixels = plots.learning_curves(history, kept_epoch=epochs - 2)
     assert (pixels[:, -4:, :3] > 200).all()
+
+
+def test_the_animation_counts_epochs_trained_as_the_learning_curves_do(tmp_path, monkeypatch):
+    from dragon_lightning.figures import drawing as plots
+
+    titles = []
+    draw = plots.DecisionRegions.draw
+
+    def noting_the_title(self, logits, title, **options):
+        titles.append(title)
+        return draw(self, logits, title, **options)
+
+    monkeypatch.setattr(plots.DecisionRegions, "draw", noting_the_title)
+    fit_fire(tmp_path, "--trainer.max_epochs", "2", "--test_after_fit", "false")
+    assert titles[:2] == ["training set after 1 epoch", "training set after 2 epochs"]
