@@ -24,6 +24,7 @@ from dragon_lightning.gates import inputs
 from dragon_lightning.gates.outputs import MANIFEST, OutputFolder
 from dragon_lightning.models import FoldEnsemble, LogisticRegression, MLPClassifier, Perceptron
 from dragon_lightning.models.base import MAX_PARAMETERS
+from dragon_lightning.registry import COMMANDS as REGISTERED
 
 COLOR_MLP = config("color_mlp.yaml")
 
@@ -451,7 +452,7 @@ def test_written_files_follow_the_umask(umask, trained, scratch):
 
 # --- The gates: every command's arguments, outputs, checkpoints and tables pass through one of them. ---
 
-COMMANDS = ["fit", "validate", "test", "predict", "lr_find", "cv", "sweep", "export", "compare", "serve"]
+COMMANDS = list(REGISTERED)  # a command added to the registry is checked here without a word more
 
 
 @pytest.mark.parametrize("command", COMMANDS)
