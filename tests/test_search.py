@@ -18,13 +18,15 @@ from dragon_lightning.checkpoints.checks import check_resumable
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.search.runs import check_config
+from dragon_lightning.search.runs import Objective, check_config
 from dragon_lightning.search.space import read_space
-from dragon_lightning.search.sweep import check_space
+from dragon_lightning.search.study import SweepSettings, open_study
+from dragon_lightning.search.sweep import check_same_space, check_space
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
 FIRE_SPACE = str(ROOT / "configs" / "sweeps" / "fire_logistic.yaml")
+LR = "model.init_args.optimizer.init_args.lr"
 
 
 def sweep_args(config_name: str, space: str | Path, output_dir: str | Path, *extra: str) -> list[str]:
@@ -364,6 +366,20 @@ def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
     expect_one_line_error(
         capfd, tmp_path, files_under(tmp_path), args, f"{other}: differs from the space the study 'sweep' was run with"
     )
+
+
+def test_a_trial_another_machine_is_still_drawing_does_not_count_as_another_space(tmp_path):
+    """Machines sharing a study see each other's running trials with only the parameters suggested so far."""
+    space = read_space(FIRE_SPACE)
+    settings = SweepSettings((), FIRE_SPACE, str(tmp_path), None, "shared", Objective("val/acc", "max"), None, 0, None)
+    study = open_study(settings, 0)
+    drawing = study.ask()
+    lr = space.distributions[LR]
+    drawing.suggest_float(LR, lr.low, lr.high, log=lr.log)
+    check_same_space(settings, space)
+    study.tell(drawing, 0.5)  # finished with one of the space's two keys: another space
+    with pytest.raises(DragonInputError, match="differs from the space the study 'shared' was run with"):
+        check_same_space(settings, space)
 
 
 SEARCH_OPTION_CASES = {

@@ -245,10 +245,12 @@ def check_same_space(settings: SweepSettings, space: SearchSpace) -> None:
     except KeyError:  # a new study
         return
     for trial in study.get_trials(deepcopy=False):
-        if trial.distributions and trial.distributions != space.distributions:
-            changed = sorted(set(trial.distributions) ^ set(space.distributions)) or sorted(
-                key for key in space.distributions if trial.distributions[key] != space.distributions[key]
-            )
+        # A running trial on another machine holds only the parameters it has suggested so far.
+        expected = space.distributions if trial.state.is_finished() else trial.distributions
+        changed = sorted(set(trial.distributions) ^ set(expected)) or sorted(
+            key for key, distribution in trial.distributions.items() if space.distributions.get(key) != distribution
+        )
+        if trial.distributions and changed:
             raise DragonInputError(
                 f"{space.path}: differs from the space the study {study.study_name!r} was run with ({', '.join(changed)}); "
                 "give another --output_dir or --study_name for a new study"
