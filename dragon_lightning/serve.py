@@ -79,6 +79,7 @@ def build_server(options: Namespace, api_key: str | None):
         accelerator="cpu",
         workers_per_device=options.workers_per_device,
         timeout=options.timeout,
+        fast_queue=options.fast_queue,
         model_metadata=metadata,
         max_payload_size=options.max_body_bytes,
         middlewares=[HTTPProcessSetup, *([(APIKeyMiddleware, {"key": api_key})] if api_key else [])],
@@ -107,6 +108,13 @@ def serve_command(args: list[str]) -> None:
     )
     parser.add_argument("--batch_timeout", type=NonNegativeFloat, default=0.005, help="seconds to wait for a batch to fill")
     parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
+    parser.add_argument("--num_api_servers", type=PositiveInt, default=1, help="HTTP server processes")
+    parser.add_argument(
+        "--fast_queue",
+        type=bool,
+        default=False,
+        help="pass requests between processes over ZeroMQ rather than a multiprocessing queue",
+    )
     parser.add_argument(
         "--api_key",
         type=NotEmptyStr | None,
@@ -142,7 +150,13 @@ def serve_command(args: list[str]) -> None:
     # A second Ctrl-C, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         try:
-            server.run(host=options.host, port=options.port, generate_client_file=False, log_level="warning")
+            server.run(
+                host=options.host,
+                port=options.port,
+                num_api_servers=options.num_api_servers,
+                generate_client_file=False,
+                log_level="warning",
+            )
         finally:
             _end_unstarted_workers()
     print("dragon-lightning serve: stopped", flush=True)

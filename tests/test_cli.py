@@ -1,16 +1,19 @@
 """End to end through LightningCLI: fit, test, predict, logs and configs, as a user runs them."""
 
+import io
 import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 from clihelpers import ROOT, config, in_root, last_weights, predict_args, run, short_fit
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dragon_lightning
@@ -71,7 +74,22 @@ def test_fit_logs_curves_checkpoints_config_and_test_metrics(fitted):
     assert events["images"] == {f"figures/{name}" for name in (*pictures, "boundary_over_training")}
     files = {path.name for path in (run_dir / "figures").iterdir() if not path.name.startswith(".")}  # not the manifest
     assert files == {f"{name}.png" for name in pictures} | {"boundary_over_training.gif"}, "and the same as files"
+    logged = logged_image(run_dir, "figures/confusion_matrix")
+    with Image.open(run_dir / "figures" / "confusion_matrix.png") as saved:
+        drawn = np.asarray(saved.convert("RGB"), dtype=float)
+    assert logged.shape == drawn.shape and np.abs(logged - drawn).mean() < 2, "TensorBoard shows the file's picture"
     assert (root / "data" / "dragons_n480_seed42.csv").is_file()
+
+
+def logged_image(run_dir: Path, tag: str) -> np.ndarray:
+    """The last image logged under ``tag``, decoded, as RGB."""
+    found = []
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+        accumulator.Reload()
+        found += accumulator.Images(tag) if tag in accumulator.Tags()["images"] else []
+    with Image.open(io.BytesIO(found[-1].encoded_image_string)) as image:
+        return np.asarray(image.convert("RGB"), dtype=float)
 
 
 def test_saved_config_reproduces_the_run(fitted):

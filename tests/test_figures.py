@@ -203,6 +203,21 @@ def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
     np.testing.assert_array_equal(snapshot, plots.render(regions.figure))
 
 
+def test_regions_scored_on_the_coarse_grid_are_the_linear_models_own_on_the_drawn_grid():
+    """The model is scored on half the drawn resolution; for linear logits the interpolation is exact."""
+    from dragon_lightning.figures import drawing as plots
+
+    rng = np.random.default_rng(1)
+    features = rng.uniform([2, 80], [30, 290], (200, 2))
+    regions = plots.DecisionRegions(features, rng.integers(0, 3, 200), ["Blue", "Red", "Yellow"], grid_size=80)
+    weights, bias = np.array([[0.3, -1.0, 0.7], [0.02, 0.01, -0.03]]), np.array([0.5, 0.0, -0.5])
+    assert len(regions.points) < 0.3 * regions.grid_x.size, "a fraction of the forward pass"
+    drawn_grid = np.stack([regions.grid_x, regions.grid_y], axis=-1)
+    np.testing.assert_allclose(
+        regions.on_drawn_grid(regions.points @ weights + bias), drawn_grid @ weights + bias, rtol=1e-5, atol=1e-4
+    )
+
+
 def title_drawn(pixels: np.ndarray) -> bool:
     """Whether the band above a picture's axes holds dark text (a title), in a grayscale image: the axes
     begin at the first row that is mostly dark (the top of their frame)."""

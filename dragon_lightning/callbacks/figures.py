@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
-from typing import cast
 
 import lightning as L
 import numpy as np
@@ -12,6 +12,7 @@ import torch
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 from dragon_lightning.arguments import check_arguments
 from dragon_lightning.figures import drawing as plots
@@ -64,6 +65,15 @@ class FirstRows:
 
     def arrays(self) -> list[np.ndarray]:
         return [torch.cat(column).numpy() for column in zip(*self.parts)]
+
+
+@torch.no_grad()
+def decision_logits(module: torch.nn.Module, points: np.ndarray, logit_threshold: float) -> np.ndarray:
+    """``module``'s logits (raw features in) for raw-feature ``points``, shifted so that the regions split
+    where the model decides (its threshold, for fire)."""
+    parameter = next(module.parameters())
+    logits = module(torch.as_tensor(points, dtype=parameter.dtype, device=parameter.device))
+    return logits.float().cpu().numpy() - logit_threshold
 
 
 class TutorialFigures(Callback):
@@ -129,17 +139,15 @@ class TutorialFigures(Callback):
             )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(f"figures/{name}", image, trainer.current_epoch, dataformats="HWC")
-
-    @torch.no_grad()
-    def _decision_logits(self, pl_module: DragonClassifier, points: np.ndarray) -> np.ndarray:
-        """The model's logits for raw-feature ``points``, shifted so that the regions split where it
-        decides (its threshold, for fire)."""
-        was_training = pl_module.training
-        pl_module.eval()
-        logits = pl_module(torch.as_tensor(points, dtype=cast(torch.dtype, pl_module.dtype), device=pl_module.device))
-        pl_module.train(was_training)
-        return logits.float().cpu().numpy() - pl_module.logit_threshold
+                height, width, channels = image.shape
+                encoded = Summary.Image(
+                    height=height, width=width, colorspace=channels, encoded_image_string=plots.palette_png(image)
+                )
+                # What SummaryWriter.add_image writes, encoded by plots.palette_png rather than its resampling RGB encoder.
+                logger.experiment._get_file_writer().add_summary(
+                    Summary(value=[Summary.Value(tag=f"figures/{name}", image=encoded)]),
+                    trainer.current_epoch,
+                )
 
     def on_train_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx) -> None:
         """Keep the first training rows for the snapshots' scatter."""
@@ -160,7 +168,8 @@ class TutorialFigures(Callback):
             features, labels = self._training_sample.arrays()
             self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
         regions = self._training_regions
-        logits = self._decision_logits(pl_module, regions.points)
+        weights = copy.deepcopy(pl_module.logits_module()).eval()  # a few kilobytes; training's modules keep their mode
+        logits = decision_logits(weights, regions.points, pl_module.logit_threshold)
         # Counted as the learning curves count: epochs trained, from 1.
         image = regions.draw(logits, f"training set after {epoch + 1} epoch{'s' if epoch else ''}", boundary_lines=True)
         self._frames.append(image)
@@ -196,7 +205,7 @@ class TutorialFigures(Callback):
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
         caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
         regions = plots.DecisionRegions(features, labels, names)
-        logits = self._decision_logits(pl_module, regions.points)
+        logits = decision_logits(pl_module.logits_module(), regions.points, pl_module.logit_threshold)  # in eval mode for test
         self._publish(trainer, "truth_vs_predictions", plots.truth_and_predictions(features, labels, predicted, names, caption))
         self._publish(trainer, "decision_regions", regions.draw(logits, caption, boundary_lines=True))
         self._publish(trainer, "confusion_matrix", plots.confusion_matrix(counts, names))
