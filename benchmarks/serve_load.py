@@ -1,11 +1,13 @@
-"""Load on ``dragon-lightning serve`` (loopback only, bounded in count and time), side by side in one run.
+"""Load on ``dragon-lightning serve`` from ``wrk`` (a C load generator), side by side in one run.
 
-Single-row requests per second and p50/p99 latency at concurrency 1, 8 and 64, with dynamic batching
-on (``--max_batch_size 64``) and off (``1``); rows per second for 1,000-row requests; and, on the same
-rows, in-process ``predict_proba`` and onnxruntime. Trains a 2-epoch color MLP first when no
-checkpoint is given.
+For a checkpoint and for its ONNX export, with dynamic batching on (``--max_batch_size 64``) and off
+(``1``): single-row requests per second and p50, p95 and p99 latency at concurrency 1, 16, 64 and
+256, each a fixed number of seconds of ``wrk`` on loopback. ``wrk`` runs on a core of its own and the
+server on the others (``taskset``; on a machine with fewer than ``--min-cores`` cores both share them
+all, and the table says so), so the figure is the server's rather than the clients'. Trains a
+2-epoch color MLP first when no checkpoint is given. Needs ``wrk`` (``apt-get install wrk``).
 
-    python benchmarks/serve_load.py [--ckpt_path X] [--requests 640]
+    python benchmarks/serve_load.py [--ckpt_path X] [--seconds 5] [--concurrency 1 16 64 256]
 """
 
 from __future__ import annotations
@@ -13,50 +15,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).with_name("post_dragons.lua")
 sys.path.insert(0, str(ROOT / "tests"))
 from postgres import free_port  # noqa: E402
 
-from dragon_lightning import load_model  # noqa: E402
+CLI = [sys.executable, "-m", "dragon_lightning"]
 
 
-def post(url: str, rows: list[dict]) -> float:
-    body = json.dumps({"dragons": rows}).encode()
-    request = urllib.request.Request(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, method="POST")
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=60) as response:
-        response.read()
-        assert response.status == 200
-    return time.perf_counter() - started
+def train_and_export(folder: Path, checkpoint: Path | None) -> tuple[Path, Path]:
+    """``checkpoint`` (by default a 2-epoch color MLP's: what is served hardly changes the cost) and its ONNX export."""
+    if checkpoint is None:
+        subprocess.run(
+            [*CLI, "fit", "--config", str(ROOT / "configs/color_mlp.yaml"), "--trainer.max_epochs", "2",
+             "--test_after_fit", "false", "--figures.enabled", "false", "--trainer.default_root_dir", str(folder)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        checkpoint = next(folder.rglob("last.ckpt"))
+    onnx = folder / "model.onnx"
+    subprocess.run([*CLI, "export", "--ckpt_path", str(checkpoint), "--output", str(onnx)], check=True, capture_output=True)
+    return checkpoint, onnx
 
 
-def start(checkpoint: Path, max_batch_size: int) -> tuple[subprocess.Popen, str]:
+def cores_split(min_cores: int) -> tuple[list[str], list[str], str]:
+    """``taskset`` prefixes for the server and for ``wrk``: the last core for ``wrk`` when there are enough."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < min_cores or shutil.which("taskset") is None:
+        return [], [], f"server and wrk share all {len(cores)} cores"
+    server, load = ",".join(map(str, cores[:-1])), str(cores[-1])
+    return ["taskset", "-c", server], ["taskset", "-c", load], f"server on cores {server}, wrk on core {load}"
+
+
+def start(model_option: list[str], max_batch_size: int, pinned: list[str], extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dragon_lightning",
-            "serve",
-            "--ckpt_path",
-            str(checkpoint),
-            "--port",
-            str(port),
-            "--max_batch_size",
-            str(max_batch_size),
-        ],
+        [*pinned, *CLI, "serve", *model_option, "--port", str(port), "--max_batch_size", str(max_batch_size), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -70,92 +72,63 @@ def start(checkpoint: Path, max_batch_size: int) -> tuple[subprocess.Popen, str]
     raise SystemExit("the server did not start")
 
 
-def load(url: str, concurrency: int, requests: int, rows: list[dict]) -> tuple[float, float, float]:
-    """Requests per second, p50 and p99 latency (ms) for ``requests`` requests of ``rows``."""
-    with ThreadPoolExecutor(concurrency) as pool:
-        started = time.perf_counter()
-        latencies = list(pool.map(lambda _: post(url, rows), range(requests)))
-        seconds = time.perf_counter() - started
-    return requests / seconds, 1000 * float(np.percentile(latencies, 50)), 1000 * float(np.percentile(latencies, 99))
+def wrk(url: str, concurrency: int, seconds: int, pinned: list[str]) -> dict:
+    """One ``wrk`` run of ``seconds`` at ``concurrency`` open connections; the Lua script's JSON line."""
+    command = [*pinned, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", type=Path, default=None)
-    parser.add_argument("--requests", type=int, default=640, help="requests per measurement (bounded)")
-    options = parser.parse_args()
+    parser.add_argument("--ckpt_path", type=Path, default=None, help="a checkpoint to serve (default: train one)")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk's duration per line")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--serve-args", default="", help="more serve options, as one string ('--fast_queue true')")
+    parser.add_argument("--models", nargs="+", default=["checkpoint", "onnx"], choices=["checkpoint", "onnx"])
+    parser.add_argument("--batching", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--min-cores", type=int, default=2, help="pin wrk apart from the server from this many cores")
+    options = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk: apt-get install wrk")
+    server_cores, load_cores, placement = cores_split(options.min_cores)
+    rows = []
     with TemporaryDirectory() as folder:
-        checkpoint = options.ckpt_path
-        if checkpoint is None:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "dragon_lightning",
-                    "fit",
-                    "--config",
-                    str(ROOT / "configs/color_mlp.yaml"),
-                    "--trainer.max_epochs",
-                    "2",
-                    "--test_after_fit",
-                    "false",
-                    "--figures.enabled",
-                    "false",
-                    "--data.data_dir",
-                    "null",
-                    "--trainer.default_root_dir",
-                    folder,
-                ],
-                check=True,
-                capture_output=True,
+        checkpoint, onnx = train_and_export(Path(folder), options.ckpt_path)
+        print(f"single-row requests, {options.seconds} s of wrk per line; {placement}; serve {options.serve_args}\n")
+        print("| model | batching | concurrency | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | errors |")
+        print("|---|---|---|---|---|---|---|---|")
+        served = {"checkpoint": ["--ckpt_path", str(checkpoint)], "onnx": ["--model", str(onnx)]}
+        for model in options.models:
+            for batching in options.batching:
+                max_batch_size = 64 if batching == "on" else 1
+                process, url = start(served[model], max_batch_size, server_cores, options.serve_args.split())
+                try:
+                    wrk(url, 16, 1, load_cores)  # warm-up
+                    for concurrency in options.concurrency:
+                        result = wrk(url, concurrency, options.seconds, load_cores)
+                        errors = result["socket_errors"] + result["non_2xx"]
+                        rows.append({"model": model, "batching": batching, "concurrency": concurrency, **result})
+                        print(
+                            f"| {model} | {batching} | {concurrency} | {result['rps']:,.0f} | {result['p50']:.1f} | "
+                            f"{result['p95']:.1f} | {result['p99']:.1f} | {errors} |",
+                            flush=True,
+                        )
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=60)
+    print()
+    rate = {(row["model"], row["batching"], row["concurrency"]): row for row in rows}
+    for model in ("checkpoint", "onnx"):
+        if (model, "on", 64) in rate and (model, "off", 64) in rate:
+            on, off = rate[model, "on", 64], rate[model, "off", 64]
+            print(
+                f"{model}: batching on / off at concurrency 64: {on['rps'] / off['rps']:.2f} (target: at least 2); "
+                f"p99 with batching at concurrency 64: {on['p99']:.1f} ms (target: under 100)"
             )
-            checkpoint = next(Path(folder).rglob("last.ckpt"))
-        generator = np.random.default_rng(0)
-        one = [{"numberToes": 7, "bodyLength": 150.0}]
-        thousand = [
-            {"numberToes": int(t), "bodyLength": float(b)}
-            for t, b in zip(generator.integers(2, 30, 1000), generator.uniform(80, 290, 1000))
-        ]
-        print("| batching | concurrency | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|")
-        rates = {}
-        for max_batch_size, label in ((64, "on"), (1, "off")):
-            process, url = start(checkpoint, max_batch_size)
-            try:
-                load(url, 8, 40, one)  # warm-up
-                for concurrency in (1, 8, 64):
-                    rate, p50, p99 = load(url, concurrency, options.requests, one)
-                    rates[label, concurrency] = rate
-                    print(f"| {label} | {concurrency} | {rate:,.0f} | {p50:.1f} | {p99:.1f} |")
-                if label == "on":
-                    big_rate, _, _ = load(url, 4, 40, thousand)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
-        model = load_model(checkpoint)
-        table = pd.DataFrame(thousand)
-        started = time.perf_counter()
-        for _ in range(50):
-            model.predict_proba(table)
-        in_process = 50 * 1000 / (time.perf_counter() - started)
-        export = Path(folder) / "model.onnx"
-        subprocess.run(
-            [sys.executable, "-m", "dragon_lightning", "export", "--ckpt_path", str(checkpoint), "--output", str(export)],
-            check=True,
-            capture_output=True,
-        )
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(export), providers=["CPUExecutionProvider"])
-        features = table.to_numpy(dtype=np.float32)
-        started = time.perf_counter()
-        for _ in range(50):
-            session.run(["probabilities"], {"features": features})
-        onnx_rate = 50 * 1000 / (time.perf_counter() - started)
-    print(
-        f"\n1,000-row requests (batching on, 4 clients): {big_rate * 1000:,.0f} rows/s; in-process predict_proba: "
-        f"{in_process:,.0f} rows/s; onnxruntime: {onnx_rate:,.0f} rows/s"
-    )
-    print(f"batching on / off at concurrency 64: {rates['on', 64] / rates['off', 64]:.2f} (target: at least 2)")
+    return {"placement": placement, "rows": rows}
 
 
 if __name__ == "__main__":

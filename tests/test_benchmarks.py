@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import shutil
+
+import pytest
 
 from clihelpers import ROOT, config, run
 
@@ -93,3 +96,15 @@ def test_the_step_cost_script_times_every_piece_against_the_bare_trainer(capsys)
     assert all(row["batches_trained"] == 2 * result["steps_per_epoch"] for row in rows), "every variant trains every batch"
     assert set(result["bookkeeping_us"]) == {"input layer", "predicted classes and training tally"}
     assert "| the whole fit command |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_the_serve_load_script_drives_both_servers_with_wrk_without_errors(capsys):
+    serve_load = load_benchmark("serve_load")
+    result = serve_load.main(["--seconds", "1", "--concurrency", "4", "--batching", "on"])
+    rows = result["rows"]
+    assert [row["model"] for row in rows] == ["checkpoint", "onnx"]
+    assert all(row["requests"] > 0 and row["socket_errors"] == 0 and row["non_2xx"] == 0 for row in rows)
+    assert all(0 < row["p50"] <= row["p95"] <= row["p99"] for row in rows)
+    assert "| onnx | on | 4 |" in capsys.readouterr().out
