@@ -79,7 +79,6 @@ def build_server(options: Namespace, api_key: str | None):
         accelerator="cpu",
         workers_per_device=options.workers_per_device,
         timeout=options.timeout,
-        fast_queue=options.fast_queue,
         model_metadata=metadata,
         max_payload_size=options.max_body_bytes,
         middlewares=[HTTPProcessSetup, *([(APIKeyMiddleware, {"key": api_key})] if api_key else [])],
@@ -108,13 +107,7 @@ def serve_command(args: list[str]) -> None:
     )
     parser.add_argument("--batch_timeout", type=NonNegativeFloat, default=0.005, help="seconds to wait for a batch to fill")
     parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
-    parser.add_argument("--num_api_servers", type=PositiveInt, default=1, help="HTTP server processes")
-    parser.add_argument(
-        "--fast_queue",
-        type=bool,
-        default=False,
-        help="pass requests between processes over ZeroMQ rather than a multiprocessing queue",
-    )
+    parser.add_argument("--num_api_servers", type=PositiveInt, default=1, help="HTTP server processes (more than one helps when the server has cores to spare)")
     parser.add_argument(
         "--api_key",
         type=NotEmptyStr | None,

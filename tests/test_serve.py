@@ -109,12 +109,16 @@ def probe_rows(model) -> list[dict]:
     return [{"numberToes": float(p[0]), "bodyLength": float(p[1])} for p in points]
 
 
-@pytest.mark.parametrize("source", ["color", "fire", "onnx"])
-def test_answers_equal_load_model(source, checkpoints):
+@pytest.mark.parametrize(
+    "source, settings",
+    [("color", []), ("fire", []), ("onnx", []), ("onnx", ["--num_api_servers", "2", "--max_batch_size", "1"])],
+    ids=["color", "fire", "onnx", "onnx, two HTTP processes, no batching"],
+)
+def test_answers_equal_load_model(source, settings, checkpoints):
     model = load_model(checkpoints["fire" if source == "fire" else "color"])
     option = ["--model", str(checkpoints["onnx"])] if source == "onnx" else ["--ckpt_path", str(checkpoints[source])]
     key = KEY if source == "fire" else None  # the fire server requires a key, read from the environment
-    with server(*option, environment={"DRAGON_LIGHTNING_API_KEY": KEY} if key else None) as (url, _):
+    with server(*option, *settings, environment={"DRAGON_LIGHTNING_API_KEY": KEY} if key else None) as (url, _):
         rows = probe_rows(model)
         status, answer = post(url, {"dragons": rows}, key=key)
         assert status == 200, answer
@@ -209,12 +213,22 @@ def when_refused(url: str, limit: float = 30) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "signum, whole_group",
-    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, True)],
-    ids=["SIGTERM to the server", "SIGTERM to its group (systemd)", "Ctrl-C (SIGINT to its group)"],
+    "signum, whole_group, settings",
+    [
+        (signal.SIGTERM, False, []),
+        (signal.SIGTERM, True, []),
+        (signal.SIGINT, True, []),
+        (signal.SIGTERM, True, ["--num_api_servers", "2"]),
+    ],
+    ids=[
+        "SIGTERM to the server",
+        "SIGTERM to its group (systemd)",
+        "Ctrl-C (SIGINT to its group)",
+        "SIGTERM to its group, two HTTP processes",
+    ],
 )
 def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_even_when_sent_twice(
-    signum, whole_group, checkpoints
+    signum, whole_group, settings, checkpoints
 ):
     body = json.dumps({"dragons": [{"numberToes": 7, "bodyLength": 150.0}] * 10_000}).encode()
     answers: list = []
@@ -227,7 +241,7 @@ def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_e
         response = connection.getresponse()
         answers.append((response.status, json.loads(response.read()), time.monotonic()))
 
-    with server("--ckpt_path", str(checkpoints["color"])) as (url, process):
+    with server("--ckpt_path", str(checkpoints["color"]), *settings) as (url, process):
         threads = [threading.Thread(target=client, args=(event,)) for event in sent]
         for thread in threads:
             thread.start()
