@@ -107,7 +107,12 @@ def serve_command(args: list[str]) -> None:
     )
     parser.add_argument("--batch_timeout", type=NonNegativeFloat, default=0.005, help="seconds to wait for a batch to fill")
     parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
-    parser.add_argument("--num_api_servers", type=PositiveInt, default=1, help="HTTP server processes (more than one helps when the server has cores to spare)")
+    parser.add_argument(
+        "--num_api_servers",
+        type=PositiveInt,
+        default=1,
+        help="HTTP server processes (more than one helps when the server has cores to spare)",
+    )
     parser.add_argument(
         "--api_key",
         type=NotEmptyStr | None,

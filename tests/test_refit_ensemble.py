@@ -58,6 +58,18 @@ def cv_run(tmp_path_factory, real_csv):
     return root / "cv", results
 
 
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory, real_csv):
+    """``cv --refit true --refit_seeds 2`` of a small color MLP (whose seed draws its first weights), once."""
+    root = tmp_path_factory.mktemp("seeds")
+    results = run(
+        "cv", "--config", config("color_mlp.yaml"), "--folds", "2", "--trainer.max_epochs", "3",
+        "--model.hidden_sizes", "[8]", "--trainer.enable_progress_bar", "false", "--refit", "true", "--refit_seeds", "2",
+        "--data.csv_path", str(real_csv), "--output_dir", str(root / "cv"), "--trainer.default_root_dir", str(root),
+    )  # fmt: skip
+    return root / "cv", results
+
+
 def test_the_refit_trains_on_exactly_the_non_test_rows_for_the_median_kept_epochs(cv_run, real_csv):
     cv_dir, results = cv_run
     table = pd.read_csv(cv_dir / "cv_results.csv")
@@ -81,32 +93,42 @@ def test_the_refit_trains_on_exactly_the_non_test_rows_for_the_median_kept_epoch
     torch.testing.assert_close(checkpoint["state_dict"]["inputs.mean"], mean), "its scaling is fitted on those rows"
 
 
-def members_of(cv_dir: Path) -> list[Path]:
-    checkpoint = load_checkpoint(cv_dir / "ensemble" / "checkpoints" / "ensemble.ckpt", option=None)
+def members_of(ensemble_dir: Path) -> list[Path]:
+    checkpoint = load_checkpoint(ensemble_dir / "checkpoints" / "ensemble.ckpt", option=None)
     return [Path(path) for path in checkpoint["dragon_lightning"]["members"]]
 
 
-def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(cv_run, real_csv, tmp_path):
-    cv_dir, _ = cv_run
-    path = cv_dir / "ensemble" / "checkpoints" / "ensemble.ckpt"
-    members = members_of(cv_dir)
-    assert len(members) == FOLDS + 1 and members[-1].parent.parent.name == "refit", "the folds and the refit"
+@pytest.mark.parametrize(
+    "made_by, ensemble, members",
+    [
+        ("cv_run", "ensemble", [f"fold_{k}" for k in range(FOLDS)] + ["refit"]),
+        ("seeds_run", "refit_ensemble", ["refit", "refit_seed_1"]),
+    ],
+    ids=["the folds and the refit", "the refit's seeds"],
+)
+def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(made_by, ensemble, members, request, tmp_path):
+    cv_dir, _ = request.getfixturevalue(made_by)
+    path = cv_dir / ensemble / "checkpoints" / "ensemble.ckpt"
+    found = members_of(cv_dir / ensemble)
+    assert [member.parent.parent.name for member in found] == members
     ensemble = load_model(path)
     features, _ = ensemble.test_split()
     far = np.array([[5.0, -400.0], [40.0, 900.0]], dtype=np.float32)  # far outside: probabilities near 0 and 1
     points = np.concatenate([features, far])
-    mean = np.mean([load_model(member).probabilities(points) for member in members], axis=0)
+    mean = np.mean([load_model(member).probabilities(points) for member in found], axis=0)
     np.testing.assert_allclose(ensemble.probabilities(points), mean, atol=1e-6, rtol=0)
     assert ensemble.outside_training_range(far).all() and not ensemble.outside_training_range(features).any()
 
     pd.DataFrame(points, columns=["numberToes", "bodyLength"]).to_csv(tmp_path / "dragons.csv", index=False)
     run(
-        *predict_args(config("fire_logistic.yaml"), str(path), str(tmp_path / "dragons.csv"), str(tmp_path / "predictions.csv")),
+        *predict_args(
+            cv_dir / "refit" / "config.yaml", str(path), str(tmp_path / "dragons.csv"), str(tmp_path / "predictions.csv")
+        ),
         "--trainer.logger",
         "false",
     )
     predicted = pd.read_csv(tmp_path / "predictions.csv")
-    np.testing.assert_allclose(predicted[["p_no fire", "p_fire"]].to_numpy(), mean, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(predicted[[f"p_{name}" for name in ensemble.classes_]].to_numpy(), mean, atol=1e-6, rtol=0)
 
     pytest.importorskip("onnxruntime")
     import onnxruntime
@@ -116,6 +138,21 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(c
     onnx_probabilities, onnx_classes = session.run(["probabilities", "predicted"], {"features": points})
     np.testing.assert_allclose(onnx_probabilities, mean, atol=1e-6, rtol=0)
     assert (load_model(path).classes_[onnx_classes] == load_model(path).predict(points)).all()
+
+
+def test_the_refits_seeds_train_the_same_rows_into_different_weights_and_their_ensemble_is_tested(seeds_run):
+    cv_dir, results = seeds_run
+    first, second = (yaml.safe_load((cv_dir / name / "config.yaml").read_text()) for name in ("refit", "refit_seed_1"))
+    assert second["seed_everything"] == first["seed_everything"] + 1
+    assert second["data"] == first["data"], "the same rows: only the weights' seed differs"
+    weights = [
+        load_checkpoint(cv_dir / name / "checkpoints" / "last.ckpt", option=None)["state_dict"]
+        for name in ("refit", "refit_seed_1")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][key], weights[1][key]) for key in weights[0] if not key.startswith("inputs."))
+    assert results.seed_ensemble_test is not None and 0.5 < results.seed_ensemble_test["test/acc"] <= 1
+    assert (cv_dir / "refit_ensemble" / "config.yaml").is_file()
 
 
 def test_the_ensemble_run_tests_on_the_test_rows_and_draws_its_pictures(cv_run):
@@ -182,6 +219,12 @@ def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
     )
 
 
+@pytest.mark.parametrize("command", [["cv"], ["sweep", "--space", config("sweeps/fire_logistic.yaml")]], ids=["cv", "sweep"])
+def test_refit_seeds_without_a_refit_is_one_line(command, scratch, capfd):
+    args = [*command, "--config", config("fire_logistic.yaml"), "--refit_seeds", "3", "--output_dir", "out"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, "--refit_seeds 3 trains refits: add --refit true")
+
+
 def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp_path):
     cv_dir, _ = cv_run
     color = short_fit(
@@ -194,5 +237,5 @@ def test_an_ensemble_of_different_tasks_is_refused_naming_the_member(cv_run, tmp
     color_checkpoint = Path(color.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     before = files_under(tmp_path)
     with pytest.raises(DragonInputError, match=f"{color_checkpoint}: predicts .* an ensemble needs members of one task"):
-        write_ensemble([members_of(cv_dir)[0], color_checkpoint], tmp_path / "ensemble.ckpt")
+        write_ensemble([members_of(cv_dir / "ensemble")[0], color_checkpoint], tmp_path / "ensemble.ckpt")
     assert files_under(tmp_path) == before, "nothing written"

@@ -20,7 +20,7 @@ from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.refit import REFIT, recommended_epochs, refit, refit_args
+from dragon_lightning.search.refit import SEEDS_HELP, RefitPlan, recommended_epochs, refit_outputs, refit_with_seeds
 from dragon_lightning.search.runs import (
     CommandParser,
     RunResult,
@@ -44,11 +44,11 @@ def fold_name(fold: int, repeat: int, repeats: int) -> str:
     return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
 
 
-def outputs(folds: int, repeats: int = 1) -> list[str]:
-    """What ``cv`` writes into its folder: a run folder per fold, the results table, the refit and the
-    ensemble run folders."""
+def outputs(folds: int, repeats: int = 1, refit_seeds: int = 1) -> list[str]:
+    """What ``cv`` writes into its folder: a run folder per fold, the results table, the refits' and
+    the ensemble's run folders."""
     runs = [fold_name(fold, repeat, repeats) for repeat in range(repeats) for fold in range(folds)]
-    return [RESULTS, *runs, REFIT, ENSEMBLE]
+    return [RESULTS, *runs, *refit_outputs(refit_seeds), ENSEMBLE]
 
 
 def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
@@ -162,6 +162,8 @@ class CrossValidation:
 
     folds: list[RunResult]
     refit_test: dict[str, float] | None = None
+    """The first refit's."""
+    seed_ensemble_test: dict[str, float] | None = None
     ensemble_test: dict[str, float] | None = None
 
 
@@ -202,12 +204,13 @@ def cv_command(args: list[str]) -> CrossValidation:
         "(--data.val_fraction 0) for the median kept epoch of the folds, keep the final weights and "
         "test them: run folder 'refit' (default: false)",
     )
+    parser.add_argument("--refit_seeds", type=ranged(PositiveInt), default=1, help=SEEDS_HELP)
     parser.add_argument(
         "--ensemble",
         type=boolean,
         default=False,
         help="then average the fold models' probabilities (the first draw's, with --repeats) "
-        "(and the refit model's, with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
+        "(and the refit models', with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
         "and test it: run folder 'ensemble' (default: false)",
     )
     parser.add_argument(
@@ -219,12 +222,13 @@ def cv_command(args: list[str]) -> CrossValidation:
         "holds files of the same names that dragon-lightning did not write is refused before any run",
     )
     own, fit_args = parser.parse_known_args(args)
+    if own.refit_seeds > 1 and not own.refit:
+        raise DragonInputError(f"{PROG}: --refit_seeds {own.refit_seeds} trains refits: add --refit true")
     quiet_lightning()
     if own.output_dir is not None:  # before the config's checks write anything
-        OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds, own.repeats))
+        OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds, own.repeats, own.refit_seeds))
     checked = check_config([*fit_args, "--data.n_folds", str(own.folds)], PROG)
-    if own.refit:  # the refit's options are checked before any fold trains
-        check_config(refit_args(fit_args, 1), PROG, compared=False)
+    plan = RefitPlan.checked(fit_args, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
     metric = checked.objective.metric
     paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
@@ -232,11 +236,12 @@ def cv_command(args: list[str]) -> CrossValidation:
     folder = OutputFolder(output_dir, "--output_dir")
     members = [result.checkpoint for result in results[: own.folds]]  # the first draw's fold models
     outcome = CrossValidation(results)
-    if own.refit:
-        refitted = refit(fit_args, recommended_epochs([r.epochs for r in results]), folder.claim_folder(REFIT))
-        if refitted.tested_checkpoint:  # none without checkpointing
-            members.append(refitted.tested_checkpoint)
-        outcome = replace(outcome, refit_test=test_metrics(refitted))
+    if plan is not None:
+        refits = refit_with_seeds(plan, fit_args, recommended_epochs([r.epochs for r in results]), folder)
+        members += [run.tested_checkpoint for run in refits.runs]
+        outcome = replace(outcome, refit_test=test_metrics(refits.runs[0]))
+        if refits.seed_ensemble is not None:
+            outcome = replace(outcome, seed_ensemble_test=test_metrics(refits.seed_ensemble))
     if own.ensemble:
         ensemble_dir = folder.claim_folder(ENSEMBLE)
         path = write_ensemble(members, ensemble_dir / "checkpoints" / ENSEMBLE_CHECKPOINT)

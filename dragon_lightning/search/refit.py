@@ -1,21 +1,32 @@
 """The refit: once cross-validation has chosen the settings and the number of epochs, train once more
 on every non-test row (no validation split) and keep the final weights, as scikit-learn's
 ``GridSearchCV(refit=True)`` does. It is a normal ``fit`` run: config.yaml, checkpoints, pictures and
-the test at the end, the only use of the test rows."""
+the test at the end, the only use of the test rows. With several seeds, one refit per seed on the same
+rows, and their average as one model (a seed ensemble), tested as well."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dragon_lightning.cli import DragonCLI, build_cli
-from dragon_lightning.search.runs import in_run_folder
+from dragon_lightning.gates.outputs import OutputFolder
+from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
+from dragon_lightning.search.runs import check_config, in_run_folder, test_run
 
 REFIT = "refit"
-"""The refit's run folder in a cv or sweep folder."""
+"""The refit's run folder in a cv or sweep folder (the first seed's, with several)."""
+SEED_ENSEMBLE = "refit_ensemble"
+"""The run folder of the refits' seed ensemble."""
 REFIT_OPTIONS = ("--data.val_fraction", "0", "--checkpoint.monitor", "null")
 """No validation rows, so nothing to rank checkpoints by: the final weights are kept."""
+SEEDS_HELP = (
+    "with --refit true: train the refit this many times, with seeds seed_everything, +1, ... on the same "
+    "rows (run folders 'refit', 'refit_seed_1', ...), and average them as one model, "
+    "refit_ensemble/checkpoints/ensemble.ckpt, tested in run folder 'refit_ensemble' (default: 1)"
+)
 
 
 def recommended_epochs(epochs: Sequence[int]) -> int:
@@ -28,8 +39,58 @@ def refit_args(fit_args: Sequence[str], epochs: int) -> list[str]:
     return [*fit_args, *REFIT_OPTIONS, "--trainer.max_epochs", str(epochs)]
 
 
+def refit_folder(member: int) -> str:
+    return REFIT if member == 0 else f"{REFIT}_seed_{member}"
+
+
+def refit_outputs(seeds: int) -> list[str]:
+    """The run folders of a refit with ``seeds`` seeds."""
+    return [*map(refit_folder, range(seeds)), *([SEED_ENSEMBLE] if seeds > 1 else [])]
+
+
+@dataclass(frozen=True)
+class RefitPlan:
+    """The refit's seeds, fixed before any run: the first is the config's own ``seed_everything``, and
+    every refit draws its rows with the config's data seed, so the seeds change only the weights."""
+
+    seeds: int
+    first_seed: int
+    data_seed: int
+
+    @classmethod
+    def checked(cls, fit_args: Sequence[str], seeds: int, prog: str) -> RefitPlan:
+        """Check the refit's options as ``fit`` would, before any fold or trial trains."""
+        config = check_config(refit_args(fit_args, 1), prog, compared=False).cli.config
+        return cls(seeds, config.seed_everything, config.data.seed)
+
+    def seeded(self, member: int) -> list[str]:
+        return ["--seed_everything", str(self.first_seed + member), "--data.seed", str(self.data_seed)]
+
+
+@dataclass(frozen=True)
+class Refits:
+    """The refit runs, and the seed ensemble's test run when there were several seeds."""
+
+    runs: list[DragonCLI]
+    seed_ensemble: DragonCLI | None
+
+
 def refit(fit_args: Sequence[str], epochs: int, run_dir: Path) -> DragonCLI:
     """Train and test the refit into ``run_dir`` (a run folder of its own); returns the finished CLI."""
     args = ["fit", *refit_args(fit_args, epochs), "--test_after_fit", "true", *in_run_folder(run_dir)]
     print(f"refit on every non-test row for {epochs} epochs: {run_dir}", flush=True)
     return build_cli(args)
+
+
+def refit_with_seeds(plan: RefitPlan, fit_args: Sequence[str], epochs: int, folder: OutputFolder) -> Refits:
+    """One refit per seed of ``plan`` in ``folder``; with more than one, their seed ensemble, tested."""
+    runs = [
+        refit([*fit_args, *plan.seeded(member)], epochs, folder.claim_folder(refit_folder(member)))
+        for member in range(plan.seeds)
+    ]
+    if plan.seeds == 1:
+        return Refits(runs, None)
+    ensemble_dir = folder.claim_folder(SEED_ENSEMBLE)
+    path = write_ensemble([run.tested_checkpoint for run in runs], ensemble_dir / "checkpoints" / ENSEMBLE_CHECKPOINT)
+    print(f"seed ensemble of {plan.seeds} refits: {path}", flush=True)
+    return Refits(runs, test_run(ensemble_dir, [*fit_args, "--ckpt_path", str(path)]))

@@ -28,7 +28,7 @@ from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_lightning
-from dragon_lightning.search.refit import REFIT, refit, refit_args
+from dragon_lightning.search.refit import SEEDS_HELP, RefitPlan, refit_outputs, refit_with_seeds
 from dragon_lightning.search.results import write_outputs
 from dragon_lightning.search.runs import (
     CheckedConfig,
@@ -44,7 +44,7 @@ from dragon_lightning.search.trials import finished, requeue_interrupted
 from dragon_lightning.search.workers import run_workers
 
 PROG = "dragon-lightning sweep"
-OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png", REFIT)
+OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png")
 
 
 def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
@@ -108,6 +108,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
         "folds), keep the final weights and test them: run folder 'refit' (default: false)",
     )
+    parser.add_argument("--refit_seeds", type=ranged(PositiveInt), default=1, help=SEEDS_HELP)
     parser.add_argument(
         "--seed",
         type=ranged(Seed),
@@ -123,6 +124,9 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "dragon-lightning did not write is refused before any trial",
     )
     own, fit_args = parser.parse_known_args(args)
+    if own.refit_seeds > 1 and not own.refit:
+        raise DragonInputError(f"{PROG}: --refit_seeds {own.refit_seeds} trains refits: add --refit true")
+    outputs = [*OUTPUTS, *refit_outputs(own.refit_seeds)]
     if own.storage is not None:
         open_database(
             own.storage, own.heartbeat
@@ -130,15 +134,14 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if own.output_dir is not None:  # before the config's checks write anything
-        OutputFolder(own.output_dir, "--output_dir").claim(OUTPUTS)
+        OutputFolder(own.output_dir, "--output_dir").claim(outputs)
     space = read_space(own.space)
     folds = ["--data.n_folds", str(own.folds)] if own.folds else []
     checked = check_config([*fit_args, *folds], PROG)
     check_space(checked, space)
-    if own.refit:  # the refit's options are checked before any trial runs
-        check_config(refit_args(fit_args, 1), PROG, compared=False)
+    plan = RefitPlan.checked(fit_args, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
-    OutputFolder(sweep_dir, "--output_dir").claim(OUTPUTS)
+    OutputFolder(sweep_dir, "--output_dir").claim(outputs)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings = SweepSettings(
         fit_args=tuple(fit_args),
@@ -184,9 +187,9 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         verdict = against_the_configs_own(open_study(settings, 0), best, settings.objective.direction, baseline)
         if verdict:
             print(verdict, flush=True)
-        if own.refit:
+        if plan is not None:
             epochs = best.user_attrs.get("epochs") or checked.cli.config.trainer.max_epochs
-            refit([*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir").claim_folder(REFIT))
+            refit_with_seeds(plan, [*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir"))
     return best
 
 
