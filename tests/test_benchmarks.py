@@ -40,7 +40,8 @@ def test_the_table_script_writes_markdown_and_json(tmp_path, capsys):
     reproduce.main(["--draws", "1", "--first-draw", "7", "--configs", "configs/color_perceptron.yaml", "--json", str(output)])
     printed = capsys.readouterr().out
     assert "| color | configs/color_perceptron.yaml |" in printed
-    assert "| color | scikit-learn MLPClassifier (10,20,1000) on train+val |" in printed
+    for peer in ("MLPClassifier (10,20,1000)", "SVC (RBF, C and gamma by 5-fold CV)", "HistGradientBoostingClassifier"):
+        assert f"| color | scikit-learn {peer} on train+val |" in printed, peer
     rows = {row["method"]: row for row in json.loads(output.read_text())["rows"]}
     assert rows["configs/color_perceptron.yaml"]["draws"] == 1
     assert json.loads(output.read_text())["first_draw"] == 7
