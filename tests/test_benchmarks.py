@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-
 from clihelpers import ROOT, config, run
 
 
