@@ -108,3 +108,17 @@ def test_the_serve_load_script_drives_both_servers_with_wrk_without_errors(capsy
     assert all(row["requests"] > 0 and row["socket_errors"] == 0 and row["non_2xx"] == 0 for row in rows)
     assert all(0 < row["p50"] <= row["p95"] <= row["p99"] for row in rows)
     assert "| onnx | on | 4 |" in capsys.readouterr().out
+
+
+def test_the_choosing_script_pairs_every_candidate_with_the_config_on_the_same_folds(capsys):
+    choose = load_benchmark("choose_by_repeated_cv")
+    rows = choose.main(
+        ["--configs", "configs/fire_logistic.yaml", "--candidates", "input noise 0.1", "--folds", "2", "--repeats", "2",
+         "--extra", "--trainer.max_epochs", "2"]
+    )  # fmt: skip
+    config, candidate = rows
+    assert (config["candidate"], candidate["candidate"]) == ("the config", "input noise 0.1")
+    assert config["val/loss difference"] == 0 and config["val/loss standard error"] == 0
+    assert candidate["val/loss difference"] != 0, "noise changes the weights"
+    assert candidate["val/loss difference"] == pytest.approx(candidate["val/loss"] - config["val/loss"])
+    assert "| configs/fire_logistic.yaml | input noise 0.1 |" in capsys.readouterr().out

@@ -106,7 +106,9 @@ def cross_validate(
     print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): "
           f"{recommended_epochs([r.epochs for r in results])}; {path}", flush=True)  # fmt: skip
     if paired_with is not None:
-        print(paired_difference(rows, paired_with[1], metric, paired_with[0]), flush=True)
+        difference, error, paired = paired_difference(pd.DataFrame(rows), paired_with[1], metric)
+        print(f"{metric}, this config minus {paired_with[0]}: {difference:+.4f}, standard error {error:.4f}, "
+              f"paired over the same {paired} folds", flush=True)  # fmt: skip
     return results
 
 
@@ -129,18 +131,16 @@ def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.Data
     return table
 
 
-def paired_difference(ours: list[dict], theirs: pd.DataFrame, metric: str, other: Path) -> str:
-    """This config's ``metric`` minus the other's on the same folds: the mean difference and its standard
-    error (from the draws' mean differences, or across folds for one draw, as :func:`summary` does)."""
-    joined = pd.DataFrame(ours).merge(theirs, on=["repeat", "fold"], suffixes=("", " other"))
+def paired_difference(ours: pd.DataFrame, theirs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
+    """One config's ``metric`` minus another's on the same folds: the mean difference, its standard
+    error (from the draws' mean differences, or across folds for one draw, as :func:`summary` does),
+    and the number of folds paired."""
+    joined = ours.merge(theirs, on=["repeat", "fold"], suffixes=("", " other"))
     joined["difference"] = joined[metric] - joined[f"{metric} other"]
     repeats = joined["repeat"].nunique()
     parts = joined.groupby("repeat")["difference"].mean() if repeats > 1 else joined["difference"]
     error = mean_and_std(parts.tolist())[1] / math.sqrt(len(parts))
-    return (
-        f"{metric}, this config minus {other}: {joined['difference'].mean():+.4f}, standard error {error:.4f}, "
-        f"paired over the same {len(joined)} folds"
-    )
+    return float(joined["difference"].mean()), error, len(joined)
 
 
 def summary(rows: list[dict], metric: str, folds: int, repeats: int) -> str:

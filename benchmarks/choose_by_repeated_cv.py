@@ -1,0 +1,101 @@
+"""Choose what a shipped config recommends by repeated cross-validation, never by test accuracy.
+
+For each task's shipped config and each candidate change (a few ``fit`` overrides: input noise, label
+smoothing, weight decay, a wider MLP), ``dragon-lightning cv --repeats R --folds K`` on the non-test
+rows of one split (the config's seed), every candidate on the same folds as the config itself. Prints
+each candidate's mean validation loss and accuracy, and its paired difference from the config (the
+mean over the same folds, with the standard error from the draws' mean differences): a change is
+worth shipping only where the difference is larger than about two standard errors.
+
+    python benchmarks/choose_by_repeated_cv.py --csv path/to/2020-10-21-dragon-data.csv --folds 5 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from dragon_lightning.commands import cli_main
+from dragon_lightning.search.cv import paired_difference
+
+ROOT = Path(__file__).resolve().parent.parent
+CANDIDATES: dict[str, dict[str, list[str]]] = {
+    "configs/color_mlp.yaml": {
+        "the config": [],
+        "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
+        "input noise 0.3": ["--model.init_args.input_noise", "0.3"],
+        "label smoothing 0.1": ["--model.init_args.label_smoothing", "0.1"],
+        "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
+    },
+    "configs/fire_logistic.yaml": {
+        "the config": [],
+        "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
+        "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
+        "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
+    },
+}
+METRICS = ("val/loss", "val/acc")
+
+
+def run_cv(config: str, overrides: list[str], folds: int, repeats: int, csv: str | None, folder: Path) -> pd.DataFrame:
+    """One ``cv`` of ``config`` with ``overrides``; its ``cv_results.csv`` (a row per fold and draw)."""
+    args = ["cv", "--config", str(ROOT / config), *overrides, "--folds", str(folds), "--repeats", str(repeats)]
+    args += ["--output_dir", str(folder), "--trainer.default_root_dir", str(folder.parent)]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--figures.enabled", "false"]
+    if csv:
+        args += ["--data.csv_path", csv]
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli_main(args)
+    return pd.read_csv(folder / "cv_results.csv")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", help="a dragon CSV (default: generated dragons)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="draws of folds (at least 2, for a standard error)")
+    parser.add_argument("--configs", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--candidates", nargs="*", help="only these candidates (names as in the table)")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="fit options for every run (last)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    options = parser.parse_args(argv)
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root:
+        for config in options.configs:
+            results = {}
+            for name, overrides in CANDIDATES[config].items():
+                if options.candidates and name != "the config" and name not in options.candidates:
+                    continue
+                folder = Path(root) / f"{Path(config).stem}-{len(results)}" / "cv"
+                results[name] = run_cv(config, [*overrides, *options.extra], options.folds, options.repeats, options.csv, folder)
+                print(f"[{time.perf_counter() - started:.0f}s] {config}: {name}", file=sys.stderr, flush=True)
+            for name, table in results.items():
+                row = {"config": config, "candidate": name}
+                for metric in METRICS:
+                    row[metric] = float(table[metric].mean())
+                    difference, error, _ = paired_difference(table, results["the config"], metric)
+                    row[f"{metric} difference"], row[f"{metric} standard error"] = difference, error
+                rows.append(row)
+    print(f"{options.repeats} draws of {options.folds} folds on the non-test rows; differences are the candidate "
+          "minus the config on the same folds, with their standard error\n")  # fmt: skip
+    print("| config | candidate | val/loss | difference (SE) | val/acc | difference (SE) |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        loss, acc = (f"{row[f'{m} difference']:+.4f} ({row[f'{m} standard error']:.4f})" for m in METRICS)
+        print(f"| {row['config']} | {row['candidate']} | {row['val/loss']:.4f} | {loss} | {row['val/acc']:.4f} | {acc} |")
+    if options.json:
+        options.json.write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
