@@ -1,6 +1,6 @@
 """A run stopped at an epoch's boundary resumes to exactly the weights and test accuracy of a run never
 stopped: SIGINT, SIGTERM or SIGKILL just after the epoch's ``last.ckpt``, during validation, and just
-after validation, for the MLP (with step saves) and for the online perceptron."""
+after validation, for the MLP (with step saves, dropout and input noise) and for the online perceptron."""
 
 import itertools
 import os
@@ -12,7 +12,11 @@ from clihelpers import assert_resumes_to, config, finished, in_root, run, start_
 from lightning.pytorch.callbacks import Callback
 
 MODELS = {
-    "mlp": ["--config", config("color_mlp.yaml"), "--trainer.max_epochs", "3", "--checkpoint.every_n_train_steps", "5"],
+    # Dropout and input noise draw from PyTorch's random state, which the resumed run must take up again.
+    "mlp": [
+        *["--config", config("color_mlp.yaml"), "--trainer.max_epochs", "3", "--checkpoint.every_n_train_steps", "5"],
+        *["--model.init_args.dropout", "0.2", "--model.init_args.input_noise", "0.1"],
+    ],
     "online perceptron": [
         "--config",
         config("tutorial/color_perceptron.yaml"),

@@ -12,10 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 LAST = "last"
+RANDOM_STATE = "torch_random_state"
+CUDA_RANDOM_STATE = "cuda_random_states"
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -29,6 +32,9 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     A run resumed from another run folder keeps ranking against that run's best checkpoints (while
     their files exist), so ``fit`` tests the same best checkpoint as a run that was never stopped.
+
+    Every checkpoint also holds PyTorch's random state as it was when it was written, which a resumed
+    run takes up again: dropout and input noise then draw what the run that was never stopped drew.
     """
 
     def __init__(
@@ -65,7 +71,21 @@ class ResumableCheckpoint(ModelCheckpoint):
         ]
         """Callbacks that write ``last.ckpt``; the CLI adds them to the Trainer beside this one."""
 
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), RANDOM_STATE: torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state[CUDA_RANDOM_STATE] = torch.cuda.get_rng_state_all()
+        return state
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        current = torch.get_rng_state()
+        random_state = state_dict.pop(RANDOM_STATE, None)
+        if isinstance(random_state, torch.Tensor) and (random_state.dtype, random_state.shape) == (current.dtype, current.shape):
+            torch.set_rng_state(random_state)  # (a state of another shape, from an edited file: the weights still resume)
+        cuda_states = state_dict.pop(CUDA_RANDOM_STATE, None)
+        if isinstance(cuda_states, list) and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
         moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
         if moved and all(Path(path).is_file() for path in state_dict.get("best_k_models", {})):
             # Lightning would keep only best_model_path; the ranking goes on with the old files, which it
