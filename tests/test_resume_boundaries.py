@@ -112,3 +112,19 @@ def test_a_run_killed_at_an_epoch_boundary_resumes_exactly(model, point, uninter
     last = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] <= 1, "stopped in the middle of the run"
     assert_resumes_to(uninterrupted[model], root, *MODELS[model], *QUIET)
+
+
+def test_the_random_state_a_checkpoint_holds_is_taken_up_and_an_edited_one_is_ignored(tmp_path):
+    from dragon_lightning.checkpoints.callback import RANDOM_STATE, ResumableCheckpoint
+
+    callback = ResumableCheckpoint(dirpath=tmp_path)
+    torch.manual_seed(3)
+    saved = callback.state_dict()
+    expected = torch.rand(4)
+    torch.manual_seed(4)
+    callback.load_state_dict(saved)
+    assert torch.equal(torch.rand(4), expected), "the draws go on where the checkpoint left them"
+    before = torch.get_rng_state()
+    for edited in (torch.zeros(7, dtype=torch.uint8), torch.zeros_like(before, dtype=torch.float32), "not a tensor"):
+        callback.load_state_dict({**saved, RANDOM_STATE: edited})
+        assert torch.equal(torch.get_rng_state(), before), edited

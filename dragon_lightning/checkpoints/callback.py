@@ -84,7 +84,12 @@ class ResumableCheckpoint(ModelCheckpoint):
         if isinstance(random_state, torch.Tensor) and (random_state.dtype, random_state.shape) == (current.dtype, current.shape):
             torch.set_rng_state(random_state)  # (a state of another shape, from an edited file: the weights still resume)
         cuda_states = state_dict.pop(CUDA_RANDOM_STATE, None)
-        if isinstance(cuda_states, list) and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        if (
+            isinstance(cuda_states, list)
+            and torch.cuda.is_available()
+            and len(cuda_states) == torch.cuda.device_count()
+            and all(isinstance(state, torch.Tensor) and state.dtype == torch.uint8 for state in cuda_states)
+        ):
             torch.cuda.set_rng_state_all(cuda_states)
         moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
         if moved and all(Path(path).is_file() for path in state_dict.get("best_k_models", {})):
