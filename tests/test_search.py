@@ -327,17 +327,24 @@ def test_a_sweep_weighs_its_best_against_the_configs_own_settings(tmp_path, capf
 
 def test_sweep_refit_trains_the_best_settings_on_every_non_test_row_for_the_epochs_it_kept(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    best = quick_sweep(sweep_dir, 2, "--refit", "true", "--trainer.default_root_dir", str(tmp_path))
-    saved = yaml.safe_load((sweep_dir / "refit" / "config.yaml").read_text())
-    assert saved["trainer"]["max_epochs"] == best.user_attrs["epochs"]
-    assert (saved["data"]["val_fraction"], saved["checkpoint"]["monitor"]) == (0, None)
-    for key, value in best.params.items():
-        section, *path = key.split(".")
-        chosen = saved[section]
-        for part in path:
-            chosen = chosen[part]
-        assert chosen == value, key
-    assert list((sweep_dir / "refit" / "figures").glob("confusion_matrix.png")), "tested at the end"
+    best = quick_sweep(sweep_dir, 2, "--refit", "true", "--refit_seeds", "2", "--trainer.default_root_dir", str(tmp_path))
+    first = yaml.safe_load((sweep_dir / "refit" / "config.yaml").read_text())
+    for folder in ("refit", "refit_seed_1"):  # each seed's refit trains the best settings
+        saved = yaml.safe_load((sweep_dir / folder / "config.yaml").read_text())
+        assert saved["trainer"]["max_epochs"] == best.user_attrs["epochs"]
+        assert (saved["data"]["val_fraction"], saved["checkpoint"]["monitor"]) == (0, None)
+        assert (saved["seed_everything"], saved["data"]["seed"]) == (
+            first["seed_everything"] + (folder != "refit"),
+            first["data"]["seed"],
+        )
+        for key, value in best.params.items():
+            section, *path = key.split(".")
+            chosen = saved[section]
+            for part in path:
+                chosen = chosen[part]
+            assert chosen == value, key
+        assert list((sweep_dir / folder / "figures").glob("confusion_matrix.png")), "tested at the end"
+    assert list((sweep_dir / "refit_ensemble" / "figures").glob("confusion_matrix.png")), "the seed ensemble, tested"
 
 
 def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, capfd):

@@ -222,8 +222,7 @@ def cv_command(args: list[str]) -> CrossValidation:
         "holds files of the same names that dragon-lightning did not write is refused before any run",
     )
     own, fit_args = parser.parse_known_args(args)
-    if own.refit_seeds > 1 and not own.refit:
-        raise DragonInputError(f"{PROG}: --refit_seeds {own.refit_seeds} trains refits: add --refit true")
+    RefitPlan.requested(own.refit, own.refit_seeds, PROG)
     quiet_lightning()
     if own.output_dir is not None:  # before the config's checks write anything
         OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds, own.repeats, own.refit_seeds))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dragon_lightning.cli import DragonCLI, build_cli
+from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
 from dragon_lightning.search.runs import check_config, in_run_folder, test_run
@@ -54,16 +55,28 @@ class RefitPlan:
     every refit draws its rows with the config's data seed, so the seeds change only the weights."""
 
     seeds: int
-    first_seed: int
-    data_seed: int
+    first_seed: int | None
+    data_seed: int | None
+
+    @staticmethod
+    def requested(refit: bool, seeds: int, prog: str) -> None:
+        """Refuse ``--refit_seeds`` without ``--refit true``, before anything is written."""
+        if seeds > 1 and not refit:
+            raise DragonInputError(f"{prog}: --refit_seeds {seeds} trains refits: add --refit true")
 
     @classmethod
     def checked(cls, fit_args: Sequence[str], seeds: int, prog: str) -> RefitPlan:
         """Check the refit's options as ``fit`` would, before any fold or trial trains."""
         config = check_config(refit_args(fit_args, 1), prog, compared=False).cli.config
-        return cls(seeds, config.seed_everything, config.data.seed)
+        seed = config.seed_everything
+        numbered = isinstance(seed, int) and not isinstance(seed, bool) and config.data.seed is not None
+        return cls(seeds, seed if numbered else None, config.data.seed if numbered else None)
 
     def seeded(self, member: int) -> list[str]:
+        """The options of refit ``member``: the config's own for the first, as a refit with one seed, and
+        for every refit of an unseeded config (``seed_everything: false``), whose weights differ anyway."""
+        if member == 0 or self.first_seed is None:
+            return []
         return ["--seed_everything", str(self.first_seed + member), "--data.seed", str(self.data_seed)]
 
 

@@ -124,8 +124,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         "dragon-lightning did not write is refused before any trial",
     )
     own, fit_args = parser.parse_known_args(args)
-    if own.refit_seeds > 1 and not own.refit:
-        raise DragonInputError(f"{PROG}: --refit_seeds {own.refit_seeds} trains refits: add --refit true")
+    RefitPlan.requested(own.refit, own.refit_seeds, PROG)
     outputs = [*OUTPUTS, *refit_outputs(own.refit_seeds)]
     if own.storage is not None:
         open_database(
