@@ -17,9 +17,9 @@ import signal
 import sys
 import threading
 import warnings
-from argparse import ArgumentError
 
 import torch
+from jsonargparse import ArgumentError
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.multiprocessing import ProcessRaisedException
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from argparse import ArgumentError
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
@@ -331,14 +331,15 @@ def ensemble_of(model: Namespace) -> Namespace:
 
 
 def build_cli(
-    args: list[str],
+    args: Sequence[str] | Mapping[str, Any],
     run: bool = True,
     cli_class: type[DragonCLI] = DragonCLI,
     prog: str | None = None,
     callbacks: Sequence[Callback] = (),
     description: str = DESCRIPTION,
 ) -> DragonCLI:
-    """The dragon-lightning LightningCLI over ``args`` (a subcommand first when ``run``); ``prog`` names
+    """The dragon-lightning LightningCLI over ``args``: command-line words, or settings as a config
+    file holds them (``{"fit": {...}}`` when ``run``: keyed by the subcommand); ``prog`` names
     the command in ``--help``; ``callbacks`` join the configured ones (objects that a config cannot
     name, such as a search trial's pruning callback)."""
     with warnings.catch_warnings():
@@ -352,6 +353,6 @@ def build_cli(
             save_config_callback=RunConfig,
             parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},
             auto_configure_optimizers=False,
-            args=args,
+            args=list(args) if isinstance(args, Sequence) else dict(args),
             run=run,
         )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import re
 import traceback
-from argparse import ArgumentError
 
+from jsonargparse import ArgumentError
 from lightning import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback

@@ -1,6 +1,7 @@
 """House rules that hold by construction: only Lightning's and PyTorch's public API, except where a
 commented, minimal override says why; files read only through the input gate."""
 
+import ast
 import importlib
 import inspect
 import pkgutil
@@ -70,4 +71,25 @@ def test_every_file_is_read_through_the_input_gate():
         text = path.read_text()
         for match in FILE_READS.finditer(text):
             found.append(f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group()}")
+    assert not found, "\n".join(found)
+
+
+def test_one_parsing_mechanism_and_no_sub_run_as_command_line_words():
+    """Every command parses with jsonargparse (LightningCLI's parser), and the runs a command starts
+    (folds, trials, refits, ensemble tests) receive their options as data: no ``argparse`` in the
+    package, and no list of command-line words with a value after an option (``["--data.fold", "1"]``)."""
+    found = []
+    for path in sorted((ROOT / "dragon_lightning").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: imports argparse" for name in names if name == "argparse"]
+            if isinstance(node, (ast.List, ast.Tuple)):
+                words = node.elts
+                for word, after in zip(words, words[1:], strict=False):
+                    option = isinstance(word, ast.Constant) and isinstance(word.value, str) and word.value.startswith("--")
+                    value = not (isinstance(after, ast.Constant) and isinstance(after.value, str) and after.value.startswith("-"))
+                    if option and value:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:80]}")
     assert not found, "\n".join(found)

@@ -215,7 +215,7 @@ def test_monitoring_without_validation_rows_is_one_line(scratch, capfd):
 def test_an_ensemble_of_one_fold_is_one_line(scratch, capfd):
     args = ["cv", "--config", config("fire_logistic.yaml"), "--folds", "1", "--ensemble", "true", "--output_dir", "out"]
     expect_one_line_error(
-        capfd, scratch, files_under(scratch), args, "argument --folds: AtLeastTwo: 1 does not conform to restriction v>=2"
+        capfd, scratch, files_under(scratch), args, "--folds: Not of type AtLeastTwo: 1 does not conform to restriction v>=2"
     )
 
 

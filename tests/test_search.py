@@ -18,10 +18,10 @@ from dragon_lightning.checkpoints.checks import check_resumable
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.search.runs import Objective, check_config
+from dragon_lightning.search.runs import Objective, check_search
 from dragon_lightning.search.space import read_space
 from dragon_lightning.search.study import SweepSettings, open_study
-from dragon_lightning.search.sweep import check_same_space, check_space
+from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
@@ -287,7 +287,9 @@ def test_a_bad_space_is_one_line_before_any_trial(space, config_name, message, t
 
 @pytest.mark.parametrize("space", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda path: path.name)
 def test_the_shipped_spaces_fit_their_configs(space):
-    checked = check_config(["--config", config(space.name), "--data.data_dir", "null"], "sweep")
+    checked = check_search(
+        ["--config", config(space.name), "--space", str(space), "--data.data_dir", "null"], SweepCLI, "sweep", ""
+    )
     check_space(checked, read_space(space))  # raises on any bound or choice the config refuses
 
 
@@ -297,7 +299,7 @@ def test_sweep_and_cv_explain_their_own_options(capsys):
             cli_main([command, "--help"])
         assert done.value.code == 0
         help_text = capsys.readouterr().out
-        assert option in help_text and "dragon-lightning fit --help" in help_text
+        assert option in help_text and "--trainer.max_epochs" in help_text, "its own options and fit's, in one parser"
 
 
 def quick_sweep(folder: Path, trials: int, *extra: str):
@@ -378,7 +380,7 @@ def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):
 def test_a_trial_another_machine_is_still_drawing_does_not_count_as_another_space(tmp_path):
     """Machines sharing a study see each other's running trials with only the parameters suggested so far."""
     space = read_space(FIRE_SPACE)
-    settings = SweepSettings((), FIRE_SPACE, str(tmp_path), None, "shared", Objective("val/acc", "max"), None, 0, None)
+    settings = SweepSettings({}, FIRE_SPACE, str(tmp_path), None, "shared", Objective("val/acc", "max"), None, 0, None)
     study = open_study(settings, 0)
     drawing = study.ask()
     lr = space.distributions[LR]
@@ -390,10 +392,10 @@ def test_a_trial_another_machine_is_still_drawing_does_not_count_as_another_spac
 
 
 SEARCH_OPTION_CASES = {
-    "negative seed": (["--seed", "-1"], "argument --seed: Seed: -1 does not conform to restriction v>=0 and v<=4294967295"),
-    "seed too large": (["--seed", str(2**40)], "argument --seed: Seed: 1099511627776 does not conform"),
-    "no trials": (["--n_trials", "0"], "argument --n_trials: PositiveInt: 0 does not conform to restriction v>0"),
-    "a heartbeat of 0": (["--heartbeat", "0"], "argument --heartbeat: PositiveInt: 0 does not conform to restriction v>0"),
+    "negative seed": (["--seed", "-1"], "--seed: Not of type Seed: -1 does not conform to restriction v>=0 and v<=4294967295"),
+    "seed too large": (["--seed", str(2**40)], "--seed: Not of type Seed: 1099511627776 does not conform"),
+    "no trials": (["--n_trials", "0"], "--n_trials: Not of type PositiveInt: 0 does not conform to restriction v>0"),
+    "a heartbeat of 0": (["--heartbeat", "0"], "--heartbeat: Not of type PositiveInt: 0 does not conform to restriction v>0"),
     "unknown scheme": (["--storage", "redis://127.0.0.1/0"], "--storage redis://127.0.0.1/0: unsupported scheme 'redis'"),
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
@@ -509,12 +511,14 @@ def test_a_fold_record_edited_by_hand_is_not_reused(edit, tmp_path):
     with a field of the wrong type or range is no record, and the fold runs again."""
     from dragon_lightning.search.cv import FOLD_RESULT, finished_fold
 
-    fold_args = ["--config", "c.yaml"]
+    settings = {"data": {"fold": 1, "csv_path": tmp_path / "dragons.csv"}}
     result = {"run_dir": str(tmp_path), "metrics": {"val/acc": 0.9}, "training_seconds": 1.5, "epochs": 7, "checkpoint": ""}
-    (tmp_path / FOLD_RESULT).write_text(json.dumps({"fit_args": fold_args, "result": result}))
-    assert finished_fold(tmp_path, fold_args).epochs == 7, "the record as written is reused"
-    (tmp_path / FOLD_RESULT).write_text(json.dumps({"fit_args": fold_args, "result": {**result, **edit}}))
-    assert finished_fold(tmp_path, fold_args) is None
+    recorded = {"data": {"fold": 1, "csv_path": str(tmp_path / "dragons.csv")}}
+    (tmp_path / FOLD_RESULT).write_text(json.dumps({"settings": recorded, "result": result}))
+    assert finished_fold(tmp_path, settings).epochs == 7, "the record as written is reused"
+    assert finished_fold(tmp_path, {"data": {**settings["data"], "fold": 2}}) is None, "other settings: run again"
+    (tmp_path / FOLD_RESULT).write_text(json.dumps({"settings": recorded, "result": {**result, **edit}}))
+    assert finished_fold(tmp_path, settings) is None
 
 
 @pytest.mark.slow

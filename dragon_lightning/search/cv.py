@@ -20,17 +20,17 @@ from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.refit import SEEDS_HELP, RefitPlan, recommended_epochs, refit_outputs, refit_with_seeds
+from dragon_lightning.search.refit import RefitOptions, RefitPlan, recommended_epochs, refit_outputs, refit_with_seeds
 from dragon_lightning.search.runs import (
-    CommandParser,
+    FitSettings,
     RunResult,
-    boolean,
-    check_config,
+    SearchCLI,
+    check_search,
     fit_and_validate,
     mean_and_std,
     next_free,
-    ranged,
     test_run,
+    with_options,
 )
 
 PROG = "dragon-lightning cv"
@@ -51,32 +51,37 @@ def outputs(folds: int, repeats: int = 1, refit_seeds: int = 1) -> list[str]:
     return [RESULTS, *runs, *refit_outputs(refit_seeds), ENSEMBLE]
 
 
-def finished_fold(run_dir: Path, fold_args: list[str]) -> RunResult | None:
+def as_recorded(settings: FitSettings) -> dict:
+    """``settings`` as a fold's record holds them (JSON: paths as text)."""
+    return json.loads(json.dumps(settings, default=str))
+
+
+def finished_fold(run_dir: Path, settings: FitSettings) -> RunResult | None:
     """The recorded result of a fold that ran to its end with the same options and kept its checkpoint."""
     try:
         recorded = json.loads(read_text(run_dir / FOLD_RESULT, RUN_RECORD))
         result = RunResult.from_record(recorded["result"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError):  # not a record of ours: the fold runs again
         return None
-    same = recorded.get("fit_args") == fold_args and (not result.checkpoint or Path(result.checkpoint).is_file())
+    same = recorded.get("settings") == as_recorded(settings) and (not result.checkpoint or Path(result.checkpoint).is_file())
     return result if same else None
 
 
-def run_fold(folder: OutputFolder, fold_args: list[str], name: str) -> RunResult:
+def run_fold(folder: OutputFolder, settings: FitSettings, name: str) -> RunResult:
     label = name.replace("_", " ")
-    if (result := finished_fold(folder.path / name, fold_args)) is not None:
+    if (result := finished_fold(folder.path / name, settings)) is not None:
         print(f"{label}: finished earlier, reused ({folder.path / name})", flush=True)
         return result
     run_dir = folder.claim_folder(name)
     print(f"{label}: training in {run_dir}", flush=True)
-    result = fit_and_validate(run_dir, fold_args, progress_bar=True)
-    record = {"fit_args": fold_args, "result": {**asdict(result), "run_dir": str(result.run_dir)}}
+    result = fit_and_validate(run_dir, settings, progress_bar=True)
+    record = {"settings": as_recorded(settings), "result": {**asdict(result), "run_dir": str(result.run_dir)}}
     OutputFolder(run_dir).write(FOLD_RESULT, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return result
 
 
 def cross_validate(
-    fit_args: list[str],
+    settings: FitSettings,
     folds: int,
     output_dir: Path,
     metric: str,
@@ -92,8 +97,8 @@ def cross_validate(
     for repeat in range(repeats):
         for fold in range(folds):
             name = fold_name(fold, repeat, repeats)
-            options = ["--data.n_folds", str(folds), "--data.fold", str(fold), "--data.fold_draw", str(repeat)]
-            result = run_fold(folder, [*fit_args, *options], name)
+            options = {"data.n_folds": folds, "data.fold": fold, "data.fold_draw": repeat}
+            result = run_fold(folder, with_options(settings, options), name)
             results.append(result)
             rows.append({"repeat": repeat, "fold": fold, **result.metrics, "epochs": result.epochs})
             print(
@@ -171,72 +176,64 @@ def test_metrics(cli) -> dict[str, float]:
     return {name: float(value) for name, value in cli.trainer.callback_metrics.items() if name.startswith("test/")}
 
 
+@dataclass(frozen=True)
+class CrossValidationOptions(RefitOptions):
+    """cv's own options
+
+    Args:
+        folds: number of folds, at least 2
+        repeats: repeated cross-validation: cut the same non-test rows into folds this many times, each
+            draw stratified and different (the same draws for the same seed), and report the mean with
+            its standard error
+        paired_with: another cv's folder, run with the same --folds, --repeats and seed: print this
+            config's monitored metric minus that one's, paired fold by fold, with its standard error
+        ensemble: then average the fold models' probabilities (the first draw's, with --repeats) (and
+            the refit models', with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, and
+            test it: run folder 'ensemble'
+        output_dir: where the fold runs and cv_results.csv go (default: a new lightning_logs/cv_N under
+            --trainer.default_root_dir); a folder that already holds files of the same names that
+            dragon-lightning did not write is refused before any run
+    """
+
+    folds: AtLeastTwo = 5
+    repeats: PositiveInt = 1
+    paired_with: Path | None = None
+    ensemble: bool = False
+    output_dir: Path | None = None
+
+
+class CrossValidationCLI(SearchCLI):
+    Options = CrossValidationOptions
+
+    def check_options(self, options: CrossValidationOptions) -> None:
+        if options.output_dir is not None:  # before the config's checks write anything
+            OutputFolder(options.output_dir, "--output_dir").claim(outputs(options.folds, options.repeats, options.refit_seeds))
+
+
+DESCRIPTION = (
+    "Cross-validate a config: the rows outside the test split are cut into K stratified folds; each fold "
+    "validates once while the others train (one run folder each). Prints every fold's validation metrics "
+    "and kept epoch, the mean and standard deviation of the monitored metric and the median kept epoch, "
+    "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
+    "The same command again reuses the folds that finished. Every fit option applies to every run; one "
+    "YAML file (--config) can hold cv's own options too."
+)
+
+
 def cv_command(args: list[str]) -> CrossValidation:
-    parser = CommandParser(
-        prog=PROG,
-        description="Cross-validate a config: the rows outside the test split are cut into K stratified "
-        "folds; each fold validates once while the others train (one run folder each). Prints every "
-        "fold's validation metrics and kept epoch, the mean and standard deviation of the monitored metric "
-        "and the median kept epoch, and writes cv_results.csv. Test rows are touched only by the refit's and "
-        "the ensemble's final test. The same command again reuses the folds that finished.",
-    )
-    parser.add_argument("--folds", type=ranged(AtLeastTwo), default=5, help="number of folds, at least 2 (default: 5)")
-    parser.add_argument(
-        "--repeats",
-        type=ranged(PositiveInt),
-        default=1,
-        help="repeated cross-validation: cut the same non-test rows into folds this many times, each "
-        "draw stratified and different (the same draws for the same seed), and report the mean with its "
-        "standard error (default: 1)",
-    )
-    parser.add_argument(
-        "--paired_with",
-        type=Path,
-        default=None,
-        help="another cv's folder, run with the same --folds, --repeats and seed: print this config's "
-        "monitored metric minus that one's, paired fold by fold, with its standard error",
-    )
-    parser.add_argument(
-        "--refit",
-        type=boolean,
-        default=False,
-        help="then train once more on every non-test row "
-        "(--data.val_fraction 0) for the median kept epoch of the folds, keep the final weights and "
-        "test them: run folder 'refit' (default: false)",
-    )
-    parser.add_argument("--refit_seeds", type=ranged(PositiveInt), default=1, help=SEEDS_HELP)
-    parser.add_argument(
-        "--ensemble",
-        type=boolean,
-        default=False,
-        help="then average the fold models' probabilities (the first draw's, with --repeats) "
-        "(and the refit models', with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, "
-        "and test it: run folder 'ensemble' (default: false)",
-    )
-    parser.add_argument(
-        "--output_dir",
-        type=Path,
-        default=None,
-        help="where the fold runs and cv_results.csv go "
-        "(default: a new lightning_logs/cv_N under --trainer.default_root_dir); a folder that already "
-        "holds files of the same names that dragon-lightning did not write is refused before any run",
-    )
-    own, fit_args = parser.parse_known_args(args)
-    RefitPlan.requested(own.refit, own.refit_seeds, PROG)
     quiet_lightning()
-    if own.output_dir is not None:  # before the config's checks write anything
-        OutputFolder(own.output_dir, "--output_dir").claim(outputs(own.folds, own.repeats, own.refit_seeds))
-    checked = check_config([*fit_args, "--data.n_folds", str(own.folds)], PROG)
-    plan = RefitPlan.checked(fit_args, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
+    checked = check_search(args, CrossValidationCLI, PROG, DESCRIPTION)
+    own: CrossValidationOptions = checked.options
+    plan = RefitPlan.checked(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
     metric = checked.objective.metric
     paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
-    results = cross_validate(fit_args, own.folds, output_dir, metric, own.repeats, paired)
+    results = cross_validate(checked.settings, own.folds, output_dir, metric, own.repeats, paired)
     folder = OutputFolder(output_dir, "--output_dir")
     members = [result.checkpoint for result in results[: own.folds]]  # the first draw's fold models
     outcome = CrossValidation(results)
     if plan is not None:
-        refits = refit_with_seeds(plan, fit_args, recommended_epochs([r.epochs for r in results]), folder)
+        refits = refit_with_seeds(plan, checked.settings, recommended_epochs([r.epochs for r in results]), folder)
         members += [run.tested_checkpoint for run in refits.runs]
         outcome = replace(outcome, refit_test=test_metrics(refits.runs[0]))
         if refits.seed_ensemble is not None:
@@ -245,6 +242,6 @@ def cv_command(args: list[str]) -> CrossValidation:
         ensemble_dir = folder.claim_folder(ENSEMBLE)
         path = write_ensemble(members, ensemble_dir / "checkpoints" / ENSEMBLE_CHECKPOINT)
         print(f"ensemble of {len(members)} models: {path}", flush=True)
-        tested = test_run(ensemble_dir, [*fit_args, "--ckpt_path", str(path)])
+        tested = test_run(ensemble_dir, checked.settings, path)
         outcome = replace(outcome, ensemble_test=test_metrics(tested))
     return outcome

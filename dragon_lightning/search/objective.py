@@ -11,11 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.errors import TrainingDiverged
 from dragon_lightning.search.refit import recommended_epochs
-from dragon_lightning.search.runs import (
-    fit_and_validate,
-    mean_and_std,
-)
-from dragon_lightning.search.space import SearchSpace, as_options
+from dragon_lightning.search.runs import fit_and_validate, mean_and_std, with_options
+from dragon_lightning.search.space import SearchSpace
 from dragon_lightning.search.study import SweepSettings
 from dragon_lightning.search.trials import is_surplus
 
@@ -45,10 +42,9 @@ class TrialObjective:
     def _run(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        options = as_options(self.space.suggest(trial))
         trial_dir = Path(self.settings.sweep_dir) / f"trial_{trial.number}"
         metric = self.settings.objective.metric
-        base = [*self.settings.fit_args, *options]
+        base = with_options(self.settings.fit_settings, self.space.suggest(trial))
         if not self.settings.folds:
             pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
             result = fit_and_validate(trial_dir, base, callbacks=[pruning])
@@ -57,8 +53,8 @@ class TrialObjective:
             return result.metrics[metric]
         scores, training, epochs = [], 0.0, []
         for fold in range(self.settings.folds):
-            fold_args = [*base, "--data.n_folds", str(self.settings.folds), "--data.fold", str(fold)]
-            result = fit_and_validate(trial_dir / f"fold_{fold}", fold_args)
+            on_fold = with_options(base, {"data.n_folds": self.settings.folds, "data.fold": fold})
+            result = fit_and_validate(trial_dir / f"fold_{fold}", on_fold)
             scores.append(result.metrics[metric])
             training += result.training_seconds
             epochs.append(result.epochs)

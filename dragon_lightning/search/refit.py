@@ -11,23 +11,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from jsonargparse.typing import PositiveInt
+
 from dragon_lightning.cli import DragonCLI, build_cli
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.runs import check_config, in_run_folder, test_run
+from dragon_lightning.search.runs import FitSettings, check_settings, in_run_folder, test_run, with_options
 
 REFIT = "refit"
 """The refit's run folder in a cv or sweep folder (the first seed's, with several)."""
 SEED_ENSEMBLE = "refit_ensemble"
 """The run folder of the refits' seed ensemble."""
-REFIT_OPTIONS = ("--data.val_fraction", "0", "--checkpoint.monitor", "null")
+REFIT_OPTIONS = {"data.val_fraction": 0.0, "data.n_folds": None, "checkpoint.monitor": None}
 """No validation rows, so nothing to rank checkpoints by: the final weights are kept."""
-SEEDS_HELP = (
-    "with --refit true: train the refit this many times, with seeds seed_everything, +1, ... on the same "
-    "rows (run folders 'refit', 'refit_seed_1', ...), and average them as one model, "
-    "refit_ensemble/checkpoints/ensemble.ckpt, tested in run folder 'refit_ensemble' (default: 1)"
-)
+
+
+@dataclass(frozen=True)
+class RefitOptions:
+    """
+    Args:
+        refit: then train once more on every non-test row (--data.val_fraction 0) for the epochs the
+            runs kept (the median over the folds), keep the final weights and test them: run folder 'refit'
+        refit_seeds: with --refit true: train the refit this many times, with seeds seed_everything, +1,
+            ... on the same rows (run folders 'refit', 'refit_seed_1', ...), and average them as one model,
+            refit_ensemble/checkpoints/ensemble.ckpt, tested in run folder 'refit_ensemble'
+    """
+
+    refit: bool = False
+    refit_seeds: PositiveInt = 1
+
+    def __post_init__(self) -> None:
+        if self.refit_seeds > 1 and not self.refit:
+            raise DragonInputError(f"--refit_seeds {self.refit_seeds} trains refits: add --refit true")
 
 
 def recommended_epochs(epochs: Sequence[int]) -> int:
@@ -35,9 +51,9 @@ def recommended_epochs(epochs: Sequence[int]) -> int:
     return max(1, int(statistics.median(epochs) + 0.5))
 
 
-def refit_args(fit_args: Sequence[str], epochs: int) -> list[str]:
-    """``fit`` options for the refit of ``fit_args``: every non-test row, ``epochs`` epochs."""
-    return [*fit_args, *REFIT_OPTIONS, "--trainer.max_epochs", str(epochs)]
+def refit_settings(settings: FitSettings, epochs: int) -> FitSettings:
+    """``fit`` settings for the refit of ``settings``: every non-test row, ``epochs`` epochs."""
+    return with_options(settings, {**REFIT_OPTIONS, "trainer.max_epochs": epochs})
 
 
 def refit_folder(member: int) -> str:
@@ -58,26 +74,21 @@ class RefitPlan:
     first_seed: int | None
     data_seed: int | None
 
-    @staticmethod
-    def requested(refit: bool, seeds: int, prog: str) -> None:
-        """Refuse ``--refit_seeds`` without ``--refit true``, before anything is written."""
-        if seeds > 1 and not refit:
-            raise DragonInputError(f"{prog}: --refit_seeds {seeds} trains refits: add --refit true")
-
     @classmethod
-    def checked(cls, fit_args: Sequence[str], seeds: int, prog: str) -> RefitPlan:
+    def checked(cls, settings: FitSettings, seeds: int, prog: str) -> RefitPlan:
         """Check the refit's options as ``fit`` would, before any fold or trial trains."""
-        config = check_config(refit_args(fit_args, 1), prog, compared=False).cli.config
+        config = check_settings(refit_settings(settings, 1), prog).config
         seed = config.seed_everything
         numbered = isinstance(seed, int) and not isinstance(seed, bool) and config.data.seed is not None
         return cls(seeds, seed if numbered else None, config.data.seed if numbered else None)
 
-    def seeded(self, member: int) -> list[str]:
+    def seeded(self, member: int) -> dict[str, int]:
         """The options of refit ``member``: the config's own for the first, as a refit with one seed, and
         for every refit of an unseeded config (``seed_everything: false``), whose weights differ anyway."""
         if member == 0 or self.first_seed is None:
-            return []
-        return ["--seed_everything", str(self.first_seed + member), "--data.seed", str(self.data_seed)]
+            return {}
+        assert self.data_seed is not None
+        return {"seed_everything": self.first_seed + member, "data.seed": self.data_seed}
 
 
 @dataclass(frozen=True)
@@ -88,17 +99,17 @@ class Refits:
     seed_ensemble: DragonCLI | None
 
 
-def refit(fit_args: Sequence[str], epochs: int, run_dir: Path) -> DragonCLI:
+def refit(settings: FitSettings, epochs: int, run_dir: Path) -> DragonCLI:
     """Train and test the refit into ``run_dir`` (a run folder of its own); returns the finished CLI."""
-    args = ["fit", *refit_args(fit_args, epochs), "--test_after_fit", "true", *in_run_folder(run_dir)]
+    options = {"test_after_fit": True, **in_run_folder(run_dir)}
     print(f"refit on every non-test row for {epochs} epochs: {run_dir}", flush=True)
-    return build_cli(args)
+    return build_cli({"fit": with_options(refit_settings(settings, epochs), options)})
 
 
-def refit_with_seeds(plan: RefitPlan, fit_args: Sequence[str], epochs: int, folder: OutputFolder) -> Refits:
+def refit_with_seeds(plan: RefitPlan, settings: FitSettings, epochs: int, folder: OutputFolder) -> Refits:
     """One refit per seed of ``plan`` in ``folder``; with more than one, their seed ensemble, tested."""
     runs = [
-        refit([*fit_args, *plan.seeded(member)], epochs, folder.claim_folder(refit_folder(member)))
+        refit(with_options(settings, plan.seeded(member)), epochs, folder.claim_folder(refit_folder(member)))
         for member in range(plan.seeds)
     ]
     if plan.seeds == 1:
@@ -106,4 +117,4 @@ def refit_with_seeds(plan: RefitPlan, fit_args: Sequence[str], epochs: int, fold
     ensemble_dir = folder.claim_folder(SEED_ENSEMBLE)
     path = write_ensemble([run.tested_checkpoint for run in runs], ensemble_dir / "checkpoints" / ENSEMBLE_CHECKPOINT)
     print(f"seed ensemble of {plan.seeds} refits: {path}", flush=True)
-    return Refits(runs, test_run(ensemble_dir, [*fit_args, "--ckpt_path", str(path)]))
+    return Refits(runs, test_run(ensemble_dir, settings, path))

@@ -1,18 +1,20 @@
-"""What ``cv`` and ``sweep`` share: their own options split from the ``fit`` options, a check of the
-config before any run, and quiet ``fit`` runs in named folders scored on validation data only."""
+"""What ``cv`` and ``sweep`` share: one parser for their own options and ``fit``'s, a check of the
+config before any run, and quiet ``fit`` runs in named folders scored on validation data only. A run
+receives its options as data (:data:`FitSettings`), never as command-line text."""
 
 from __future__ import annotations
 
-import argparse
+import copy
+import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from jsonargparse import Namespace
+from jsonargparse import Namespace, dict_to_namespace
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dragon_lightning.callbacks.figures import kept_epoch
@@ -20,30 +22,20 @@ from dragon_lightning.callbacks.hparams import record_hyperparameters
 from dragon_lightning.cli import DragonCLI, FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonInputError
 
-# Put before the user's options (who may turn them back on): a search runs many quiet fits.
-QUIET_DEFAULTS = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--figures.enabled",
-    "false",
-]
-FIT_OPTIONS_EPILOG = (
-    "Every other option is a fit option (see 'dragon-lightning fit --help'): --config C and overrides such "
-    "as --data.csv_path or --trainer.max_epochs apply to every run, as they would to fit."
-)
+FitSettings = dict[str, Any]
+"""A ``fit`` run's options as LightningCLI takes them from Python: the nested mapping a config file
+holds (``{"data": {"fold": 1}, ...}``), parsed and checked as ``fit`` parses a config."""
+QUIET = {"trainer.enable_model_summary": False, "figures.enabled": False}
+"""A search runs many fits: no model summary or pictures in each."""
 
 
-class CommandParser(argparse.ArgumentParser):
-    """The command's own options; ``parse_known_args`` leaves the rest for ``fit``. A bad option is one
-    line (``DragonInputError``) rather than argparse's usage block."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(epilog=FIT_OPTIONS_EPILOG, **kwargs)
-
-    def error(self, message: str):
-        raise DragonInputError(f"{self.prog}: {message}")
+def with_options(settings: FitSettings, options: Mapping[str, Any]) -> FitSettings:
+    """A copy of ``settings`` with each of ``options`` set, keyed as the option is named without its
+    dashes (``{"data.fold": 1}``)."""
+    namespace = dict_to_namespace(copy.deepcopy(settings))
+    for key, value in options.items():
+        namespace[key] = value
+    return namespace.as_dict()
 
 
 @dataclass(frozen=True)
@@ -63,45 +55,74 @@ def objective_of(checkpoint: Namespace) -> Objective:
     return Objective(checkpoint.monitor, checkpoint.mode) if checkpoint.monitor else Objective("val/acc", "max")
 
 
-@dataclass(frozen=True)
-class CheckedConfig:
-    """A config with its overrides, checked once as ``fit`` would check it."""
+class SearchCLI(FitSetupCLI):
+    """``fit``'s set-up for a command that runs many fits of one config and ranks them on a validation
+    metric (``cv``, ``sweep``). Its own options, the fields of :attr:`Options` (a dataclass whose
+    docstring is their help), sit beside ``fit``'s in one parser, so one YAML file can hold a whole
+    command. Parsing splits the two: :attr:`options`, and :attr:`settings` for the runs. Before anything
+    is written there must be validation rows and a ``val/`` metric to rank by."""
 
-    cli: DragonCLI
-    fit_args: list[str]
+    Options: ClassVar[type]
+    options: Any
+    settings: FitSettings
+    """The ``fit`` options as parsed, before any default is resolved (each run resolves its own)."""
 
-    @property
-    def objective(self) -> Objective:
-        return objective_of(self.cli.config.checkpoint)
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_class_arguments(self.Options, instantiate=False)
 
-    @property
-    def root_dir(self) -> Path:
-        return Path(self.cli.config.trainer.default_root_dir or ".")
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        names = [field.name for field in dataclasses.fields(self.Options)]
+        if not self.config.get("config"):
+            raise DragonInputError(f"{parser.prog} needs --config C: the config whose runs it compares")
+        self.options = self.Options(**{name: self.config[name] for name in names})
+        fit = self.config.clone()
+        for name in [*names, "config"]:
+            del fit[name]
+        self.settings = fit.as_dict()
+        self.check_options(self.options)
 
+    def check_options(self, options: Any) -> None:
+        """Refuse the command's own options that contradict each other, before anything is written."""
 
-def check_config(fit_args: Sequence[str], prog: str, compared: bool = True) -> CheckedConfig:
-    """Build ``fit``'s set-up once (Trainer, model, data), so that bad options fail before any run;
-    ``compared``: its runs are ranked on a validation metric (not so a refit on every non-test row)."""
-    if not any(arg == "--config" or arg.startswith("--config=") for arg in fit_args):
-        raise DragonInputError(f"{prog} needs --config C: the config whose runs it compares")
-    cli_class = SearchSetupCLI if compared else FitSetupCLI
-    return CheckedConfig(build_cli(list(fit_args), run=False, cli_class=cli_class, prog=prog), list(fit_args))
-
-
-class SearchSetupCLI(FitSetupCLI):
-    """``fit``'s set-up for a command that compares runs on a validation metric (``cv``, ``sweep``):
-    there must be validation rows and a ``val/`` metric to rank by, checked before anything is written."""
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        if self.options.folds:  # the split the runs will use, checked now
+            self.config.data.n_folds = self.options.folds
 
     def _check_inputs(self) -> None:
         prog = self.parser.prog
         if not self.datamodule.validates:
             raise DragonInputError(f"{prog}: --data.val_fraction 0 holds no validation rows, on which {prog} compares its runs")
-        if not (metric := objective_of(self.config.checkpoint).metric).startswith("val/"):
+        if not (metric := self.objective.metric).startswith("val/"):
             raise DragonInputError(
                 f"{prog}: --checkpoint.monitor {metric}: {prog} compares runs on validation metrics; "
                 "monitor a val/ metric (val/acc, val/loss)"
             )
         super()._check_inputs()
+
+    @property
+    def objective(self) -> Objective:
+        return objective_of(self.config.checkpoint)
+
+    @property
+    def root_dir(self) -> Path:
+        return Path(self.config.trainer.default_root_dir or ".")
+
+
+Search = TypeVar("Search", bound=SearchCLI)
+
+
+def check_search(args: Sequence[str], cli_class: type[Search], prog: str, description: str) -> Search:
+    """Parse a search command's options and build ``fit``'s set-up once (Trainer, model, data), so
+    that bad options fail before any run."""
+    return build_cli(args, run=False, cli_class=cli_class, prog=prog, description=description)  # type: ignore[return-value]
+
+
+def check_settings(settings: FitSettings, prog: str) -> FitSetupCLI:
+    """Build ``fit``'s set-up of ``settings`` once, as ``fit`` would check it, without running it."""
+    return build_cli(settings, run=False, cli_class=FitSetupCLI, prog=prog)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -156,15 +177,14 @@ class RunCLI(DragonCLI):
 
 
 def fit_and_validate(
-    run_dir: Path, fit_args: Sequence[str], callbacks: Sequence[Callback] = (), progress_bar: bool = False
+    run_dir: Path, settings: FitSettings, callbacks: Sequence[Callback] = (), progress_bar: bool = False
 ) -> RunResult:
     """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
     (the monitored best, else the final ones). Test rows are never touched. ``progress_bar``: show
     Lightning's, for runs one after another (the bars of parallel workers would garble each other)."""
-    shown = ["--trainer.enable_progress_bar", "true"] if progress_bar else []
-    args = ["fit", *QUIET_DEFAULTS, *shown, *fit_args, "--test_after_fit", "false", *in_run_folder(run_dir)]
+    options = {**QUIET, "trainer.enable_progress_bar": progress_bar, "test_after_fit": False, **in_run_folder(run_dir)}
     timer = FitTimer()
-    cli = build_cli(args, cli_class=RunCLI, callbacks=[timer, *callbacks])
+    cli = build_cli({"fit": with_options(settings, options)}, cli_class=RunCLI, callbacks=[timer, *callbacks])
     trainer = cli.trainer
     trainer.callbacks = [c for c in trainer.callbacks if c not in callbacks]  # type: ignore[attr-defined]  # set by Lightning when a run starts (fit's alone, not validate's)
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
@@ -182,35 +202,15 @@ def fit_and_validate(
     )
 
 
-def in_run_folder(run_dir: Path) -> list[str]:
+def in_run_folder(run_dir: Path) -> dict[str, str]:
     """Options that put a command's logs, checkpoints and config.yaml in ``run_dir`` itself."""
-    return ["--trainer.logger.init_args.save_dir", str(run_dir.parent), "--trainer.logger.init_args.name", "",
-            "--trainer.logger.init_args.version", run_dir.name]  # fmt: skip
+    return {"trainer.logger.init_args.save_dir": str(run_dir.parent), "trainer.logger.init_args.name": "",
+            "trainer.logger.init_args.version": run_dir.name}  # fmt: skip
 
 
-def test_run(run_dir: Path, test_args: Sequence[str]) -> DragonCLI:
-    """``test`` into ``run_dir`` (its config.yaml, logs and pictures)."""
-    return build_cli(["test", *test_args, *in_run_folder(run_dir)])
-
-
-def ranged(restricted: type) -> Callable[[str], Any]:
-    """A jsonargparse range (``PositiveInt``...) as an option type of these commands' own parser,
-    refusing in its words as the fit options do (``AtLeastTwo: 1 does not conform to restriction v>=2``)."""
-
-    def parse(text: str) -> Any:
-        try:
-            return restricted(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{restricted.__name__}: {error}") from None
-
-    return parse
-
-
-def boolean(text: str) -> bool:
-    """``true`` or ``false``, as the fit options are written."""
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text}")
-    return text.lower() == "true"
+def test_run(run_dir: Path, settings: FitSettings, checkpoint: Path) -> DragonCLI:
+    """``test`` of ``checkpoint`` under ``settings`` into ``run_dir`` (its config.yaml, logs and pictures)."""
+    return build_cli({"test": with_options(settings, {"ckpt_path": str(checkpoint), **in_run_folder(run_dir)})})
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:

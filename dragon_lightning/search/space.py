@@ -71,11 +71,6 @@ def _extremes(distribution: optuna.distributions.BaseDistribution) -> list[Any]:
     return [distribution.low, distribution.high]
 
 
-def as_options(settings: dict[str, Any]) -> list[str]:
-    """``--key=value`` for each setting; lists and other values in the YAML/JSON form the CLI parses."""
-    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in settings.items()]
-
-
 def read_space(path: str | Path) -> SearchSpace:
     """Read and check a space file; every problem is one line naming the file and the key."""
     path = Path(path)

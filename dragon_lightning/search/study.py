@@ -9,9 +9,7 @@ import zlib
 
 import optuna
 
-from dragon_lightning.search.runs import (
-    Objective,
-)
+from dragon_lightning.search.runs import FitSettings, Objective
 from dragon_lightning.search.storage import open_storage
 
 
@@ -19,7 +17,7 @@ from dragon_lightning.search.storage import open_storage
 class SweepSettings:
     """Everything a worker process needs (plain values: workers are started fresh)."""
 
-    fit_args: tuple[str, ...]
+    fit_settings: FitSettings
     space_path: str
     sweep_dir: str
     storage_url: str | None

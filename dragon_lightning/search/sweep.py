@@ -13,31 +13,24 @@ import dataclasses
 import os
 import signal
 import sys
-from argparse import ArgumentError
 from pathlib import Path
 
 import optuna
+from jsonargparse import ArgumentError
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.arguments import AtLeastTwo, Seed
 from dragon_lightning.checkpoints.io import plain_values
-from dragon_lightning.cli import FitSetupCLI, build_cli
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_lightning
-from dragon_lightning.search.refit import SEEDS_HELP, RefitPlan, refit_outputs, refit_with_seeds
+from dragon_lightning.search.refit import RefitOptions, RefitPlan, refit_outputs, refit_with_seeds
 from dragon_lightning.search.results import write_outputs
-from dragon_lightning.search.runs import (
-    CheckedConfig,
-    CommandParser,
-    boolean,
-    check_config,
-    ranged,
-)
-from dragon_lightning.search.space import SearchSpace, as_options, read_space
+from dragon_lightning.search.runs import SearchCLI, check_search, check_settings, with_options
+from dragon_lightning.search.space import SearchSpace, read_space
 from dragon_lightning.search.storage import open_database, open_storage
 from dragon_lightning.search.study import SweepSettings, open_study
 from dragon_lightning.search.trials import finished, requeue_interrupted
@@ -47,103 +40,79 @@ PROG = "dragon-lightning sweep"
 OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png")
 
 
-def _default_sweep_dir(checked: CheckedConfig, space: SearchSpace) -> Path:
-    config = Path(str(checked.cli.config.config[-1])).stem
+def _default_sweep_dir(checked: SearchCLI, space: SearchSpace) -> Path:
+    config = Path(str(checked.config.config[-1])).stem
     return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepOptions(RefitOptions):
+    """sweep's own options
+
+    Args:
+        space: YAML file mapping fit option keys to distributions (configs/sweeps/)
+        n_trials: trials the study should have in total; a rerun adds the missing ones
+        folds: score each trial by the mean over this many stratified folds (default: one split)
+        workers: processes that run trials side by side on this machine
+        storage: an Optuna database URL (postgresql://..., mysql://...) shared by machines; default: a
+            journal file in the sweep folder
+        study_name: the study's name in the storage (default: the sweep folder's name)
+        prune: stop trials whose validation metric is worse than the median of earlier trials at the
+            same epoch (or fold); false: run every trial to the end
+        heartbeat: with --storage: seconds between a running trial's heartbeats; a trial whose machine
+            stays silent for twice as long is run again by another
+        seed: seeds the sampler (worker i uses seed + i; with --storage, mixed with the machine and process)
+        output_dir: the sweep folder (default: sweeps/<config>-<space> under --trainer.default_root_dir);
+            a folder holding files of the names a sweep writes that dragon-lightning did not write is
+            refused before any trial
+    """
+
+    space: str
+    n_trials: PositiveInt = 20
+    folds: AtLeastTwo | None = None
+    workers: PositiveInt = 1
+    storage: str | None = None
+    study_name: str | None = None
+    prune: bool = True
+    heartbeat: PositiveInt = 60
+    seed: Seed = 0
+    output_dir: Path | None = None
+
+
+class SweepCLI(SearchCLI):
+    Options = SweepOptions
+    space: SearchSpace
+
+    def check_options(self, options: SweepOptions) -> None:
+        self.space = read_space(options.space)
+        if options.storage is not None:  # a bad URL, a missing driver or a server that is down: one line, nothing written
+            open_database(options.storage, options.heartbeat)
+        if options.output_dir is not None:  # before the config's checks write anything
+            OutputFolder(options.output_dir, "--output_dir").claim([*OUTPUTS, *refit_outputs(options.refit_seeds)])
+
+
+DESCRIPTION = (
+    "Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a fit scored on "
+    "validation data (its monitored metric), one run folder per trial. The same command again continues "
+    "the study. Writes trials.csv, best_config.yaml (train and test it with 'dragon-lightning fit --config "
+    "<sweep>/best_config.yaml') and Optuna's plots. Every fit option applies to every trial; one YAML file "
+    "(--config) can hold sweep's own options too."
+)
+
+
 def sweep_command(args: list[str]) -> FrozenTrial | None:
-    parser = CommandParser(
-        prog=PROG,
-        description="Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a "
-        "fit scored on validation data (its monitored metric), one run folder per trial. The same command "
-        "again continues the study. Writes trials.csv, best_config.yaml (train and test it with "
-        "'dragon-lightning fit --config <sweep>/best_config.yaml') and Optuna's plots.",
-    )
-    parser.add_argument("--space", required=True, help="YAML file mapping fit option keys to distributions (configs/sweeps/)")
-    parser.add_argument(
-        "--n_trials",
-        type=ranged(PositiveInt),
-        default=20,
-        help="trials the study should have in total; a rerun adds the missing ones (default: 20)",
-    )
-    parser.add_argument(
-        "--folds",
-        type=ranged(AtLeastTwo),
-        default=None,
-        help="score each trial by the mean over this many stratified folds (default: one split)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=ranged(PositiveInt),
-        default=1,
-        help="processes that run trials side by side on this machine (default: 1)",
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="an Optuna database URL (postgresql://..., mysql://...) shared by machines; "
-        "default: a journal file in the sweep folder",
-    )
-    parser.add_argument("--study_name", default=None, help="the study's name in the storage (default: the sweep folder's name)")
-    parser.add_argument(
-        "--prune",
-        type=boolean,
-        default=True,
-        help="stop trials whose validation metric is worse than "
-        "the median of earlier trials at the same epoch (or fold); false: run every trial to the end (default: true)",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=ranged(PositiveInt),
-        default=60,
-        help="with --storage: seconds between a running trial's "
-        "heartbeats; a trial whose machine stays silent for twice as long is run again by another (default: 60)",
-    )
-    parser.add_argument(
-        "--refit",
-        type=boolean,
-        default=False,
-        help="then train the best settings once more on every "
-        "non-test row (--data.val_fraction 0) for the epochs the best trial kept (the median over its "
-        "folds), keep the final weights and test them: run folder 'refit' (default: false)",
-    )
-    parser.add_argument("--refit_seeds", type=ranged(PositiveInt), default=1, help=SEEDS_HELP)
-    parser.add_argument(
-        "--seed",
-        type=ranged(Seed),
-        default=0,
-        help="seeds the sampler (worker i uses seed + i; with --storage, mixed with the machine and process; default: 0)",
-    )
-    parser.add_argument(
-        "--output_dir",
-        type=Path,
-        default=None,
-        help="the sweep folder (default: sweeps/<config>-<space> "
-        "under --trainer.default_root_dir); a folder holding files of the names a sweep writes that "
-        "dragon-lightning did not write is refused before any trial",
-    )
-    own, fit_args = parser.parse_known_args(args)
-    RefitPlan.requested(own.refit, own.refit_seeds, PROG)
-    outputs = [*OUTPUTS, *refit_outputs(own.refit_seeds)]
-    if own.storage is not None:
-        open_database(
-            own.storage, own.heartbeat
-        )  # a bad URL, a missing driver or a server that is down: one line, nothing written
     quiet_lightning()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if own.output_dir is not None:  # before the config's checks write anything
-        OutputFolder(own.output_dir, "--output_dir").claim(outputs)
-    space = read_space(own.space)
-    folds = ["--data.n_folds", str(own.folds)] if own.folds else []
-    checked = check_config([*fit_args, *folds], PROG)
+    checked = check_search(args, SweepCLI, PROG, DESCRIPTION)
+    own: SweepOptions = checked.options
+    space = checked.space
     check_space(checked, space)
-    plan = RefitPlan.checked(fit_args, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
+    plan = RefitPlan.checked(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
-    OutputFolder(sweep_dir, "--output_dir").claim(outputs)
+    OutputFolder(sweep_dir, "--output_dir").claim([*OUTPUTS, *refit_outputs(own.refit_seeds)])
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings = SweepSettings(
-        fit_args=tuple(fit_args),
+        fit_settings=checked.settings,
         space_path=str(space.path),
         sweep_dir=str(sweep_dir),
         storage_url=own.storage,
@@ -187,8 +156,8 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         if verdict:
             print(verdict, flush=True)
         if plan is not None:
-            epochs = best.user_attrs.get("epochs") or checked.cli.config.trainer.max_epochs
-            refit_with_seeds(plan, [*fit_args, *as_options(best.params)], epochs, OutputFolder(sweep_dir, "--output_dir"))
+            epochs = best.user_attrs.get("epochs") or checked.config.trainer.max_epochs
+            refit_with_seeds(plan, with_options(checked.settings, best.params), epochs, OutputFolder(sweep_dir, "--output_dir"))
     return best
 
 
@@ -196,11 +165,11 @@ CONFIGS_OWN = "config_own"
 """The user attribute that marks the trial of the config's own settings."""
 
 
-def enqueue_the_configs_own(study: optuna.Study, checked: CheckedConfig, space: SearchSpace) -> str | None:
+def enqueue_the_configs_own(study: optuna.Study, checked: SearchCLI, space: SearchSpace) -> str | None:
     """The config's own settings as a trial of the study, scored as every trial is, so that the best
     is weighed against what the config already does; Optuna enqueues it once, whichever machine asks.
     Returns why not, when the space cannot draw them."""
-    own = {key: plain_values(checked.cli.config.get(key)) for key in space.distributions}
+    own = {key: plain_values(checked.config.get(key)) for key in space.distributions}
     if not space.holds(own):
         return f"the config's own settings ({own}) lie outside the space"
     study.enqueue_trial(own, user_attrs={CONFIGS_OWN: True}, skip_if_exists=True)
@@ -224,12 +193,12 @@ def against_the_configs_own(study: optuna.Study, best: FrozenTrial, direction: s
     )
 
 
-def check_space(checked: CheckedConfig, space: SearchSpace) -> None:
+def check_space(checked: SearchCLI, space: SearchSpace) -> None:
     """Every bound and choice of the space must make a config that ``fit`` accepts, before any trial;
     a refusal names the key and the value."""
     for key, value in space.extremes():
         try:
-            build_cli([*checked.fit_args, *as_options({key: value})], run=False, cli_class=FitSetupCLI, prog=PROG)
+            check_settings(with_options(checked.settings, {key: value}), PROG)
         except (DragonError, ArgumentError, ValueError) as error:
             message = input_error_message(error)
             if message is None:
