@@ -80,22 +80,13 @@ def test_repeated_folds_are_other_stratified_cuts_of_the_same_rows_and_the_same_
 
 
 def test_cv_repeats_trains_every_fold_of_every_draw_and_reports_the_standard_error(tmp_path, capfd):
+    """A whole cv run as one YAML file: its own options beside fit's, as a second --config."""
     cv_dir = tmp_path / "cv"
-    run(
-        "cv",
-        "--config",
-        config("fire_logistic.yaml"),
-        "--folds",
-        "2",
-        "--repeats",
-        "2",
-        "--output_dir",
-        str(cv_dir),
-        "--trainer.max_epochs",
-        "2",
-        "--data.data_dir",
-        "null",
-    )
+    whole_run = {"folds": 2, "repeats": 2, "output_dir": str(cv_dir), "trainer": {"max_epochs": 2}, "data": {"data_dir": None}}
+    (tmp_path / "cv.yaml").write_text(yaml.safe_dump(whole_run))
+    run("cv", "--config", config("fire_logistic.yaml"), "--config", str(tmp_path / "cv.yaml"))
+    saved = yaml.safe_load((cv_dir / "repeat_1_fold_0" / "config.yaml").read_text())
+    assert (saved["data"]["fold_draw"], saved["trainer"]["max_epochs"]) == (1, 2) and "repeats" not in saved, "fit's options only"
     table = pd.read_csv(cv_dir / "cv_results.csv")
     assert table[["repeat", "fold"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert sorted(p.name for p in cv_dir.iterdir() if p.is_dir()) == [f"repeat_{r}_fold_{f}" for r in (0, 1) for f in (0, 1)]
