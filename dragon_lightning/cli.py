@@ -37,7 +37,7 @@ from dragon_lightning.checkpoints.checks import (
 from dragon_lightning.checkpoints.files import load_checkpoint, model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.messages import configuration_refusal, input_error_message
+from dragon_lightning.messages import input_error_message, refusals_named
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.preflight import (
     check_monitors,
@@ -176,15 +176,10 @@ class DragonCLI(LightningCLI):
             raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
 
     def instantiate_classes(self) -> None:
-        """As LightningCLI does; a class of the config that refuses its arguments while it is built
-        (Lightning's ``MisconfigurationException``, as for ``--checkpoint.save_top_k -2``) is one line
-        naming its option."""
-        try:
+        """As LightningCLI does; a callback or logger that refuses its arguments while it is built (as
+        ``ModelCheckpoint`` refuses ``--checkpoint.save_top_k -2``) is one line naming its option."""
+        with refusals_named():
             super().instantiate_classes()
-        except (MisconfigurationException, ValueError) as error:
-            if (message := configuration_refusal(error)) is None:
-                raise
-            raise DragonInputError(message) from None
 
     def instantiate_trainer(self, **kwargs):
         """Read and check every input first: bad input then fails before the Trainer prints or writes.

@@ -3,11 +3,12 @@ name the option as it is typed (``--model.init_args.lr: ...``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import traceback
+from contextvars import ContextVar
 
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, add_instantiator
 from lightning import LightningDataModule, LightningModule
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
@@ -15,7 +16,7 @@ from lightning.pytorch.loggers import Logger
 
 from dragon_lightning.callbacks import PredictionWriter, TutorialFigures
 from dragon_lightning.checkpoints.callback import ResumableCheckpoint
-from dragon_lightning.errors import DragonError, InvalidArgument, first_line
+from dragon_lightning.errors import DragonError, DragonInputError, InvalidArgument, first_line
 from dragon_lightning.gates.outputs import DISK_FULL
 
 
@@ -68,27 +69,38 @@ def _option_group(owner_class: type) -> str:
     return next((prefix for base, prefix in OPTION_GROUPS.items() if issubclass(owner_class, base)), "")
 
 
-def configuration_refusal(error: BaseException) -> str | None:
-    """Lightning's refusal of a configured class's arguments while it is built (a
-    ``MisconfigurationException``, also where jsonargparse wraps it in its own error) as one line naming
-    the option (``--checkpoint: ``, ``--trainer.callbacks EarlyStopping: ``); ``None`` for any other error."""
-    cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, MisconfigurationException):  # as a traceback shows the chain
-        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
-    if cause is None:
-        return None
-    owners = [
-        frame.f_locals["self"]
-        for frame, _ in traceback.walk_tb(cause.__traceback__)
-        if frame.f_code.co_name == "__init__" and "self" in frame.f_locals
-    ]
-    owner = owners[-1] if owners else None
-    kind = "callbacks" if isinstance(owner, Callback) else "logger" if isinstance(owner, Logger) else None
-    if group := _option_group(type(owner)):
-        prefix = f"{group.rstrip('.')}: "
-    else:
-        prefix = f"--trainer.{kind} {type(owner).__name__}: " if kind else ""
-    return f"{prefix}{first_line(cause)}"
+_BUILDING = ContextVar("building_a_commands_classes", default=False)
+
+
+@contextlib.contextmanager
+def refusals_named():
+    """While a command builds its configured classes, a callback's or logger's refusal of its arguments
+    is one line naming its option (see :func:`built_or_refused`)."""
+    token = _BUILDING.set(True)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
+
+
+def built_or_refused(class_type: type, *args, **kwargs):
+    """jsonargparse's instantiator for callbacks and loggers. Lightning refuses some arguments only when
+    it builds the class (``MisconfigurationException`` for ``--checkpoint.save_top_k -2``, ``ValueError``
+    for an ``EarlyStopping`` mode); inside :func:`refusals_named` that refusal is one line naming the
+    option (``--checkpoint: ``, ``--trainer.callbacks EarlyStopping: ``)."""
+    try:
+        return class_type(*args, **kwargs)
+    except (MisconfigurationException, ValueError) as error:
+        if not _BUILDING.get():
+            raise
+        if group := _option_group(class_type):
+            raise DragonInputError(f"{group.rstrip('.')}: {first_line(error)}") from None
+        kind = "logger" if issubclass(class_type, Logger) else "callbacks"
+        raise DragonInputError(f"--trainer.{kind} {class_type.__name__}: {first_line(error)}") from None
+
+
+add_instantiator(built_or_refused, Callback)
+add_instantiator(built_or_refused, Logger)  # type: ignore[type-abstract]  # subclasses of the abstract Logger
 
 
 def _class_problem(option: str, lines: list[str]) -> str | None:

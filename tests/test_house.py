@@ -93,3 +93,15 @@ def test_one_parsing_mechanism_and_no_sub_run_as_command_line_words():
                     if option and value:
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:80]}")
     assert not found, "\n".join(found)
+
+
+def test_no_traceback_frame_is_read_to_word_an_error():
+    """An error is worded where it is raised (or where jsonargparse builds the class that raised it),
+    never by reading the frames of a traceback."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "dragon_lightning").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\bf_locals\b|\bwalk_tb\b|\btb_frame\b|\bimport traceback\b", line)
+    ]
+    assert not found, "\n".join(found)
