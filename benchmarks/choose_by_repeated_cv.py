@@ -27,6 +27,8 @@ from dragon_lightning.commands import cli_main
 from dragon_lightning.search.cv import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
+MLP = ["--model", "dragon_lightning.models.MLPClassifier"]
+"""A candidate of another model class: the config's optimizer and data options carry over."""
 CANDIDATES: dict[str, dict[str, list[str]]] = {
     "configs/color_mlp.yaml": {
         "the config": [],
@@ -40,6 +42,22 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
         "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
+        "MLP [32, 32], lr 0.01": [
+            *MLP,
+            "--model.init_args.hidden_sizes",
+            "[32, 32]",
+            "--model.init_args.optimizer.init_args.lr",
+            "0.01",
+        ],
+        "MLP [32, 32], lr 0.01, noise 0.1": [
+            *MLP,
+            "--model.init_args.hidden_sizes",
+            "[32, 32]",
+            "--model.init_args.optimizer.init_args.lr",
+            "0.01",
+            "--model.init_args.input_noise",
+            "0.1",
+        ],
     },
 }
 METRICS = ("val/loss", "val/acc")

@@ -39,6 +39,7 @@ from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.messages import input_error_message, refusals_named
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
+from dragon_lightning.models.base import DATA_LINKED
 from dragon_lightning.preflight import (
     check_monitors,
     check_optimization_options,
@@ -86,7 +87,7 @@ class DragonCLI(LightningCLI):
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_features", "num_classes", "class_names"):
+        for name in DATA_LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(

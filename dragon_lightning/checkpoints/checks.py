@@ -13,6 +13,7 @@ import lightning as L
 from dragon_lightning.arguments import init_parameters
 from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.models.base import DATA_LINKED
 
 
 def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
@@ -53,10 +54,6 @@ def check_checkpoint_fits(checkpoint: dict, path: str | os.PathLike, model: L.Li
         )
 
 
-# Set from the data under the CLI, never by the user.
-LINKED_HYPERPARAMETERS = ("num_features", "num_classes", "class_names")
-
-
 # How a trained model decides, not what it learned: ``validate``, ``test`` and ``predict`` may set them.
 DECISION_HYPERPARAMETERS = ("threshold",)
 
@@ -89,7 +86,7 @@ def check_hyperparameters(
         f"--model.init_args.{name} {_option_text(configured[name])} (the checkpoint has {_option_text(value)})"
         for name, value in trained.items()
         if name in configured
-        and name not in (*LINKED_HYPERPARAMETERS, *adjustable)
+        and name not in (*DATA_LINKED, *adjustable)
         and _option_text(configured[name]) not in (_option_text(value), _option_text(parameters[name].default))
     ]
     if conflicts:

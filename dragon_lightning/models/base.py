@@ -29,6 +29,8 @@ from dragon_lightning.models.metrics import TrainingTally, accuracy_collection, 
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "dragon_lightning"
 """Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
+DATA_LINKED = ("num_features", "num_classes", "class_names")
+"""Arguments the data decides: under the CLI they are linked from the data module, never set by the user."""
 INJECTED = ("optimizer", "scheduler")
 """Arguments built from the config (classes and their settings), never saved in a checkpoint."""
 MAX_PARAMETERS = 25_000_000

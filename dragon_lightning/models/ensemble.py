@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.models.base import MAX_PARAMETERS, DragonClassifier, class_probabilities
+from dragon_lightning.models.base import DATA_LINKED, MAX_PARAMETERS, DragonClassifier, class_probabilities
 from dragon_lightning.models.linear import LogisticRegression, Perceptron
 from dragon_lightning.models.mlp import MLPClassifier
 
@@ -47,7 +47,7 @@ class MeanProbabilities(nn.Module):
 class FoldEnsemble(DragonClassifier):
     """The mean of its members' class probabilities; not trained itself (its members were)."""
 
-    derived_arguments = ("num_features", "num_classes", "class_names")
+    derived_arguments = DATA_LINKED
 
     def __init__(self, members: Sequence[dict[str, Any]] = (), threshold: float = 0.5) -> None:
         """
