@@ -29,6 +29,17 @@ from dragon_lightning.search.cv import paired_difference
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ["--model", "dragon_lightning.models.MLPClassifier"]
 """A candidate of another model class: the config's optimizer and data options carry over."""
+LR_001 = ["--model.init_args.optimizer.init_args.lr", "0.01"]
+
+
+def hidden(sizes: str) -> list[str]:
+    return ["--model.init_args.hidden_sizes", sizes]
+
+
+def noise(std: str) -> list[str]:
+    return ["--model.init_args.input_noise", std]
+
+
 CANDIDATES: dict[str, dict[str, list[str]]] = {
     "configs/color_mlp.yaml": {
         "the config": [],
@@ -42,21 +53,16 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
         "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
-        "MLP [32, 32], lr 0.01": [
+        "MLP [32, 32], lr 0.01": [*MLP, *hidden("[32, 32]"), *LR_001],
+        "MLP [32, 32], lr 0.01, noise 0.1": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.1")],
+        "MLP [32, 32], lr 0.01, noise 0.2": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.2")],
+        "MLP [64, 64], lr 0.01, noise 0.1": [*MLP, *hidden("[64, 64]"), *LR_001, *noise("0.1")],
+        "MLP [10, 20, 1000], lr 0.003, noise 0.1": [
             *MLP,
-            "--model.init_args.hidden_sizes",
-            "[32, 32]",
+            *hidden("[10, 20, 1000]"),
             "--model.init_args.optimizer.init_args.lr",
-            "0.01",
-        ],
-        "MLP [32, 32], lr 0.01, noise 0.1": [
-            *MLP,
-            "--model.init_args.hidden_sizes",
-            "[32, 32]",
-            "--model.init_args.optimizer.init_args.lr",
-            "0.01",
-            "--model.init_args.input_noise",
-            "0.1",
+            "0.003",
+            *noise("0.1"),
         ],
     },
 }
