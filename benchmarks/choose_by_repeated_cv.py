@@ -47,6 +47,9 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "input noise 0.3": ["--model.init_args.input_noise", "0.3"],
         "label smoothing 0.1": ["--model.init_args.label_smoothing", "0.1"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
+        "input noise 0.05": noise("0.05"),
+        "MLP [32, 32], lr 0.01, noise 0.1": [*hidden("[32, 32]"), *LR_001, *noise("0.1")],
+        "MLP [64, 64], lr 0.01, noise 0.1": [*hidden("[64, 64]"), *LR_001, *noise("0.1")],
     },
     "configs/fire_logistic.yaml": {
         "the config": [],

@@ -12,7 +12,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jsonargparse import ArgumentError, Namespace
+import yaml
+from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
@@ -37,6 +38,7 @@ from dragon_lightning.checkpoints.checks import (
 from dragon_lightning.checkpoints.files import load_checkpoint, model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
+from dragon_lightning.gates.inputs import bounded
 from dragon_lightning.messages import input_error_message, refusals_named
 from dragon_lightning.models import DragonClassifier, FoldEnsemble
 from dragon_lightning.models.base import DATA_LINKED
@@ -51,6 +53,7 @@ from dragon_lightning.quiet import held_back_logs
 from dragon_lightning.registry import PROG, description
 
 DESCRIPTION = description()
+set_loader("yaml", bounded(get_loader("yaml")), exceptions=(yaml.YAMLError,))
 
 
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"

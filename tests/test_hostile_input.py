@@ -2,6 +2,7 @@
 and every refusal is one line, exit status 2, with no file created or changed."""
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -486,12 +487,18 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
-@pytest.mark.parametrize("where", ["config file", "inline value"])
+@pytest.mark.parametrize("where", ["config file", "inline value", "a search space's choice"])
 def test_yaml_aliases_cannot_expand_a_small_input_without_bound(where, scratch):
-    """A 700-byte YAML of nested aliases stands for 9**10 values: one line, exit 2, in bounded memory."""
+    """A 700-byte YAML of nested aliases stands for 9**10 values: one line, exit 2, in bounded memory.
+    A space's choice is text the space file holds, parsed as YAML only when a trial's settings are
+    (jsonargparse's loader is bounded itself, wherever a value comes from)."""
     if where == "config file":
         (scratch / "bomb.yaml").write_text(ALIAS_BOMB)
         args = ["fit", "--config", "bomb.yaml"]
+    elif where == "a search space's choice":
+        choice = json.dumps("{" + ALIAS_BOMB.replace("\n", ", ") + "}")
+        (scratch / "space.yaml").write_text(f"model.init_args.hidden_sizes: {{type: categorical, choices: [[8], {choice}]}}\n")
+        args = ["sweep", "--config", COLOR_MLP, "--space", "space.yaml", "--output_dir", "out", "--data.data_dir", "null"]
     else:
         args = ["fit", "--config", COLOR_MLP, "--trainer.plugins", "{" + ALIAS_BOMB.replace("\n", ", ") + "}"]
     result = run_limited(args, cwd=scratch)

@@ -4,6 +4,7 @@ commented, minimal override says why; files read only through the input gate."""
 import ast
 import importlib
 import inspect
+import itertools
 import pkgutil
 import re
 
@@ -87,7 +88,7 @@ def test_one_parsing_mechanism_and_no_sub_run_as_command_line_words():
                 found += [f"{path.relative_to(ROOT)}:{node.lineno}: imports argparse" for name in names if name == "argparse"]
             if isinstance(node, (ast.List, ast.Tuple)):
                 words = node.elts
-                for word, after in zip(words, words[1:], strict=False):
+                for word, after in itertools.pairwise(words):
                     option = isinstance(word, ast.Constant) and isinstance(word.value, str) and word.value.startswith("--")
                     value = not (isinstance(after, ast.Constant) and isinstance(after.value, str) and after.value.startswith("-"))
                     if option and value:

@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -227,6 +227,19 @@ def check_yaml_expansion(text: str, where: str) -> None:
             _refuse_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)
     except RecursionError:
         raise _too_deep(where) from None
+
+
+def bounded(load: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``load`` (jsonargparse's YAML loader) refusing YAML whose aliases expand too far, or that nests
+    too deep, before it builds anything: installed for every value and config file jsonargparse reads,
+    so the bound holds wherever a value comes from (the command line, a config, a search space's
+    choice, settings handed over from Python)."""
+
+    def bounded_load(text: str) -> Any:
+        check_yaml_expansion(text, "a YAML value")
+        return load(text)
+
+    return bounded_load
 
 
 def _refuse_expansion(node: yaml.Node | None, where: str) -> None:
