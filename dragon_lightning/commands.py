@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from dragon_lightning.registry import COMMANDS, PROG, overview, version
+from dragon_lightning.registry import COMMANDS, PROG, alone, overview, version
 
 
 def main() -> None:
@@ -25,6 +25,9 @@ def cli_main(args: list[str] | None = None):
     if arguments in (["--version"], ["-V"]):
         print(version())
         raise SystemExit(0)
+    if len(arguments) == 1 and arguments[0] in COMMANDS:
+        print(alone(arguments[0]), file=sys.stderr)
+        raise SystemExit(2)
     if not arguments[0].startswith("-") and arguments[0] not in COMMANDS:
         print(
             f"{PROG}: error: no command {arguments[0]!r}; the commands are {', '.join(COMMANDS)} ('{PROG} --help')",

@@ -20,6 +20,8 @@ SUMMARY = (
 class Command:
     purpose: str
     """One line, for the top-level help."""
+    example: str
+    """The options of a first run, shown when the command is typed alone."""
     runs: str | None = None
     """``"module:function"`` taking the command's arguments, imported when used; ``None``: one of
     LightningCLI's subcommands."""
@@ -27,19 +29,43 @@ class Command:
     """Stops on SIGTERM by itself (it finishes the requests in flight)."""
 
 
+CONFIG = "--config configs/color_mlp.yaml"
+CHECKPOINT = "lightning_logs/version_0/checkpoints/last.ckpt"
 COMMANDS = {
-    "fit": Command("train a config, keep the best checkpoint, then test it"),
-    "validate": Command("score a checkpoint on the validation split"),
-    "test": Command("score a checkpoint on the test split"),
-    "predict": Command("write predictions for a CSV of dragons"),
-    "lr_find": Command("plot the loss against the learning rate and suggest one", "dragon_lightning.tuning:find_learning_rate"),
-    "cv": Command("cross-validate a config on K stratified folds", "dragon_lightning.search.cv:cv_command"),
-    "sweep": Command("search a config's options with Optuna", "dragon_lightning.search.sweep:sweep_command"),
-    "export": Command(
-        "write a checkpoint as ONNX or torch.export with its preprocessing", "dragon_lightning.export:export_command"
+    "fit": Command("train a config, keep the best checkpoint, then test it", CONFIG),
+    "validate": Command("score a checkpoint on the validation split", f"{CONFIG} --ckpt_path {CHECKPOINT}"),
+    "test": Command("score a checkpoint on the test split", f"{CONFIG} --ckpt_path {CHECKPOINT}"),
+    "predict": Command(
+        "write predictions for a CSV of dragons",
+        f"{CONFIG} --ckpt_path {CHECKPOINT} --data.predict_csv examples/dragons_to_predict.csv",
     ),
-    "compare": Command("draw finished runs' decision regions side by side", "dragon_lightning.compare:compare_command"),
-    "serve": Command("answer predictions over HTTP (LitServe)", "dragon_lightning.serve:serve_command", server=True),
+    "lr_find": Command(
+        "plot the loss against the learning rate and suggest one", CONFIG, "dragon_lightning.tuning:find_learning_rate"
+    ),
+    "cv": Command(
+        "cross-validate a config on K stratified folds", f"{CONFIG} --folds 5", "dragon_lightning.search.cv:cv_command"
+    ),
+    "sweep": Command(
+        "search a config's options with Optuna",
+        f"{CONFIG} --space configs/sweeps/color_mlp.yaml",
+        "dragon_lightning.search.sweep:sweep_command",
+    ),
+    "export": Command(
+        "write a checkpoint as ONNX or torch.export with its preprocessing",
+        f"--ckpt_path {CHECKPOINT} --output model.onnx",
+        "dragon_lightning.export:export_command",
+    ),
+    "compare": Command(
+        "draw finished runs' decision regions side by side",
+        "lightning_logs/version_0 lightning_logs/version_1",
+        "dragon_lightning.compare:compare_command",
+    ),
+    "serve": Command(
+        "answer predictions over HTTP (LitServe)",
+        f"--ckpt_path {CHECKPOINT}",
+        "dragon_lightning.serve:serve_command",
+        server=True,
+    ),
 }
 
 START = f"Start from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'."
@@ -58,6 +84,13 @@ def description() -> str:
     """The LightningCLI commands' ``--help`` description: the summary and where the other commands are."""
     others = "; ".join(f"'{name}' to {command.purpose}" for name, command in COMMANDS.items() if command.runs)
     return f"{SUMMARY} {START} More commands, each with --help: {others}."
+
+
+def alone(name: str) -> str:
+    """What a command typed without options answers: how a first run looks, and where the rest is."""
+    return (
+        f"{PROG}: error: {name} needs options, e.g. '{PROG} {name} {COMMANDS[name].example}' ('{PROG} {name} --help' lists them)"
+    )
 
 
 def version() -> str:

@@ -233,7 +233,7 @@ def test_the_overview_the_version_and_a_mistyped_command_answer_before_pytorch_i
         "    print('torch imported' if 'torch' in sys.modules else 'torch not imported', file=sys.stderr)\n"
     )
     answers = {}
-    for args in (["--help"], ["--version"], ["fitt", "--config", "x.yaml"]):
+    for args in (["--help"], ["--version"], ["fitt", "--config", "x.yaml"], ["fit"]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
         assert done.stderr.endswith("torch not imported\n"), (args, done.stderr)
         answers[args[0]] = (done.returncode, done.stdout + done.stderr)
@@ -243,6 +243,10 @@ def test_the_overview_the_version_and_a_mistyped_command_answer_before_pytorch_i
     assert answers["fitt"][1].splitlines()[0] == (
         "dragon-lightning: error: no command 'fitt'; the commands are " + ", ".join(COMMANDS) + " ('dragon-lightning --help')"
     )
+    assert answers["fit"][0] == 2 and answers["fit"][1].splitlines()[0] == (
+        "dragon-lightning: error: fit needs options, e.g. 'dragon-lightning fit --config configs/color_mlp.yaml' "
+        "('dragon-lightning fit --help' lists them)"
+    ), "a command typed alone shows a first run"
 
 
 def cli_help(args: list[str], capsys) -> str:
