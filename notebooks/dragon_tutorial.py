@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 from lightning.pytorch.loggers import TensorBoardLogger
+from threadpoolctl import threadpool_limits
 
 import dragon_lightning
 from dragon_lightning import cli_main, load_model
@@ -48,6 +49,11 @@ SEED = 0  # the draw: toes, split and initial weights
 RUNS = Path("dragon_tutorial_runs")  # every run folder of this notebook goes here
 CONFIGS = Path(dragon_lightning.__file__).resolve().parents[1] / "configs"
 L.seed_everything(SEED, verbose=False)
+# One CPU thread for PyTorch and for NumPy's and scikit-learn's BLAS: these models are tiny, and in a
+# Jupyter kernel a second thread made a 64x64 matrix product 28 times slower (the kernel's own threads
+# take the core it waits for).
+torch.set_num_threads(1)
+threadpool_limits(1)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # Lightning's start-up lines and tips
 warnings.filterwarnings("ignore", message=".*LeafSpec")  # a deprecation inside Lightning, nothing to act on
 
