@@ -1,10 +1,10 @@
 """Reproduce the tutorial's results table against scikit-learn peers, over random draws.
 
-Each draw (seed) changes the toes draw, the split and the model init. All nine configs run through
+Each draw (seed) changes the toes draw, the split and the model init. All ten configs run through
 the CLI's own code path (``cli_main(["fit", ...])``); scikit-learn's LogisticRegression, Perceptron
 and MLPClassifier train on exactly the same rows and standardized features, once on the training
 split (as our plain runs) and once on every non-test row (as a refit). ``--pipelines`` adds, for the
-three main configs, ``cv --folds 5 --refit true --ensemble true``: the refit on every non-test row and
+four main configs, ``cv --folds 5 --refit true --ensemble true``: the refit on every non-test row and
 the ensemble of the five fold models and the refit; with ``--refit-seeds N``, N refits with different
 seeds, their seed ensemble, and all of them in the fold ensemble. The peers add an RBF SVC tuned by
 5-fold CV and gradient boosting. Prints a markdown table and optionally writes the
@@ -39,10 +39,11 @@ TUTORIAL_CONFIG_NAMES = {"LogisticRegression": "logistic", "Perceptron": "percep
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [
     "configs/fire_logistic.yaml",
-    "configs/fire_mlp.yaml",
+    "configs/fire_recommended.yaml",
     "configs/fire_perceptron.yaml",
     "configs/color_perceptron.yaml",
     "configs/color_mlp.yaml",
+    "configs/color_recommended.yaml",
     "configs/tutorial/fire_logistic.yaml",
     "configs/tutorial/fire_perceptron.yaml",
     "configs/tutorial/color_perceptron.yaml",
@@ -72,7 +73,12 @@ def run_config(config: str, seed: int, csv: str | None, root: Path, extra: list[
     return {name: float(value) for name, value in cli.trainer.callback_metrics.items() if name.startswith("test/")}
 
 
-MAIN_CONFIGS = ("configs/fire_logistic.yaml", "configs/fire_mlp.yaml", "configs/color_mlp.yaml")
+MAIN_CONFIGS = (
+    "configs/fire_logistic.yaml",
+    "configs/fire_recommended.yaml",
+    "configs/color_mlp.yaml",
+    "configs/color_recommended.yaml",
+)
 PIPELINE_FOLDS = 5
 
 
@@ -172,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--first-draw", type=int, default=0, help="the first draw's seed (default 0, the draws of docs/results.md)"
     )
-    parser.add_argument("--pipelines", action="store_true", help="also cv --refit --ensemble for the three main configs")
+    parser.add_argument("--pipelines", action="store_true", help="also cv --refit --ensemble for the four main configs")
     parser.add_argument("--refit-seeds", type=int, default=1, help="with --pipelines: the refit's seeds (a seed ensemble)")
-    parser.add_argument("--configs", nargs="*", default=CONFIGS, help="configs to run (default: all nine)")
+    parser.add_argument("--configs", nargs="*", default=CONFIGS, help="configs to run (default: all ten)")
     parser.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn peers")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)

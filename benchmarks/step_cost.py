@@ -205,8 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is the warm-up")
     parser.add_argument("--repeats", type=int, default=8, help="turns of every variant (8: each takes every place once)")
+    parser.add_argument("--threads", type=int, help="PyTorch's CPU threads for every variant (default: PyTorch's own)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"PyTorch CPU threads: {torch.get_num_threads()}", file=sys.stderr)
     sys.path.insert(0, str(Path(__file__).parent))  # so the CLI can load step_cost.EpochTimer
     data = DragonDataModule(task="color", n_dragons=args.n, seed=0, data_dir=None, batch_size=args.batch_size)
     data.setup("fit")
