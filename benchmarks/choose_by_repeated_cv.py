@@ -51,6 +51,11 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "MLP [32, 32], lr 0.01, noise 0.1": [*hidden("[32, 32]"), *LR_001, *noise("0.1")],
         "MLP [64, 64], lr 0.01, noise 0.1": [*hidden("[64, 64]"), *LR_001, *noise("0.1")],
     },
+    "configs/color_recommended.yaml": {
+        "the config": [],
+        "Adam weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay", "0.0001"],
+        "dropout 0.1": ["--model.init_args.dropout", "0.1"],
+    },
     "configs/fire_logistic.yaml": {
         "the config": [],
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],

@@ -18,7 +18,7 @@ from dragon_lightning.checkpoints.checks import check_resumable
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
-from dragon_lightning.search.runs import Objective, check_search
+from dragon_lightning.search.runs import Objective, check_search, with_options
 from dragon_lightning.search.space import read_space
 from dragon_lightning.search.study import SweepSettings, open_study
 from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space
@@ -527,3 +527,16 @@ def test_a_database_server_that_never_answers_is_one_line_within_seconds(tmp_pat
     line = refused.stderr.strip().splitlines()[-1]
     assert "cannot open the study database (connection timeout expired)" in line and "s3cret" not in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_s_settings_change_by_option_name_on_a_copy():
+    """A sub-run's options are data: dotted option names set nested values, and the settings they
+    start from stay as they were (every fold starts from the same parsed config)."""
+    settings = {"data": {"fold": 0, "seed": 3}, "model": {"class_path": "MLPClassifier", "init_args": {"dropout": 0.0}}}
+    changed = with_options(settings, {"data.fold": 2, "model.init_args.dropout": 0.1, "trainer.max_epochs": 5})
+    assert changed == {
+        "data": {"fold": 2, "seed": 3},
+        "model": {"class_path": "MLPClassifier", "init_args": {"dropout": 0.1}},
+        "trainer": {"max_epochs": 5},
+    }
+    assert settings["data"]["fold"] == 0 and settings["model"]["init_args"]["dropout"] == 0.0
