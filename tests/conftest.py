@@ -1,6 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
+
+# Two test workers share the machine's cores with the commands they start: one PyTorch (and BLAS)
+# thread each, as commands run side by side should have, since a second thread waits for a core
+# another process holds (test_cli, test_resume and test_export: 66 to 69 s with PyTorch's default
+# threads, 54 s with one). Set before anything imports torch; the commands inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CSV = ROOT.parent / "shared" / "data" / "2020-10-21-dragon-data.csv"
