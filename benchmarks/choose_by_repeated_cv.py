@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MLP = ["--model", "dragon_lightning.models.MLPClassifier"]
 """A candidate of another model class: the config's optimizer and data options carry over."""
 LR_001 = ["--model.init_args.optimizer.init_args.lr", "0.01"]
+FINAL = ["--checkpoint.monitor", "null"]
+"""Validate the weights training ends with, not the best epoch's."""
 
 
 def hidden(sizes: str) -> list[str]:
@@ -55,6 +57,15 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "the config": [],
         "Adam weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay", "0.0001"],
         "dropout 0.1": ["--model.init_args.dropout", "0.1"],
+        # Stochastic weight averaging puts its average in when training ends: judged on final weights,
+        # against the config's own final weights (both rows' differences are on the same folds).
+        "final weights": FINAL,
+        "final weights, SWA lr 1e-3": [
+            *FINAL,
+            "--trainer.callbacks+=StochasticWeightAveraging",
+            "--trainer.callbacks.swa_lrs",
+            "0.001",
+        ],
     },
     "configs/fire_logistic.yaml": {
         "the config": [],
