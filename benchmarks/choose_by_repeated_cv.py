@@ -67,6 +67,12 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
             "0.001",
         ],
     },
+    "configs/fire_recommended.yaml": {
+        "the config": [],
+        "80 epochs": ["--trainer.max_epochs", "80"],
+        "Adam 3e-3": ["--model.init_args.optimizer.init_args.lr", "0.003"],
+        "batch size 32": ["--data.batch_size", "32"],
+    },
     "configs/fire_logistic.yaml": {
         "the config": [],
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
