@@ -12,8 +12,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
+from jsonargparse.typing import register_type
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
@@ -54,6 +56,9 @@ from dragon_lightning.registry import PROG, description
 
 DESCRIPTION = description()
 set_loader("yaml", bounded(get_loader("yaml")), exceptions=(yaml.YAMLError,))
+# Some of Lightning's callbacks default to a ``torch.device`` (StochasticWeightAveraging's ``device``), which
+# jsonargparse would write into config.yaml as "Unable to serialize instance cpu": written as its text instead.
+register_type(torch.device, serializer=str, deserializer=torch.device)
 
 
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"

@@ -309,3 +309,14 @@ def test_the_regularizers_are_options_of_a_fit(tmp_path):
     cli = fit(tmp_path, *options)
     assert (cli.model.label_smoothing, cli.model.input_noise) == (0.1, 0.2)
     assert float(cli.trainer.callback_metrics["val/acc"]) > 0.5
+
+
+def test_stochastic_weight_averaging_runs_from_the_command_line_and_its_run_config_trains_again(tmp_path):
+    """Lightning's SWA callback defaults to a torch.device: config.yaml holds it as text, and the run's
+    own config.yaml trains again as written."""
+    swa = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.001"]
+    fit(tmp_path / "first", *swa, "--trainer.max_epochs", "2", name="fire_recommended.yaml")
+    saved = tmp_path / "first" / "lightning_logs" / "version_0" / "config.yaml"
+    assert "device: cpu" in saved.read_text()
+    again = run("fit", "--config", str(saved), "--trainer.default_root_dir", str(tmp_path / "again"))
+    assert any(type(callback).__name__ == "StochasticWeightAveraging" for callback in again.trainer.callbacks)
