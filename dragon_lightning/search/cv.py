@@ -25,6 +25,7 @@ from dragon_lightning.search.runs import (
     FitSettings,
     RunResult,
     SearchCLI,
+    as_plain_data,
     check_search,
     fit_and_validate,
     mean_and_std,
@@ -51,11 +52,6 @@ def outputs(folds: int, repeats: int = 1, refit_seeds: int = 1) -> list[str]:
     return [RESULTS, *runs, *refit_outputs(refit_seeds), ENSEMBLE]
 
 
-def as_recorded(settings: FitSettings) -> dict:
-    """``settings`` as a fold's record holds them (JSON: paths as text)."""
-    return json.loads(json.dumps(settings, default=str))
-
-
 def finished_fold(run_dir: Path, settings: FitSettings) -> RunResult | None:
     """The recorded result of a fold that ran to its end with the same options and kept its checkpoint."""
     try:
@@ -63,7 +59,7 @@ def finished_fold(run_dir: Path, settings: FitSettings) -> RunResult | None:
         result = RunResult.from_record(recorded["result"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError):  # not a record of ours: the fold runs again
         return None
-    same = recorded.get("settings") == as_recorded(settings) and (not result.checkpoint or Path(result.checkpoint).is_file())
+    same = recorded.get("settings") == as_plain_data(settings) and (not result.checkpoint or Path(result.checkpoint).is_file())
     return result if same else None
 
 
@@ -75,7 +71,7 @@ def run_fold(folder: OutputFolder, settings: FitSettings, name: str) -> RunResul
     run_dir = folder.claim_folder(name)
     print(f"{label}: training in {run_dir}", flush=True)
     result = fit_and_validate(run_dir, settings, progress_bar=True)
-    record = {"settings": as_recorded(settings), "result": {**asdict(result), "run_dir": str(result.run_dir)}}
+    record = {"settings": as_plain_data(settings), "result": {**asdict(result), "run_dir": str(result.run_dir)}}
     OutputFolder(run_dir).write(FOLD_RESULT, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return result
 

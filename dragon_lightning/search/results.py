@@ -5,17 +5,17 @@ from __future__ import annotations
 import warnings
 
 import optuna
-from jsonargparse import dict_to_namespace
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.figures.drawing import STYLE
 from dragon_lightning.gates.outputs import OutputFolder
-from dragon_lightning.search.runs import SearchCLI, with_options
+from dragon_lightning.search.runs import as_plain_data, with_options
 from dragon_lightning.search.space import SearchSpace
 from dragon_lightning.search.study import SweepSettings, open_study
 
 
-def write_outputs(settings: SweepSettings, checked: SearchCLI, space: SearchSpace) -> FrozenTrial | None:
+def write_outputs(settings: SweepSettings, space: SearchSpace) -> FrozenTrial | None:
     """trials.csv, best_config.yaml and Optuna's history and importance plots in the sweep folder."""
     study = open_study(settings, 0)
     folder = OutputFolder(settings.sweep_dir, "--output_dir")
@@ -28,10 +28,10 @@ def write_outputs(settings: SweepSettings, checked: SearchCLI, space: SearchSpac
         return None
     best = study.best_trial
     # The logger's folder stays "<trainer.default_root_dir>": fit places it under that option's value then.
-    config = dict_to_namespace(with_options(settings.fit_settings, best.params))
+    config = as_plain_data(with_options(settings.fit_settings, best.params))
     over = f"the mean over {settings.folds} folds" if settings.folds else "the validation split"
     header = f"# Best trial {best.number} of the sweep in {folder.path}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
-    text = header + checked.parser.dump(config, skip_none=False, skip_validation=True)
+    text = header + yaml.safe_dump(config, sort_keys=False)
     folder.write("best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     metric = settings.objective.metric
     _plot(folder, "optimization_history.png", optuna.visualization.matplotlib.plot_optimization_history, study, metric)

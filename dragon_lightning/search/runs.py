@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import statistics
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from jsonargparse import Namespace, dict_to_namespace
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from dragon_lightning.callbacks.figures import kept_epoch
@@ -32,10 +33,21 @@ QUIET = {"trainer.enable_model_summary": False, "figures.enabled": False}
 def with_options(settings: FitSettings, options: Mapping[str, Any]) -> FitSettings:
     """A copy of ``settings`` with each of ``options`` set, keyed as the option is named without its
     dashes (``{"data.fold": 1}``)."""
-    namespace = dict_to_namespace(copy.deepcopy(settings))
+    changed = copy.deepcopy(settings)
     for key, value in options.items():
-        namespace[key] = value
-    return namespace.as_dict()
+        *sections, name = key.split(".")
+        node = changed
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                node[section] = {}
+            node = node[section]
+        node[name] = value
+    return changed
+
+
+def as_plain_data(settings: FitSettings) -> dict:
+    """``settings`` as a JSON record or a YAML config holds them: paths and other values as their text."""
+    return json.loads(json.dumps(settings, default=str))
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     except (KeyboardInterrupt, SystemExit) as stopped:  # Lightning ends a run on Ctrl-C with SystemExit(1)
         print(f"{PROG}: stopped; run the same command again to continue the study", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM if isinstance(stopped, SIGTERMException) else 130) from None
-    best = write_outputs(settings, checked, space)
+    best = write_outputs(settings, space)
     if best is None:
         print(f"no trial completed; trials.csv in {sweep_dir}")
     else:
