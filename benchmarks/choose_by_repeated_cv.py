@@ -1,7 +1,8 @@
 """Choose what a shipped config recommends by repeated cross-validation, never by test accuracy.
 
-For each task's shipped config and each candidate change (a few ``fit`` overrides: input noise, label
-smoothing, weight decay, a wider MLP), ``dragon-lightning cv --repeats R --folds K`` on the non-test
+For each config and each candidate change (a few ``fit`` overrides: input noise, label smoothing,
+weight decay, dropout, another MLP in place of the config's model, stochastic weight averaging judged
+on final weights), ``dragon-lightning cv --repeats R --folds K`` on the non-test
 rows of one split (the config's seed), every candidate on the same folds as the config itself. Prints
 each candidate's mean validation loss and accuracy, and its paired difference from the config (the
 mean over the same folds, with the standard error from the draws' mean differences): a change is

@@ -32,7 +32,8 @@ QUIET = {"trainer.enable_model_summary": False, "figures.enabled": False}
 
 def with_options(settings: FitSettings, options: Mapping[str, Any]) -> FitSettings:
     """A copy of ``settings`` with each of ``options`` set, keyed as the option is named without its
-    dashes (``{"data.fold": 1}``)."""
+    dashes (``{"data.fold": 1}``). A section that is not a mapping becomes one: a search's runs need a
+    run folder, so ``trainer.logger: false`` gives way to the logger default under ``in_run_folder``."""
     changed = copy.deepcopy(settings)
     for key, value in options.items():
         *sections, name = key.split(".")
