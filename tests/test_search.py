@@ -540,3 +540,5 @@ def test_a_run_s_settings_change_by_option_name_on_a_copy():
         "trainer": {"max_epochs": 5},
     }
     assert settings["data"]["fold"] == 0 and settings["model"]["init_args"]["dropout"] == 0.0
+    no_logger = with_options({"trainer": {"logger": False}}, {"trainer.logger.init_args.save_dir": "runs"})
+    assert no_logger == {"trainer": {"logger": {"init_args": {"save_dir": "runs"}}}}, "a run folder needs a logger"
