@@ -3,9 +3,11 @@
 Runs alternate (on, off, on, off, ...) so machine noise hits both alike, and the median wall time of
 each is compared, two ways: ``fit`` called in this process (start-up and imports excluded, the
 strictest view) and the whole ``dragon-lightning fit`` command as a user runs it. The config runs
-with its progress bar (output discarded) unless ``--no-progress-bar``.
+with its progress bar (output discarded) unless ``--no-progress-bar``. ``--threads N`` runs every
+variant with N PyTorch threads (``OMP_NUM_THREADS``): the pictures are drawn in a worker process only
+where that leaves a core spare.
 
-    python benchmarks/figure_cost.py --config configs/color_mlp.yaml --repeats 3
+    python benchmarks/figure_cost.py --config configs/color_mlp.yaml --repeats 3 --threads 1
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -20,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from dragon_lightning.commands import cli_main
+from dragon_lightning.figures.painter import spare_core
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +54,12 @@ def main() -> None:
     parser.add_argument("--config", default="configs/color_mlp.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-progress-bar", dest="progress_bar", action="store_false")
+    parser.add_argument("--threads", type=int, help="PyTorch's CPU threads for every variant (default: PyTorch's own)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the whole commands
+        torch.set_num_threads(args.threads)
+    print(f"PyTorch CPU threads: {torch.get_num_threads()}; drawn in a worker: {spare_core()}", file=sys.stderr)
     print("| config | measured | figures on (s) | figures off (s) | on / off |\n|---|---|---|---|---|")
     for label, timed in (("fit in-process", timed_fit), ("whole command", timed_command)):
         times: dict[bool, list[float]] = {True: [], False: []}

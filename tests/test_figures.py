@@ -1,15 +1,24 @@
 """Pictures as files in every run, whatever the logger; the fire threshold and ROC; ``compare``."""
 
+import json
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from clihelpers import config, expect_one_line_error, files_under, in_root, run
+from clihelpers import config, expect_one_line_error, files_under, in_root, run, run_in_subprocess
+from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dragon_lightning import load_model
 from dragon_lightning.commands import cli_main
+from dragon_lightning.figures import painter
+from dragon_lightning.figures.painter import spare_core
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 PICTURES = {"truth_vs_predictions.png", "decision_regions.png", "confusion_matrix.png", "learning_curves.png"}
@@ -269,15 +278,78 @@ def test_the_learning_curves_legend_fits_inside_the_picture(epochs):
 
 
 def test_the_animation_counts_epochs_trained_as_the_learning_curves_do(tmp_path, monkeypatch):
-    from dragon_lightning.figures import drawing as plots
+    from dragon_lightning.figures.painter import Painter, drawn_regions
 
     titles = []
-    draw = plots.DecisionRegions.draw
+    submit = Painter.submit
 
-    def noting_the_title(self, logits, title, **options):
-        titles.append(title)
-        return draw(self, logits, title, **options)
+    def noting_the_title(self, then, task, *args):
+        if task is drawn_regions:
+            titles.append(args[-1])
+        return submit(self, then, task, *args)
 
-    monkeypatch.setattr(plots.DecisionRegions, "draw", noting_the_title)
+    monkeypatch.setattr(Painter, "submit", noting_the_title)
     fit_fire(tmp_path, "--trainer.max_epochs", "2", "--test_after_fit", "false")
     assert titles[:2] == ["training set after 1 epoch", "training set after 2 epochs"]
+
+
+def test_a_picture_drawn_in_the_worker_is_the_one_drawn_in_place(monkeypatch):
+    torch.manual_seed(0)
+    weights = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    features = np.random.default_rng(0).normal(size=(200, 2)) * [3, 10] + [10, 50]
+    labels = np.arange(200) % 3
+    pictures = {}
+    for spare in (True, False):
+        monkeypatch.setattr(painter, "spare_core", lambda spare=spare: spare)
+        drawing = painter.Painter()
+        for key in ("run", None):  # a snapshot (TensorBoard and the animation) and a picture with its file
+            args = (key, features, labels, ["Blue", "Red", "Yellow"], weights, 0.0, "title")
+            drawing.submit(lambda picture, at=(spare, key): pictures.setdefault(at, picture), painter.drawn_regions, *args)
+        assert (drawing._pool is not None) == spare
+        drawing.close()
+    assert pictures[True, "run"] == pictures[False, "run"] and pictures[True, "run"].png is None
+    assert pictures[True, None] == pictures[False, None] and pictures[True, None].png is not None
+
+
+class StopWhileDrawing(Callback):
+    """A signal once the painter has snapshots to draw (at a known epoch, so that the test does not race),
+    noting the processes this run has started."""
+
+    def __init__(self, signum: int, epoch: int = 3):
+        self.signum, self.epoch = signum, epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            Path("children.json").write_text(json.dumps([child.pid for child in multiprocessing.active_children()]))
+            os.kill(os.getpid(), self.signum)
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_while_its_pictures_are_drawn_leaves_no_half_file_and_no_drawing_process(signum, tmp_path):
+    stopped = run_in_subprocess(
+        "fit",
+        "--config",
+        config("fire_perceptron.yaml"),
+        "--trainer.max_epochs",
+        "8",
+        "--trainer.callbacks+=test_figures.StopWhileDrawing",
+        "--trainer.callbacks.init_args.signum",
+        str(int(signum)),
+        *in_root(tmp_path),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert stopped.returncode != 0, stopped.stderr[-2000:]
+    painters = json.loads((tmp_path / "children.json").read_text())
+    assert len(painters) == (1 if spare_core() else 0), "the snapshots are drawn in one worker process, where a core is spare"
+    assert not any(running(pid) for pid in painters), "and it ends with the run"
+    written = [path.name for path in (tmp_path / "lightning_logs").rglob("*") if ".tmp" in path.name]
+    assert written == [], "no temporary file is left"

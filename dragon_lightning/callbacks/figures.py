@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import uuid
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from dragon_lightning.arguments import check_arguments
 from dragon_lightning.figures import drawing as plots
+from dragon_lightning.figures.painter import Painter, Picture, drawn, drawn_regions, gif_writer
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.models import DragonClassifier
 
@@ -67,15 +69,6 @@ class FirstRows:
         return [torch.cat(column).numpy() for column in zip(*self.parts)]
 
 
-@torch.no_grad()
-def decision_logits(module: torch.nn.Module, points: np.ndarray, logit_threshold: float) -> np.ndarray:
-    """``module``'s logits (raw features in) for raw-feature ``points``, shifted so that the regions split
-    where the model decides (its threshold, for fire)."""
-    parameter = next(module.parameters())
-    logits = module(torch.as_tensor(points, dtype=parameter.dtype, device=parameter.device))
-    return logits.float().cpu().numpy() - logit_threshold
-
-
 class TutorialFigures(Callback):
     """Draws on rank 0, whatever the logger, into ``figures/`` in the run's folder:
 
@@ -120,9 +113,12 @@ class TutorialFigures(Callback):
         self.max_points = max_points
         self.frame_ms = frame_ms
         self.figure_dir = Path("figures")
-        self._training_regions: plots.DecisionRegions | None = None
+        self._painter = Painter()
         self._training_sample = FirstRows(max_points)
-        self._frames: list[np.ndarray] = []
+        self._training_sample_arrays: list[np.ndarray] | None = None
+        """The snapshots' rows: features, labels."""
+        self._snapshots_key = ""
+        self._frames: list[bytes] = []
         self._test_sample = FirstRows(max_points)
 
     def setup(self, trainer: L.Trainer, pl_module: DragonClassifier, stage: str) -> None:
@@ -131,23 +127,24 @@ class TutorialFigures(Callback):
         if self.enabled:
             self.figure_dir = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "figures")
 
-    def _publish(self, trainer: L.Trainer, name: str, image: np.ndarray, file: bool = True) -> None:
-        """Write ``name``.png (if ``file``) and, with a TensorBoard logger, log it as ``figures/<name>``."""
-        if file:
-            OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(
-                f"{name}.png", plots.png_writer(image)
-            )
+    def _publish(self, trainer: L.Trainer, name: str, step: int, picture: Picture) -> None:
+        """Write ``name``.png (when the picture has a file) and, with a TensorBoard logger, log it as
+        ``figures/<name>`` at ``step``."""
+        if picture.png is not None:
+            OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None).write(f"{name}.png", picture.write_png)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                height, width, channels = image.shape
-                encoded = Summary.Image(
-                    height=height, width=width, colorspace=channels, encoded_image_string=plots.palette_png(image)
-                )
-                # What SummaryWriter.add_image writes, encoded by plots.palette_png rather than its resampling RGB encoder.
+                height, width, channels = picture.shape
+                encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=picture.palette)
+                # What SummaryWriter.add_image writes, encoded as the palette PNG rather than by its resampling RGB encoder.
                 logger.experiment._get_file_writer().add_summary(
-                    Summary(value=[Summary.Value(tag=f"figures/{name}", image=encoded)]),
-                    trainer.current_epoch,
+                    Summary(value=[Summary.Value(tag=f"figures/{name}", image=encoded)]), step
                 )
+
+    def _draw(self, trainer: L.Trainer, name: str, task, *args) -> None:
+        """Have the painter draw ``task(*args)``, then publish it as ``name`` at this epoch."""
+        step = trainer.current_epoch
+        self._painter.submit(lambda picture: self._publish(trainer, name, step, picture), task, *args)
 
     def on_train_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx) -> None:
         """Keep the first training rows for the snapshots' scatter."""
@@ -164,28 +161,40 @@ class TutorialFigures(Callback):
         # No snapshot without a training batch (limit_train_batches: 0).
         if not (self.enabled and trainer.is_global_zero and due and self._training_sample.parts):
             return
-        if self._training_regions is None:
-            features, labels = self._training_sample.arrays()
-            self._training_regions = plots.DecisionRegions(features, labels, pl_module.class_names)
-        regions = self._training_regions
-        weights = copy.deepcopy(pl_module.logits_module()).eval()  # a few kilobytes; training's modules keep their mode
-        logits = decision_logits(weights, regions.points, pl_module.logit_threshold)
+        if self._training_sample_arrays is None:
+            self._training_sample_arrays = self._training_sample.arrays()
+            self._snapshots_key = uuid.uuid4().hex
+        # A copy of the weights, a few kilobytes; training's modules keep their device and mode.
+        weights = copy.deepcopy(pl_module.logits_module()).cpu().eval()
         # Counted as the learning curves count: epochs trained, from 1.
-        image = regions.draw(logits, f"training set after {epoch + 1} epoch{'s' if epoch else ''}", boundary_lines=True)
-        self._frames.append(image)
-        self._publish(trainer, "boundary_over_training", image, file=False)  # the GIF is written at the end
+        title = f"training set after {epoch + 1} epoch{'s' if epoch else ''}"
+
+        def frame(picture: Picture) -> None:  # the GIF is written at the end
+            self._frames.append(picture.palette)
+            self._publish(trainer, "boundary_over_training", epoch, picture)
+
+        features, labels = self._training_sample_arrays
+        args = (self._snapshots_key, features, labels, pl_module.class_names, weights, pl_module.logit_threshold, title)
+        self._painter.submit(frame, drawn_regions, *args)
+        self._painter.deliver()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
+        """Draw the learning curves, wait for the snapshots and write their animation: the fit's pictures
+        are all on disk when ``fit`` returns."""
         if self.enabled and trainer.is_global_zero:
             if pl_module.history:
-                self._publish(
-                    trainer, "learning_curves", plots.learning_curves(pl_module.history, kept_epoch(trainer, pl_module.history))
-                )
+                curves = (pl_module.history, kept_epoch(trainer, pl_module.history))
+                self._draw(trainer, "learning_curves", drawn, plots.learning_curves, *curves)
+            self._painter.close()
             if self._frames:
                 folder = OutputFolder(self.figure_dir, "--figures.save_dir" if self.save_dir else None)
-                folder.write(ANIMATION, plots.gif_writer(self._frames, self.frame_ms))
-        self._training_regions, self._frames = None, []
+                folder.write(ANIMATION, gif_writer(self._frames, self.frame_ms))
+        self._training_sample_arrays, self._frames = None, []
         self._training_sample = FirstRows(self.max_points)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: DragonClassifier, exception: BaseException) -> None:
+        """A run that stops (Ctrl-C, SIGTERM, an error) drops the pictures not yet drawn."""
+        self._painter.close(cancel=True)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         self._test_sample = FirstRows(self.max_points)
@@ -204,20 +213,23 @@ class TutorialFigures(Callback):
         features, labels, predicted = self._test_sample.arrays()
         shown = f"{len(labels):,} of {counts.sum():,} test dragons" if len(labels) < counts.sum() else "test set"
         caption = f"{shown}; accuracy {counts.trace() / counts.sum():.3f}"
-        regions = plots.DecisionRegions(features, labels, names)
-        logits = decision_logits(pl_module.logits_module(), regions.points, pl_module.logit_threshold)  # in eval mode for test
-        self._publish(trainer, "truth_vs_predictions", plots.truth_and_predictions(features, labels, predicted, names, caption))
-        self._publish(trainer, "decision_regions", regions.draw(logits, caption, boundary_lines=True))
-        self._publish(trainer, "confusion_matrix", plots.confusion_matrix(counts, names))
+        weights = copy.deepcopy(pl_module.logits_module()).cpu()  # in eval mode for test
+        self._draw(
+            trainer, "truth_vs_predictions", drawn, plots.truth_and_predictions, features, labels, predicted, names, caption
+        )
+        regions = (features, labels, names, weights, pl_module.logit_threshold, caption)
+        self._draw(trainer, "decision_regions", drawn_regions, None, *regions)
+        self._draw(trainer, "confusion_matrix", drawn, plots.confusion_matrix, counts, names)
         if "roc" in pl_module.test_summary:
-            self._publish(trainer, "roc_curve", self._roc_image(trainer, counts, pl_module))
+            self._draw(trainer, "roc_curve", drawn, plots.roc_curve, *self._roc_curve(trainer, counts, pl_module))
+        self._painter.close()
         self._test_sample = FirstRows(self.max_points)
 
-    def _roc_image(self, trainer: L.Trainer, counts: np.ndarray, pl_module: DragonClassifier) -> np.ndarray:
+    def _roc_curve(self, trainer: L.Trainer, counts: np.ndarray, pl_module: DragonClassifier) -> tuple:
+        """:func:`~dragon_lightning.figures.drawing.roc_curve`'s arguments: the curve, its area and the
+        model's operating point."""
         negatives, positives = counts.sum(axis=1)
         operating_point = (counts[0, 1] / max(negatives, 1), counts[1, 1] / max(positives, 1))
         auroc = float(trainer.callback_metrics["test/auroc"])  # the model logs it from the same scores
         false_positive_rate, true_positive_rate = (part.numpy() for part in pl_module.test_summary["roc"])
-        return plots.roc_curve(
-            false_positive_rate, true_positive_rate, auroc, operating_point, pl_module.threshold, pl_module.class_names[1]
-        )
+        return false_positive_rate, true_positive_rate, auroc, operating_point, pl_module.threshold, pl_module.class_names[1]

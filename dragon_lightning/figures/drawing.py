@@ -309,16 +309,3 @@ def palette_png(image: np.ndarray) -> bytes:
 def png_writer(image: np.ndarray) -> Callable[[Path], None]:
     """Writes ``image`` as a PNG file (hand it to the output gate)."""
     return lambda path: Image.fromarray(image).save(path, format="PNG")
-
-
-def gif_writer(frames: Sequence[np.ndarray], frame_ms: int) -> Callable[[Path], None]:
-    """Writes an animation that loops forever; each frame gets its own 64-color palette (fast octree: a
-    sixth of the default's time, the same look for flat-colored plots)."""
-    images = [Image.fromarray(frame).quantize(colors=64, method=Image.Quantize.FASTOCTREE) for frame in frames]
-
-    def write(path: Path) -> None:
-        buffer = io.BytesIO()
-        images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-        path.write_bytes(buffer.getvalue())
-
-    return write
