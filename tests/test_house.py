@@ -24,11 +24,11 @@ PRIVATE_USE = [
 ]
 
 FILE_READS = re.compile(
-    r"(?<![\w.])open\(|(?<!\bos)\.open\(|\.read_(?:text|bytes)\(|\bread_(?:csv|json|table|excel|parquet)\((?!\s*file\b)"
+    r"(?<![\w.])open\(|(?<!\bos)\.open\((?!\s*io\.BytesIO\()|\.read_(?:text|bytes)\(|\bread_(?:csv|json|table|excel|parquet)\((?!\s*file\b)"
     r"|\b(?:torch|np|pickle|json|yaml)\.(?:safe_)?load\((?!\s*io\.BytesIO\()"
 )
 """Ways to read a file by its path. Only the input gate opens files; pandas and torch read what it
-opened (``file``, ``io.BytesIO(data)``)."""
+opened (``file``, ``io.BytesIO(data)``), as PIL reads an encoded picture from memory."""
 INPUT_GATE = "dragon_lightning/gates/inputs.py"
 
 
