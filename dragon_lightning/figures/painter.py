@@ -113,7 +113,7 @@ def _start_worker() -> None:
     # one of them put off by the painter would hold up all of them.
     if hasattr(os, "sched_setscheduler"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
+    elif hasattr(os, "nice"):  # not on Windows
         os.nice(19)
 
 
