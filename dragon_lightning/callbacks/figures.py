@@ -82,7 +82,9 @@ class TutorialFigures(Callback):
 
     With a TensorBoard logger the same pictures are also logged as images (the snapshots as one
     series for the step slider). All axes are in the original units, also when the model sees
-    standardized features.
+    standardized features. The pictures are drawn by a :class:`~dragon_lightning.figures.painter.Painter`:
+    in a worker process beside training where a core is spare; ``fit`` and ``test`` return once their
+    files are written.
     """
 
     def __init__(
