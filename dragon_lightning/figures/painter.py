@@ -161,6 +161,7 @@ class Painter:
             else:
                 self.deliver(wait=True)
         finally:
+            _REGIONS.clear()  # the run's figure, where it was drawn in place
             if self._pool is not None:
                 self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
                 self._pool = None
