@@ -119,9 +119,9 @@ def _start_worker() -> None:
 
 def spare_core() -> bool:
     """Whether a core is left once PyTorch's threads have theirs. Training keeps its threads spinning
-    between operations, so where they hold every core a worker slows training by more than the
-    pictures cost drawn in place (a default run on 2 cores: 1.5x either way; with one thread, 1.2x
-    in a worker against 1.3x in place, ``benchmarks/figure_cost.py``)."""
+    between operations, so where they hold every core a worker gains nothing over drawing in place
+    (a default run on 2 cores: about 1.5x in-process either way; with one thread, 1.10x in a worker,
+    ``benchmarks/figure_cost.py``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores > torch.get_num_threads()
 
