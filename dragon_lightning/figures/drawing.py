@@ -306,6 +306,13 @@ def palette_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def png_writer(image: np.ndarray) -> Callable[[Path], None]:
+def png_bytes(image: np.ndarray) -> bytes:
+    """``image`` as a PNG file holds it."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_writer(image: np.ndarray) -> Callable[[Path], object]:
     """Writes ``image`` as a PNG file (hand it to the output gate)."""
-    return lambda path: Image.fromarray(image).save(path, format="PNG")
+    return lambda path: path.write_bytes(png_bytes(image))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dragon_lightning.figures.drawing import DecisionRegions, palette_png
+from dragon_lightning.figures.drawing import DecisionRegions, palette_png, png_bytes
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,7 @@ class Picture:
 
 
 def encoded(image: np.ndarray, file: bool = True) -> Picture:
-    png = None
-    if file:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        png = buffer.getvalue()
-    return Picture(png, palette_png(image), image.shape)
+    return Picture(png_bytes(image) if file else None, palette_png(image), image.shape)
 
 
 def drawn(drawing: Callable[..., np.ndarray], *args: Any) -> Picture:
