@@ -2,7 +2,7 @@
 
 For each config and each candidate change (a few ``fit`` overrides: input noise, label smoothing,
 weight decay, dropout, another MLP in place of the config's model, stochastic weight averaging judged
-on final weights), ``dragon-lightning cv --repeats R --folds K`` on the non-test
+on final weights, a seed ensemble), ``dragon-lightning cv --repeats R --folds K`` on the non-test
 rows of one split (the config's seed), every candidate on the same folds as the config itself. Prints
 each candidate's mean validation loss and accuracy, and its paired difference from the config (the
 mean over the same folds, with the standard error from the draws' mean differences): a change is
@@ -33,6 +33,9 @@ MLP = ["--model", "dragon_lightning.models.MLPClassifier"]
 LR_001 = ["--model.init_args.optimizer.init_args.lr", "0.01"]
 FINAL = ["--checkpoint.monitor", "null"]
 """Validate the weights training ends with, not the best epoch's."""
+SEEDS_5 = ["--seeds", "5"]
+"""Five models a fold, with seeds seed_everything to +4, scored as their average: what ``--refit_seeds 5`` ships.
+Its first model is the config's own run, so the difference is the averaging's alone."""
 
 
 def hidden(sizes: str) -> list[str]:
@@ -58,6 +61,7 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "the config": [],
         "Adam weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay", "0.0001"],
         "dropout 0.1": ["--model.init_args.dropout", "0.1"],
+        "seed ensemble of 5": SEEDS_5,
         # Stochastic weight averaging puts its average in when training ends: judged on final weights,
         # against the config's own final weights (both rows' differences are on the same folds).
         "final weights": FINAL,
@@ -73,6 +77,7 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "80 epochs": ["--trainer.max_epochs", "80"],
         "Adam 3e-3": ["--model.init_args.optimizer.init_args.lr", "0.003"],
         "batch size 32": ["--data.batch_size", "32"],
+        "seed ensemble of 5": SEEDS_5,
     },
     "configs/fire_logistic.yaml": {
         "the config": [],

@@ -73,7 +73,7 @@ def seeds_run(tmp_path_factory, real_csv):
 def test_the_refit_trains_on_exactly_the_non_test_rows_for_the_median_kept_epochs(cv_run, real_csv):
     cv_dir, results = cv_run
     table = pd.read_csv(cv_dir / "cv_results.csv")
-    assert table["epochs"].tolist() == [result.epochs for result in results.folds]
+    assert table["epochs"].tolist() == [run.result.epochs for run in results.folds]
     epochs = int(np.median(table["epochs"]) + 0.5)
     saved = yaml.safe_load((cv_dir / "refit" / "config.yaml").read_text())
     assert saved["trainer"]["max_epochs"] == epochs and saved["data"]["val_fraction"] == 0
@@ -153,6 +153,38 @@ def test_the_refits_seeds_train_the_same_rows_into_different_weights_and_their_e
     assert any(not torch.equal(weights[0][key], weights[1][key]) for key in weights[0] if not key.startswith("inputs."))
     assert results.seed_ensemble_test is not None and 0.5 < results.seed_ensemble_test["test/acc"] <= 1
     assert (cv_dir / "refit_ensemble" / "config.yaml").is_file()
+
+
+@pytest.fixture(scope="module")
+def fold_seeds_run(tmp_path_factory, real_csv):
+    """``cv --seeds 2`` of a small color MLP (whose seed draws its first weights), once."""
+    root = tmp_path_factory.mktemp("fold_seeds")
+    results = run(
+        "cv", "--config", config("color_mlp.yaml"), "--folds", "2", "--seeds", "2", "--trainer.max_epochs", "3",
+        "--model.hidden_sizes", "[8]", "--trainer.enable_progress_bar", "false", "--data.csv_path", str(real_csv),
+        "--output_dir", str(root / "cv"), "--trainer.default_root_dir", str(root),
+    )  # fmt: skip
+    return root / "cv", results
+
+
+def test_cv_with_seeds_scores_each_fold_as_the_mean_of_its_seeds_models_on_its_validation_rows(fold_seeds_run):
+    cv_dir, results = fold_seeds_run
+    table = pd.read_csv(cv_dir / "cv_results.csv")
+    assert len(results.folds) == len(table) == 2
+    for fold, fold_run in enumerate(results.folds):
+        names = [f"fold_{fold}", f"fold_{fold}_seed_1"]
+        assert [Path(member).parent.parent.name for member in fold_run.members] == names
+        first, second = (yaml.safe_load((cv_dir / name / "config.yaml").read_text()) for name in names)
+        assert second["seed_everything"] == first["seed_everything"] + 1
+        assert second["data"] == first["data"], "the same rows: only the weights' seed differs"
+        data = DragonDataModule(**first["data"])
+        data.setup("validate")
+        features, labels = (tensor.numpy() for tensor in data.splits["val"])
+        mean = np.mean([load_model(member).probabilities(features) for member in fold_run.members], axis=0)
+        assert table.loc[fold, "val/acc"] == pytest.approx((mean.argmax(axis=1) == labels).mean(), abs=1e-6)
+        assert table.loc[fold, "val/loss"] == pytest.approx(-np.log(mean[np.arange(len(labels)), labels]).mean(), abs=1e-5)
+        assert fold_run.result.metrics == {name: table.loc[fold, name] for name in ("val/loss", "val/acc")}
+        assert (cv_dir / f"fold_{fold}_seeds" / "result.json").is_file()
 
 
 def test_the_ensemble_run_tests_on_the_test_rows_and_draws_its_pictures(cv_run):

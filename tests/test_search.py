@@ -143,7 +143,7 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
     table = pd.read_csv(cv_dir / "cv_results.csv")
     assert table["fold"].tolist() == [0, 1, 2, 3, 4] and {"val/loss", "val/acc"} <= set(table.columns)
     assert not any(column.startswith("test/") for column in table.columns), "test rows are not touched"
-    np.testing.assert_allclose(table["val/loss"], [r.metrics["val/loss"] for r in results.folds])
+    np.testing.assert_allclose(table["val/loss"], [run.result.metrics["val/loss"] for run in results.folds])
     printed = capfd.readouterr().out
     assert (
         f"val/loss: mean {table['val/loss'].mean():.4f}, standard deviation {table['val/loss'].std():.4f} over 5 folds" in printed

@@ -20,7 +20,7 @@ from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.refit import RefitOptions, RefitPlan, recommended_epochs, refit_outputs, refit_with_seeds
+from dragon_lightning.search.refit import RefitOptions, SeedPlan, recommended_epochs, refit_outputs, refit_with_seeds
 from dragon_lightning.search.runs import (
     FitSettings,
     RunResult,
@@ -31,6 +31,7 @@ from dragon_lightning.search.runs import (
     mean_and_std,
     next_free,
     test_run,
+    validate_run,
     with_options,
 )
 
@@ -45,11 +46,23 @@ def fold_name(fold: int, repeat: int, repeats: int) -> str:
     return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
 
 
-def outputs(folds: int, repeats: int = 1, refit_seeds: int = 1) -> list[str]:
-    """What ``cv`` writes into its folder: a run folder per fold, the results table, the refits' and
-    the ensemble's run folders."""
+def member_name(fold: str, member: int) -> str:
+    """The run folder of a fold's model ``member`` (the first is the fold's own folder)."""
+    return fold if member == 0 else f"{fold}_seed_{member}"
+
+
+def seed_ensemble_name(fold: str) -> str:
+    """The run folder where a fold's seed ensemble is validated."""
+    return f"{fold}_seeds"
+
+
+def outputs(folds: int, repeats: int = 1, refit_seeds: int = 1, seeds: int = 1) -> list[str]:
+    """What ``cv`` writes into its folder: a run folder per fold (per fold and seed, and the fold's seed
+    ensemble, with several seeds), the results table, the refits' and the ensemble's run folders."""
     runs = [fold_name(fold, repeat, repeats) for repeat in range(repeats) for fold in range(folds)]
-    return [RESULTS, *runs, *refit_outputs(refit_seeds), ENSEMBLE]
+    seeded = [member_name(run, member) for run in runs for member in range(seeds)]
+    ensembles = [seed_ensemble_name(run) for run in runs] if seeds > 1 else []
+    return [RESULTS, *seeded, *ensembles, *refit_outputs(refit_seeds), ENSEMBLE]
 
 
 def finished_fold(run_dir: Path, settings: FitSettings) -> RunResult | None:
@@ -71,9 +84,47 @@ def run_fold(folder: OutputFolder, settings: FitSettings, name: str) -> RunResul
     run_dir = folder.claim_folder(name)
     print(f"{label}: training in {run_dir}", flush=True)
     result = fit_and_validate(run_dir, settings, progress_bar=True)
+    record_result(run_dir, settings, result)
+    return result
+
+
+def record_result(run_dir: Path, settings: FitSettings, result: RunResult) -> None:
+    """``result.json``: what a finished fold ran with and scored, for the same command to reuse."""
     record = {"settings": as_plain_data(settings), "result": {**asdict(result), "run_dir": str(result.run_dir)}}
     OutputFolder(run_dir).write(FOLD_RESULT, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
-    return result
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """A fold's result as cv scores it, and the checkpoints of the models it averaged (its own alone,
+    with one seed)."""
+
+    result: RunResult
+    members: list[str]
+
+
+def run_seeded_fold(folder: OutputFolder, settings: FitSettings, name: str, plan: SeedPlan) -> FoldRun:
+    """A fold's models, one per seed of ``plan``; with several, the fold is scored as their seed ensemble,
+    validated on the fold's rows (kept epochs: the members' median, as a refit would train)."""
+    members = [run_fold(folder, with_options(settings, plan.seeded(m)), member_name(name, m)) for m in range(plan.seeds)]
+    checkpoints = [member.checkpoint for member in members]
+    if plan.seeds == 1:
+        return FoldRun(members[0], checkpoints)
+    ensemble_name, recorded = seed_ensemble_name(name), {"fit": settings, "members": checkpoints}
+    if (result := finished_fold(folder.path / ensemble_name, recorded)) is not None:
+        return FoldRun(result, checkpoints)
+    run_dir = folder.claim_folder(ensemble_name)
+    path = write_ensemble(checkpoints, run_dir / "checkpoints" / ENSEMBLE_CHECKPOINT)
+    print(f"{name.replace('_', ' ')}: seed ensemble of {plan.seeds}, validated in {run_dir}", flush=True)
+    result = RunResult(
+        run_dir,
+        validate_run(run_dir, settings, path),
+        sum(member.training_seconds for member in members),
+        recommended_epochs([member.epochs for member in members]),
+        str(path),
+    )
+    record_result(run_dir, recorded, result)
+    return FoldRun(result, checkpoints)
 
 
 def cross_validate(
@@ -83,19 +134,22 @@ def cross_validate(
     metric: str,
     repeats: int = 1,
     paired_with: tuple[Path, pd.DataFrame] | None = None,
-) -> list[RunResult]:
-    """Train on every fold of every draw of folds (run folders ``fold_0`` ..., or ``repeat_R_fold_K``),
-    print each fold's validation metrics and kept epochs, write ``cv_results.csv`` (one row per fold,
-    with its draw in ``repeat``), and return the results, draw by draw."""
+    seeds: SeedPlan | None = None,
+) -> list[FoldRun]:
+    """Train on every fold of every draw of folds (run folders ``fold_0`` ..., or ``repeat_R_fold_K``;
+    one per seed of ``seeds``), print each fold's validation metrics and kept epochs, write
+    ``cv_results.csv`` (one row per fold, with its draw in ``repeat``), and return the folds, draw by draw."""
+    seeds = seeds or SeedPlan(1, None, None)
     folder = OutputFolder(output_dir, "--output_dir")
-    folder.claim(outputs(folds, repeats))
-    results, rows = [], []
+    folder.claim(outputs(folds, repeats, seeds=seeds.seeds))
+    runs: list[FoldRun] = []
+    rows = []
     for repeat in range(repeats):
         for fold in range(folds):
             name = fold_name(fold, repeat, repeats)
             options = {"data.n_folds": folds, "data.fold": fold, "data.fold_draw": repeat}
-            result = run_fold(folder, with_options(settings, options), name)
-            results.append(result)
+            runs.append(run_seeded_fold(folder, with_options(settings, options), name, seeds))
+            result = runs[-1].result
             rows.append({"repeat": repeat, "fold": fold, **result.metrics, "epochs": result.epochs})
             print(
                 f"{name.replace('_', ' ')}: "
@@ -105,12 +159,12 @@ def cross_validate(
             )
     path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): "
-          f"{recommended_epochs([r.epochs for r in results])}; {path}", flush=True)  # fmt: skip
+          f"{recommended_epochs([run.result.epochs for run in runs])}; {path}", flush=True)  # fmt: skip
     if paired_with is not None:
         difference, error, paired = paired_difference(pd.DataFrame(rows), paired_with[1], metric)
         print(f"{metric}, this config minus {paired_with[0]}: {difference:+.4f}, standard error {error:.4f}, "
               f"paired over the same {paired} folds", flush=True)  # fmt: skip
-    return results
+    return runs
 
 
 def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.DataFrame:
@@ -161,7 +215,7 @@ class CrossValidation:
     """What ``cv`` ran: each fold's result, and the test metrics of the refit and of the ensemble when
     they were asked for."""
 
-    folds: list[RunResult]
+    folds: list[FoldRun]
     refit_test: dict[str, float] | None = None
     """The first refit's."""
     seed_ensemble_test: dict[str, float] | None = None
@@ -183,9 +237,12 @@ class CrossValidationOptions(RefitOptions):
             its standard error
         paired_with: another cv's folder, run with the same --folds, --repeats and seed: print this
             config's monitored metric minus that one's, paired fold by fold, with its standard error
-        ensemble: then average the fold models' probabilities (the first draw's, with --repeats) (and
-            the refit models', with --refit true) as one model, ensemble/checkpoints/ensemble.ckpt, and
-            test it: run folder 'ensemble'
+        seeds: train each fold this many times, with seeds seed_everything, +1, ... on the same rows (run
+            folders 'fold_K', 'fold_K_seed_1', ...), and score the fold as their average (validated in
+            'fold_K_seeds'): cross-validates the seed ensemble that --refit_seeds trains
+        ensemble: then average the fold models' probabilities (the first draw's, with --repeats; every
+            seed's, with --seeds) (and the refit models', with --refit true) as one model,
+            ensemble/checkpoints/ensemble.ckpt, and test it: run folder 'ensemble'
         output_dir: where the fold runs and cv_results.csv go (default: a new lightning_logs/cv_N under
             --trainer.default_root_dir); a folder that already holds files of the same names that
             dragon-lightning did not write is refused before any run
@@ -194,6 +251,7 @@ class CrossValidationOptions(RefitOptions):
     folds: AtLeastTwo = 5
     repeats: PositiveInt = 1
     paired_with: Path | None = None
+    seeds: PositiveInt = 1
     ensemble: bool = False
     output_dir: Path | None = None
 
@@ -203,7 +261,9 @@ class CrossValidationCLI(SearchCLI):
 
     def check_options(self, options: CrossValidationOptions) -> None:
         if options.output_dir is not None:  # before the config's checks write anything
-            OutputFolder(options.output_dir, "--output_dir").claim(outputs(options.folds, options.repeats, options.refit_seeds))
+            OutputFolder(options.output_dir, "--output_dir").claim(
+                outputs(options.folds, options.repeats, options.refit_seeds, options.seeds)
+            )
 
 
 DESCRIPTION = (
@@ -220,16 +280,18 @@ def cv_command(args: list[str]) -> CrossValidation:
     quiet_lightning()
     checked = check_search(args, CrossValidationCLI, PROG, DESCRIPTION)
     own: CrossValidationOptions = checked.options
-    plan = RefitPlan.checked(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
+    plan = SeedPlan.for_refit(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
     metric = checked.objective.metric
     paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
-    results = cross_validate(checked.settings, own.folds, output_dir, metric, own.repeats, paired)
+    seeds = SeedPlan.of(checked.config, own.seeds)
+    runs = cross_validate(checked.settings, own.folds, output_dir, metric, own.repeats, paired, seeds)
     folder = OutputFolder(output_dir, "--output_dir")
-    members = [result.checkpoint for result in results[: own.folds]]  # the first draw's fold models
-    outcome = CrossValidation(results)
+    members = [member for run in runs[: own.folds] for member in run.members]  # the first draw's fold models
+    outcome = CrossValidation(runs)
     if plan is not None:
-        refits = refit_with_seeds(plan, checked.settings, recommended_epochs([r.epochs for r in results]), folder)
+        epochs = recommended_epochs([run.result.epochs for run in runs])
+        refits = refit_with_seeds(plan, checked.settings, epochs, folder)
         members += [run.tested_checkpoint for run in refits.runs]
         outcome = replace(outcome, refit_test=test_metrics(refits.runs[0]))
         if refits.seed_ensemble is not None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 
 from dragon_lightning.cli import DragonCLI, build_cli
@@ -66,25 +67,30 @@ def refit_outputs(seeds: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class RefitPlan:
-    """The refit's seeds, fixed before any run: the first is the config's own ``seed_everything``, and
-    every refit draws its rows with the config's data seed, so the seeds change only the weights."""
+class SeedPlan:
+    """The seeds of a seed ensemble (refits, or a fold's models), fixed before any run: the first is
+    the config's own ``seed_everything``, and every member draws its rows with the config's data seed,
+    so the seeds change only the weights."""
 
     seeds: int
     first_seed: int | None
     data_seed: int | None
 
     @classmethod
-    def checked(cls, settings: FitSettings, seeds: int, prog: str) -> RefitPlan:
-        """Check the refit's options as ``fit`` would, before any fold or trial trains."""
-        config = check_settings(refit_settings(settings, 1), prog).config
+    def of(cls, config: Namespace, seeds: int) -> SeedPlan:
+        """The plan for a parsed config, its data seed resolved."""
         seed = config.seed_everything
         numbered = isinstance(seed, int) and not isinstance(seed, bool) and config.data.seed is not None
         return cls(seeds, seed if numbered else None, config.data.seed if numbered else None)
 
+    @classmethod
+    def for_refit(cls, settings: FitSettings, seeds: int, prog: str) -> SeedPlan:
+        """Check the refit's options as ``fit`` would, before any fold or trial trains."""
+        return cls.of(check_settings(refit_settings(settings, 1), prog).config, seeds)
+
     def seeded(self, member: int) -> dict[str, int]:
-        """The options of refit ``member``: the config's own for the first, as a refit with one seed, and
-        for every refit of an unseeded config (``seed_everything: false``), whose weights differ anyway."""
+        """The options of member ``member``: the config's own for the first, as a run with one seed, and
+        for every member of an unseeded config (``seed_everything: false``), whose weights differ anyway."""
         if member == 0 or self.first_seed is None:
             return {}
         assert self.data_seed is not None
@@ -106,7 +112,7 @@ def refit(settings: FitSettings, epochs: int, run_dir: Path) -> DragonCLI:
     return build_cli({"fit": with_options(refit_settings(settings, epochs), options)})
 
 
-def refit_with_seeds(plan: RefitPlan, settings: FitSettings, epochs: int, folder: OutputFolder) -> Refits:
+def refit_with_seeds(plan: SeedPlan, settings: FitSettings, epochs: int, folder: OutputFolder) -> Refits:
     """One refit per seed of ``plan`` in ``folder``; with more than one, their seed ensemble, tested."""
     runs = [
         refit(with_options(settings, plan.seeded(member)), epochs, folder.claim_folder(refit_folder(member)))

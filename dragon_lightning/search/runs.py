@@ -221,6 +221,15 @@ def in_run_folder(run_dir: Path) -> dict[str, str]:
             "trainer.logger.init_args.version": run_dir.name}  # fmt: skip
 
 
+def validate_run(run_dir: Path, settings: FitSettings, checkpoint: Path) -> dict[str, float]:
+    """``validate`` of ``checkpoint`` under ``settings`` (their split, fold included) into ``run_dir``:
+    its validation metrics."""
+    options = {**QUIET, "trainer.enable_progress_bar": False, "verbose": False, "ckpt_path": str(checkpoint),
+               **in_run_folder(run_dir)}  # fmt: skip
+    cli = build_cli({"validate": with_options(settings, options)})
+    return {name: float(value) for name, value in cli.trainer.callback_metrics.items() if name.startswith("val/")}
+
+
 def test_run(run_dir: Path, settings: FitSettings, checkpoint: Path) -> DragonCLI:
     """``test`` of ``checkpoint`` under ``settings`` into ``run_dir`` (its config.yaml, logs and pictures)."""
     return build_cli({"test": with_options(settings, {"ckpt_path": str(checkpoint), **in_run_folder(run_dir)})})

@@ -27,7 +27,7 @@ from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_lightning
-from dragon_lightning.search.refit import RefitOptions, RefitPlan, refit_outputs, refit_with_seeds
+from dragon_lightning.search.refit import RefitOptions, SeedPlan, refit_outputs, refit_with_seeds
 from dragon_lightning.search.results import write_outputs
 from dragon_lightning.search.runs import SearchCLI, check_search, check_settings, with_options
 from dragon_lightning.search.space import SearchSpace, read_space
@@ -107,7 +107,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     own: SweepOptions = checked.options
     space = checked.space
     check_space(checked, space)
-    plan = RefitPlan.checked(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
+    plan = SeedPlan.for_refit(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
     sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
     OutputFolder(sweep_dir, "--output_dir").claim([*OUTPUTS, *refit_outputs(own.refit_seeds)])
     sweep_dir.mkdir(parents=True, exist_ok=True)
