@@ -122,3 +122,11 @@ def test_the_choosing_script_pairs_every_candidate_with_the_config_on_the_same_f
     assert candidate["val/loss difference"] != 0, "noise changes the weights"
     assert candidate["val/loss difference"] == pytest.approx(candidate["val/loss"] - config["val/loss"])
     assert "| configs/fire_logistic.yaml | input noise 0.1 |" in capsys.readouterr().out
+
+
+def test_the_recipe_ceiling_classifies_nearly_every_dragon(capsys):
+    """A wrong shift or toe table would put a dragon's features in another class's place: accuracy near chance."""
+    ceiling = load_benchmark("bayes_limit")
+    results = ceiling.main(["--draws", "2"])
+    assert all(0.9 < accuracy <= 1 for values in results.values() for accuracy in values)
+    assert "| color |" in capsys.readouterr().out
