@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +111,20 @@ def probe_rows(model) -> list[dict]:
 
 @pytest.mark.parametrize(
     "source, settings",
-    [("color", []), ("fire", []), ("onnx", []), ("onnx", ["--num_api_servers", "2", "--max_batch_size", "1"])],
-    ids=["color", "fire", "onnx", "onnx, two HTTP processes, no batching"],
+    [("checkpoint", None), ("onnx", None), ("fire", []), ("onnx", ["--num_api_servers", "2", "--max_batch_size", "1"])],
+    ids=["color, with a key", "onnx", "fire", "onnx, two HTTP processes, no batching"],
 )
-def test_answers_equal_load_model(source, settings, checkpoints):
+def test_answers_equal_load_model(source, settings, servers, checkpoints):
+    """``settings``: the options of a server of the case's own; ``None`` asks the module's server for its source."""
+    path = checkpoints["color" if source == "checkpoint" else source]
     model = load_model(checkpoints["fire" if source == "fire" else "color"])
-    option = ["--model", str(checkpoints["onnx"])] if source == "onnx" else ["--ckpt_path", str(checkpoints[source])]
-    key = KEY if source == "fire" else None  # the fire server requires a key, read from the environment
-    with server(*option, *settings, environment={"DRAGON_LIGHTNING_API_KEY": KEY} if key else None) as (url, _):
+    if settings is None:
+        url, key = servers[source]
+        serving = nullcontext((url, None))
+    else:
+        key = None
+        serving = server("--model" if source == "onnx" else "--ckpt_path", str(path), *settings)
+    with serving as (url, _):
         rows = probe_rows(model)
         status, answer = post(url, {"dragons": rows}, key=key)
         assert status == 200, answer
@@ -132,7 +138,7 @@ def test_answers_equal_load_model(source, settings, checkpoints):
             "model"
         ]
         assert info["class_names"] == list(model.classes_) and info["task"] == model.task
-        assert info["model_sha256"] == hashlib.sha256(Path(option[1]).read_bytes()).hexdigest()
+        assert info["model_sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
         if key:
             assert post(url, {"dragons": rows})[0] == 401, "no key: refused"
             assert post(url, {"dragons": rows}, key="wrong")[0] == 401
@@ -163,37 +169,37 @@ BAD_REQUESTS = {
 }
 
 
-def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(checkpoints):
-    with server("--ckpt_path", str(checkpoints["color"])) as (url, _):
-        for case, (body, message) in BAD_REQUESTS.items():
-            status, answer = post(url, body)
-            assert 400 <= status < 500, (case, status, answer)
-            if message is not None:
-                assert message in answer["detail"], (case, answer)
-        status, answer = post(url, {"dragons": [{"numberToes": 7, "bodyLength": 150}]})
-        assert status == 200 and len(answer["predictions"]) == 1
+def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(servers, checkpoints):
+    url, key = servers["checkpoint"]
+    for case, (body, message) in BAD_REQUESTS.items():
+        status, answer = post(url, body, key=key)
+        assert 400 <= status < 500, (case, status, answer)
+        if message is not None:
+            assert message in answer["detail"], (case, answer)
+    status, answer = post(url, {"dragons": [{"numberToes": 7, "bodyLength": 150}]}, key=key)
+    assert status == 200 and len(answer["predictions"]) == 1
 
-        # 32 clients at once, each with a few single-row requests: dynamic batching answers them together.
-        model = load_model(checkpoints["color"])
-        errors: list = []
+    # 32 clients at once, each with a few single-row requests: dynamic batching answers them together.
+    model = load_model(checkpoints["color"])
+    errors: list = []
 
-        def client(seed: int) -> None:
-            generator = np.random.default_rng(seed)
-            for _ in range(5):
-                row = {"numberToes": int(generator.integers(2, 30)), "bodyLength": float(generator.uniform(80, 290))}
-                status, answer = post(url, {"dragons": [row]})
-                expected = model.predict_proba(pd.DataFrame([row])).iloc[0]
-                if status != 200 or not np.allclose(
-                    [answer["predictions"][0][c] for c in expected.index], expected.to_numpy(), atol=1e-6
-                ):
-                    errors.append((status, answer))
+    def client(seed: int) -> None:
+        generator = np.random.default_rng(seed)
+        for _ in range(5):
+            row = {"numberToes": int(generator.integers(2, 30)), "bodyLength": float(generator.uniform(80, 290))}
+            status, answer = post(url, {"dragons": [row]}, key=key)
+            expected = model.predict_proba(pd.DataFrame([row])).iloc[0]
+            if status != 200 or not np.allclose(
+                [answer["predictions"][0][c] for c in expected.index], expected.to_numpy(), atol=1e-6
+            ):
+                errors.append((status, answer))
 
-        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not errors, errors[:3]
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[:3]
 
 
 def when_refused(url: str, limit: float = 30) -> float:
