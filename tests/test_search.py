@@ -318,6 +318,21 @@ def test_a_sweep_weighs_its_best_against_the_configs_own_settings(tmp_path, capf
     )
 
 
+def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_settings(tmp_path, capfd):
+    best = quick_sweep(tmp_path / "sweep", 1, "--folds", "2", "--repeats", "2", "--trainer.default_root_dir", str(tmp_path))
+    trial_dir = tmp_path / "sweep" / f"trial_{best.number}"
+    assert sorted(p.name for p in trial_dir.iterdir()) == [f"repeat_{r}_fold_{k}" for r in (0, 1) for k in (0, 1)]
+    cv_dir = tmp_path / "cv"
+    run("cv", "--config", str(tmp_path / "sweep" / "best_config.yaml"), "--folds", "2", "--repeats", "2",
+        "--output_dir", str(cv_dir), "--trainer.enable_progress_bar", "false")  # fmt: skip
+    table = pd.read_csv(cv_dir / "cv_results.csv")
+    assert best.value == pytest.approx(table["val/loss"].mean(), abs=1e-7), "the same folds of the same draws, the same runs"
+    assert "(the mean over 2 folds of 2 draws)" in (tmp_path / "sweep" / "best_config.yaml").read_text()
+    args = sweep_args("fire_logistic.yaml", FIRE_SPACE, tmp_path / "other", "--repeats", "2")
+    capfd.readouterr()
+    expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, "--repeats 2 draws folds several times: add --folds K")
+
+
 def test_sweep_refit_trains_the_best_settings_on_every_non_test_row_for_the_epochs_it_kept(tmp_path):
     sweep_dir = tmp_path / "sweep"
     best = quick_sweep(sweep_dir, 2, "--refit", "true", "--refit_seeds", "2", "--trainer.default_root_dir", str(tmp_path))

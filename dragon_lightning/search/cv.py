@@ -28,6 +28,7 @@ from dragon_lightning.search.runs import (
     as_plain_data,
     check_search,
     fit_and_validate,
+    fold_name,
     mean_and_std,
     next_free,
     test_run,
@@ -39,11 +40,6 @@ PROG = "dragon-lightning cv"
 RESULTS = "cv_results.csv"
 FOLD_RESULT = "result.json"
 ENSEMBLE = "ensemble"
-
-
-def fold_name(fold: int, repeat: int, repeats: int) -> str:
-    """A fold's run folder: ``fold_K``, or ``repeat_R_fold_K`` when the folds are drawn several times."""
-    return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
 
 
 def member_name(fold: str, member: int) -> str:

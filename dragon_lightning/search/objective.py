@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.errors import TrainingDiverged
 from dragon_lightning.search.refit import recommended_epochs
-from dragon_lightning.search.runs import fit_and_validate, mean_and_std, with_options
+from dragon_lightning.search.runs import fit_and_validate, fold_name, mean_and_std, with_options
 from dragon_lightning.search.space import SearchSpace
 from dragon_lightning.search.study import SweepSettings
 from dragon_lightning.search.trials import is_surplus
@@ -52,17 +52,18 @@ class TrialObjective:
             trial.set_user_attr("epochs", result.epochs)
             return result.metrics[metric]
         scores, training, epochs = [], 0.0, []
-        for fold in range(self.settings.folds):
-            on_fold = with_options(base, {"data.n_folds": self.settings.folds, "data.fold": fold})
-            result = fit_and_validate(trial_dir / f"fold_{fold}", on_fold)
+        folds, repeats = self.settings.folds, self.settings.repeats
+        for step, (repeat, fold) in enumerate((r, k) for r in range(repeats) for k in range(folds)):
+            on_fold = with_options(base, {"data.n_folds": folds, "data.fold": fold, "data.fold_draw": repeat})
+            result = fit_and_validate(trial_dir / fold_name(fold, repeat, repeats), on_fold)
             scores.append(result.metrics[metric])
             training += result.training_seconds
             epochs.append(result.epochs)
             trial.set_user_attr("training_seconds", training)
             trial.set_user_attr("epochs", recommended_epochs(epochs))
-            trial.report(mean_and_std(scores)[0], fold)
+            trial.report(mean_and_std(scores)[0], step)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after fold {fold}")
+                raise optuna.TrialPruned(f"pruned after {fold_name(fold, repeat, repeats).replace('_', ' ')}")
         return mean_and_std(scores)[0]
 
 

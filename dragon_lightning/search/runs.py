@@ -215,6 +215,11 @@ def fit_and_validate(
     )
 
 
+def fold_name(fold: int, repeat: int, repeats: int) -> str:
+    """A fold's run folder: ``fold_K``, or ``repeat_R_fold_K`` when the folds are drawn several times."""
+    return f"fold_{fold}" if repeats == 1 else f"repeat_{repeat}_fold_{fold}"
+
+
 def in_run_folder(run_dir: Path) -> dict[str, str]:
     """Options that put a command's logs, checkpoints and config.yaml in ``run_dir`` itself."""
     return {"trainer.logger.init_args.save_dir": str(run_dir.parent), "trainer.logger.init_args.name": "",

@@ -31,6 +31,8 @@ class SweepSettings:
     """Trials the study should have in total (see :mod:`dragon_lightning.search.trials`)."""
     heartbeat: int = 60
     """Seconds between a database trial's heartbeats; one silent for twice as long is retried elsewhere."""
+    repeats: int = 1
+    """Draws of folds a trial is scored on (repeated cross-validation), with ``folds``."""
     trials_before: int = 0
     """Trials the study had when this command started: a rerun seeds its samplers apart from the last run's."""
 

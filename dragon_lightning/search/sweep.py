@@ -53,6 +53,8 @@ class SweepOptions(RefitOptions):
         space: YAML file mapping fit option keys to distributions (configs/sweeps/)
         n_trials: trials the study should have in total; a rerun adds the missing ones
         folds: score each trial by the mean over this many stratified folds (default: one split)
+        repeats: with --folds: cut the rows into folds this many times, as cv --repeats does, and score
+            each trial by the mean over every fold of every draw (repeated cross-validation)
         workers: processes that run trials side by side on this machine
         storage: an Optuna database URL (postgresql://..., mysql://...) shared by machines; default: a
             journal file in the sweep folder
@@ -70,6 +72,7 @@ class SweepOptions(RefitOptions):
     space: str
     n_trials: PositiveInt = 20
     folds: AtLeastTwo | None = None
+    repeats: PositiveInt = 1
     workers: PositiveInt = 1
     storage: str | None = None
     study_name: str | None = None
@@ -84,6 +87,8 @@ class SweepCLI(SearchCLI):
     space: SearchSpace
 
     def check_options(self, options: SweepOptions) -> None:
+        if options.repeats > 1 and not options.folds:
+            raise DragonInputError(f"--repeats {options.repeats} draws folds several times: add --folds K")
         self.space = read_space(options.space)
         if options.storage is not None:  # a bad URL, a missing driver or a server that is down: one line, nothing written
             open_database(options.storage, options.heartbeat)
@@ -119,6 +124,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         study_name=own.study_name or sweep_dir.name,
         objective=checked.objective,
         folds=own.folds,
+        repeats=own.repeats,
         seed=own.seed,
         threads=max(1, (os.cpu_count() or 1) // own.workers) if own.workers > 1 else None,
         prune=own.prune,
