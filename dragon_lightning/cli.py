@@ -148,6 +148,11 @@ class DragonCLI(LightningCLI):
         self.decision_overrides = {}
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         check_seed(config.get("seed_everything"))
+        if (command := self.config.get("subcommand")) in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
+            raise DragonInputError(
+                f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "
+                "newest run's last.ckpt); without one it would use untrained weights"
+            )
         if config.get("ckpt_path") == "last":
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))

@@ -261,3 +261,10 @@ def test_validate_without_validation_rows_is_one_line(color_mlp_checkpoint, scra
         "0",
     ]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "validate: --data.val_fraction 0 holds no validation rows")
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_an_evaluation_without_a_checkpoint_is_one_line_not_metrics_of_untrained_weights(command, scratch, capfd):
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n6,170\n")
+    args = [command, "--config", config("color_mlp.yaml"), "--data.predict_csv", "dragons.csv"]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{command} needs --ckpt_path: the trained checkpoint")
