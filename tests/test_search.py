@@ -316,6 +316,11 @@ def test_a_sweep_weighs_its_best_against_the_configs_own_settings(tmp_path, capf
     assert "not compared with the config: the config's own settings ({'data.batch_size': 16}) lie outside the space" in (
         capfd.readouterr().out
     )
+    layers = tmp_path / "layers.yaml"  # a list choice, as the study stores it: the config's own is one of them
+    layers.write_text("model.init_args.hidden_sizes: {type: categorical, choices: [[8], [10, 20, 1000]]}\n")
+    run(*sweep_args("color_mlp.yaml", layers, tmp_path / "layers", "--n_trials", "1", "--trainer.max_epochs", "1"))
+    first = trials(tmp_path / "layers").iloc[0]
+    assert bool(first["user_attrs_config_own"]) and first["params_model.init_args.hidden_sizes"] == "[10, 20, 1000]"
 
 
 def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_settings(tmp_path, capfd):

@@ -39,10 +39,15 @@ class SearchSpace:
         return settings
 
     def holds(self, settings: dict[str, Any]) -> bool:
-        """Whether the space can draw ``settings`` (one value for each of its keys)."""
+        """Whether the space can draw ``settings`` (one value for each of its keys, as :meth:`encoded` gives them)."""
         return set(settings) == set(self.distributions) and all(
             _holds(self.distributions[key], value) for key, value in settings.items()
         )
+
+    @staticmethod
+    def encoded(settings: dict[str, Any]) -> dict[str, Any]:
+        """Settings as the study stores them: a list or mapping (``hidden_sizes``) as its JSON text."""
+        return {key: _as_choice(value) for key, value in settings.items()}
 
     def extremes(self) -> list[tuple[str, Any]]:
         """Every key with each of its bounds and choices: each must parse as a ``fit`` option."""
@@ -62,6 +67,11 @@ def _holds(distribution: optuna.distributions.BaseDistribution, value: Any) -> b
         return True
     steps = (value - distribution.low) / distribution.step
     return abs(steps - round(steps)) < 1e-9
+
+
+def _as_choice(value: Any) -> Any:
+    """Optuna stores plain scalars: a list or mapping choice (``hidden_sizes``) travels as its JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def _extremes(distribution: optuna.distributions.BaseDistribution) -> list[Any]:
@@ -94,10 +104,7 @@ def _distribution(path: Path, key: str, spec: Any) -> optuna.distributions.BaseD
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise DragonInputError(f"{where}: choices must be a non-empty list")
-        # Optuna stores plain scalars; a list choice (hidden_sizes) travels as its JSON text.
-        return optuna.distributions.CategoricalDistribution(
-            [json.dumps(c) if isinstance(c, (list, dict)) else c for c in choices]
-        )
+        return optuna.distributions.CategoricalDistribution([_as_choice(choice) for choice in choices])
     low, high, log, step = (_number(spec.get(name)) for name in ("low", "high", "log", "step"))
     log = bool(log)
     number = int if kind == "int" else (int, float)

@@ -175,7 +175,7 @@ def enqueue_the_configs_own(study: optuna.Study, checked: SearchCLI, space: Sear
     """The config's own settings as a trial of the study, scored as every trial is, so that the best
     is weighed against what the config already does; Optuna enqueues it once, whichever machine asks.
     Returns why not, when the space cannot draw them."""
-    own = {key: plain_values(checked.config.get(key)) for key in space.distributions}
+    own = space.encoded({key: plain_values(checked.config.get(key)) for key in space.distributions})
     if not space.holds(own):
         return f"the config's own settings ({own}) lie outside the space"
     study.enqueue_trial(own, user_attrs={CONFIGS_OWN: True}, skip_if_exists=True)
