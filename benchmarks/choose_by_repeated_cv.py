@@ -62,6 +62,9 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "Adam weight decay 1e-4": ["--model.init_args.optimizer.init_args.weight_decay", "0.0001"],
         "dropout 0.1": ["--model.init_args.dropout", "0.1"],
         "seed ensemble of 5": SEEDS_5,
+        # The region the sweep of configs/sweeps/color_recommended.yaml (5 folds of 2 draws) found best.
+        "batch size 54": ["--data.batch_size", "54"],
+        "MLP [128, 128], batch size 54": [*hidden("[128, 128]"), "--data.batch_size", "54"],
         # Stochastic weight averaging puts its average in when training ends: judged on final weights,
         # against the config's own final weights (both rows' differences are on the same folds).
         "final weights": FINAL,
