@@ -25,13 +25,13 @@ import io
 import json
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import CHECKPOINT, named, read_bytes, stat_path
@@ -143,17 +143,26 @@ def _named_tensors(mapping: dict) -> bool:
     return all(isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in mapping.items())
 
 
+def _unsafe_objects(data: bytes) -> list[str]:
+    """The objects beyond tensors and plain values that a checkpoint's pickle would build, found by
+    PyTorch's static scan without running anything (a file in the format before PyTorch 1.6, which the
+    scan does not read, gives none)."""
+    try:
+        return get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception:  # not torch's zip format, or too damaged to scan: only the refusal itself is known
+        return []
+
+
 def _unpickle(data: bytes, path: Path, weights_alone: bool = False) -> dict:
     try:
         with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is then refused
             warnings.simplefilter("ignore")
             checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # The weights-only unpickler names the first object the file would build (and so run code).
-        if (unsafe := re.search(r"GLOBAL (\S+)", str(error))) is None:
+    except pickle.UnpicklingError:
+        if not (unsafe := _unsafe_objects(data)):
             raise DragonInputError(f"{path}: not a readable checkpoint (truncated or corrupt: UnpicklingError)") from None
         raise DragonInputError(
-            f"{path}: refused: it would build the Python object {unsafe.group(1)}, and loading it could run code; "
+            f"{path}: refused: it would build the Python object {unsafe[0]}, and loading it could run code; "
             "dragon-lightning checkpoints hold only tensors and plain values"
         ) from None
     except Exception as error:  # any other failure means the file is not a usable checkpoint
