@@ -5,8 +5,7 @@ goes on; one worker process scores, draws with matplotlib and encodes the PNGs o
 training leaves idle, and the caller writes what comes back, in the order it was asked for. The
 worker is forked where the platform allows (nothing to import again), ignores Ctrl-C and takes the
 default action on SIGTERM: the run decides when it stops, and writes every file itself, atomically.
-The figures callback leaves that core where nobody chose a thread count (:func:`leave_a_core`); where
-training's threads hold every core all the same, the tasks run in place.
+Where training's threads hold every core, the same tasks run in place.
 """
 
 from __future__ import annotations
