@@ -16,7 +16,6 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from dragon_lightning import load_model
-from dragon_lightning.cli import build_cli
 from dragon_lightning.commands import cli_main
 from dragon_lightning.figures import painter
 from dragon_lightning.figures.painter import spare_core
@@ -354,30 +353,3 @@ def test_a_run_stopped_while_its_pictures_are_drawn_leaves_no_half_file_and_no_d
     assert not any(running(pid) for pid in painters), "and it ends with the run"
     written = [path.name for path in (tmp_path / "lightning_logs").rglob("*") if ".tmp" in path.name]
     assert written == [], "no temporary file is left"
-
-
-class ThreadsWhileTraining(Callback):
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.seen.append(torch.get_num_threads())
-
-
-@pytest.mark.parametrize("figures", [True, False], ids=["pictures", "no pictures"])
-def test_pictures_leave_a_core_for_their_worker_while_training_and_give_it_back(figures, tmp_path, monkeypatch):
-    """Where nobody chose a thread count and PyTorch's would take every core, a run with pictures trains
-    with one thread fewer, so that they are drawn beside it, and restores the count when it ends."""
-    cores = len(os.sched_getaffinity(0))
-    if cores < 2:
-        pytest.skip("one core: none to leave")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    previous, watch = torch.get_num_threads(), ThreadsWhileTraining()
-    torch.set_num_threads(cores)
-    try:
-        args = ["fit", "--config", config("fire_logistic.yaml"), "--trainer.max_epochs", "2", *in_root(tmp_path)]
-        build_cli([*args, "--figures.enabled", str(figures).lower(), "--trainer.enable_progress_bar", "false"], callbacks=[watch])
-        assert watch.seen == [cores - 1 if figures else cores] * 2
-        assert torch.get_num_threads() == cores, "given back when the run ends"
-    finally:
-        torch.set_num_threads(previous)

@@ -17,7 +17,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from dragon_lightning.arguments import check_arguments
 from dragon_lightning.figures import drawing as plots
-from dragon_lightning.figures.painter import Painter, Picture, drawn, drawn_regions, gif_writer, leave_a_core
+from dragon_lightning.figures.painter import Painter, Picture, drawn, drawn_regions, gif_writer
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.models import DragonClassifier
 
@@ -122,24 +122,12 @@ class TutorialFigures(Callback):
         self._snapshots_key = ""
         self._frames: list[bytes] = []
         self._test_sample = FirstRows(max_points)
-        self._threads_to_restore: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: DragonClassifier, stage: str) -> None:
         """Settle where the files go: ``save_dir``, or ``figures/`` in the run's log folder (asked on
-        every process: under DDP ``trainer.log_dir`` is a collective call); and leave a core for
-        drawing where PyTorch's threads would take them all (:func:`leave_a_core`), until teardown."""
+        every process: under DDP ``trainer.log_dir`` is a collective call)."""
         if self.enabled:
             self.figure_dir = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "figures")
-            if trainer.is_global_zero and trainer.world_size == 1:
-                self._threads_to_restore = leave_a_core()
-
-    def teardown(self, trainer: L.Trainer, pl_module: DragonClassifier, stage: str) -> None:
-        self._restore_threads()
-
-    def _restore_threads(self) -> None:
-        if self._threads_to_restore is not None:
-            torch.set_num_threads(self._threads_to_restore)
-            self._threads_to_restore = None
 
     def _publish(self, trainer: L.Trainer, name: str, step: int, picture: Picture) -> None:
         """Write ``name``.png (when the picture has a file) and, with a TensorBoard logger, log it as
@@ -209,7 +197,6 @@ class TutorialFigures(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: DragonClassifier, exception: BaseException) -> None:
         """A run that stops (Ctrl-C, SIGTERM, an error) drops the pictures not yet drawn."""
         self._painter.close(cancel=True)
-        self._restore_threads()
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         self._test_sample = FirstRows(self.max_points)

@@ -121,18 +121,6 @@ def spare_core() -> bool:
     return cores > torch.get_num_threads()
 
 
-def leave_a_core() -> int | None:
-    """Where PyTorch's threads would hold every core and nobody chose their number (``OMP_NUM_THREADS``),
-    take one away, so that the pictures are drawn beside training rather than on its path; returns the
-    number to restore (``None``: unchanged). On 2 cores one thread trains a default run as fast as two,
-    and its pictures then cost 1.05x against 1.11x drawn in place (``benchmarks/figure_cost.py``)."""
-    threads = torch.get_num_threads()
-    if "OMP_NUM_THREADS" in os.environ or threads < 2 or spare_core():
-        return None
-    torch.set_num_threads(threads - 1)
-    return threads
-
-
 class Painter:
     """Draws in one worker process, started with the first picture, where a core is spare
     (:func:`spare_core`), else in place when asked; :meth:`deliver` hands finished pictures to their
