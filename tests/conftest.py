@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,8 +7,11 @@ import pytest
 # Two test workers share the machine's cores with the commands they start: one PyTorch (and BLAS)
 # thread each, as commands run side by side should have, since a second thread waits for a core
 # another process holds (test_cli, test_resume and test_export: 66 to 69 s with PyTorch's default
-# threads, 54 s with one). Set before anything imports torch; the commands inherit it.
+# threads, 54 s with one). The commands inherit it. Without pytest-xdist, pytest has imported torch
+# already (the filterwarnings setting names a Lightning warning class), so the count is set directly too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CSV = ROOT.parent / "shared" / "data" / "2020-10-21-dragon-data.csv"
