@@ -293,7 +293,16 @@ def test_the_animation_counts_epochs_trained_as_the_learning_curves_do(tmp_path,
     assert titles[:2] == ["training set after 1 epoch", "training set after 2 epochs"]
 
 
-def test_a_picture_drawn_in_the_worker_is_the_one_drawn_in_place(monkeypatch):
+@pytest.fixture
+def one_thread():
+    """PyTorch's thread count of the painter's worker: other counts sum in another order."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_a_picture_drawn_in_the_worker_is_the_one_drawn_in_place(monkeypatch, one_thread):
     torch.manual_seed(0)
     weights = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
     features = np.random.default_rng(0).normal(size=(200, 2)) * [3, 10] + [10, 50]
