@@ -4,6 +4,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +364,50 @@ def test_a_run_stopped_while_its_pictures_are_drawn_leaves_no_half_file_and_no_d
     assert not any(running(pid) for pid in painters), "and it ends with the run"
     written = [path.name for path in (tmp_path / "lightning_logs").rglob("*") if ".tmp" in path.name]
     assert written == [], "no temporary file is left"
+
+
+INHERITS_A_WAITING_SESSION = """
+import gc, time
+import numpy as np, onnxruntime
+from onnx import TensorProto, helper
+from dragon_lightning.figures import painter
+
+square = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 256])]
+graph = helper.make_graph([helper.make_node("MatMul", ["x", "x"], ["y"])], "g", square,
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256, 256])])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+gc.disable()  # the session becomes garbage that the parent has not collected when the worker is forked
+options = onnxruntime.SessionOptions()
+options.intra_op_num_threads = 2
+session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+for _ in range(100):
+    session.run(None, {"x": np.ones((256, 256), dtype=np.float32)})
+cycle = [session]
+cycle.append(cycle)
+del session, cycle
+time.sleep(1)  # its thread pool now waits on a condition variable
+painter.spare_core = lambda: True
+drawing, collected = painter.Painter(), []
+gc.enable()
+drawing.submit(collected.append, gc.collect)
+drawing.close()
+print("collected", collected)
+"""
+
+
+def test_a_worker_never_finalizes_what_it_inherits(tmp_path):
+    """A forked worker that collected an onnxruntime session left as garbage in the parent (as a notebook
+    or a test that used one leaves it) hung forever in its finalizer, and with it the run's end."""
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "inherits.py").write_text(INHERITS_A_WAITING_SESSION)
+    process = subprocess.Popen(
+        [sys.executable, "inherits.py"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("the worker hung finalizing what it inherited") from None
+    assert process.returncode == 0, err[-2000:]
+    assert "collected [0]" in out, "nothing inherited is collected in the worker"

@@ -10,6 +10,7 @@ Where training's threads hold every core, the same tasks run in place.
 
 from __future__ import annotations
 
+import gc
 import io
 import multiprocessing
 import os
@@ -135,7 +136,15 @@ class Painter:
         if self._pool is None and spare_core():
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_worker)
-        if self._pool is not None:
+            # The first submit forks the worker. What it inherits stays out of its garbage collector:
+            # another library's object that was garbage but not yet collected (an onnxruntime session
+            # whose thread pool waits in the parent) can hang forever when finalized in a forked child.
+            gc.freeze()
+            try:
+                future = self._pool.submit(task, *args)
+            finally:
+                gc.unfreeze()
+        elif self._pool is not None:
             future = self._pool.submit(task, *args)
         else:
             future = Future()
