@@ -10,6 +10,7 @@ Where training's threads hold every core, the same tasks run in place.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import multiprocessing
@@ -17,7 +18,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,19 @@ def spare_core() -> bool:
     return cores > torch.get_num_threads()
 
 
+@contextlib.contextmanager
+def _kept_from_the_workers_collector() -> Iterator[None]:
+    """While the worker is forked, everything the parent holds is frozen out of garbage collection, so
+    the worker never collects what it inherits: another library's object that was garbage but not yet
+    collected (an onnxruntime session whose thread pool waits in the parent) can hang forever when
+    finalized in a forked child. The parent collects as before once the fork is done."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class Painter:
     """Draws in one worker process, started with the first picture, where a core is spare
     (:func:`spare_core`), else in place when asked; :meth:`deliver` hands finished pictures to their
@@ -133,19 +147,13 @@ class Painter:
 
     def submit(self, then: Callable[[Picture], object], task: Callable[..., Picture], *args: Any) -> None:
         """Run ``task(*args)``; :meth:`deliver` calls ``then`` with its picture."""
-        if self._pool is None and spare_core():
+        starting = self._pool is None and spare_core()
+        if starting:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_worker)
-            # The first submit forks the worker. What it inherits stays out of its garbage collector:
-            # another library's object that was garbage but not yet collected (an onnxruntime session
-            # whose thread pool waits in the parent) can hang forever when finalized in a forked child.
-            gc.freeze()
-            try:
+        if self._pool is not None:
+            with _kept_from_the_workers_collector() if starting else contextlib.nullcontext():  # the first submit forks
                 future = self._pool.submit(task, *args)
-            finally:
-                gc.unfreeze()
-        elif self._pool is not None:
-            future = self._pool.submit(task, *args)
         else:
             future = Future()
             future.set_result(task(*args))
