@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 from clihelpers import config, last_checkpoint, run
+from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
 from test_cli import read_events
 
+from dragon_lightning.data.batches import TensorBatches
 from dragon_lightning.models import MLPClassifier
 from dragon_lightning.models.metrics import TrainingTally
 from dragon_lightning.tuning import SKIP_BEGIN, draw, suggest
@@ -289,6 +291,20 @@ def test_label_smoothing_softens_the_training_targets_only(num_classes):
     torch.testing.assert_close(model.loss(logits, labels), smoothed)
     model.eval()  # validation and test report the plain loss
     torch.testing.assert_close(model.loss(logits, labels), plain)
+
+
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_the_evaluation_loss_is_the_mean_over_rows_whatever_the_batches(batch_size):
+    """A short last batch counts by its rows: validation and test losses, which choose checkpoints and
+    score folds, do not depend on the evaluation batch size."""
+    torch.manual_seed(0)
+    model = MLPClassifier(num_classes=3, hidden_sizes=[8])
+    features, labels = torch.randn(100, 2) * 10 + 100, torch.randint(0, 3, (100,))
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.test(model, TensorBatches(features, labels, batch_size), verbose=False)
+    with torch.no_grad():
+        expected = float(model.loss(model(features), labels))
+    assert metrics["test/loss"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_input_noise_perturbs_training_batches_only():

@@ -204,7 +204,10 @@ class DragonClassifier(L.LightningModule):
         if stage == "train":
             self.tally.add(batch_idx, loss, (predicted == labels).sum(), len(labels))
             return
-        self._loss(stage).update(loss, weight=len(labels))
+        # One value per row rather than weight=len(labels): torchmetrics 1.9 drops the weight under
+        # nan_strategy="disable" (Lightning-AI/torchmetrics#3434), and a short last batch then counts
+        # as much as a full one.
+        self._loss(stage).update(loss.expand(len(labels)))
         self._collection(f"{stage}_metrics").update(predicted, labels)
 
     def _stop_if_diverged(self) -> None:
