@@ -40,9 +40,9 @@ from dragon_lightning.checkpoints.checks import (
 from dragon_lightning.checkpoints.files import load_checkpoint, model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import bounded
+from dragon_lightning.gates.inputs import bounded, named
 from dragon_lightning.messages import input_error_message, refusals_named
-from dragon_lightning.models import DragonClassifier, FoldEnsemble
+from dragon_lightning.models import DragonClassifier, FoldEnsemble, MLPClassifier
 from dragon_lightning.models.base import DATA_LINKED
 from dragon_lightning.preflight import (
     check_monitors,
@@ -63,7 +63,11 @@ register_type(torch.device, serializer=str, deserializer=torch.device)
 
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 EVALUATION_COMMANDS = ("validate", "test", "predict")
-ENSEMBLE_CLASS_PATH = "dragon_lightning.models.FoldEnsemble"
+DEFAULT_MODEL = MLPClassifier
+"""The model a run trains when its config names none: the tutorial's MLP."""
+TRAINED_DRAW = ("task", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize", "n_folds", "fold", "fold_draw")
+"""The data options that decide which rows a checkpoint was trained, validated and tested on: an
+evaluation command takes them from the checkpoint where its config leaves them at their defaults."""
 ROOT_DIR = "<trainer.default_root_dir>"
 """A logger's ``save_dir`` by default: replaced by the Trainer's ``default_root_dir`` before the run."""
 
@@ -73,6 +77,8 @@ class DragonCLI(LightningCLI):
     """The ``--ckpt_path`` checkpoint, read once to check it before the Trainer starts."""
     decision_overrides: dict
     """Options of how a checkpoint's model decides (its threshold) set on an evaluation command."""
+    trained_draw: dict
+    """The data options an evaluation command takes from its checkpoint (:func:`trained_draw`)."""
     announce = True
     """Print where a run's files went (off for a search's many quiet runs)."""
     tested_checkpoint = ""
@@ -97,6 +103,7 @@ class DragonCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.set_defaults({"model": {"class_path": class_path(DEFAULT_MODEL)}})
         parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -145,7 +152,7 @@ class DragonCLI(LightningCLI):
         new version folder, where Lightning itself would find none) and read the checkpoint through its
         gate, and check it, before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
-        self.decision_overrides = {}
+        self.decision_overrides, self.trained_draw = {}, {}
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         check_seed(config.get("seed_everything"))
         if (command := self.config.get("subcommand")) in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
@@ -157,11 +164,10 @@ class DragonCLI(LightningCLI):
             config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
-            if (
-                self.config.get("subcommand") in EVALUATION_COMMANDS
-                and model_class(self.checkpoint, config.ckpt_path) is FoldEnsemble
-            ):
-                config.model = ensemble_of(config.model)
+            if command in EVALUATION_COMMANDS:
+                default = parser.parse_object({"subcommand": command, command: {}})[command]
+                config.model = evaluated_model(config.model, default.model, model_class(self.checkpoint, config.ckpt_path))
+                self.trained_draw = trained_draw(self.checkpoint, config.ckpt_path, config.data, default.data, command)
             class_path = config.model.get("class_path")
             check_trained_model(self.checkpoint, config.ckpt_path, _import(class_path))
             configured = (config.model.get("init_args") or Namespace()).as_dict()
@@ -175,16 +181,18 @@ class DragonCLI(LightningCLI):
         checkpoint gate read and checked, and a value this version refuses named with the checkpoint.
         Overridden (the one private LightningCLI method here) because Lightning 2.6's version reads the
         file a second time and lets its ``_class_path`` choose the module jsonargparse imports; the gate
-        has allowed only dragon-lightning's models by then."""
+        has allowed only dragon-lightning's models by then. An evaluation command also takes the
+        checkpoint's draw of the data (:data:`TRAINED_DRAW`) where its config leaves it at the defaults,
+        so ``test --ckpt_path`` alone tests on the rows the run held out."""
         if self.checkpoint is None:
             return
-        config = self.config[self.config.subcommand]
+        command, config = self.config.subcommand, self.config[self.config.subcommand]
         trained = {k: v for k, v in self.checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
-        if not trained:
-            return
-        model = {"class_path": config.model.class_path, "init_args": trained}
+        settings: dict[str, Any] = {"model": {"class_path": config.model.class_path, "init_args": trained}} if trained else {}
+        if self.trained_draw:
+            settings["data"] = self.trained_draw
         try:
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
+            self.config = self.parser.parse_object({command: settings}, self.config)
         except ArgumentError as error:
             reason = input_error_message(error) or first_line(error)
             raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
@@ -331,12 +339,39 @@ def default_callbacks(trainer: Namespace) -> list[Callback]:
     return [*configured, *defaults]
 
 
-def ensemble_of(model: Namespace) -> Namespace:
-    """The config's model section for a fold ensemble of its model: an ensemble checkpoint validates,
-    tests and predicts under the config its members were trained with (its decision options kept)."""
+def class_path(model: type) -> str:
+    """A model's class path as configs name it (``dragon_lightning.models.MLPClassifier``)."""
+    return f"dragon_lightning.models.{model.__name__}"
+
+
+def evaluated_model(model: Namespace, default: Namespace, trained: type) -> Namespace:
+    """The model section an evaluation command runs: the checkpoint's class (with the config's decision
+    options) where the config leaves the model at its ``default`` but for those, or where the
+    checkpoint holds a fold ensemble, which validates, tests and predicts under the config its members
+    were trained with; else the config's, which the checkpoint must then match."""
+
+    def learned(section: Namespace) -> dict:
+        options = (section.get("init_args") or Namespace()).as_dict()
+        return {name: value for name, value in options.items() if name not in DECISION_HYPERPARAMETERS}
+
+    if trained is not FoldEnsemble and (model.class_path, learned(model)) != (default.class_path, learned(default)):
+        return model
     init_args = model.get("init_args") or Namespace()
     kept = {name: init_args[name] for name in DECISION_HYPERPARAMETERS if name in init_args}
-    return Namespace(class_path=ENSEMBLE_CLASS_PATH, init_args=Namespace(**kept))
+    return Namespace(class_path=class_path(trained), init_args=Namespace(**kept))
+
+
+def trained_draw(checkpoint: dict, path: str, data: Namespace, default: Namespace, command: str) -> dict[str, Any]:
+    """The checkpoint's values of the :data:`TRAINED_DRAW` options that ``data`` leaves at their
+    ``default``. Its CSV is never read because the checkpoint names it: a model trained on a CSV is
+    validated and tested on it only where the command names it."""
+    trained = checkpoint.get("datamodule_hyper_parameters") or {}
+    if command != "predict" and trained.get("csv_path") and data.get("csv_path") is None:
+        raise DragonInputError(
+            f"{path}: was trained on the rows of {named(trained['csv_path'], None)}; name them with --data.csv_path "
+            "(or give the run's config.yaml with --config)"
+        )
+    return {name: trained[name] for name in TRAINED_DRAW if name in trained and data.get(name) == default.get(name)}
 
 
 def build_cli(
