@@ -35,9 +35,8 @@ from dragon_lightning.checkpoints.checks import (
     check_resumable,
     check_trained_model,
     explicit_values,
-    latest_last_checkpoint,
 )
-from dragon_lightning.checkpoints.files import load_checkpoint, model_class
+from dragon_lightning.checkpoints.files import load_checkpoint, model_class, resolve_last
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import bounded, named
@@ -160,8 +159,7 @@ class DragonCLI(LightningCLI):
                 f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "
                 "newest run's last.ckpt); without one it would use untrained weights"
             )
-        if config.get("ckpt_path") == "last":
-            config.ckpt_path = str(latest_last_checkpoint(config.trainer.default_root_dir or "."))
+        config.ckpt_path = resolve_last(config.get("ckpt_path"), config.trainer.default_root_dir or ".")
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:

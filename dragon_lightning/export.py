@@ -27,6 +27,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from dragon_lightning import __version__
+from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
@@ -207,7 +208,10 @@ def export_command(args: list[str]) -> ExportReport:
         exit_on_error=False,
     )
     parser.add_argument(
-        "--ckpt_path", type=str, required=True, help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt)"
+        "--ckpt_path",
+        type=str,
+        required=True,
+        help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt; last: the newest run's under ./lightning_logs)",
     )
     parser.add_argument("--output", type=str, required=True, help="the file to write, e.g. model.onnx")
     parser.add_argument(
@@ -218,7 +222,7 @@ def export_command(args: list[str]) -> ExportReport:
     )
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
     options = parser.parse_args(args)
-    model = load_model(options.ckpt_path, option="--ckpt_path")
+    model = load_model(resolve_last(options.ckpt_path), option="--ckpt_path")
     report = export_model(model, options.output, options.format, options.overwrite)
     print(
         f"wrote {report.path} ({report.size_bytes:,} bytes): {model.task} probabilities for {', '.join(model.classes_)}; "

@@ -25,6 +25,7 @@ from jsonargparse import ArgumentParser, Namespace
 from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, PositiveInt, restricted_number_type
 
 from dragon_lightning import __version__
+from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonInputError, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes
 from dragon_lightning.predictors import checkpoint_predictor, onnx_predictor
@@ -96,7 +97,12 @@ def serve_command(args: list[str]) -> None:
         f"Needs {SERVE_EXTRA}.",
         exit_on_error=False,
     )
-    parser.add_argument("--ckpt_path", type=str | None, default=None, help="the checkpoint to serve")
+    parser.add_argument(
+        "--ckpt_path",
+        type=str | None,
+        default=None,
+        help="the checkpoint to serve (last: the newest run's under ./lightning_logs)",
+    )
     parser.add_argument(
         "--model", type=str | None, default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)"
     )
@@ -125,6 +131,7 @@ def serve_command(args: list[str]) -> None:
     options = parser.parse_args(args)
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
+    options.ckpt_path = resolve_last(options.ckpt_path)
     check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():

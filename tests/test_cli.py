@@ -12,7 +12,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import ROOT, config, expect_one_line_error, files_under, in_root, last_checkpoint, last_weights, predict_args, run, short_fit
+from clihelpers import (
+    ROOT,
+    config,
+    expect_one_line_error,
+    files_under,
+    in_root,
+    last_checkpoint,
+    last_weights,
+    predict_args,
+    run,
+    short_fit,
+)
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -192,13 +203,15 @@ def fire_fitted(tmp_path_factory):
 def test_a_checkpoint_alone_is_evaluated_on_the_rows_its_run_held_out(fire_fitted, scratch):
     """``test --ckpt_path`` with no config takes the model class and the data's draw (task, seed,
     size, fractions) from the checkpoint, so it tests on the run's own test rows; an option given wins."""
-    root, fitted = fire_fitted
+    _, fitted = fire_fitted
     best = fitted.trainer.checkpoint_callback.best_model_path
     tested = run("test", "--ckpt_path", best)
     assert type(tested.model).__name__ == "LogisticRegression"
     assert (tested.datamodule.task, tested.datamodule.seed, tested.datamodule.hparams.n_dragons) == ("fire", 7, 600)
     assert torch.equal(tested.datamodule.splits["test"][0], fitted.datamodule.splits["test"][0])
-    assert float(tested.trainer.callback_metrics["test/loss"]) == pytest.approx(float(fitted.trainer.callback_metrics["test/loss"]))
+    assert float(tested.trainer.callback_metrics["test/loss"]) == pytest.approx(
+        float(fitted.trainer.callback_metrics["test/loss"])
+    )
     assert run("test", "--ckpt_path", best, "--data.seed", "8").datamodule.seed == 8
 
 
@@ -209,7 +222,12 @@ def test_a_checkpoint_trained_on_a_csv_is_not_evaluated_on_generated_rows(fire_f
     capfd.readouterr()
     checkpoint = str(last_checkpoint(on_csv))
     expect_one_line_error(
-        capfd, scratch, files_under(scratch), ["test", "--ckpt_path", checkpoint], f"was trained on the rows of {table}", "--data.csv_path"
+        capfd,
+        scratch,
+        files_under(scratch),
+        ["test", "--ckpt_path", checkpoint],
+        f"was trained on the rows of {table}",
+        "--data.csv_path",
     )
     assert run("test", "--ckpt_path", checkpoint, "--data.csv_path", str(table)).datamodule.csv_path == table
 

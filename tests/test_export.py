@@ -2,8 +2,10 @@
 checked against what ``dragon-lightning predict`` writes for the same rows."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -13,6 +15,7 @@ import torch
 from clihelpers import ROOT, config, expect_one_line_error, files_under, predict_args, run
 
 from dragon_lightning import export, load_model
+from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonInputError
 
 # Inside, at the edges of and far outside the training range, and repeated rows.
@@ -127,6 +130,24 @@ def test_export_onnx_runs_in_onnxruntime_as_predict_does_and_refuses_to_overwrit
         "--overwrite true",
     )
     run("export", "--ckpt_path", str(checkpoint), "--output", str(output), "--overwrite", "true")
+
+
+def test_export_and_serve_take_last_for_the_newest_runs_last_checkpoint(trained, tmp_path, monkeypatch, capfd):
+    checkpoint, _, _ = trained
+    runs = tmp_path / "lightning_logs"
+    for version in (2, 10, 9):
+        (runs / f"version_{version}" / "checkpoints").mkdir(parents=True)
+        shutil.copy(checkpoint, runs / f"version_{version}" / "checkpoints" / "last.ckpt")
+    (runs / "version_11").mkdir()  # a run that wrote no checkpoint
+    monkeypatch.chdir(tmp_path)
+    assert resolve_last("last") == str(Path("lightning_logs") / "version_10" / "checkpoints" / "last.ckpt")
+    report = run("export", "--ckpt_path", "last", "--output", "model.pt2", "--format", "pt2")
+    assert report.path.is_file()
+    capfd.readouterr()
+    monkeypatch.chdir(tmp_path / "lightning_logs")
+    expect_one_line_error(
+        capfd, tmp_path, files_under(tmp_path), ["serve", "--ckpt_path", "last"], "--ckpt_path last: no run under lightning_logs"
+    )
 
 
 def test_export_pt2_loads_with_torch_export_and_carries_its_metadata(trained, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import lightning as L
 
@@ -14,19 +13,6 @@ from dragon_lightning.arguments import init_parameters
 from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DATA_LINKED
-
-
-def latest_last_checkpoint(root_dir: str | os.PathLike) -> Path:
-    """``last.ckpt`` of the newest run (highest ``version_N``) under ``root_dir/lightning_logs``."""
-    runs = Path(root_dir) / "lightning_logs"
-    candidates = [
-        (int(run.name.removeprefix("version_")), run / "checkpoints" / "last.ckpt")
-        for run in runs.glob("version_*")
-        if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
-    ]
-    if not candidates:
-        raise DragonInputError(f"--ckpt_path last: no run under {runs} has checkpoints/last.ckpt to continue from")
-    return max(candidates)[1]
 
 
 def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: type | None) -> None:

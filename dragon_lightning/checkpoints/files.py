@@ -28,7 +28,7 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint
@@ -91,6 +91,26 @@ _verified: dict[tuple, dict] = {}
 def _identity(path: Path) -> tuple | None:
     status = stat_path(path)
     return None if status is None else (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@overload
+def resolve_last(path: str, root: str | os.PathLike = ".") -> str: ...
+@overload
+def resolve_last(path: None, root: str | os.PathLike = ".") -> None: ...
+def resolve_last(path: str | None, root: str | os.PathLike = ".") -> str | None:
+    """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``)
+    under ``root/lightning_logs``: what every command that takes ``--ckpt_path`` accepts."""
+    if path != "last":
+        return path
+    runs = Path(root) / "lightning_logs"
+    candidates = [
+        (int(run.name.removeprefix("version_")), run / "checkpoints" / "last.ckpt")
+        for run in runs.glob("version_*")
+        if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
+    ]
+    if not candidates:
+        raise DragonInputError(f"--ckpt_path last: no run under {runs} has checkpoints/last.ckpt")
+    return str(max(candidates)[1])
 
 
 def load_checkpoint(
