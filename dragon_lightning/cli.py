@@ -159,7 +159,8 @@ class DragonCLI(LightningCLI):
                 f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "
                 "newest run's last.ckpt); without one it would use untrained weights"
             )
-        config.ckpt_path = resolve_last(config.get("ckpt_path"), config.trainer.default_root_dir or ".")
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last("last", config.trainer.default_root_dir or ".")
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:

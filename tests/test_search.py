@@ -21,7 +21,7 @@ from dragon_lightning.errors import DragonInputError, InvalidArgument
 from dragon_lightning.search.runs import Objective, check_search, with_options
 from dragon_lightning.search.space import read_space
 from dragon_lightning.search.study import SweepSettings, open_study
-from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space
+from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space, default_sweep_dir
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
@@ -153,6 +153,18 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
         assert "Epoch 2: 100%" in training, "each fold shows its progress, one after another"
         saved = yaml.safe_load((cv_dir / f"fold_{fold}" / "config.yaml").read_text())
         assert (saved["data"]["n_folds"], saved["data"]["fold"]) == (5, fold), "each run records its fold"
+
+
+def test_cv_and_sweep_without_a_config_compare_runs_of_fits_defaults(tmp_path):
+    """As ``fit`` alone trains the tutorial's MLP on color, ``cv`` and ``sweep`` alone compare its runs."""
+    results = run(
+        "cv", "--folds", "2", "--trainer.max_epochs", "1", "--data.n_dragons", "120", "--trainer.default_root_dir", str(tmp_path)
+    )
+    assert len(results.folds) == 2
+    saved = yaml.safe_load((tmp_path / "lightning_logs" / "cv_0" / "fold_1" / "config.yaml").read_text())
+    assert (saved["model"]["class_path"], saved["data"]["task"]) == ("dragon_lightning.models.MLPClassifier", "color")
+    checked = check_search(["--space", COLOR_SPACE, "--trainer.default_root_dir", str(tmp_path)], SweepCLI, "sweep", "")
+    assert default_sweep_dir(checked, read_space(COLOR_SPACE)) == tmp_path / "sweeps" / "defaults-color_mlp"
 
 
 def trials(sweep_dir: Path) -> pd.DataFrame:

@@ -87,8 +87,6 @@ class SearchCLI(FitSetupCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         names = [field.name for field in dataclasses.fields(self.Options)]
-        if not self.config.get("config"):
-            raise DragonInputError(f"{parser.prog} needs --config C: the config whose runs it compares")
         self.options = self.Options(**{name: self.config[name] for name in names})
         fit = self.config.clone()
         for name in [*names, "config"]:

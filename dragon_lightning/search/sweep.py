@@ -40,8 +40,8 @@ PROG = "dragon-lightning sweep"
 OUTPUTS = ("trials.csv", "best_config.yaml", "optimization_history.png", "param_importances.png")
 
 
-def _default_sweep_dir(checked: SearchCLI, space: SearchSpace) -> Path:
-    config = Path(str(checked.config.config[-1])).stem
+def default_sweep_dir(checked: SearchCLI, space: SearchSpace) -> Path:
+    config = Path(str(checked.config.config[-1])).stem if checked.config.get("config") else "defaults"
     return checked.root_dir / "sweeps" / f"{config}-{space.path.stem}"
 
 
@@ -113,7 +113,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     space = checked.space
     check_space(checked, space)
     plan = SeedPlan.for_refit(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any trial runs
-    sweep_dir = own.output_dir or _default_sweep_dir(checked, space)
+    sweep_dir = own.output_dir or default_sweep_dir(checked, space)
     OutputFolder(sweep_dir, "--output_dir").claim([*OUTPUTS, *refit_outputs(own.refit_seeds)])
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings = SweepSettings(
