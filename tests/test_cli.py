@@ -213,6 +213,7 @@ def test_a_checkpoint_alone_is_evaluated_on_the_rows_its_run_held_out(fire_fitte
         float(fitted.trainer.callback_metrics["test/loss"])
     )
     assert run("test", "--ckpt_path", best, "--data.seed", "8").datamodule.seed == 8
+    assert run("test", "--ckpt_path", best, "--model.init_args.threshold", "0.9").model.hparams.threshold == 0.9
 
 
 def test_a_checkpoint_trained_on_a_csv_is_not_evaluated_on_generated_rows(fire_fitted, scratch, capfd):
