@@ -392,6 +392,9 @@ def build_cli(
             DragonClassifier,
             DragonDataModule,
             subclass_mode_model=True,
+            # Lightning's default (true) seeds with 0 and warns "No seed found", or with the seed an earlier
+            # run in the same process left in PL_GLOBAL_SEED (a notebook's previous cell): 0, said.
+            seed_everything_default=0,
             trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
             save_config_callback=RunConfig,
             parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},

@@ -25,7 +25,8 @@ from dragon_lightning.models import DragonClassifier, OptimizedClassifier
 
 
 def check_seed(value: Any) -> None:
-    """``seed_everything``: ``true`` (a random seed), ``false``/unset, or an integer NumPy accepts."""
+    """``seed_everything``: ``true`` (Lightning's: the seed in ``PL_GLOBAL_SEED``, else 0), ``false``/unset, or an
+    integer NumPy accepts."""
     if isinstance(value, bool) or value is None:
         return
     if not 0 <= int(value) <= MAX_SEED:

@@ -193,6 +193,18 @@ def test_an_evaluation_under_other_checkpoint_options_is_quiet_and_leaves_the_wa
     assert warnings.filters == filters
 
 
+def test_a_run_without_a_seed_is_seeded_0_whatever_ran_before_it_in_the_process(tmp_path, monkeypatch):
+    """Lightning's default seeds a run with the seed an earlier run left in ``PL_GLOBAL_SEED`` (a
+    notebook's previous cell), and warns "No seed found" otherwise; a run without one takes 0, quietly."""
+    from dragon_lightning.cli import build_cli
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="No seed found")
+        cli = build_cli(["--trainer.default_root_dir", str(tmp_path), "--data.data_dir", "null"], run=False)
+    assert (cli.config.seed_everything, cli.datamodule.seed) == (0, 0)
+
+
 @pytest.fixture(scope="module")
 def fire_fitted(tmp_path_factory):
     """A fire run under another seed and size than the defaults, on generated dragons."""
