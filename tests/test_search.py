@@ -485,7 +485,8 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     options = ["--n_trials", "20", "--workers", "2", "--trainer.max_epochs", "200"]
     command = [sys.executable, "-m", "dragon_lightning", *sweep_args("color_mlp.yaml", COLOR_SPACE, "sweep", *options)]
-    parent = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = (tmp_path / "sweep.err").open("w")
+    parent = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=errors)
 
     def children() -> list[int]:
         found = []
@@ -502,7 +503,7 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
     while not list((tmp_path / "sweep").glob("trial_*")) and time.monotonic() < deadline:
         time.sleep(0.5)
     workers = children()
-    assert workers, "the sweep started its workers"
+    assert workers, f"the sweep started its workers; it said: {(tmp_path / 'sweep.err').read_text()[-2000:]}"
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 30
