@@ -21,6 +21,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from dragon_lightning.arguments import Seed
 from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
     PredictionWriter,
@@ -47,7 +48,6 @@ from dragon_lightning.preflight import (
     check_monitors,
     check_optimization_options,
     check_output_locations,
-    check_seed,
     check_trainer_options,
 )
 from dragon_lightning.quiet import held_back_logs
@@ -98,6 +98,15 @@ class DragonCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands, without ``--weights_only``: checkpoints always load as data."""
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--seed_everything`` as LightningCLI adds it, with NumPy's range as its type."""
+        parser.add_argument(
+            "--seed_everything",
+            type=bool | Seed,
+            default=self.seed_everything_default,
+            help="seeds the data draw and the weights (one seed for both; --data.seed sets the draw alone); false: unseeded",
+        )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in DATA_LINKED:
@@ -153,7 +162,6 @@ class DragonCLI(LightningCLI):
         super().parse_arguments(parser, args)
         self.decision_overrides, self.trained_draw = {}, {}
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
-        check_seed(config.get("seed_everything"))
         if (command := self.config.get("subcommand")) in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
             raise DragonInputError(
                 f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "

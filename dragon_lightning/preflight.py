@@ -16,21 +16,11 @@ from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, Timer
 
-from dragon_lightning.arguments import MAX_SEED
 from dragon_lightning.callbacks.figures import FILES as FIGURE_FILES
 from dragon_lightning.checkpoints.callback import ResumableCheckpoint
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
 from dragon_lightning.models import DragonClassifier, OptimizedClassifier
-
-
-def check_seed(value: Any) -> None:
-    """``seed_everything``: ``true`` (Lightning's: the seed in ``PL_GLOBAL_SEED``, else 0), ``false``/unset, or an
-    integer NumPy accepts."""
-    if isinstance(value, bool) or value is None:
-        return
-    if not 0 <= int(value) <= MAX_SEED:
-        raise DragonInputError(f"--seed_everything must lie between 0 and {MAX_SEED}, got {value}")
 
 
 # Trainer options with a lower bound Lightning checks late or not at all; None always passes. (The
