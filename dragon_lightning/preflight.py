@@ -22,7 +22,6 @@ from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
 from dragon_lightning.models import DragonClassifier, OptimizedClassifier
 
-
 # Trainer options with a lower bound Lightning checks late or not at all; None always passes. (The
 # Trainer itself refuses max_epochs, max_steps and the limit_*_batches when it is built; the CLI words
 # that as one line.)
