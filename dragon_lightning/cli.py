@@ -202,7 +202,7 @@ class DragonCLI(LightningCLI):
             self.config = self.parser.parse_object({command: settings}, self.config)
         except ArgumentError as error:
             reason = input_error_message(error) or first_line(error)
-            raise DragonInputError(f"{config.ckpt_path}: a hyperparameter this version does not accept: {reason}") from None
+            raise DragonInputError(f"{config.ckpt_path}: a setting this version does not accept: {reason}") from None
 
     def instantiate_classes(self) -> None:
         """As LightningCLI does; a callback or logger that refuses its arguments while it is built (as

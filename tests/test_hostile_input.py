@@ -308,7 +308,7 @@ HYPERPARAMETER_CASES = {
     "invalid value": (
         lambda c: c["hyper_parameters"].__setitem__("activation", "gelu"),
         [],
-        "a hyperparameter this version does not accept: --model.init_args.activation",
+        "a setting this version does not accept: --model.init_args.activation",
     ),
     "config disagrees": (
         lambda c: None,
@@ -622,6 +622,15 @@ def test_a_checkpoint_never_chooses_the_module_that_is_imported(command, trained
             "MLPClassifier, FoldEnsemble); refused before importing anything"
         )
     assert "evil" not in sys.modules and not (scratch / "IMPORTED").exists(), "the module the checkpoint named was imported"
+
+
+@pytest.mark.parametrize("draw, option", [({"n_dragons": 10**12}, "--data.n_dragons"), ({"task": "os.system"}, "--data.task")])
+def test_a_checkpoints_draw_of_the_data_passes_the_options_types(draw, option, trained, scratch, capfd):
+    """``test --ckpt_path`` alone takes the data's draw from the checkpoint, through the options' own
+    types: a size no option may ask for is refused before anything is generated."""
+    hostile = edited_checkpoint(trained, scratch / "draw.ckpt", lambda c: c["datamodule_hyper_parameters"].update(draw))
+    args = ["test", "--ckpt_path", str(hostile)]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{hostile}: a setting this version does not accept: {option}")
 
 
 def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch, capfd):
