@@ -630,7 +630,9 @@ def test_a_checkpoints_draw_of_the_data_passes_the_options_types(draw, option, t
     types: a size no option may ask for is refused before anything is generated."""
     hostile = edited_checkpoint(trained, scratch / "draw.ckpt", lambda c: c["datamodule_hyper_parameters"].update(draw))
     args = ["test", "--ckpt_path", str(hostile)]
-    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{hostile}: a setting this version does not accept: {option}")
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args, f"{hostile}: a setting this version does not accept: {option}"
+    )
 
 
 def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch, capfd):
