@@ -68,7 +68,10 @@ COMMANDS = {
     ),
 }
 
-START = f"Start from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'."
+START = (
+    f"'{PROG} fit' alone trains the tutorial's MLP on generated color dragons; a config in configs/ "
+    f"names a whole experiment: '{PROG} fit --config configs/color_mlp.yaml'."
+)
 
 
 def overview() -> str:
