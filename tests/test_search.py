@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -20,8 +21,10 @@ from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
 from dragon_lightning.search.runs import Objective, check_search, with_options
 from dragon_lightning.search.space import read_space
+from dragon_lightning.search.storage import open_storage
 from dragon_lightning.search.study import SweepSettings, open_study
 from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space, default_sweep_dir
+from dragon_lightning.search.trials import CONFIGS_OWN
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
@@ -333,6 +336,23 @@ def test_a_sweep_weighs_its_best_against_the_configs_own_settings(tmp_path, capf
     run(*sweep_args("color_mlp.yaml", layers, tmp_path / "layers", "--n_trials", "1", "--trainer.max_epochs", "1"))
     first = trials(tmp_path / "layers").iloc[0]
     assert bool(first["user_attrs_config_own"]) and first["params_model.init_args.hidden_sizes"] == "[10, 20, 1000]"
+
+
+def test_the_configs_own_settings_run_once_when_machines_that_start_together_each_enqueued_them(tmp_path):
+    """Optuna's ``skip_if_exists`` is no lock: two machines starting a shared study at the same moment
+    can each enqueue the config's own settings. The second copy ends before it trains, uncounted."""
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    study = optuna.create_study(study_name="sweep", storage=open_storage(str(sweep_dir), None), direction="minimize")
+    own = {"model.init_args.optimizer.init_args.lr": 0.05, "data.batch_size": 16}
+    for _ in range(2):  # what two machines racing past skip_if_exists leave in the study
+        study.enqueue_trial(own, user_attrs={CONFIGS_OWN: True})
+    quick_sweep(sweep_dir, 3, "--trainer.default_root_dir", str(tmp_path))
+    table = trials(sweep_dir)
+    ran = table[table["state"] == "COMPLETE"]
+    assert len(ran) == 3 and ran["user_attrs_config_own"].fillna(False).astype(bool).sum() == 1
+    assert table.loc[table["number"] == 1, "user_attrs_surplus"].item() is True
+    assert not (sweep_dir / "trial_1").exists(), "the second copy never trained"
 
 
 def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_settings(tmp_path, capfd):

@@ -33,7 +33,7 @@ from dragon_lightning.search.runs import SearchCLI, check_search, check_settings
 from dragon_lightning.search.space import SearchSpace, read_space
 from dragon_lightning.search.storage import open_database, open_storage
 from dragon_lightning.search.study import SweepSettings, open_study
-from dragon_lightning.search.trials import finished, requeue_interrupted
+from dragon_lightning.search.trials import CONFIGS_OWN, finished, requeue_interrupted
 from dragon_lightning.search.workers import run_workers
 
 PROG = "dragon-lightning sweep"
@@ -167,13 +167,9 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
     return best
 
 
-CONFIGS_OWN = "config_own"
-"""The user attribute that marks the trial of the config's own settings."""
-
-
 def enqueue_the_configs_own(study: optuna.Study, checked: SearchCLI, space: SearchSpace) -> str | None:
     """The config's own settings as a trial of the study, scored as every trial is, so that the best
-    is weighed against what the config already does; Optuna enqueues it once, whichever machine asks.
+    is weighed against what the config already does; it runs once, whichever machines ask.
     Returns why not, when the space cannot draw them."""
     own = space.encoded({key: plain_values(checked.config.get(key)) for key in space.distributions})
     if not space.holds(own):

@@ -5,7 +5,7 @@ A trial counts once it is complete, pruned or failed on its own (a diverging run
 when it was interrupted (Ctrl-C, SIGTERM), went stale (its machine stopped beating) and was retried,
 or was taken as a surplus: processes that ask for a trial at the same moment near the end may get one
 more than the study needs; trial numbers are handed out in order, so the trial beyond the budget
-knows it is one, and ends before it runs.
+knows it is one, and ends before it runs (as does a second trial of the config's own settings).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 SKIPPED = ("interrupted", "surplus")
 """User attributes that mark a failed trial as not run to its end, so not counted."""
+CONFIGS_OWN = "config_own"
+"""The user attribute that marks the trial of the config's own settings. Every machine that starts a
+shared sweep enqueues it, and Optuna's ``skip_if_exists`` is no lock: machines that start together
+may each enqueue one, and all but the first are a surplus."""
 POLL_SECONDS = 2.0
 
 
@@ -68,8 +72,11 @@ def requeue_interrupted(study: optuna.Study, running_are_stale: bool) -> int:
 
 
 def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
-    """Whether ``n_trials`` trials numbered before this one already count or run."""
+    """Whether ``n_trials`` trials numbered before this one already count or run, or one numbered
+    before it already holds the config's own settings (:data:`CONFIGS_OWN`)."""
     trials = trial.study.get_trials(deepcopy=False)
+    if trial.user_attrs.get(CONFIGS_OWN) and any(t.user_attrs.get(CONFIGS_OWN) for t in trials if t.number < trial.number):
+        return True
     again = retried(trials)
     ahead = [
         t
