@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clihelpers import config, expect_one_line_error, files_under, in_root, predict_args, run, short_fit
+from clihelpers import config, expect_one_line_error, files_under, in_root, run, short_fit
 
 from dragon_lightning import load_model
 from dragon_lightning.checkpoints.files import load_checkpoint
@@ -120,13 +120,9 @@ def test_the_ensemble_averages_its_members_through_predict_load_model_and_onnx(m
     assert ensemble.outside_training_range(far).all() and not ensemble.outside_training_range(features).any()
 
     pd.DataFrame(points, columns=["numberToes", "bodyLength"]).to_csv(tmp_path / "dragons.csv", index=False)
-    run(
-        *predict_args(
-            cv_dir / "refit" / "config.yaml", str(path), str(tmp_path / "dragons.csv"), str(tmp_path / "predictions.csv")
-        ),
-        "--trainer.logger",
-        "false",
-    )
+    # No config: the checkpoint says it holds an ensemble, and of which task.
+    run("predict", "--ckpt_path", str(path), "--data.predict_csv", str(tmp_path / "dragons.csv"),
+        "--predictions.output_path", str(tmp_path / "predictions.csv"), "--trainer.logger", "false")  # fmt: skip
     predicted = pd.read_csv(tmp_path / "predictions.csv")
     np.testing.assert_allclose(predicted[[f"p_{name}" for name in ensemble.classes_]].to_numpy(), mean, atol=1e-6, rtol=0)
 
