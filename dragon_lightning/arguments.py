@@ -1,4 +1,4 @@
-"""Argument types with their ranges, shared by the data, the models and the callbacks.
+"""Argument types with their ranges, shared by the data, the models, the callbacks and the Trainer.
 
 A range lives in the signature as a jsonargparse type (``PositiveInt``, ``OpenUnitInterval``...):
 the CLI's parser refuses a value outside it and ``--help`` shows it. :func:`check_arguments` applies
@@ -20,6 +20,8 @@ MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
 ClosedOpenUnitInterval = restricted_number_type("ClosedOpenUnitInterval", float, [(">=", 0), ("<", 1)])
 AtLeastTwo = restricted_number_type("AtLeastTwo", int, (">=", 2))
+AtLeastMinusOne = restricted_number_type("AtLeastMinusOne", int, (">=", -1))
+ShareOfAnEpoch = restricted_number_type("ShareOfAnEpoch", float, [(">", 0), ("<=", 1)])
 MAX_FEATURES = 64
 """A dragon has two features; no model is built for more than this many (a checkpoint's hyperparameters
 could otherwise ask for a layer of any size)."""

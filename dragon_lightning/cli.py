@@ -15,13 +15,13 @@ from typing import Any
 import torch
 import yaml
 from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
-from jsonargparse.typing import register_type
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, register_type
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from dragon_lightning.arguments import Seed
+from dragon_lightning.arguments import AtLeastMinusOne, Seed, ShareOfAnEpoch
 from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
     PredictionWriter,
@@ -69,6 +69,48 @@ TRAINED_DRAW = ("task", "n_dragons", "seed", "test_fraction", "val_fraction", "s
 evaluation command takes them from the checkpoint where its config leaves them at their defaults."""
 ROOT_DIR = "<trainer.default_root_dir>"
 """A logger's ``save_dir`` by default: replaced by the Trainer's ``default_root_dir`` before the run."""
+
+
+class DragonTrainer(Trainer):
+    """Lightning's ``Trainer`` with the ranges of the options it checks late, or not at all, as their
+    types: the parser refuses a value outside them wherever it comes from, and ``--help`` shows them."""
+
+    def __init__(
+        self,
+        *,
+        min_epochs: NonNegativeInt | None = None,
+        min_steps: NonNegativeInt | None = None,
+        check_val_every_n_epoch: PositiveInt | None = 1,
+        val_check_interval: PositiveInt | ShareOfAnEpoch | None = None,
+        log_every_n_steps: NonNegativeInt | None = None,
+        num_sanity_val_steps: AtLeastMinusOne | None = None,
+        accumulate_grad_batches: PositiveInt = 1,
+        gradient_clip_val: NonNegativeFloat | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            min_epochs: train at least this many epochs (early stopping waits for them).
+            min_steps: take at least this many optimizer steps.
+            check_val_every_n_epoch: validate every this many epochs (``null``: only by ``val_check_interval``).
+            val_check_interval: validate within an epoch too: every this share of it (0 to 1), or every
+                this many training batches.
+            log_every_n_steps: log training metrics every this many steps.
+            num_sanity_val_steps: validation batches run before training to catch bugs (-1: all of them).
+            accumulate_grad_batches: sum the gradients of this many batches per optimizer step.
+            gradient_clip_val: clip gradients to this value (0 or ``null``: no clipping).
+        """
+        super().__init__(
+            min_epochs=min_epochs,
+            min_steps=min_steps,
+            check_val_every_n_epoch=check_val_every_n_epoch,
+            val_check_interval=val_check_interval,
+            log_every_n_steps=log_every_n_steps,
+            num_sanity_val_steps=num_sanity_val_steps,
+            accumulate_grad_batches=accumulate_grad_batches,
+            gradient_clip_val=gradient_clip_val,
+            **kwargs,
+        )
 
 
 class DragonCLI(LightningCLI):
@@ -399,6 +441,7 @@ def build_cli(
         return cli_class(
             DragonClassifier,
             DragonDataModule,
+            trainer_class=DragonTrainer,
             subclass_mode_model=True,
             # Lightning's default (true) seeds with 0 and warns "No seed found", or with the seed an earlier
             # run in the same process left in PL_GLOBAL_SEED (a notebook's previous cell): 0, said.

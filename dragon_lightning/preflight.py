@@ -22,32 +22,9 @@ from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder, require_writable_dir
 from dragon_lightning.models import DragonClassifier, OptimizedClassifier
 
-# Trainer options with a lower bound Lightning checks late or not at all; None always passes. (The
-# Trainer itself refuses max_epochs, max_steps and the limit_*_batches when it is built; the CLI words
-# that as one line.)
-TRAINER_MINIMUMS = {
-    "min_epochs": 0,
-    "min_steps": 0,
-    "check_val_every_n_epoch": 1,
-    "log_every_n_steps": 0,
-    "num_sanity_val_steps": -1,
-    "accumulate_grad_batches": 1,
-    "gradient_clip_val": 0,
-}
-
 
 def check_trainer_options(trainer: Namespace) -> None:
-    """Ranges of the Trainer's numeric options."""
-    for name, minimum in TRAINER_MINIMUMS.items():
-        value = trainer.get(name)
-        if value is not None and value < minimum:
-            raise DragonInputError(f"--trainer.{name} must be at least {minimum}, got {value}")
-    if (interval := trainer.get("val_check_interval")) is not None and not 0 < interval <= (
-        1 if isinstance(interval, float) else interval
-    ):
-        raise DragonInputError(
-            f"--trainer.val_check_interval must be a share of an epoch in (0, 1] or 1 batch or more, got {interval}"
-        )
+    """A ``max_time`` that leaves time to train (the numeric options' ranges are types: :class:`~dragon_lightning.cli.DragonTrainer`)."""
     if trainer.get("max_time") is not None and _seconds(trainer.max_time) <= 0:
         raise DragonInputError(
             f"--trainer.max_time {trainer.max_time}: leaves no time to train; give a positive duration or none"

@@ -906,7 +906,19 @@ MORE_OPTION_CASES = {
     ),
     "validation every 0 batches": (
         ["--trainer.val_check_interval", "0"],
-        "--trainer.val_check_interval must be a share of an epoch",
+        "--trainer.val_check_interval: Not of type PositiveInt: does not conform to restriction v>0 (given 0)",
+    ),
+    "validation every 1.5 epochs": (
+        ["--trainer.val_check_interval", "1.5"],
+        "--trainer.val_check_interval: Not of type ShareOfAnEpoch: does not conform to restriction v>0 and v<=1",
+    ),
+    "a negative minimum of epochs": (
+        ["--trainer.min_epochs", "-1"],
+        "--trainer.min_epochs: Not of type NonNegativeInt: does not conform to restriction v>=0 (given -1)",
+    ),
+    "sanity checks below -1": (
+        ["--trainer.num_sanity_val_steps", "-2"],
+        "--trainer.num_sanity_val_steps: Not of type AtLeastMinusOne: does not conform to restriction v>=-1 (given -2)",
     ),
     "a monitor never logged": (["--checkpoint.monitor", "val/f1"], "--checkpoint.monitor val/f1: the model never logs it"),
     "early stopping on a metric never logged": (
