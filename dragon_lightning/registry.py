@@ -33,11 +33,10 @@ CONFIG = "--config configs/color_mlp.yaml"
 CHECKPOINT = "lightning_logs/version_0/checkpoints/last.ckpt"
 COMMANDS = {
     "fit": Command("train a config, keep the best checkpoint, then test it", CONFIG),
-    "validate": Command("score a checkpoint on the validation split", f"{CONFIG} --ckpt_path {CHECKPOINT}"),
-    "test": Command("score a checkpoint on the test split", f"{CONFIG} --ckpt_path {CHECKPOINT}"),
+    "validate": Command("score a checkpoint on the validation split", f"--ckpt_path {CHECKPOINT}"),
+    "test": Command("score a checkpoint on the test split", f"--ckpt_path {CHECKPOINT}"),
     "predict": Command(
-        "write predictions for a CSV of dragons",
-        f"{CONFIG} --ckpt_path {CHECKPOINT} --data.predict_csv examples/dragons_to_predict.csv",
+        "write predictions for a CSV of dragons", f"--ckpt_path {CHECKPOINT} --data.predict_csv examples/dragons_to_predict.csv"
     ),
     "lr_find": Command(
         "plot the loss against the learning rate and suggest one", CONFIG, "dragon_lightning.tuning:find_learning_rate"
@@ -68,10 +67,7 @@ COMMANDS = {
     ),
 }
 
-START = (
-    f"'{PROG} fit' alone trains the tutorial's MLP on generated color dragons; a config in configs/ "
-    f"names a whole experiment: '{PROG} fit --config configs/color_mlp.yaml'."
-)
+START = f"Start from a config in configs/: '{PROG} fit --config configs/color_mlp.yaml'."
 
 
 def overview() -> str:
