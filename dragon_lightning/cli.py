@@ -72,8 +72,10 @@ ROOT_DIR = "<trainer.default_root_dir>"
 
 
 class DragonTrainer(Trainer):
-    """Lightning's ``Trainer`` with the ranges of the options it checks late, or not at all, as their
-    types: the parser refuses a value outside them wherever it comes from, and ``--help`` shows them."""
+    """Lightning's Trainer: every aspect of training, its flags' ranges checked as they are parsed.
+
+    The options Lightning checks late, or not at all, have restricted types here: the parser refuses a
+    value outside them wherever it comes from, and ``--help`` shows them."""
 
     def __init__(
         self,
