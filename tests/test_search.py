@@ -13,6 +13,7 @@ import torch
 import yaml
 from clihelpers import ROOT, config, expect_one_line_error, files_under, run, run_in_subprocess
 from lightning.pytorch.callbacks import Callback
+from optuna.trial import TrialState
 from test_cli import read_events
 
 from dragon_lightning.checkpoints.checks import check_resumable
@@ -24,7 +25,7 @@ from dragon_lightning.search.space import read_space
 from dragon_lightning.search.storage import open_storage
 from dragon_lightning.search.study import SweepSettings, open_study
 from dragon_lightning.search.sweep import SweepCLI, check_same_space, check_space, default_sweep_dir
-from dragon_lightning.search.trials import CONFIGS_OWN
+from dragon_lightning.search.trials import CONFIGS_OWN, is_surplus
 
 COLOR_SPACE = str(ROOT / "configs" / "sweeps" / "color_mlp.yaml")
 SHORT = ["--trainer.max_epochs", "3"]
@@ -353,6 +354,21 @@ def test_the_configs_own_settings_run_once_when_machines_that_start_together_eac
     assert len(ran) == 3 and ran["user_attrs_config_own"].fillna(False).astype(bool).sum() == 1
     assert table.loc[table["number"] == 1, "user_attrs_surplus"].item() is True
     assert not (sweep_dir / "trial_1").exists(), "the second copy never trained"
+
+
+def test_a_retry_of_the_configs_own_settings_runs_and_a_second_copy_does_not():
+    """Optuna's retry of a trial whose machine died copies its attributes, the mark of the config's own
+    settings included: it is the one copy that runs, not a second."""
+    distributions = read_space(FIRE_SPACE).distributions
+    own = {"model.init_args.optimizer.init_args.lr": 0.05, "data.batch_size": 16}
+    study = optuna.create_study()
+    marked = {"params": own, "distributions": distributions, "user_attrs": {CONFIGS_OWN: True}}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, **marked))  # its machine stopped beating
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, **marked, system_attrs={"retry_history": [0]}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, **marked))  # a second machine's copy
+    retry, copy = study.ask(), study.ask()
+    assert (retry.number, copy.number) == (1, 2)
+    assert not is_surplus(retry, 10) and is_surplus(copy, 10)
 
 
 def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_settings(tmp_path, capfd):

@@ -73,11 +73,16 @@ def requeue_interrupted(study: optuna.Study, running_are_stale: bool) -> int:
 
 def is_surplus(trial: optuna.Trial, n_trials: int) -> bool:
     """Whether ``n_trials`` trials numbered before this one already count or run, or one numbered
-    before it already holds the config's own settings (:data:`CONFIGS_OWN`)."""
+    before it already holds the config's own settings (:data:`CONFIGS_OWN`), other than one this
+    trial retries (a retry copies the failed trial's attributes)."""
     trials = trial.study.get_trials(deepcopy=False)
-    if trial.user_attrs.get(CONFIGS_OWN) and any(t.user_attrs.get(CONFIGS_OWN) for t in trials if t.number < trial.number):
-        return True
     again = retried(trials)
+    if trial.user_attrs.get(CONFIGS_OWN) and any(
+        t.user_attrs.get(CONFIGS_OWN) and t.number not in again and not t.user_attrs.get("surplus")
+        for t in trials
+        if t.number < trial.number
+    ):
+        return True
     ahead = [
         t
         for t in trials
