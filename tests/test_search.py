@@ -239,6 +239,10 @@ def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
     params = table.filter(like="params_")
     assert params.iloc[1].tolist() == params.iloc[0].tolist(), "the interrupted trial's settings run again"
     assert table["user_attrs_retry_of"].iloc[1] == 0
+    assert table["user_attrs_config_own"].iloc[1] is True, "the config's own settings, interrupted, stay marked so"
+    assert (
+        "the config's own settings (trial 1)" in resumed.stdout or "beats the config's own settings (trial 1)" in resumed.stdout
+    )
 
 
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path, capfd):

@@ -66,7 +66,8 @@ def requeue_interrupted(study: optuna.Study, running_are_stale: bool) -> int:
             if not running_are_stale:
                 continue
             study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        kept = {CONFIGS_OWN: True} if trial.user_attrs.get(CONFIGS_OWN) else {}  # still the config's own settings
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **kept})
         count += 1
     return count
 
