@@ -31,13 +31,14 @@ from dragon_lightning.callbacks import (
 from dragon_lightning.checkpoints.callback import ResumableCheckpoint
 from dragon_lightning.checkpoints.checks import (
     DECISION_HYPERPARAMETERS,
+    SPLIT_OPTIONS,
     check_checkpoint_fits,
     check_hyperparameters,
     check_resumable,
     check_trained_model,
     explicit_values,
 )
-from dragon_lightning.checkpoints.files import load_checkpoint, model_class, resolve_last
+from dragon_lightning.checkpoints.files import class_path, load_checkpoint, model_class, resolve_last
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import bounded, named
@@ -64,9 +65,6 @@ TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 EVALUATION_COMMANDS = ("validate", "test", "predict")
 DEFAULT_MODEL = MLPClassifier
 """The model a run trains when its config names none: the tutorial's MLP."""
-TRAINED_DRAW = ("task", "n_dragons", "seed", "test_fraction", "val_fraction", "standardize", "n_folds", "fold", "fold_draw")
-"""The data options that decide which rows a checkpoint was trained, validated and tested on: an
-evaluation command takes them from the checkpoint where its config leaves them at their defaults."""
 ROOT_DIR = "<trainer.default_root_dir>"
 """A logger's ``save_dir`` by default: replaced by the Trainer's ``default_root_dir`` before the run."""
 
@@ -233,7 +231,7 @@ class DragonCLI(LightningCLI):
         Overridden (the one private LightningCLI method here) because Lightning 2.6's version reads the
         file a second time and lets its ``_class_path`` choose the module jsonargparse imports; the gate
         has allowed only dragon-lightning's models by then. An evaluation command also takes the
-        checkpoint's draw of the data (:data:`TRAINED_DRAW`) where its config leaves it at the defaults,
+        checkpoint's draw of the data (:func:`trained_draw`) where its config leaves it at the defaults,
         so ``test --ckpt_path`` alone tests on the rows the run held out."""
         if self.checkpoint is None:
             return
@@ -390,11 +388,6 @@ def default_callbacks(trainer: Namespace) -> list[Callback]:
     return [*configured, *defaults]
 
 
-def class_path(model: type) -> str:
-    """A model's class path as configs name it (``dragon_lightning.models.MLPClassifier``)."""
-    return f"dragon_lightning.models.{model.__name__}"
-
-
 def evaluated_model(model: Namespace, default: Namespace, trained: type) -> Namespace:
     """The model section an evaluation command runs: the checkpoint's class (with the config's decision
     options) where the config leaves the model at its ``default`` but for those, or where the
@@ -413,8 +406,8 @@ def evaluated_model(model: Namespace, default: Namespace, trained: type) -> Name
 
 
 def trained_draw(checkpoint: dict, path: str, data: Namespace, default: Namespace, command: str) -> dict[str, Any]:
-    """The checkpoint's values of the :data:`TRAINED_DRAW` options that ``data`` leaves at their
-    ``default``. Its CSV is never read because the checkpoint names it: a model trained on a CSV is
+    """The checkpoint's values of the options that decide its rows (``SPLIT_OPTIONS``, as resuming
+    checks them) that ``data`` leaves at their ``default``. Its CSV is never read because the checkpoint names it: a model trained on a CSV is
     validated and tested on it only where the command names it."""
     trained = checkpoint.get("datamodule_hyper_parameters") or {}
     if command != "predict" and trained.get("csv_path") and data.get("csv_path") is None:
@@ -422,7 +415,11 @@ def trained_draw(checkpoint: dict, path: str, data: Namespace, default: Namespac
             f"{path}: was trained on the rows of {named(trained['csv_path'], None)}; name them with --data.csv_path "
             "(or give the run's config.yaml with --config)"
         )
-    return {name: trained[name] for name in TRAINED_DRAW if name in trained and data.get(name) == default.get(name)}
+    return {
+        name: trained[name]
+        for name in SPLIT_OPTIONS
+        if name != "csv_path" and name in trained and data.get(name) == default.get(name)
+    }
 
 
 def build_cli(

@@ -48,10 +48,14 @@ DATA_STATE_KEY = "DragonDataModule"
 statistics, before they moved into the model): still covered by their checksums."""
 COVERED: tuple[str, ...] = ("state_dict", DATA_STATE_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 
+
+def class_path(model: type) -> str:
+    """A model's class path as configs and checkpoints name it (``dragon_lightning.models.MLPClassifier``)."""
+    return f"dragon_lightning.models.{model.__name__}"
+
+
 ALLOWED_CLASS_PATHS = {
-    path: model
-    for model in MODELS
-    for path in (f"dragon_lightning.models.{model.__name__}", f"{model.__module__}.{model.__qualname__}")
+    path: model for model in MODELS for path in (class_path(model), f"{model.__module__}.{model.__qualname__}")
 }
 """The exact class paths a checkpoint may name: dragon-lightning's models, as the package exports them
 and where they are defined."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 
 from dragon_lightning.checkpoints import AtomicCheckpointIO
+from dragon_lightning.checkpoints.files import class_path
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.inference import load_model
 from dragon_lightning.models import FoldEnsemble
@@ -39,7 +40,7 @@ def write_ensemble(member_paths: Sequence[str | Path], path: Path, threshold: fl
         "global_step": 0,
         "pytorch-lightning_version": L.__version__,
         "state_dict": ensemble.state_dict(),
-        "hyper_parameters": {"_class_path": f"dragon_lightning.models.{FoldEnsemble.__name__}", **ensemble.hparams},
+        "hyper_parameters": {"_class_path": class_path(FoldEnsemble), **ensemble.hparams},
         "datamodule_hyper_parameters": data_options,
         CHECKPOINT_KEY: {"model": FoldEnsemble.__name__, "history": [], "members": [str(p) for p in member_paths]},
     }
