@@ -1,17 +1,20 @@
-"""Argument types with their ranges, shared by the data, the models, the callbacks and the Trainer.
+"""Argument types with their ranges, shared by the data, the models, the callbacks, the Trainer and
+the commands' own options.
 
 A range lives in the signature as a jsonargparse type (``PositiveInt``, ``OpenUnitInterval``...):
 the CLI's parser refuses a value outside it and ``--help`` shows it. :func:`check_arguments` applies
-the same types to Python callers, so each range is written once.
+the same types to Python callers, so each range is written once. A command outside LightningCLI
+declares its options as a dataclass, parsed by :func:`parse_options`.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
+from jsonargparse import ActionConfigFile, ArgumentParser
 from jsonargparse.typing import restricted_number_type
 
 from dragon_lightning.errors import InvalidArgument
@@ -76,3 +79,23 @@ def _check(owner: object, name: str, annotation: Any, value: Any) -> None:
             annotation(value)
         except ValueError as error:
             raise InvalidArgument(owner, name, f"is not of type {annotation.__name__}: {error}") from None
+
+
+Options = TypeVar("Options")
+
+
+def parse_options(
+    options: type[Options], args: Sequence[str], prog: str, description: str, words: tuple[str, str] | None = None
+) -> Options:
+    """``args`` as a command's ``options``: a dataclass whose fields, with their types and the help its
+    docstring gives them, are the command's options (``--config`` reads them from a YAML file).
+    ``words``: the name and help of a first field that takes the words before the options instead
+    (``compare RUN...``)."""
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
+    if words:
+        parser.add_argument(words[0], type=str, nargs="+", help=words[1])
+    parser.add_class_arguments(options, skip={words[0]} if words else None, instantiate=False)
+    values = parser.parse_args(list(args)).as_dict()
+    values.pop("config", None)
+    return options(**values)

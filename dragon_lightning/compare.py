@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from jsonargparse import ArgumentParser
 
+from dragon_lightning.arguments import parse_options
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.figures import drawing as plots
@@ -123,18 +123,30 @@ def compare_runs(runs: list[Path], output: Path, overwrite: bool = False) -> lis
     return panels
 
 
+@dataclass(frozen=True)
+class CompareOptions:
+    """compare's options
+
+    Args:
+        output: the PNG to write
+        overwrite: replace an existing --output file
+    """
+
+    runs: list[str]
+    output: str = "comparison.png"
+    overwrite: bool = False
+
+
 def compare_command(args: list[str]) -> list[Panel]:
-    parser = ArgumentParser(
+    options = parse_options(
+        CompareOptions,
+        args,
         prog="dragon-lightning compare",
         description="Draw the decision regions of finished runs side by side in one PNG, each over its "
         "own test set and titled with its config and test accuracy. A run is a run folder "
         "(lightning_logs/version_N: its best checkpoint, else last.ckpt) or a checkpoint file.",
-        exit_on_error=False,
+        words=("runs", "run folders or checkpoint files"),
     )
-    parser.add_argument("runs", type=str, nargs="+", help="run folders or checkpoint files")
-    parser.add_argument("--output", type=str, default="comparison.png", help="the PNG to write")
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
-    options = parser.parse_args(args)
     panels = compare_runs([Path(run) for run in options.runs], Path(options.output), options.overwrite)
     print(f"wrote {options.output}: " + "; ".join(f"{panel.name} {panel.accuracy:.3f}" for panel in panels))
     return panels

@@ -24,9 +24,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from jsonargparse import ArgumentParser
-
 from dragon_lightning import __version__
+from dragon_lightning.arguments import parse_options
 from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
@@ -197,33 +196,38 @@ def export_model(
     return ExportReport(output, output.stat().st_size, len(points), difference)
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """export's options
+
+    Args:
+        ckpt_path: the checkpoint to export (e.g. a run's checkpoints/last.ckpt; last: the newest run's
+            under ./lightning_logs)
+        output: the file to write (default: model.onnx, or model.pt2, in the working folder)
+        format: onnx (onnxruntime, any language) or pt2 (torch.export.load)
+        overwrite: replace an existing --output file
+    """
+
+    ckpt_path: str
+    output: str | None = None
+    format: Literal["onnx", "pt2"] = "onnx"
+    overwrite: bool = False
+
+
 def export_command(args: list[str]) -> ExportReport:
     """``dragon-lightning export``: parse ``args``, export, print where and how well it checked out."""
-    parser = ArgumentParser(
+    options = parse_options(
+        ExportOptions,
+        args,
         prog="dragon-lightning export",
         description="Write a trained checkpoint as one ONNX (or torch.export .pt2) file that takes raw "
         "[N, 2] float32 features (numberToes, bodyLength, the units predict takes) and returns class "
-        "probabilities [N, C] and the decided class index [N], with the checkpoint's standardization inside. The file is checked against "
-        f"the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
-        exit_on_error=False,
+        "probabilities [N, C] and the decided class index [N], with the checkpoint's standardization inside. "
+        f"The file is checked against the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
     )
-    parser.add_argument(
-        "--ckpt_path",
-        type=str,
-        required=True,
-        help="the checkpoint to export (e.g. a run's checkpoints/last.ckpt; last: the newest run's under ./lightning_logs)",
-    )
-    parser.add_argument("--output", type=str, required=True, help="the file to write, e.g. model.onnx")
-    parser.add_argument(
-        "--format",
-        type=Literal["onnx", "pt2"],
-        default="onnx",
-        help="onnx (onnxruntime, any language) or pt2 (torch.export.load)",
-    )
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing --output file")
-    options = parser.parse_args(args)
     model = load_model(resolve_last(options.ckpt_path), option="--ckpt_path")
-    report = export_model(model, options.output, options.format, options.overwrite)
+    output = options.output or f"model.{options.format}"
+    report = export_model(model, output, options.format, options.overwrite)
     print(
         f"wrote {report.path} ({report.size_bytes:,} bytes): {model.task} probabilities for {', '.join(model.classes_)}; "
         f"checked on {report.rows_checked:,} rows, max |difference| from PyTorch {report.max_abs_difference:.2g}"

@@ -12,19 +12,21 @@ one is a 4xx with one message naming the row and field, and the server goes on s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import multiprocessing
 import os
 import signal
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import ArgumentParser, Namespace
 from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, PositiveInt, restricted_number_type
 
 from dragon_lightning import __version__
+from dragon_lightning.arguments import parse_options
 from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonInputError, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes
@@ -43,7 +45,7 @@ def file_sha256(path: str, kind: InputKind, option: str) -> str:
     return hashlib.sha256(read_bytes(path, kind, option)).hexdigest()
 
 
-def build_server(options: Namespace, api_key: str | None):
+def build_server(options: ServeOptions, api_key: str | None):
     """The LitServer for a checkpoint (``--ckpt_path``) or an ONNX file (``--model``), its model checked
     here before any worker starts."""
     import litserve
@@ -89,49 +91,52 @@ def build_server(options: Namespace, api_key: str | None):
     return server
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """serve's options
+
+    Args:
+        ckpt_path: the checkpoint to serve (last: the newest run's under ./lightning_logs)
+        model: or an ONNX file from dragon-lightning export (onnxruntime)
+        host: address to listen on (0.0.0.0 or ::, every interface)
+        port: port to listen on
+        max_batch_size: requests answered together by one model call (1: no batching)
+        batch_timeout: seconds to wait for a batch to fill
+        workers_per_device: model processes
+        num_api_servers: HTTP server processes (more than one helps when the server has cores to spare)
+        api_key: require this key in the X-API-Key header (or set DRAGON_LIGHTNING_API_KEY, which keeps
+            it out of ps)
+        timeout: seconds a request may wait for its answer
+        max_rows: most dragons in one request
+        max_body_bytes: largest request body
+    """
+
+    ckpt_path: str | None = None
+    model: str | None = None
+    host: Host = "127.0.0.1"
+    port: Port = 8000
+    max_batch_size: PositiveInt = 64
+    batch_timeout: NonNegativeFloat = 0.005
+    workers_per_device: PositiveInt = 1
+    num_api_servers: PositiveInt = 1
+    api_key: NotEmptyStr | None = None
+    timeout: PositiveFloat = 30.0
+    max_rows: PositiveInt = 10_000
+    max_body_bytes: PositiveInt = 2**20
+
+
 def serve_command(args: list[str]) -> None:
-    parser = ArgumentParser(
+    options = parse_options(
+        ServeOptions,
+        args,
         prog="dragon-lightning serve",
         description='Serve a trained model over HTTP with LitServe: POST /predict with {"dragons": [{"numberToes": 7, '
         '"bodyLength": 150.0}, ...]} answers per row predicted, p_<class> and outside_training_range; GET /health, GET /info. '
         f"Needs {SERVE_EXTRA}.",
-        exit_on_error=False,
     )
-    parser.add_argument(
-        "--ckpt_path",
-        type=str | None,
-        default=None,
-        help="the checkpoint to serve (last: the newest run's under ./lightning_logs)",
-    )
-    parser.add_argument(
-        "--model", type=str | None, default=None, help="or an ONNX file from dragon-lightning export (onnxruntime)"
-    )
-    parser.add_argument("--host", type=Host, default="127.0.0.1", help="address to listen on (0.0.0.0 or ::, every interface)")
-    parser.add_argument("--port", type=Port, default=8000, help="port to listen on")
-    parser.add_argument(
-        "--max_batch_size", type=PositiveInt, default=64, help="requests answered together by one model call (1: no batching)"
-    )
-    parser.add_argument("--batch_timeout", type=NonNegativeFloat, default=0.005, help="seconds to wait for a batch to fill")
-    parser.add_argument("--workers_per_device", type=PositiveInt, default=1, help="model processes")
-    parser.add_argument(
-        "--num_api_servers",
-        type=PositiveInt,
-        default=1,
-        help="HTTP server processes (more than one helps when the server has cores to spare)",
-    )
-    parser.add_argument(
-        "--api_key",
-        type=NotEmptyStr | None,
-        default=None,
-        help=f"require this key in the X-API-Key header (or set {API_KEY_VARIABLE}, which keeps it out of ps)",
-    )
-    parser.add_argument("--timeout", type=PositiveFloat, default=30.0, help="seconds a request may wait for its answer")
-    parser.add_argument("--max_rows", type=PositiveInt, default=10_000, help="most dragons in one request")
-    parser.add_argument("--max_body_bytes", type=PositiveInt, default=2**20, help="largest request body")
-    options = parser.parse_args(args)
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
-    options.ckpt_path = resolve_last(options.ckpt_path)
+    options = dataclasses.replace(options, ckpt_path=resolve_last(options.ckpt_path))
     check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():

@@ -132,7 +132,9 @@ def test_export_onnx_runs_in_onnxruntime_as_predict_does_and_refuses_to_overwrit
     run("export", "--ckpt_path", str(checkpoint), "--output", str(output), "--overwrite", "true")
 
 
-def test_export_and_serve_take_last_for_the_newest_runs_last_checkpoint(trained, tmp_path, monkeypatch, capfd):
+def test_export_and_serve_take_last_for_the_newest_runs_last_checkpoint_and_export_names_its_file(
+    trained, tmp_path, monkeypatch, capfd
+):
     checkpoint, _, _ = trained
     runs = tmp_path / "lightning_logs"
     for version in (2, 10, 9):
@@ -141,8 +143,10 @@ def test_export_and_serve_take_last_for_the_newest_runs_last_checkpoint(trained,
     (runs / "version_11").mkdir()  # a run that wrote no checkpoint
     monkeypatch.chdir(tmp_path)
     assert resolve_last("last") == str(Path("lightning_logs") / "version_10" / "checkpoints" / "last.ckpt")
-    report = run("export", "--ckpt_path", "last", "--output", "model.pt2", "--format", "pt2")
-    assert report.path.is_file()
+    report = run("export", "--ckpt_path", "last", "--format", "pt2")  # no --output: model.pt2 here
+    assert report.path == Path("model.pt2") and report.path.is_file()
+    (tmp_path / "export.yaml").write_text("ckpt_path: last\noutput: from_config.onnx\n")  # the options as a file
+    assert run("export", "--config", "export.yaml").path == Path("from_config.onnx")
     capfd.readouterr()
     monkeypatch.chdir(tmp_path / "lightning_logs")
     expect_one_line_error(
