@@ -14,7 +14,7 @@ from dragon_lightning.quiet import quiet_lightning
 PLOT = "lr_find.png"
 DESCRIPTION = (
     "Run Lightning's learning-rate finder with every fit option: a short run that raises the learning "
-    "rate step by step and records the smoothed training loss. Suggests a tenth of the rate where that "
+    "rate step by step (100 steps, whatever --trainer.max_epochs says) and records the smoothed training loss. Suggests a tenth of the rate where that "
     "loss is lowest (past it the loss climbs; a tenth of it still learns fast and stays stable, a rule "
     "of thumb that holds up on small data, where the steepest fall Lightning suggests is noisy). "
     "Writes the curve, with the suggestion marked, to lr_find.png in the run's folder."
@@ -42,13 +42,17 @@ def find_learning_rate(args: list[str]) -> DragonCLI:
     cli = build_cli(args, run=False, cli_class=LrFindCLI, prog="dragon-lightning lr_find", description=DESCRIPTION)
     logged = cli.trainer.log_dir if cli.trainer.logger is not None else None
     folder = OutputFolder(logged or cli.trainer.default_root_dir, None if logged else "--trainer.default_root_dir")
+    # The finder takes its own steps: a config's --trainer.max_epochs (as small as a first try's) would
+    # end it after a few of them, at rates too small to learn, and the suggestion would be noise.
+    cli.trainer.fit_loop.max_epochs = -1
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.
     finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, update_attr=False)
     assert finder is not None  # None only on processes other than rank 0, and lr_find runs in one
     suggestion = suggest(finder.results["lr"], finder.results["loss"])
     figure = draw(finder.results["lr"], finder.results["loss"], suggestion)
     path = folder.write(PLOT, lambda tmp: figure.savefig(tmp, format="png"))
-    print(f"suggested learning rate: {suggestion:.3g} (a tenth of where the smoothed loss is lowest)")
+    tried = len(finder.results["lr"])
+    print(f"suggested learning rate: {suggestion:.3g} (a tenth of where the smoothed loss is lowest, of {tried} rates tried)")
     print(f"loss against learning rate: {path}")
     return cli
 

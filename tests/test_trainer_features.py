@@ -137,6 +137,8 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
         "lr_find",
         "--config",
         config("color_mlp.yaml"),
+        "--trainer.max_epochs",  # 18 steps: the finder takes its 100 all the same
+        "1",
         "--trainer.default_root_dir",
         str(tmp_path),
         "--data.data_dir",
@@ -149,6 +151,8 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
     assert len(lines) == 1
     suggestion = float(lines[0].split(": ")[1].split()[0])
     assert 1e-4 < suggestion < 1e-1, "near the config's own 3e-3, not Lightning's noisy steepest fall"
+    tried = int(lines[0].rsplit(" of ", 1)[1].split()[0])
+    assert tried >= 90, "every rate tried (fewer only where the loss blew up at the end)"
     assert "weights_only" not in output.err, "the finder's own checkpoint loads as data, through the gate"
     plot = tmp_path / "lightning_logs" / "version_0" / "lr_find.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
