@@ -37,6 +37,8 @@ MAX_DRAGONS = 30_000_000
 at 20 million (86 MB per million more, benchmarks/scale.sh), so about 3.2 GB here; and their CSV
 (62 bytes a row, 1.9 GB) stays within what the CSV gate reads back."""
 DragonCount = restricted_number_type("DragonCount", int, [(">=", 1), ("<=", MAX_DRAGONS)])
+Port = restricted_number_type("Port", int, [(">=", 1024), ("<=", 65535)])
+"""The ports ``serve`` listens on (LitServe refuses others when the server starts, as a traceback)."""
 
 
 def init_parameters(cls: type) -> dict[str, inspect.Parameter]:

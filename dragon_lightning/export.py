@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from dragon_lightning import __version__
 from dragon_lightning.arguments import parse_options
 from dragon_lightning.checkpoints.files import resolve_last

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, PositiveInt
 
 from dragon_lightning import __version__
-from dragon_lightning.arguments import parse_options
+from dragon_lightning.arguments import Port, parse_options
 from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonInputError, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes
@@ -35,9 +35,8 @@ from dragon_lightning.schema import FEATURE_COLUMNS
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
 API_KEY_VARIABLE = "DRAGON_LIGHTNING_API_KEY"
-# The addresses and ports LitServe listens on (it refuses others when the server starts, as a traceback).
+# The addresses LitServe listens on (it refuses others when the server starts, as a traceback).
 Host = Literal["127.0.0.1", "0.0.0.0", "::"]
-Port = restricted_number_type("Port", int, [(">=", 1024), ("<=", 65535)])
 
 
 def file_sha256(path: str, kind: InputKind, option: str) -> str:
@@ -63,6 +62,7 @@ def build_server(options: ServeOptions, api_key: str | None):
 
     onnx = options.model is not None
     source, kind, option = (options.model, ONNX, "--model") if onnx else (options.ckpt_path, CHECKPOINT, "--ckpt_path")
+    assert source is not None  # serve_command refused options naming neither
     predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
     metadata = {
         "task": predictor.task,
