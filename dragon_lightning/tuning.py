@@ -12,9 +12,11 @@ from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 
 PLOT = "lr_find.png"
+STEPS = 100
+"""Learning rates the finder tries, one per optimizer step (Lightning's default)."""
 DESCRIPTION = (
     "Run Lightning's learning-rate finder with every fit option: a short run that raises the learning "
-    "rate step by step (100 steps, whatever --trainer.max_epochs says) and records the smoothed training loss. Suggests a tenth of the rate where that "
+    "rate step by step (100 steps, which --trainer.max_epochs must allow) and records the smoothed training loss. Suggests a tenth of the rate where that "
     "loss is lowest (past it the loss climbs; a tenth of it still learns fast and stays stable, a rule "
     "of thumb that holds up on small data, where the steepest fall Lightning suggests is noisy). "
     "Writes the curve, with the suggestion marked, to lr_find.png in the run's folder."
@@ -30,8 +32,27 @@ class LrFindCLI(FitSetupCLI):
             raise DragonInputError("lr_find needs an optimizer that Lightning runs; --model.init_args.online true has none")
         if self.config.trainer.fast_dev_run:
             raise DragonInputError("lr_find: --trainer.fast_dev_run leaves the finder no steps to try; drop it")
+        self._check_room_for_the_finder()
         if self.config.trainer.logger is False:  # no run folder: the plot goes where the user said
             OutputFolder(self.config.trainer.default_root_dir or ".", "--trainer.default_root_dir").claim([PLOT])
+
+    def _check_room_for_the_finder(self) -> None:
+        """The finder takes :data:`STEPS` optimizer steps, one learning rate each, within the Trainer's
+        limits: a first try's small ``--trainer.max_epochs`` would end it at rates too small to learn,
+        and its suggestion would be noise (Lightning calls that a diverging loss)."""
+        trainer = self.config.trainer
+        batches, limit = len(self.datamodule.train_dataloader()), trainer.limit_train_batches
+        if limit is not None:
+            batches = int(batches * limit) if isinstance(limit, float) else min(batches, limit)
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        limits = {"max_steps": trainer.max_steps, "max_epochs": (trainer.max_epochs or -1) * per_epoch}
+        for name, steps in limits.items():
+            if 0 <= steps < STEPS:
+                epochs = f" ({per_epoch} an epoch; at least {-(-STEPS // per_epoch)} epochs)" if name == "max_epochs" else ""
+                raise DragonInputError(
+                    f"lr_find: --trainer.{name} {trainer[name]} allows {steps} optimizer steps{epochs}, and the finder "
+                    f"tries {STEPS} learning rates, one a step; raise it or leave it out"
+                )
 
 
 def find_learning_rate(args: list[str]) -> DragonCLI:
@@ -42,11 +63,8 @@ def find_learning_rate(args: list[str]) -> DragonCLI:
     cli = build_cli(args, run=False, cli_class=LrFindCLI, prog="dragon-lightning lr_find", description=DESCRIPTION)
     logged = cli.trainer.log_dir if cli.trainer.logger is not None else None
     folder = OutputFolder(logged or cli.trainer.default_root_dir, None if logged else "--trainer.default_root_dir")
-    # The finder takes its own steps: a config's --trainer.max_epochs (as small as a first try's) would
-    # end it after a few of them, at rates too small to learn, and the suggestion would be noise.
-    cli.trainer.fit_loop.max_epochs = -1
     # update_attr=False: the learning rate lives in the injected optimizer, not on the model.
-    finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, update_attr=False)
+    finder = Tuner(cli.trainer).lr_find(cli.model, datamodule=cli.datamodule, num_training=STEPS, update_attr=False)
     assert finder is not None  # None only on processes other than rank 0, and lr_find runs in one
     suggestion = suggest(finder.results["lr"], finder.results["loss"])
     figure = draw(finder.results["lr"], finder.results["loss"], suggestion)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clihelpers import config, last_checkpoint, run
+from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
 from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
 from test_cli import read_events
@@ -137,8 +137,6 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
         "lr_find",
         "--config",
         config("color_mlp.yaml"),
-        "--trainer.max_epochs",  # 18 steps: the finder takes its 100 all the same
-        "1",
         "--trainer.default_root_dir",
         str(tmp_path),
         "--data.data_dir",
@@ -157,6 +155,26 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
     plot = tmp_path / "lightning_logs" / "version_0" / "lr_find.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [path.name for path in tmp_path.iterdir()] == ["lightning_logs"], "nothing left beside the run folder"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--trainer.max_epochs", "2"], "--trainer.max_epochs 2 allows 30 optimizer steps (15 an epoch; at least 7 epochs)"),
+        (
+            ["--trainer.max_epochs", "12", "--trainer.accumulate_grad_batches", "4"],
+            "allows 48 optimizer steps (4 an epoch; at least 25 epochs)",
+        ),
+        (
+            ["--trainer.max_epochs", "20", "--trainer.limit_train_batches", "0.25"],
+            "allows 60 optimizer steps (3 an epoch; at least 34 epochs)",
+        ),
+        (["--trainer.max_steps", "50"], "--trainer.max_steps 50 allows 50 optimizer steps, and the finder tries 100"),
+    ],
+)
+def test_lr_find_refuses_limits_that_would_cut_the_finder_short(options, message, scratch, capfd):
+    args = ["lr_find", "--config", config("color_mlp.yaml"), *options]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
 
 
 def test_the_lr_find_plot_shows_the_curve_its_suggestion_is_read_from():
