@@ -16,7 +16,8 @@ STEPS = 100
 """Learning rates the finder tries, one per optimizer step (Lightning's default)."""
 DESCRIPTION = (
     "Run Lightning's learning-rate finder with every fit option: a short run that raises the learning "
-    "rate step by step (100 steps, which --trainer.max_epochs must allow) and records the smoothed training loss. Suggests a tenth of the rate where that "
+    f"rate step by step ({STEPS} steps, which --trainer.max_epochs must allow) and records the smoothed training loss. "
+    "Suggests a tenth of the rate where that "
     "loss is lowest (past it the loss climbs; a tenth of it still learns fast and stays stable, a rule "
     "of thumb that holds up on small data, where the steepest fall Lightning suggests is noisy). "
     "Writes the curve, with the suggestion marked, to lr_find.png in the run's folder."
@@ -45,12 +46,13 @@ class LrFindCLI(FitSetupCLI):
         if limit is not None:
             batches = int(batches * limit) if isinstance(limit, float) else min(batches, limit)
         per_epoch = -(-batches // trainer.accumulate_grad_batches)
-        limits = {"max_steps": trainer.max_steps, "max_epochs": (trainer.max_epochs or -1) * per_epoch}
+        epochs = -1 if trainer.max_epochs is None else trainer.max_epochs  # None: Lightning's 1000, or max_steps
+        limits = {"max_steps": trainer.max_steps, "max_epochs": epochs * per_epoch}
         for name, steps in limits.items():
             if 0 <= steps < STEPS:
-                epochs = f" ({per_epoch} an epoch; at least {-(-STEPS // per_epoch)} epochs)" if name == "max_epochs" else ""
+                needed = f" ({per_epoch} an epoch; at least {-(-STEPS // per_epoch)} epochs)" if name == "max_epochs" else ""
                 raise DragonInputError(
-                    f"lr_find: --trainer.{name} {trainer[name]} allows {steps} optimizer steps{epochs}, and the finder "
+                    f"lr_find: --trainer.{name} {trainer[name]} allows {steps} optimizer steps{needed}, and the finder "
                     f"tries {STEPS} learning rates, one a step; raise it or leave it out"
                 )
 

@@ -170,6 +170,7 @@ def test_lr_find_prints_a_suggestion_and_writes_its_plot(tmp_path, capsys):
             "allows 60 optimizer steps (3 an epoch; at least 34 epochs)",
         ),
         (["--trainer.max_steps", "50"], "--trainer.max_steps 50 allows 50 optimizer steps, and the finder tries 100"),
+        (["--trainer.max_epochs", "0"], "--trainer.max_epochs 0 allows 0 optimizer steps"),
     ],
 )
 def test_lr_find_refuses_limits_that_would_cut_the_finder_short(options, message, scratch, capfd):
