@@ -150,7 +150,7 @@ def cross_validate(
             print(
                 f"{name.replace('_', ' ')}: "
                 + ", ".join(f"{key} {value:.4f}" for key, value in sorted(result.metrics.items()))
-                + f", kept epoch {result.epochs}",
+                + f", kept after {result.epochs} epochs",
                 flush=True,
             )
     path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
@@ -265,7 +265,8 @@ class CrossValidationCLI(SearchCLI):
 DESCRIPTION = (
     "Cross-validate a config: the rows outside the test split are cut into K stratified folds; each fold "
     "validates once while the others train (one run folder each). Prints every fold's validation metrics "
-    "and kept epoch, the mean and standard deviation of the monitored metric and the median kept epoch, "
+    "and the epochs it trained up to the checkpoint it kept, the mean and standard deviation of the monitored "
+    "metric and the median of those epochs, "
     "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
     "The same command again reuses the folds that finished. Every fit option applies to every run; one "
     "YAML file (--config) can hold cv's own options too."
