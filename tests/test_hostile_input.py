@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import torch
 from clihelpers import config, expect_one_line_error, files_under, in_root, last_checkpoint, predict_args, run, run_in_subprocess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback
 
 from dragon_lightning.checkpoints.files import stamp_checksum
@@ -669,6 +671,44 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
     with pytest.raises(DragonInputError, match="checksum"):
         load_model(altered)
     assert load_model(trained).classes_.tolist() == ["Blue", "Red", "Yellow"]  # the untouched one loads
+
+
+# Damage as a disk, a copy cut short or a careless edit leaves it: bytes changed, a tail lost, a run of zeros.
+DAMAGE = st.one_of(
+    st.tuples(
+        st.just("bytes"), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=20)
+    ),
+    st.tuples(st.just("cut"), st.floats(0, 1, exclude_max=True)),
+    st.tuples(st.just("zeros"), st.floats(0, 1, exclude_max=True), st.integers(1, 512)),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=DAMAGE)
+def test_a_damaged_checkpoint_answers_as_before_or_is_refused_in_one_line(damage, trained, tmp_path):
+    """Whatever the damage, ``load_model`` refuses the file in one line or answers exactly as the intact
+    checkpoint does: what decides an answer is covered by the checksum, and the rest (a zip header's
+    date, the optimizer's state, the epoch) may change without changing one."""
+    from dragon_lightning import load_model
+
+    data = bytearray(trained.read_bytes())
+    if damage[0] == "bytes":
+        for where, value in damage[1]:
+            data[int(where * len(data))] = value
+    elif damage[0] == "cut":
+        data = data[: int(damage[1] * len(data))]
+    else:
+        start = int(damage[1] * len(data))
+        data[start : start + damage[2]] = bytes(len(data[start : start + damage[2]]))
+    damaged = tmp_path / f"damaged_{abs(hash(str(damage)))}.ckpt"
+    damaged.write_bytes(bytes(data))
+    dragons = np.array([[4, 130], [12, 200], [22, 260], [7, 240]], dtype=np.float32)
+    try:
+        answers = load_model(damaged).predict_proba(dragons)
+    except DragonInputError as error:
+        assert "\n" not in str(error) and str(error).startswith(f"{damaged}: "), str(error)
+        return
+    np.testing.assert_array_equal(answers, load_model(trained).predict_proba(dragons))
 
 
 USER_FILE = b"the user's own file\n"
