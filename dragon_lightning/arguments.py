@@ -67,8 +67,16 @@ def check_arguments(owner: object, values: Mapping[str, Any]) -> None:
                     _check(owner, name, annotation, values[name])
 
 
+def _admits_none(annotation: Any) -> bool:
+    return annotation is type(None) or (
+        typing.get_origin(annotation) in (typing.Union, type(int | None)) and type(None) in typing.get_args(annotation)
+    )
+
+
 def _check(owner: object, name: str, annotation: Any, value: Any) -> None:
     if value is None:
+        if annotation is not Any and not _admits_none(annotation):  # jsonargparse passes a class's init_args null
+            raise InvalidArgument(owner, name, "may not be null; leave it out for its default")
         return
     if typing.get_origin(annotation) in (typing.Union, type(int | None)):
         for option in typing.get_args(annotation):

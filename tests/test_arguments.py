@@ -19,6 +19,9 @@ PYTHON_CASES = [
     (DragonDataModule, {"seed": 2**32}, "seed is not of type Seed"),
     (TutorialFigures, {"max_points": 0}, "max_points is not of type PositiveInt"),
     (TutorialFigures, {"boundary_every_n_epochs": -1}, "boundary_every_n_epochs is not of type PositiveInt"),
+    (MLPClassifier, {"hidden_sizes": None}, "hidden_sizes may not be null"),
+    (MLPClassifier, {"hidden_sizes": [4, None]}, "hidden_sizes may not be null"),
+    (LogisticRegression, {"threshold": None}, "threshold may not be null"),
 ]
 
 
