@@ -1,6 +1,8 @@
 import csv
 import hashlib
 import io
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -8,11 +10,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from dragon_lightning.data import generate_dragons, read_dragon_csv, read_feature_csv
 from dragon_lightning.data.csv_io import write_csv
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import write_atomically
+from dragon_lightning.gates.tables import feature_tensor
 
 
 def test_the_real_file_loads_with_its_schema(real_csv):
@@ -103,3 +107,41 @@ def test_any_csv_is_read_for_exactly_its_rows_or_refused_in_one_line(rows, extra
     assert all(2 <= len(record) <= len(header) for record in records), records
     expected = np.array([[float(record[0]), float(record[1])] for record in records], dtype=np.float32)
     np.testing.assert_array_equal(features.numpy(), expected)
+
+
+# What Python hands load_model: numbers of every kind (a database's Decimal among them), text, booleans,
+# None, complex numbers and bytes, nested at any depth, and NumPy arrays of every dtype.
+SCALAR = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    st.complex_numbers(max_magnitude=10),
+    st.binary(max_size=3),
+)
+TABLES = st.one_of(
+    st.recursive(SCALAR, lambda children: st.lists(children, max_size=4), max_leaves=12),
+    st.lists(st.tuples(SCALAR, SCALAR), max_size=5),
+    hnp.arrays(st.one_of(hnp.scalar_dtypes(), st.just(np.dtype(object))), hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(table=TABLES)
+def test_any_python_table_becomes_finite_features_or_is_refused_in_one_line(table):
+    try:
+        features = feature_tensor(table)
+    except DragonInputError as error:
+        assert "\n" not in str(error), str(error)
+        return
+    assert features.dtype == torch.float32 and features.ndim == 2 and features.shape[1] == 2
+    assert torch.isfinite(features).all()
+
+
+def test_decimals_are_numbers_and_their_nans_are_missing():
+    assert feature_tensor([(7, Decimal("150.5")), (Fraction(9, 2), 200)]).tolist() == [[7.0, 150.5], [4.5, 200.0]]
+    for missing in (Decimal("NaN"), Decimal("sNaN")):  # the signalling one raised decimal.InvalidOperation
+        with pytest.raises(DragonInputError, match="row 0, column 'bodyLength': empty or missing value"):
+            feature_tensor([(7, missing)])

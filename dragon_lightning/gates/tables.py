@@ -10,8 +10,10 @@ line naming the source, the row and the column.
 
 from __future__ import annotations
 
+import decimal
 import functools
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import TypeAlias
 
 import numpy as np
@@ -43,7 +45,10 @@ def numeric_values(values: pd.Series, where: Callable[[int | None], str]) -> np.
         )
     ):
         raise DragonInputError(f"{where(None)}: holds {dtype} values, expected numbers")
-    if (row := first_bad(values.isna())) is not None:
+    with decimal.localcontext() as context:  # a Decimal's signalling NaN is missing too, not an exception
+        context.traps[decimal.InvalidOperation] = False
+        missing = values.isna()
+    if (row := first_bad(missing)) is not None:
         raise DragonInputError(f"{where(row)}: empty or missing value")
     if not pd.api.types.is_numeric_dtype(dtype):  # text or Python objects: each must read as a real number
         numbers = pd.Series([_real(value) for value in values], dtype=np.float64)
@@ -61,8 +66,9 @@ def numeric_values(values: pd.Series, where: Callable[[int | None], str]) -> np.
 
 
 def _real(value) -> float:
-    """A real number from text or a Python number; NaN for anything else (booleans, complex, dates)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, float, np.integer, np.floating)):
+    """A real number from text or a Python number (a database's ``Decimal``, a ``Fraction``); NaN for
+    anything else (booleans, complex, dates)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, Real, decimal.Decimal)):
         return np.nan
     try:
         return float(value)
