@@ -49,20 +49,26 @@ def run_name(run: Path, model: TrainedModel) -> str:
     if not first.startswith(CONFIG_FILES_COMMENT):
         return f"{trained} ({folder.name})"
     origin = Path(first.removeprefix(CONFIG_FILES_COMMENT).split(", ")[-1])
-    run_model = (load_yaml(text, str(saved)) or {}).get("model") or {}
+    run_model = _section(load_yaml(text, str(saved)), "model")
     try:
-        original = read_yaml_mapping(origin, CONFIG).get("model") or {}
+        original = _section(read_yaml_mapping(origin, CONFIG), "model")
     except DragonInputError:  # the config file moved or changed since: name what the run says
         original = {}
     if str(original.get("class_path", trained)).rsplit(".", 1)[-1] != trained:
         return f"{trained} ({origin.stem} with --model)"
-    trained_options = _flat(run_model.get("init_args") or {})
+    trained_options = _flat(_section(run_model, "init_args"))
     changed = [
         f"{key.rsplit('.', 1)[-1]}={_text(trained_options[key])}"
-        for key, value in _flat(original.get("init_args") or {}).items()
+        for key, value in _flat(_section(original, "init_args")).items()
         if key in trained_options and trained_options[key] != value
     ]
     return f"{origin.stem}" + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _section(mapping: object, key: str) -> dict:
+    """``mapping[key]`` where both are mappings, else nothing: a config.yaml edited by hand may hold anything."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _flat(options: dict, prefix: str = "") -> dict:

@@ -195,6 +195,15 @@ def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd
     before = files_under(tmp_path)
     expect_one_line_error(capfd, tmp_path, before, ["compare", *runs, "--output", str(tmp_path / "both.png")], "exists")
     expect_one_line_error(capfd, tmp_path, before, ["compare", str(tmp_path)], f"{tmp_path}: not a run folder")
+    # A config.yaml edited by hand into another shape leaves the title to the config file alone.
+    saved = Path(runs[0]) / "config.yaml"
+    first_line = saved.read_text().splitlines()[0]
+    for shape in ("- a list", "model: MLPClassifier", "model:\n  init_args: 5", "42"):
+        saved.write_text(f"{first_line}\n{shape}\n")
+        assert (
+            cli_main(["compare", runs[0], "--output", str(tmp_path / "edited.png"), "--overwrite", "true"])[0].name
+            == "fire_logistic"
+        )
 
 
 def test_a_training_snapshot_draws_the_same_pixels_as_a_whole_drawing():
