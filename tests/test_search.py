@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 from clihelpers import ROOT, config, expect_one_line_error, files_under, run, run_in_subprocess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback
 from optuna.trial import TrialState
 from test_cli import read_events
@@ -294,6 +296,48 @@ def test_a_bad_space_is_one_line_before_any_trial(space, config_name, message, t
         message,
     )
     assert str(tmp_path / "space.yaml") in line
+
+
+# Space files as a hand writes them: any option key, and any YAML where a distribution belongs.
+SPACE_LEAF = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["float", "int", "categorical", "1e-3"]),
+)
+SPACE_SPEC = st.recursive(
+    SPACE_LEAF,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.sampled_from(["type", "low", "high", "log", "step", "choices"]), children, max_size=5),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    document=st.one_of(
+        st.dictionaries(st.sampled_from(["data.batch_size", "model.init_args.lr", "-x", ""]), SPACE_SPEC), SPACE_SPEC
+    )
+)
+def test_any_space_file_is_read_or_refused_in_one_line(document, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        read_space(path)
+    except DragonInputError as error:
+        assert "\n" not in str(error) and str(path) in str(error), str(error)
+    # a list as a distribution's type raised TypeError (unhashable)
+
+
+def test_a_space_says_log_with_a_boolean(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text('model.init_args.lr: {type: float, low: 0.001, high: 0.1, log: "no"}\n')  # was read as a log scale
+    with pytest.raises(DragonInputError, match="model.init_args.lr: log must be true or false, got 'no'"):
+        read_space(path)
 
 
 @pytest.mark.parametrize("space", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda path: path.name)

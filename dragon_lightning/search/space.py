@@ -94,7 +94,7 @@ def _distribution(path: Path, key: str, spec: Any) -> optuna.distributions.BaseD
     where = f"{path}: {key}"
     if key.startswith("-"):
         raise DragonInputError(f"{where}: write option keys without leading dashes, e.g. data.batch_size")
-    if not isinstance(spec, dict) or spec.get("type") not in FIELDS:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in FIELDS:
         raise DragonInputError(f"{where}: needs a mapping with type float, int or categorical, got {spec!r}")
     kind = spec["type"]
     unknown = set(spec) - FIELDS[kind] - {"type"}
@@ -105,8 +105,10 @@ def _distribution(path: Path, key: str, spec: Any) -> optuna.distributions.BaseD
         if not isinstance(choices, list) or not choices:
             raise DragonInputError(f"{where}: choices must be a non-empty list")
         return optuna.distributions.CategoricalDistribution([_as_choice(choice) for choice in choices])
-    low, high, log, step = (_number(spec.get(name)) for name in ("low", "high", "log", "step"))
-    log = bool(log)
+    low, high, step = (_number(spec.get(name)) for name in ("low", "high", "step"))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise DragonInputError(f"{where}: log must be true or false, got {log!r}")
     number = int if kind == "int" else (int, float)
     if not all(isinstance(v, number) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
         raise DragonInputError(
