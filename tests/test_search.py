@@ -336,7 +336,7 @@ def test_any_space_file_is_read_or_refused_in_one_line(document, tmp_path):
 def test_a_space_says_log_with_a_boolean(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text('model.init_args.lr: {type: float, low: 0.001, high: 0.1, log: "no"}\n')  # was read as a log scale
-    with pytest.raises(DragonInputError, match="model.init_args.lr: log must be true or false, got 'no'"):
+    with pytest.raises(DragonInputError, match=r"model\.init_args\.lr: log must be true or false, got 'no'"):
         read_space(path)
 
 
