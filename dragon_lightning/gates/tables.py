@@ -86,6 +86,10 @@ def column(table: pd.DataFrame, name: str, source: str) -> pd.Series:
     return table[name]
 
 
+def _not_numbers(source: str, error: Exception) -> DragonInputError:
+    return DragonInputError(f"{source}: not a table of numbers ({first_line(error)})")
+
+
 def _cell_name(source: str, row_name: Callable[[int], str], name: str, row: int | None) -> str:
     return f"{source}: {row_name(row) + ', ' if row is not None else ''}column '{name}'"
 
@@ -100,12 +104,15 @@ def feature_tensor(X: Features, source: str = "X", row_name: Callable[[int], str
         try:
             array = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise DragonInputError(f"{source}: not a table of numbers ({first_line(error)})") from None
+            raise _not_numbers(source, error) from None
         if array.ndim != 2 or array.shape[1] != len(FEATURE_COLUMNS):
             raise DragonInputError(
                 f"{source}: expected shape [N, {len(FEATURE_COLUMNS)}] ({', '.join(FEATURE_COLUMNS)}), got {list(array.shape)}"
             )
-        table = pd.DataFrame(array, columns=list(FEATURE_COLUMNS))
+        try:
+            table = pd.DataFrame(array, columns=list(FEATURE_COLUMNS))
+        except (TypeError, ValueError) as error:  # pandas refuses some arrays outright: dates beyond its range
+            raise _not_numbers(source, error) from None
     if len(table) == 0:
         raise DragonInputError(f"{source}: no rows")
     columns = []
