@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -470,6 +471,22 @@ def test_a_journal_cut_short_is_repaired_and_a_garbage_line_is_named(tmp_path, c
     journal.write_bytes(b"\n".join([lines[0], b"garbage", *lines[1:]]))
     args = sweep_args("fire_logistic.yaml", FIRE_SPACE, sweep_dir, "--n_trials", "3")
     expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, f"{journal}: line 2: not a record of an Optuna study")
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ("[" * 100_000, "line 1: not a record of an Optuna study"),  # RecursionError in json.loads
+        ('{"op_code": 0}', "not a journal Optuna can replay (KeyError: 'study_name')"),
+        ('{"op_code": "x"}', "not a journal Optuna can replay (AssertionError"),
+    ],
+)
+def test_a_journal_optuna_cannot_replay_is_one_line_naming_it(record, message, tmp_path):
+    journal = tmp_path / "study.journal"
+    journal.write_text(record + "\n")
+    with pytest.raises(DragonInputError, match=re.escape(f"{journal}: {message}")):
+        open_storage(str(tmp_path), None)
+    assert journal.read_text() == record + "\n", "left as it was"
 
 
 def test_a_changed_space_is_refused_on_an_existing_study(tmp_path, capfd):

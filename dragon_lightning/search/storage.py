@@ -57,7 +57,13 @@ def open_journal(path: Path) -> optuna.storages.BaseStorage:
 
     if stat_path(path, "--output_dir") is not None:
         repair_journal(path)
-    return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))  # replays every record now
+    except Exception as error:  # a record Optuna cannot replay fails in its own way (KeyError, AssertionError...)
+        raise DragonInputError(
+            f"{path}: not a journal Optuna can replay ({type(error).__name__}: {first_line(error)}); "
+            "move the file away to start a new study"
+        ) from None
 
 
 def repair_journal(path: Path) -> None:
@@ -70,7 +76,7 @@ def repair_journal(path: Path) -> None:
     for number, line in enumerate(complete, start=1):
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to read
             record = None
         if not isinstance(record, dict) or "op_code" not in record:
             raise DragonInputError(
