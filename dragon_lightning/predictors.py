@@ -1,4 +1,5 @@
-"""What serving needs of a model, from a checkpoint or an ONNX file: answers per row for raw features.
+"""What serving needs of a model, from a checkpoint or an ONNX file: answers per row for raw features
+(``serve``'s extra: pydantic checks an ONNX file's metadata).
 
 Both are read through their gates and refused in one line if unusable; the checkpoint's network and the
 ONNX graph each decide the class themselves (:func:`dragon_lightning.models.base.decide`), so the
@@ -7,19 +8,35 @@ answers of ``serve`` are those of ``load_model`` and of onnxruntime.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field, Json, ValidationError
 
+from dragon_lightning.arguments import MAX_CLASSES
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.export import INPUT_NAME, OUTPUT_NAMES
 from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.inference import answers_in_chunks, load_model
 from dragon_lightning.models.inputs import far_outside
-from dragon_lightning.schema import prediction_columns
+from dragon_lightning.schema import FEATURE_COLUMNS, prediction_columns
+
+FeatureBounds = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=len(FEATURE_COLUMNS), max_length=len(FEATURE_COLUMNS))
+]
+
+
+class ExportMetadata(BaseModel):
+    """What ``serve`` reads of an exported file's metadata (:func:`dragon_lightning.export.metadata`),
+    each field checked: the file is the user's, and these label the answers and flag extrapolation."""
+
+    task: Literal["fire", "color"]
+    class_names: Json[Annotated[list[str], Field(min_length=2, max_length=MAX_CLASSES)]]
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+    feature_min: Json[FeatureBounds]
+    feature_max: Json[FeatureBounds]
 
 
 @dataclass
@@ -81,17 +98,24 @@ def onnx_predictor(path: str) -> Predictor:
             f"--model {path}: its graph's outputs are not {' and '.join(OUTPUT_NAMES)} (a file from an earlier "
             "dragon-lightning export, or another program's): export the checkpoint again"
         )
-    meta = session.get_modelmeta().custom_metadata_map
     try:
-        bounds = (np.array(json.loads(meta["feature_min"]), np.float32), np.array(json.loads(meta["feature_max"]), np.float32))
-        return Predictor(
-            meta["task"],
-            json.loads(meta["class_names"]),
-            float(meta["threshold"]),
-            *bounds,
-            answers=lambda features: session.run(list(OUTPUT_NAMES), {INPUT_NAME: features}),
-        )
-    except (KeyError, ValueError):
+        meta = ExportMetadata.model_validate(session.get_modelmeta().custom_metadata_map)
+    except ValidationError as error:
+        problem = error.errors()[0]
         raise DragonInputError(
-            f"--model {path}: not an ONNX file written by dragon-lightning export (its metadata is missing)"
+            f"--model {path}: its metadata {'.'.join(map(str, problem['loc']))}: {problem['msg']}; not as dragon-lightning "
+            "export writes it (export the checkpoint again)"
         ) from None
+    columns = session.get_outputs()[0].shape[-1]
+    if isinstance(columns, int) and columns != len(meta.class_names):
+        raise DragonInputError(
+            f"--model {path}: its metadata names {len(meta.class_names)} classes for {columns} probability columns"
+        )
+    return Predictor(
+        meta.task,
+        meta.class_names,
+        meta.threshold,
+        np.array(meta.feature_min, np.float32),
+        np.array(meta.feature_max, np.float32),
+        answers=lambda features: session.run(list(OUTPUT_NAMES), {INPUT_NAME: features}),
+    )

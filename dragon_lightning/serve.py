@@ -30,7 +30,6 @@ from dragon_lightning.arguments import Port, parse_options
 from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonInputError, os_reason
 from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes
-from dragon_lightning.predictors import checkpoint_predictor, onnx_predictor
 from dragon_lightning.schema import FEATURE_COLUMNS
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -51,6 +50,7 @@ def build_server(options: ServeOptions, api_key: str | None):
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
+    from dragon_lightning.predictors import checkpoint_predictor, onnx_predictor
     from dragon_lightning.serve_api import (
         APIKeyMiddleware,
         DragonAPI,

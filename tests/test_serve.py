@@ -330,6 +330,29 @@ def test_an_onnx_file_without_the_decided_class_is_one_line_asking_for_a_new_exp
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message, "export the checkpoint again")
 
 
+# Metadata edited or written by another program: it labels the answers and flags extrapolation.
+EDITED_METADATA = {
+    "class names of another count": ("class_names", '["Blue", "Red"]', "names 2 classes for 3 probability columns"),
+    "class names that are no list": ("class_names", "5", "its metadata class_names: Input should be a valid list"),
+    "a threshold outside (0, 1)": ("threshold", "nan", "its metadata threshold: Input should be less than 1"),
+    "training bounds nested too deep": ("feature_min", "[" * 50_000, "its metadata feature_min: Invalid JSON"),
+    "training bounds that are no numbers": ("feature_max", '{"a": 1}', "its metadata feature_max: Input should be a valid list"),
+    "another task": ("task", "size", "its metadata task: Input should be 'fire' or 'color'"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITED_METADATA)
+def test_an_onnx_file_whose_metadata_is_not_as_export_writes_it_is_one_line(edit, checkpoints, scratch, capfd):
+    onnx = pytest.importorskip("onnx")
+    key, value, message = EDITED_METADATA[edit]
+    model = onnx.load(checkpoints["onnx"])
+    next(entry for entry in model.metadata_props if entry.key == key).value = value
+    edited = scratch / "edited.onnx"
+    onnx.save_model(model, edited)
+    args = ["serve", "--model", str(edited), "--port", str(free_port())]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {edited}: ", message)
+
+
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
 def test_serving_an_onnx_file_without_the_export_extra_is_one_line_naming_it(missing, checkpoints, scratch, capfd, monkeypatch):
     monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ImportError
