@@ -203,8 +203,11 @@ class DragonCLI(LightningCLI):
         gate, and check it, before LightningCLI reads the model's hyperparameters from it."""
         super().parse_arguments(parser, args)
         self.decision_overrides, self.trained_draw = {}, {}
-        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
-        if (command := self.config.get("subcommand")) in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
+        command = self.config.get("subcommand")
+        config = self.config[command] if command else self.config
+        default = parser.parse_object({"subcommand": command, command: {}})[command] if command else parser.get_defaults()
+        check_sections(config, default)
+        if command in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
             raise DragonInputError(
                 f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "
                 "newest run's last.ckpt); without one it would use untrained weights"
@@ -214,7 +217,6 @@ class DragonCLI(LightningCLI):
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:
-                default = parser.parse_object({"subcommand": command, command: {}})[command]
                 config.model = evaluated_model(config.model, default.model, model_class(self.checkpoint, config.ckpt_path))
                 self.trained_draw = trained_draw(self.checkpoint, config.ckpt_path, config.data, default.data, command)
             class_path = config.model.get("class_path")
@@ -313,6 +315,19 @@ class DragonCLI(LightningCLI):
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def check_sections(config: Namespace, default: Namespace) -> None:
+    """A section of options (``trainer``, ``data``...) must be a mapping of them: jsonargparse takes
+    ``trainer: 0`` or ``data: null`` in a config as the section's value (and an option given after it, such as
+    ``--trainer.max_epochs 5``, as the whole section), and the run would meet it as a traceback."""
+    for name, section in vars(default).items():
+        value = config.get(name)
+        if isinstance(section, Namespace) and (
+            not isinstance(value, Namespace) or not vars(section).keys() <= vars(value).keys()
+        ):
+            given = "" if isinstance(value, Namespace) else f", got {'null' if value is None else repr(value)}"
+            raise DragonInputError(f"--{name}: a config gave it one value, not a mapping of its options ({name}: {{...}}){given}")
 
 
 def early_stop(trainer: Trainer) -> str | None:

@@ -141,6 +141,20 @@ OPTION_CASES = {
 }
 
 
+@pytest.mark.parametrize(
+    "section, options",
+    [("data: 5", []), ("data: null", []), ("checkpoint: [val/acc]", []), ("figures: 0", ["--trainer.max_epochs", "1"])],
+)
+def test_a_section_of_options_given_one_value_in_a_config_is_one_line(section, options, scratch, capfd):
+    """jsonargparse takes such a value as the whole section; the run met it as a traceback (found by fuzzing)."""
+    (scratch / "config.yaml").write_text(section + "\n")
+    name = section.split(":")[0]
+    args = ["fit", "--config", str(scratch / "config.yaml"), *options]
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args, f"--{name}: a config gave it one value, not a mapping of its options"
+    )
+
+
 @pytest.mark.parametrize("case", OPTION_CASES)
 def test_bad_option(case, scratch, capfd):
     options, message = OPTION_CASES[case]
