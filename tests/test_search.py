@@ -23,6 +23,7 @@ from dragon_lightning.checkpoints.checks import check_resumable
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, InvalidArgument
+from dragon_lightning.search.cv import read_results
 from dragon_lightning.search.runs import Objective, check_search, with_options
 from dragon_lightning.search.space import read_space
 from dragon_lightning.search.storage import open_storage
@@ -128,8 +129,14 @@ def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_fold
         tmp_path,
         before,
         args,
-        f"--paired_with {tmp_path / 'slow' / 'cv_results.csv'}: holds no val/loss for 1 draw(s) of 3 folds",
+        f"--paired_with {tmp_path / 'slow' / 'cv_results.csv'}: holds no finite val/loss for each fold of 1 draw(s) of 3 folds",
     )
+    # Edited results are refused before any fold trains: they failed only when the differences were taken.
+    for edited in ("val/loss\n0,0,abc", "val/loss\n0,0,inf", "val/loss\n0,0,0.1\n0,0,0.2"):  # text, inf, a fold twice
+        (tmp_path / "edited").mkdir(exist_ok=True)
+        (tmp_path / "edited" / "cv_results.csv").write_text(f"repeat,fold,{edited}\n0,1,0.2\n")
+        with pytest.raises(DragonInputError, match="holds no finite val/loss for each fold of 1 draw"):
+            read_results(tmp_path / "edited", "val/loss", 2, 1)
 
 
 def test_fold_options_are_checked_and_recorded_for_resume():

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jsonargparse.typing import PositiveInt
 
@@ -173,13 +174,14 @@ def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.Data
         except (ValueError, UnicodeDecodeError) as error:
             raise DragonInputError(f"--paired_with {path}: not a table cv wrote ({first_line(error)})") from None
     wanted = {(repeat, fold) for repeat in range(repeats) for fold in range(folds)}
-    keys = {tuple(row) for row in table[["repeat", "fold"]].values.tolist()} if {"repeat", "fold"} <= set(table) else set()
-    if metric not in table or keys != wanted or table[metric].isna().any():
+    keys = [tuple(row) for row in table[["repeat", "fold"]].values.tolist()] if {"repeat", "fold"} <= set(table) else []
+    values = pd.to_numeric(table[metric], errors="coerce") if metric in table else pd.Series([np.nan])
+    if set(keys) != wanted or len(keys) != len(wanted) or not np.isfinite(values).all():  # text, NaN, inf, a repeated fold
         raise DragonInputError(
-            f"--paired_with {path}: holds no {metric} for {repeats} draw(s) of {folds} folds; pair runs made "
-            "with the same --folds, --repeats, seed and monitored metric"
+            f"--paired_with {path}: holds no finite {metric} for each fold of {repeats} draw(s) of {folds} folds, once; "
+            "pair runs made with the same --folds, --repeats, seed and monitored metric"
         )
-    return table
+    return table.assign(**{metric: values})
 
 
 def paired_difference(ours: pd.DataFrame, theirs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
