@@ -531,6 +531,7 @@ SEARCH_OPTION_CASES = {
     "not a URL": (["--storage", "postgresql://"], "--storage postgresql://: "),
     "missing driver": (["--storage", "mysql://user:s3cret@127.0.0.1:1/db"], "the database driver is not installed"),
     "unreachable path": (["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study database"),
+    "a line break in the URL": (["--storage", "\n://x"], "--storage \\n://...: not a database URL"),  # was two lines
     "a port in words": (
         ["--storage", "postgresql://user:s3cret@127.0.0.1:abc/db"],
         "--storage postgresql://...: not a database URL",

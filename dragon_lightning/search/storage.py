@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
+from dragon_lightning.gates.inputs import JOURNAL, named, read_bytes, stat_path
 from dragon_lightning.gates.outputs import write_atomically
 
 JOURNAL_FILE = "study.journal"
@@ -46,9 +46,10 @@ def masked(url: str) -> str:
     try:
         parsed = make_url(url)
         hidden = {name: "***" for name in parsed.query if SECRET_QUERY.search(name)}
-        return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+        shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+        return named(shown, None)  # a line break or an unprintable character, escaped
     except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
-        return url.split("://", 1)[0][:20] + "://..."
+        return named(url.split("://", 1)[0][:20] + "://...", None)
 
 
 def open_journal(path: Path) -> optuna.storages.BaseStorage:
