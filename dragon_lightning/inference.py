@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from jsonargparse import ArgumentError, ArgumentParser
 from torch import nn
 
 from dragon_lightning.arguments import init_parameters
@@ -24,6 +25,7 @@ from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.features import CLASS_NAMES
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.tables import Features, feature_tensor
+from dragon_lightning.messages import input_error_message
 from dragon_lightning.models import DragonClassifier
 from dragon_lightning.models.base import class_probabilities, decide
 from dragon_lightning.schema import FEATURE_COLUMNS, prediction_columns
@@ -137,7 +139,9 @@ class TrainedModel:
         options = {name: value for name, value in self.data_options.items() if name in accepted}
         if not options:
             return None
-        data = DragonDataModule(**{**options, "data_dir": None, "predict_csv": None})
+        options |= {"data_dir": None, "predict_csv": None}
+        check_types(options, self.path, DragonDataModule, "data option")
+        data = DragonDataModule(**options)
         try:
             data.setup("test")
         except DragonInputError:
@@ -161,6 +165,19 @@ def _check_fitted_features(classifier: DragonClassifier, path: str | os.PathLike
         )
 
 
+def check_types(values: dict, path: str | os.PathLike, owner: type, what: str) -> None:
+    """A checkpoint's ``values`` for ``owner`` (a model, the data module) against the types of its
+    signature, as the command line's parser checks them: a file edited with a matching checksum may
+    hold ``activation: 0``. ``what`` they are, for the message."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(owner)
+    try:
+        parser.parse_object(values)
+    except ArgumentError as error:
+        reason = (input_error_message(error) or first_line(error)).removeprefix("--")
+        raise DragonInputError(f"{path}: its {what} {reason}") from None
+
+
 def load_model(path: str | os.PathLike, option: str | None = None) -> TrainedModel:
     """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs).
 
@@ -173,6 +190,7 @@ def load_model(path: str | os.PathLike, option: str | None = None) -> TrainedMod
     model_class = checkpoint_model_class(checkpoint, path)
     hyperparameters = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     check_hyperparameters(checkpoint, path, model_class, {})
+    check_types(hyperparameters, path, model_class, "hyperparameter")
     if "compile" in init_parameters(model_class):
         hyperparameters["compile"] = False  # inference runs eagerly; the weights are the same
     try:

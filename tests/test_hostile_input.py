@@ -647,6 +647,32 @@ def test_a_class_path_hidden_in_the_hyperparameters_is_refused(trained, scratch,
     expect_one_line_error(capfd, scratch, files_under(scratch), args, "its hyperparameter optimizer is not a plain value")
 
 
+# Edits a script makes on purpose, checksum and all: values of the wrong type for the signatures they feed.
+MISTYPED = {
+    "an activation by number": (
+        "hyper_parameters",
+        {"activation": 0},
+        "its hyperparameter activation: Expected a typing.Literal",
+    ),
+    "layer sizes as text": ("hyper_parameters", {"hidden_sizes": "abc"}, "its hyperparameter hidden_sizes: Expected a"),
+    "a task by number": ("datamodule_hyper_parameters", {"task": 0}, "its data option task: Expected a typing.Literal"),
+    "a split as text": ("datamodule_hyper_parameters", {"test_fraction": "half"}, "its data option test_fraction: "),
+}
+
+
+@pytest.mark.parametrize("edit", MISTYPED)
+def test_a_checkpoint_edited_to_mistyped_values_is_one_line_wherever_it_is_loaded(edit, trained, scratch):
+    """``load_model`` (and so ``export``, ``serve``, ``compare``) checks a checkpoint's values against the
+    signatures' types as the command line does; they were a KeyError or TypeError traceback."""
+    from dragon_lightning import load_model
+
+    section, values, message = MISTYPED[edit]
+    edited = edited_checkpoint(trained, scratch / "edited.ckpt", lambda checkpoint: checkpoint[section].update(values))
+    with pytest.raises(DragonInputError) as refusal:
+        load_model(edited).test_split()  # the data options are read when the test rows are drawn again
+    assert str(refusal.value).startswith(f"{edited}: {message}") and "\n" not in str(refusal.value), str(refusal.value)
+
+
 ALTERATIONS = {
     "a weight": lambda checkpoint: checkpoint["state_dict"]["net.0.weight"][0, 0].add_(0.5),
     "the feature scaling": lambda checkpoint: checkpoint["state_dict"]["inputs.mean"][1].add_(1.0),
