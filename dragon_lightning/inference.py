@@ -134,7 +134,8 @@ class TrainedModel:
 
     def test_split(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The checkpoint's test rows (raw features, class indices), drawn again from its data options;
-        ``None`` when they cannot be (a CSV that is gone or changed, or no data options)."""
+        ``None`` when they cannot be (a CSV that is gone or changed, or no data options). Options of
+        the wrong type (a file edited on purpose) are refused in one line, not drawn from."""
         accepted = init_parameters(DragonDataModule)
         options = {name: value for name, value in self.data_options.items() if name in accepted}
         if not options:
