@@ -31,11 +31,10 @@ from dragon_lightning.checkpoints.files import resolve_last
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
-from dragon_lightning.schema import FEATURE_COLUMNS
+from dragon_lightning.schema import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAMES
 
 TOLERANCE = 1e-5
 ONNX_OPSET = 20
-INPUT_NAME, OUTPUT_NAMES = "features", ("probabilities", "predicted")
 PT2_METADATA = "dragon_lightning.json"
 EXPORT_EXTRA = "pip install 'dragon-lightning[export]'"
 

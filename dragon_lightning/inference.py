@@ -17,6 +17,7 @@ import torch
 from jsonargparse import ArgumentError, ArgumentParser
 from torch import nn
 
+from dragon_lightning import answering
 from dragon_lightning.arguments import init_parameters
 from dragon_lightning.checkpoints.checks import check_hyperparameters
 from dragon_lightning.checkpoints.files import load_checkpoint
@@ -30,23 +31,9 @@ from dragon_lightning.models import DragonClassifier
 from dragon_lightning.models.base import class_probabilities, decide
 from dragon_lightning.schema import FEATURE_COLUMNS, prediction_columns
 
-CHUNK_ROWS = 16_384
-"""Rows through a network at once: memory stays bounded whatever the table's length (the tutorial's
-MLP holds 1,000 numbers a row in its widest layer: 65 MB a chunk, where 5 million rows at once took 20 GB)."""
-
-
-@torch.no_grad()
-def in_chunks(function, features: torch.Tensor) -> np.ndarray:
-    """``function`` applied to ``features`` :data:`CHUNK_ROWS` rows at a time, its outputs joined."""
-    return np.concatenate([np.asarray(function(chunk)) for chunk in features.split(CHUNK_ROWS)])
-
-
-@torch.no_grad()
-def answers_in_chunks(function, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and classes from ``function`` (an :class:`AnswerModel`, or a file that holds one)
-    applied :data:`CHUNK_ROWS` rows at a time."""
-    parts = [function(chunk) for chunk in features.split(CHUNK_ROWS)]
-    return np.concatenate([np.asarray(p) for p, _ in parts]), np.concatenate([np.asarray(c) for _, c in parts])
+# The network holds gradients for fine-tuning (``classifier``); answers need none.
+in_chunks = torch.no_grad()(answering.in_chunks)
+answers_in_chunks = torch.no_grad()(answering.answers_in_chunks)
 
 
 def task_of(classifier: DragonClassifier) -> str:

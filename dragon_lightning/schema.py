@@ -9,6 +9,10 @@ CATEGORIES = {"mountainRange": MOUNTAIN_RANGES, "color": COLORS, "diet": DIETS}
 
 FEATURE_COLUMNS = ("numberToes", "bodyLength")
 """The model's inputs, in this order, after the tutorial's feature recipe."""
+FLOAT32_MAX = float.fromhex("0x1.fffffep+127")
+"""The largest feature value a model takes: they compute in float32."""
+INPUT_NAME, OUTPUT_NAMES = "features", ("probabilities", "predicted")
+"""An exported graph's input and outputs, as ``serve --model`` and other programs read them."""
 
 
 def prediction_columns(class_names) -> list[str]:

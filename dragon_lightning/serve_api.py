@@ -27,9 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dragon_lightning.gates.tables import FLOAT32_MAX
 from dragon_lightning.predictors import checkpoint_predictor, onnx_predictor
-from dragon_lightning.schema import FEATURE_COLUMNS
+from dragon_lightning.schema import FEATURE_COLUMNS, FLOAT32_MAX
 
 QUOTED_CHARACTERS = 40
 """The most of a client's value a message quotes."""

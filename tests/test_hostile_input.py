@@ -1123,7 +1123,7 @@ def test_commands_that_run_in_one_process_refuse_several_before_any_work(command
 @pytest.mark.parametrize("method", ["predict_proba", "predict", "decision_function"])
 def test_load_model_pushes_any_number_of_rows_through_the_network_in_bounded_chunks(method, trained):
     from dragon_lightning import load_model
-    from dragon_lightning.inference import CHUNK_ROWS
+    from dragon_lightning.answering import CHUNK_ROWS
 
     model = load_model(trained)
     rows = 2 * CHUNK_ROWS + 5

@@ -419,6 +419,37 @@ def test_concurrent_requests_some_bad_each_get_only_their_own_answer(source, ser
                 np.testing.assert_allclose([got[c] for c in expected.index], expected.to_numpy(), atol=1e-6)
 
 
+MODEL_WORKER = """
+import json, sys
+import numpy as np
+from dragon_lightning.serve_api import DragonAPI
+api = DragonAPI(sys.argv[1], onnx=True, max_batch_size=4)
+api.setup("cpu")
+answers = api.predict((np.array(json.loads(sys.argv[2]), np.float32), [1, 1, 1]))
+print(json.dumps({"answers": answers, "imported": [m for m in ("torch", "lightning", "pandas") if m in sys.modules]}))
+"""
+
+
+def test_a_model_worker_answers_from_an_onnx_file_without_importing_pytorch(checkpoints):
+    """LitServe starts each model worker as a fresh interpreter (spawn): serving an ONNX file there needs
+    onnxruntime alone, and importing PyTorch and Lightning as well cost 4 s and 450 MB a worker."""
+    model = load_model(checkpoints["color"])
+    rows = [[7, 150.0], [22, 250.0], [-500, 9000.0]]
+    worker = subprocess.run(
+        [sys.executable, "-c", MODEL_WORKER, str(checkpoints["onnx"]), json.dumps(rows)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    result = json.loads(worker.stdout.splitlines()[-1])
+    assert result["imported"] == []
+    answers = pd.DataFrame([answer for request in result["answers"] for answer in request])
+    table = pd.DataFrame(rows, columns=["numberToes", "bodyLength"])
+    expected = model.predict_proba(table)
+    np.testing.assert_allclose(answers[expected.columns].to_numpy(), expected.to_numpy(), atol=1e-6)
+    assert answers["predicted"].tolist() == list(model.predict(table))
+    assert answers["outside_training_range"].tolist() == list(model.outside_training_range(table)) == [False, False, True]
+
+
 def test_the_key_is_checked_before_the_body_is_read(servers):
     url, _ = servers["checkpoint"]
     for body in (b'{"dragons": [', b'{"dragons": [{"numberToes": "secret-value"}]}'):

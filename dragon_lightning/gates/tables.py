@@ -21,9 +21,7 @@ import pandas as pd
 import torch
 
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.schema import FEATURE_COLUMNS
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+from dragon_lightning.schema import FEATURE_COLUMNS, FLOAT32_MAX
 
 Features: TypeAlias = pd.DataFrame | np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 
