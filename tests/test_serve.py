@@ -221,21 +221,22 @@ def when_refused(url: str, limit: float = 30) -> float:
 @pytest.mark.parametrize(
     "signum, whole_group, settings",
     [
-        (signal.SIGTERM, False, []),
-        (signal.SIGTERM, True, []),
-        (signal.SIGINT, True, []),
-        (signal.SIGTERM, True, ["--num_api_servers", "2"]),
+        (signal.SIGTERM, False, ["--ckpt_path", "color"]),
+        (signal.SIGTERM, True, ["--model", "onnx"]),
+        (signal.SIGINT, True, ["--ckpt_path", "color"]),
+        (signal.SIGTERM, True, ["--model", "onnx", "--num_api_servers", "2"]),
     ],
     ids=[
         "SIGTERM to the server",
-        "SIGTERM to its group (systemd)",
+        "SIGTERM to its group (systemd), an ONNX file",
         "Ctrl-C (SIGINT to its group)",
-        "SIGTERM to its group, two HTTP processes",
+        "SIGTERM to its group, an ONNX file, two HTTP processes",
     ],
 )
 def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_even_when_sent_twice(
     signum, whole_group, settings, checkpoints
 ):
+    """``settings``: the server's options, its model named by its key in ``checkpoints``."""
     body = json.dumps({"dragons": [{"numberToes": 7, "bodyLength": 150.0}] * 10_000}).encode()
     answers: list = []
     sent = [threading.Event() for _ in range(6)]
@@ -247,7 +248,8 @@ def test_a_stop_refuses_new_connections_and_lets_the_requests_in_flight_finish_e
         response = connection.getresponse()
         answers.append((response.status, json.loads(response.read()), time.monotonic()))
 
-    with server("--ckpt_path", str(checkpoints["color"]), *settings) as (url, process):
+    option, source, *more = settings
+    with server(option, str(checkpoints[source]), *more) as (url, process):
         threads = [threading.Thread(target=client, args=(event,)) for event in sent]
         for thread in threads:
             thread.start()
