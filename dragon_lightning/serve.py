@@ -145,6 +145,8 @@ def serve_command(args: list[str]) -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise DragonInputError(f"serve needs LitServe: {SERVE_EXTRA}") from None
+    from dragon_lightning.serve_api import end_with_the_server
+
     server = build_server(options, api_key)
     address = f"http://{'[::]' if options.host == '::' else options.host}:{options.port}"
     print(
@@ -157,6 +159,8 @@ def serve_command(args: list[str]) -> None:
     stop = functools.partial(_stop, os.getpid(), server.uvicorn_graceful_timeout)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
+    # Every process LitServe forks from here on (its queue manager too, which nothing else would end) ends with the server.
+    os.register_at_fork(after_in_child=end_with_the_server)
     # A second Ctrl-C, or a helper process that ended first, while LitServe was already stopping.
     with contextlib.suppress(KeyboardInterrupt, ConnectionError, EOFError):
         try:

@@ -139,6 +139,12 @@ def leave_stopping_to_the_server() -> None:
     once the requests in flight are answered (instead of it ending mid-request); and, on Linux, ended
     by the kernel should the server itself die."""
     os.setpgid(0, 0)
+    end_with_the_server()
+
+
+def end_with_the_server() -> None:
+    """On Linux, the kernel ends this process (SIGKILL) when the one that started it dies: the server,
+    killed itself with SIGKILL, leaves nothing behind."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 

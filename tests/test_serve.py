@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,8 @@ def post(url: str, body, key: str | None = None, timeout: float = 60) -> tuple[i
         return error.code, json.loads(error.read() or b"{}")
 
 
-@contextmanager
-def server(*args: str, environment: dict | None = None):
-    """The server in a process (and process group) of its own; stopped with SIGTERM, which must end it
-    with status 0 and no traceback."""
+def start_server(*args: str, environment: dict | None = None) -> tuple[str, subprocess.Popen]:
+    """The server in a process (and process group) of its own, once it answers ``/health``."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dragon_lightning", "serve", *args, "--port", str(port)],
@@ -58,15 +56,22 @@ def server(*args: str, environment: dict | None = None):
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/health", headers={"X-API-Key": KEY}), timeout=1).read()
+            return url, process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"the server did not answer /health: {process.communicate()[1][-3000:]}") from None
+            time.sleep(0.3)
+
+
+@contextmanager
+def server(*args: str, environment: dict | None = None):
+    """:func:`start_server`, stopped with SIGTERM, which must end it with status 0 and no traceback."""
+    url, process = start_server(*args, environment=environment)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"{url}/health", headers={"X-API-Key": KEY}), timeout=1).read()
-                break
-            except OSError:
-                assert process.poll() is None, process.stderr.read()[-3000:]
-                assert time.monotonic() < deadline, "the server did not answer /health"
-                time.sleep(0.3)
         yield url, process
     finally:
         if process.poll() is None:
@@ -281,6 +286,45 @@ def test_sigterm_while_the_model_workers_start_stops_cleanly(checkpoints):
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0 and "Traceback" not in err, err[-3000:]
     assert out.strip().endswith("dragon-lightning serve: stopped")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid``, read from Linux's /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with suppress(OSError):
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        under = children.get(todo.pop(), [])
+        found += under
+        todo += under
+    return found
+
+
+def running(pid: int) -> bool:
+    with suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from Linux's /proc")
+def test_a_server_killed_with_sigkill_leaves_no_process_behind(checkpoints):
+    """SIGKILL gives the server no chance to stop what it started: the kernel ends its model workers, HTTP
+    servers and LitServe's queue manager with it (the manager outlived it before)."""
+    _, process = start_server("--model", str(checkpoints["onnx"]), "--num_api_servers", "2")
+    started = descendants(process.pid)
+    assert len(started) >= 4, "a queue manager, a model worker and two HTTP servers"
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while (left := [pid for pid in started if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:  # not to leak them into the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert not left, "still running after the server was killed"
 
 
 @pytest.mark.parametrize(
