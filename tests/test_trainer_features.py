@@ -11,10 +11,11 @@ import torch
 from clihelpers import config, expect_one_line_error, files_under, last_checkpoint, run
 from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from test_cli import read_events
 
 from dragon_lightning.data.batches import TensorBatches
-from dragon_lightning.models import MLPClassifier
+from dragon_lightning.models import LogisticRegression, MLPClassifier, Perceptron
 from dragon_lightning.models.metrics import TrainingTally
 from dragon_lightning.tuning import SKIP_BEGIN, draw, suggest
 
@@ -359,3 +360,21 @@ def test_stochastic_weight_averaging_runs_from_the_command_line_and_its_run_conf
     assert "device: cpu" in saved.read_text()
     again = run("fit", "--config", str(saved), "--trainer.default_root_dir", str(tmp_path / "again"))
     assert any(type(callback).__name__ == "StochasticWeightAveraging" for callback in again.trainer.callbacks)
+
+
+@pytest.mark.parametrize(
+    "model_class, num_classes, multiply_adds",
+    [
+        (MLPClassifier, 3, 2 * 10 + 10 * 20 + 20 * 1000 + 1000 * 3),  # the tutorial's 2-10-20-1000-3
+        (LogisticRegression, 2, 2 * 1),
+        (Perceptron, 3, 2 * 3),
+    ],
+)
+def test_the_model_summary_counts_each_layers_flops_and_shapes(model_class, num_classes, multiply_adds):
+    """Lightning's summary, printed at the start of every fit, measures a model on its example row:
+    without one it showed 0 FLOPs and no shapes."""
+    summary = ModelSummary(model_class(num_classes=num_classes), max_depth=1)
+    assert summary.total_flops == 2 * multiply_adds
+    outputs = 1 if num_classes == 2 else num_classes
+    shapes = [(given, out) for given, out in zip(summary.in_sizes, summary.out_sizes) if out != "?"]
+    assert shapes[0] == ([1, 2], [1, 2]) and shapes[-1] == ([1, 2], [1, outputs])  # the input layer, the network

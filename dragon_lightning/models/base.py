@@ -99,6 +99,8 @@ class DragonClassifier(L.LightningModule):
             raise ValueError(f"{len(self.class_names)} class_names given for {num_classes} classes")
         self.inputs = Standardize(num_features)
         """Raw features to the scale the network learns on; fitted by the data module on the training split."""
+        self.example_input_array = torch.zeros(1, num_features)
+        """One row, with which Lightning's model summary counts each layer's FLOPs and shapes (without, it says 0)."""
         self.metrics = torch.nn.ModuleDict(
             {
                 # Training accuracy is the share of rows predicted right: tallied per step (torchmetrics'
