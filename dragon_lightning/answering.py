@@ -1,7 +1,7 @@
 """What every way of answering rows shares, whether the model runs in PyTorch (``load_model``,
-``predict``) or in onnxruntime (``serve --model``): rows go through in bounded chunks, and a row far
-outside the training range is flagged. Written for NumPy arrays and PyTorch tensors alike, and
-importing neither, so that a server's ONNX model worker never imports PyTorch.
+``predict``) or in onnxruntime (``serve --model``): rows go through in bounded chunks. Written for
+NumPy arrays and PyTorch tensors alike, and importing neither, so that a server's ONNX model worker
+never imports PyTorch.
 """
 
 from __future__ import annotations
@@ -25,15 +25,8 @@ def in_chunks(function, features: Any) -> np.ndarray:
     return np.concatenate([np.asarray(function(chunk)) for chunk in chunks(features)])
 
 
-def answers_in_chunks(function, features: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and classes from ``function`` (a model that gives both, or a file that holds one)
-    applied :data:`CHUNK_ROWS` rows at a time."""
+def answers_in_chunks(function, features: Any) -> tuple[np.ndarray, ...]:
+    """Each output of ``function`` (a model that gives probabilities, classes and extrapolation flags, or
+    a file that holds one) applied :data:`CHUNK_ROWS` rows at a time, joined."""
     parts = [function(chunk) for chunk in chunks(features)]
-    return np.concatenate([np.asarray(p) for p, _ in parts]), np.concatenate([np.asarray(c) for _, c in parts])
-
-
-def far_outside(features: Any, low: Any, high: Any) -> Any:
-    """Rows with a feature outside the training range ``[low, high]`` by more than that range's width:
-    where a prediction is an extrapolation."""
-    width = high - low
-    return ((features < low - width) | (features > high + width)).any(1)
+    return tuple(np.concatenate([np.asarray(output) for output in outputs]) for outputs in zip(*parts))

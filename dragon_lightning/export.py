@@ -54,7 +54,8 @@ def metadata(model: TrainedModel) -> dict[str, str]:
         "class_names": json.dumps(list(model.classes_)),
         "feature_names": json.dumps(list(FEATURE_COLUMNS)),
         "output": "probabilities: one column per class in class_names order; predicted: the index in class_names "
-        "of the class predict decides",
+        "of the class predict decides; outside_training_range: true where a feature lies outside the training range "
+        "(feature_min to feature_max) by more than its width, an extrapolation",
         "model": type(model.classifier).__name__,
         "threshold": str(model.classifier.threshold),  # binary: predict the second class above it
         "feature_min": json.dumps([float(v) for v in model.feature_range[0]]),  # the training range, for extrapolations
@@ -65,12 +66,13 @@ def metadata(model: TrainedModel) -> dict[str, str]:
 
 def check_points(model: TrainedModel) -> np.ndarray:
     """Rows to compare on: the checkpoint's test split (rebuilt from its data options; skipped when its
-    CSV is gone) and a 50 x 50 grid over the training range and as far again beyond it."""
+    CSV is gone) and a 50 x 50 grid over the training range and twice as far again beyond it, where
+    rows are extrapolations."""
     test_split = model.test_split()
     parts = [] if test_split is None else [test_split[0]]
     low, high = model.feature_range
     width = high - low
-    axes = [np.linspace(low[i] - width[i], high[i] + width[i], 50) for i in range(len(FEATURE_COLUMNS))]
+    axes = [np.linspace(low[i] - 2 * width[i], high[i] + 2 * width[i], 50) for i in range(len(FEATURE_COLUMNS))]
     parts.append(np.stack([grid.ravel() for grid in np.meshgrid(*axes)], axis=1))
     return np.concatenate(parts).astype(np.float32)
 
@@ -99,7 +101,7 @@ def _batch_dimension() -> dict:
 
 
 Answers = Callable[[np.ndarray], "list[np.ndarray]"]
-"""A written file, run: features in; probabilities and class indices out."""
+"""A written file, run: features in; probabilities, class indices and extrapolation flags out."""
 
 
 def _write_onnx(model: TrainedModel, path: Path) -> Answers:
@@ -173,12 +175,12 @@ def export_model(
                 raise DragonInputError(f"export --format onnx needs {module}: {EXPORT_EXTRA}") from None
     points = check_points(model)
     with torch.no_grad():
-        expected, expected_classes = (output.numpy() for output in model.module(torch.from_numpy(points)))
+        expected, expected_classes, expected_outside = (output.numpy() for output in model.module(torch.from_numpy(points)))
     difference = np.inf
 
     def write_and_check(temporary: Path) -> None:
         nonlocal difference
-        probabilities, classes = WRITERS[format](model, temporary)(points)
+        probabilities, classes, outside = WRITERS[format](model, temporary)(points)
         difference = float(np.abs(probabilities - expected).max())
         if not difference <= TOLERANCE:
             raise DragonError(
@@ -190,6 +192,11 @@ def export_model(
             raise DragonError(
                 f"export: the {format} file decides another class than the PyTorch model on {int(disagree.sum()):,} "
                 f"of {len(points):,} rows; nothing was written"
+            )
+        if (outside != expected_outside).any():
+            raise DragonError(
+                f"export: the {format} file marks other rows as outside the training range than the PyTorch model "
+                f"({int((outside != expected_outside).sum()):,} of {len(points):,}); nothing was written"
             )
 
     folder.write(output.name, write_and_check, replace=overwrite)
@@ -222,7 +229,8 @@ def export_command(args: list[str]) -> ExportReport:
         prog="dragon-lightning export",
         description="Write a trained checkpoint as one ONNX (or torch.export .pt2) file that takes raw "
         "[N, 2] float32 features (numberToes, bodyLength, the units predict takes) and returns class "
-        "probabilities [N, C] and the decided class index [N], with the checkpoint's standardization inside. "
+        "probabilities [N, C], the decided class index [N] and whether each row lies far outside the training "
+        "range [N], with the checkpoint's standardization inside. "
         f"The file is checked against the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
     )
     model = load_model(resolve_last(options.ckpt_path), option="--ckpt_path")

@@ -45,19 +45,22 @@ def task_of(classifier: DragonClassifier) -> str:
 
 
 class AnswerModel(nn.Module):
-    """Raw ``[N, 2]`` float32 features in; class probabilities ``[N, C]`` and the decided class index
-    ``[N]`` out: the model's standardization, network, sigmoid or softmax and decision rule
-    (:func:`~dragon_lightning.models.base.decide`), nothing else. What export traces, so an ONNX
-    file's users read the class from the graph as ``predict`` decides it."""
+    """Raw ``[N, 2]`` float32 features in; class probabilities ``[N, C]``, the decided class index ``[N]``
+    and whether the row lies far outside the training range ``[N]`` out: the model's standardization,
+    network, sigmoid or softmax, decision rule (:func:`~dragon_lightning.models.base.decide`) and
+    extrapolation rule, nothing else. What export traces, so an ONNX file's users read the class and
+    the flag from the graph as ``predict`` writes them."""
 
     def __init__(self, classifier: DragonClassifier) -> None:
         super().__init__()
         self.logits = classifier.logits_module()
         self.logit_threshold = classifier.logit_threshold
+        self.training_range = classifier.inputs
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.logits(features)
-        return class_probabilities(logits), decide(logits, self.logit_threshold)
+        outside = self.training_range.outside_training_range(features)
+        return class_probabilities(logits), decide(logits, self.logit_threshold), outside
 
 
 class TrainedModel:
@@ -113,7 +116,7 @@ class TrainedModel:
 
     def outside_training_range(self, X: Features) -> np.ndarray:
         """True for rows far outside the training data (as ``predict`` marks them): extrapolations."""
-        return self.classifier.inputs.outside_training_range(self.features(X)).numpy()
+        return answers_in_chunks(self.module, self.features(X))[2]
 
     def predict(self, X: Features) -> np.ndarray:
         """The predicted class name of every row, decided as ``predict`` decides."""

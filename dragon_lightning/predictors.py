@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, Json, ValidationError
 
-from dragon_lightning.answering import answers_in_chunks, far_outside
+from dragon_lightning.answering import answers_in_chunks
 from dragon_lightning.arguments import MAX_CLASSES
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import read_onnx
@@ -28,7 +28,7 @@ FeatureBounds = Annotated[
 
 class ExportMetadata(BaseModel):
     """What ``serve`` reads of an exported file's metadata (:func:`dragon_lightning.export.metadata`),
-    each field checked: the file is the user's, and these label the answers and flag extrapolation."""
+    each field checked: the file is the user's, and these label the answers and tell /info the training range."""
 
     task: Literal["fire", "color"]
     class_names: Json[Annotated[list[str], Field(min_length=2, max_length=MAX_CLASSES)]]
@@ -47,13 +47,13 @@ class Predictor:
     feature_min: np.ndarray
     feature_max: np.ndarray
     answers: Any
-    """``[N, 2]`` float32 array in; probabilities ``[N, C]`` and the decided class index ``[N]`` out, as the
-    model decides them (given at most ``answering.CHUNK_ROWS`` rows at a time)."""
+    """``[N, 2]`` float32 array in; probabilities ``[N, C]``, the decided class index ``[N]`` and the
+    extrapolation flag ``[N]`` out, as the model decides them (given at most ``answering.CHUNK_ROWS`` rows
+    at a time)."""
 
     def answer(self, features: np.ndarray) -> list[dict]:
         """One answer per row: the predicted class, its probabilities and whether it extrapolates."""
-        probabilities, chosen = answers_in_chunks(self.answers, features)
-        far = far_outside(features, self.feature_min, self.feature_max)
+        probabilities, chosen, far = answers_in_chunks(self.answers, features)
         predicted_column, *probability_columns, outside_column = prediction_columns(self.class_names)
         return [
             {
@@ -95,7 +95,7 @@ def onnx_predictor(path: str) -> Predictor:
         raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({first_line(error)})") from None
     if [output.name for output in session.get_outputs()] != list(OUTPUT_NAMES):
         raise DragonInputError(
-            f"--model {path}: its graph's outputs are not {' and '.join(OUTPUT_NAMES)} (a file from an earlier "
+            f"--model {path}: its graph's outputs are not {', '.join(OUTPUT_NAMES)} (a file from an earlier "
             "dragon-lightning export, or another program's): export the checkpoint again"
         )
     try:

@@ -11,7 +11,7 @@ FEATURE_COLUMNS = ("numberToes", "bodyLength")
 """The model's inputs, in this order, after the tutorial's feature recipe."""
 FLOAT32_MAX = float.fromhex("0x1.fffffep+127")
 """The largest feature value a model takes: they compute in float32."""
-INPUT_NAME, OUTPUT_NAMES = "features", ("probabilities", "predicted")
+INPUT_NAME, OUTPUT_NAMES = "features", ("probabilities", "predicted", "outside_training_range")
 """An exported graph's input and outputs, as ``serve --model`` and other programs read them."""
 
 

@@ -115,9 +115,13 @@ def test_export_onnx_runs_in_onnxruntime_as_predict_does_and_refuses_to_overwrit
         np.testing.assert_allclose(probabilities, predicted[columns].to_numpy()[rows], atol=1e-5)
         assert list(np.array(json.loads(metadata["class_names"]))[classes]) == list(predicted["predicted"][rows])
     grid = export.check_points(load_model(checkpoint))  # the test split and a grid around the training range
-    _, classes = session.run(["probabilities", "predicted"], {"features": grid})
+    _, classes, outside = session.run(["probabilities", "predicted", "outside_training_range"], {"features": grid})
     assert list(load_model(checkpoint).classes_[classes]) == list(load_model(checkpoint).predict(grid)), (
         "the graph decides as predict does, the fire model's threshold of 0.3 included"
+    )
+    expected_outside = load_model(checkpoint).outside_training_range(grid)
+    assert outside.tolist() == expected_outside.tolist() and 0 < expected_outside.sum() < len(grid), (
+        "the graph flags extrapolations as predict does, and the grid holds rows of both kinds"
     )
 
     before = files_under(tmp_path)
@@ -163,26 +167,29 @@ def test_export_pt2_loads_with_torch_export_and_carries_its_metadata(trained, tm
     assert json.loads(json.loads(extra[export.PT2_METADATA])["class_names"]) == list(load_model(checkpoint).classes_)
     features = torch.tensor(dragons[["numberToes", "bodyLength"]].to_numpy(dtype=np.float32))
     columns = probability_columns(predicted)
-    probabilities, classes = program.module()(features)
+    probabilities, classes, outside = program.module()(features)
     np.testing.assert_allclose(probabilities.detach().numpy(), predicted[columns].to_numpy(), atol=1e-5)
     assert list(load_model(checkpoint).classes_[classes.numpy()]) == list(predicted["predicted"])
+    assert outside.tolist() == predicted["outside_training_range"].tolist()
 
 
 def test_an_export_that_disagrees_with_pytorch_writes_nothing(trained, tmp_path, capfd, monkeypatch):
     checkpoint = trained[0]
     real_writer = export.WRITERS["onnx"]
 
-    def off_by_a_little(model, path):
-        run_exported = real_writer(model, path)
-        return lambda features: [run_exported(features)[0] + 1e-4, run_exported(features)[1]]
+    def changed(output: int, change):
+        """A writer whose file gives output number ``output`` changed by ``change``."""
 
-    def another_rule(model, path):
-        run_exported = real_writer(model, path)
-        return lambda features: [run_exported(features)[0], run_exported(features)[0].argmin(axis=1)]
+        def writer(model, path):
+            run_exported = real_writer(model, path)
+            return lambda features: [change(a) if i == output else a for i, a in enumerate(run_exported(features))]
+
+        return writer
 
     for writer, message in (
-        (off_by_a_little, "differ from the PyTorch model's by up to 0.0001"),
-        (another_rule, "decides another class"),
+        (changed(0, lambda probabilities: probabilities + 1e-4), "differ from the PyTorch model's by up to 0.0001"),
+        (changed(1, lambda classes: (classes + 1) % 2), "decides another class"),
+        (changed(2, lambda outside: np.concatenate([~outside[:1], outside[1:]])), "marks other rows as outside"),
     ):
         monkeypatch.setitem(export.WRITERS, "onnx", writer)
         with pytest.raises(SystemExit) as stopped:

@@ -365,18 +365,23 @@ def test_an_onnx_file_whose_tensors_name_other_files_is_one_line_and_those_files
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
 
 
-def test_an_onnx_file_without_the_decided_class_is_one_line_asking_for_a_new_export(checkpoints, scratch, capfd):
+@pytest.mark.parametrize("left_out", [["outside_training_range"], ["predicted", "outside_training_range"]])
+def test_an_onnx_file_without_the_decided_class_or_the_flag_is_one_line_asking_for_a_new_export(
+    left_out, checkpoints, scratch, capfd
+):
+    """As export wrote a file before the graph held the extrapolation flag, or the decision."""
     onnx = pytest.importorskip("onnx")
     model = onnx.load(checkpoints["onnx"])
-    model.graph.output.remove(next(output for output in model.graph.output if output.name == "predicted"))
-    earlier = scratch / "earlier.onnx"  # as export wrote it before the graph held the decision
+    for name in left_out:
+        model.graph.output.remove(next(output for output in model.graph.output if output.name == name))
+    earlier = scratch / "earlier.onnx"
     onnx.save_model(model, earlier)
     args = ["serve", "--model", str(earlier), "--port", str(free_port())]
-    message = f"--model {earlier}: its graph's outputs are not probabilities and predicted"
+    message = f"--model {earlier}: its graph's outputs are not probabilities, predicted, outside_training_range"
     expect_one_line_error(capfd, scratch, files_under(scratch), args, message, "export the checkpoint again")
 
 
-# Metadata edited or written by another program: it labels the answers and flags extrapolation.
+# Metadata edited or written by another program: it labels the answers and tells /info the training range.
 EDITED_METADATA = {
     "class names of another count": ("class_names", '["Blue", "Red"]', "names 2 classes for 3 probability columns"),
     "class names that are no list": ("class_names", "5", "its metadata class_names: Input should be a valid list"),

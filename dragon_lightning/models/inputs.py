@@ -11,11 +11,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dragon_lightning.answering import far_outside
-
 LEGACY_DATA_KEY = "DragonDataModule"
 """Where checkpoints of version 0.x before the in-model scaling kept the fitted statistics."""
 LEGACY_FIELDS = {"mean": "feature_mean", "std": "feature_std", "low": "feature_min", "high": "feature_max"}
+
+
+def far_outside(features: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Rows with a feature outside the training range ``[low, high]`` by more than that range's width:
+    where a prediction is an extrapolation."""
+    width = high - low
+    return ((features < low - width) | (features > high + width)).any(dim=1)
 
 
 class Standardize(nn.Module):
