@@ -116,7 +116,7 @@ class TrainedModel:
 
     def outside_training_range(self, X: Features) -> np.ndarray:
         """True for rows far outside the training data (as ``predict`` marks them): extrapolations."""
-        return answers_in_chunks(self.module, self.features(X))[2]
+        return self.classifier.inputs.outside_training_range(self.features(X)).numpy()
 
     def predict(self, X: Features) -> np.ndarray:
         """The predicted class name of every row, decided as ``predict`` decides."""
