@@ -2,7 +2,8 @@
 
 For a checkpoint and for its ONNX export, with dynamic batching on (``--max_batch_size 64``) and off
 (``1``): single-row requests per second and p50, p95 and p99 latency at concurrency 1, 16, 64 and
-256, each a fixed number of seconds of ``wrk`` on loopback. ``wrk`` runs on a core of its own and the
+256, each a fixed number of seconds of ``wrk`` on loopback, and the CPU time the server's processes spent
+per request (all of them: the HTTP and queue processes and the model worker). ``wrk`` runs on a core of its own and the
 server on the others (``taskset``; on a machine with fewer than ``--min-cores`` cores both share them
 all, and the table says so), so the figure is the server's rather than the clients'. Trains a
 2-epoch color MLP first when no checkpoint is given. Needs ``wrk`` (``apt-get install wrk``).
@@ -23,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 from tempfile import TemporaryDirectory
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("post_dragons.lua")
@@ -81,6 +84,19 @@ def wrk(url: str, concurrency: int, seconds: int, pinned: list[str]) -> dict:
     return result
 
 
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User and system CPU time the server and every process under it have spent so far."""
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    total = 0.0
+    for member in tree:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", type=Path, default=None, help="a checkpoint to serve (default: train one)")
@@ -98,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     with TemporaryDirectory() as folder:
         checkpoint, onnx = train_and_export(Path(folder), options.ckpt_path)
         print(f"single-row requests, {options.seconds} s of wrk per line; {placement}; serve {options.serve_args}\n")
-        print("| model | batching | concurrency | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | errors |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| model | batching | concurrency | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | errors | server CPU ms/request |")
+        print("|---|---|---|---|---|---|---|---|---|")
         served = {"checkpoint": ["--ckpt_path", str(checkpoint)], "onnx": ["--model", str(onnx)]}
         for model in options.models:
             for batching in options.batching:
@@ -108,12 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
                 try:
                     wrk(url, 16, 1, load_cores)  # warm-up
                     for concurrency in options.concurrency:
+                        spent = cpu_seconds(process)
                         result = wrk(url, concurrency, options.seconds, load_cores)
+                        result["cpu_ms"] = (cpu_seconds(process) - spent) * 1e3 / max(result["requests"], 1)
                         errors = result["socket_errors"] + result["non_2xx"]
                         rows.append({"model": model, "batching": batching, "concurrency": concurrency, **result})
                         print(
                             f"| {model} | {batching} | {concurrency} | {result['rps']:,.0f} | {result['p50']:.1f} | "
-                            f"{result['p95']:.1f} | {result['p99']:.1f} | {errors} |",
+                            f"{result['p95']:.1f} | {result['p99']:.1f} | {errors} | {result['cpu_ms']:.2f} |",
                             flush=True,
                         )
                 finally:

@@ -65,11 +65,14 @@ class Predictor:
         ]
 
 
-def checkpoint_predictor(path: str) -> Predictor:
+def checkpoint_predictor(path: str, threads: int | None = None) -> Predictor:
+    """``threads``: what PyTorch computes on in this process (``None``: its default)."""
     import torch
 
     from dragon_lightning.inference import load_model
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     model = load_model(path, option="--ckpt_path")
     return Predictor(
         model.task,
@@ -81,7 +84,8 @@ def checkpoint_predictor(path: str) -> Predictor:
     )
 
 
-def onnx_predictor(path: str) -> Predictor:
+def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
+    """``threads``: what the session computes on (``None``: onnxruntime's default)."""
     data = read_onnx(path, "--model")  # read once, through the gate: the session gets the bytes
     try:
         import onnxruntime
@@ -89,6 +93,8 @@ def onnx_predictor(path: str) -> Predictor:
         raise DragonInputError("serve --model needs onnxruntime: pip install 'dragon-lightning[export]'") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # its own error lines would stand beside the one line below
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
     try:
         session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file

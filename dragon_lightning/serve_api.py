@@ -226,7 +226,11 @@ class DragonAPI(litserve.LitAPI):
 
     def setup(self, device) -> None:
         leave_stopping_to_the_server()
-        self.predictor = onnx_predictor(self.source) if self.onnx else checkpoint_predictor(self.source)
+        # One thread per model worker: a request's rows are few, so a second thread buys nothing, and between
+        # calls it spins (PyTorch's OpenMP, onnxruntime's pool) on cores the HTTP processes need; more
+        # workers (--workers_per_device) are what scales.
+        load = onnx_predictor if self.onnx else checkpoint_predictor
+        self.predictor = load(self.source, threads=1)
 
     def decode_request(self, request: PredictRequest) -> np.ndarray:
         return request.features()

@@ -107,6 +107,7 @@ def test_the_serve_load_script_drives_both_servers_with_wrk_without_errors(capsy
     assert [row["model"] for row in rows] == ["checkpoint", "onnx"]
     assert all(row["requests"] > 0 and row["socket_errors"] == 0 and row["non_2xx"] == 0 for row in rows)
     assert all(0 < row["p50"] <= row["p95"] <= row["p99"] for row in rows)
+    assert all(row["cpu_ms"] > 0 for row in rows), "answering costs the server CPU time"
     assert "| onnx | on | 4 |" in capsys.readouterr().out
 
 
