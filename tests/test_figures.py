@@ -66,6 +66,14 @@ def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path)
     assert 0.5 < metrics["test/auroc"].dropna().iloc[-1] <= 1
 
 
+def test_a_fast_dev_run_draws_no_pictures(tmp_path):
+    """Lightning writes no logs or checkpoints for a ``fast_dev_run``; the pictures went to
+    ``figures/`` under the working folder, where nothing else of the run was."""
+    run("fit", "--config", config("color_mlp.yaml"), "--trainer.fast_dev_run", "true", "--data.data_dir", "null",
+        "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert files_under(tmp_path) == {}
+
+
 def test_learning_curves_come_from_the_models_history_which_checkpoints_keep(tmp_path):
     cli = fit_fire(tmp_path / "runs", "--trainer.logger", CSV_LOGGER, "--trainer.max_epochs", "4", "--test_after_fit", "false")
     history = cli.model.history

@@ -98,7 +98,7 @@ class TutorialFigures(Callback):
     ) -> None:
         """
         Args:
-            enabled: draw the figures (off: ``--figures.enabled false``).
+            enabled: draw the figures (off: ``--figures.enabled false``; a ``--trainer.fast_dev_run`` draws none).
             save_dir: folder for the picture files. Unset: ``figures/`` in the run's log folder.
             boundary_every_n_epochs: epochs between boundary snapshots while training. Unset: spaced
                 for about 30 snapshots a run (every epoch on shorter runs).
@@ -129,6 +129,11 @@ class TutorialFigures(Callback):
         if self.enabled:
             self.figure_dir = Path(self.save_dir or Path(trainer.log_dir or trainer.default_root_dir) / "figures")
 
+    def drawing(self, trainer: L.Trainer) -> bool:
+        """Whether this process draws: the first one, when enabled, and not in a ``fast_dev_run``, which
+        writes nothing to keep (Lightning turns its loggers and checkpoints off for it too)."""
+        return self.enabled and trainer.is_global_zero and not trainer.fast_dev_run
+
     def _publish(self, trainer: L.Trainer, name: str, step: int, picture: Picture) -> None:
         """Write ``name``.png (when the picture has a file) and, with a TensorBoard logger, log it as
         ``figures/<name>`` at ``step``."""
@@ -150,7 +155,7 @@ class TutorialFigures(Callback):
 
     def on_train_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx) -> None:
         """Keep the first training rows for the snapshots' scatter."""
-        if self.enabled and trainer.is_global_zero:
+        if self.drawing(trainer):
             self._training_sample.add(*batch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
@@ -161,7 +166,7 @@ class TutorialFigures(Callback):
             or (epoch + 1) % snapshot_interval(trainer.max_epochs, self.boundary_every_n_epochs, self.max_boundary_images) == 0
         )
         # No snapshot without a training batch (limit_train_batches: 0).
-        if not (self.enabled and trainer.is_global_zero and due and self._training_sample.parts):
+        if not (self.drawing(trainer) and due and self._training_sample.parts):
             return
         if self._training_sample_arrays is None:
             self._training_sample_arrays = self._training_sample.arrays()
@@ -183,7 +188,7 @@ class TutorialFigures(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
         """Draw the learning curves, wait for the snapshots and write their animation: the fit's pictures
         are all on disk when ``fit`` returns."""
-        if self.enabled and trainer.is_global_zero:
+        if self.drawing(trainer):
             if pl_module.history:
                 curves = (pl_module.history, kept_epoch(trainer, pl_module.history))
                 self._draw(trainer, "learning_curves", drawn, plots.learning_curves, *curves)
@@ -204,11 +209,11 @@ class TutorialFigures(Callback):
     def on_test_batch_end(self, trainer, pl_module: DragonClassifier, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         """Keep the first test dragons for the scatter plots (the model counts every one of them into its
         confusion matrix and ROC curve)."""
-        if self.enabled and outputs is not None and trainer.is_global_zero:
+        if outputs is not None and self.drawing(trainer):
             self._test_sample.add(*batch, outputs["predicted"])
 
     def on_test_end(self, trainer: L.Trainer, pl_module: DragonClassifier) -> None:
-        if not (self.enabled and trainer.is_global_zero and self._test_sample.parts):
+        if not (self.drawing(trainer) and self._test_sample.parts):
             return
         names = pl_module.class_names
         counts = pl_module.test_summary["confusion"].numpy()
