@@ -179,6 +179,9 @@ CHECKPOINT_CASES = {
     "missing": (lambda good, folder: folder / "nowhere.ckpt", [], "no such checkpoint file"),
     "truncated": (lambda good, folder: _write(folder / "cut.ckpt", good.read_bytes()[:2000]), [], "not a readable checkpoint"),
     "corrupt": (lambda good, folder: _write(folder / "junk.ckpt", b"not a checkpoint"), [], "not a readable checkpoint"),
+    "a folder": (lambda good, folder: folder, [], "is a directory, expected a checkpoint file"),
+    "a run's folder": (lambda good, folder: good.parent.parent, [], "is a folder; give a checkpoint file, such as <good>"),
+    "its checkpoints": (lambda good, folder: good.parent, [], "is a folder; give a checkpoint file, such as <good>"),
     "other task": (lambda good, folder: good, ["--data.task", "fire"], "was trained for task 'color', but --data.task is 'fire'"),
     "other model": (
         lambda good, folder: good,
@@ -198,6 +201,7 @@ def test_bad_checkpoint(case, color_mlp_checkpoint, scratch, capfd):
     make_path, options, message = CHECKPOINT_CASES[case]
     path = make_path(color_mlp_checkpoint, scratch)
     args = ["test", "--config", config("color_mlp.yaml"), "--ckpt_path", str(path), *options]
+    message = message.replace("<good>", str(color_mlp_checkpoint))  # a folder holding it is named with it
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"{path}: ", message)
 
 

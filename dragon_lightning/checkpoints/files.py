@@ -25,6 +25,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -132,6 +133,9 @@ def load_checkpoint(
             "registry, which this command has none of; give a checkpoint file, or last"
         )
     path = Path(path)
+    for kept in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):  # a run's folder, or its checkpoints/
+        if (status := stat_path(kept, option, strict=False)) is not None and stat.S_ISREG(status.st_mode):
+            raise DragonInputError(f"{named(path, option)}: is a folder; give a checkpoint file, such as {kept}")
     identity = _identity(path)
     if identity is not None and identity in _verified:
         return _verified.pop(identity)
