@@ -132,7 +132,7 @@ class TutorialFigures(Callback):
     def drawing(self, trainer: L.Trainer) -> bool:
         """Whether this process draws: the first one, when enabled, and not in a ``fast_dev_run``, which
         writes nothing to keep (Lightning turns its loggers and checkpoints off for it too)."""
-        return self.enabled and trainer.is_global_zero and not trainer.fast_dev_run
+        return self.enabled and trainer.is_global_zero and not trainer.fast_dev_run  # type: ignore[attr-defined]  # set in Trainer.__init__, untyped
 
     def _publish(self, trainer: L.Trainer, name: str, step: int, picture: Picture) -> None:
         """Write ``name``.png (when the picture has a file) and, with a TensorBoard logger, log it as
