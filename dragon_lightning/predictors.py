@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field, Json, ValidationError
 from dragon_lightning.answering import answers_in_chunks
 from dragon_lightning.arguments import MAX_CLASSES
 from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.schema import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAMES, prediction_columns
 
 FeatureBounds = Annotated[
@@ -65,15 +64,16 @@ class Predictor:
         ]
 
 
-def checkpoint_predictor(path: str, threads: int | None = None) -> Predictor:
-    """``threads``: what PyTorch computes on in this process (``None``: its default)."""
+def checkpoint_predictor(path: str, data: bytes, threads: int | None = None) -> Predictor:
+    """The checkpoint ``data`` (read from ``path`` through the gate); ``threads``: what PyTorch computes
+    on in this process (``None``: its default)."""
     import torch
 
     from dragon_lightning.inference import load_model
 
     if threads is not None:
         torch.set_num_threads(threads)
-    model = load_model(path, option="--ckpt_path")
+    model = load_model(path, option="--ckpt_path", data=data)
     return Predictor(
         model.task,
         list(model.classes_),
@@ -84,9 +84,9 @@ def checkpoint_predictor(path: str, threads: int | None = None) -> Predictor:
     )
 
 
-def onnx_predictor(path: str, threads: int | None = None) -> Predictor:
-    """``threads``: what the session computes on (``None``: onnxruntime's default)."""
-    data = read_onnx(path, "--model")  # read once, through the gate: the session gets the bytes
+def onnx_predictor(path: str, data: bytes, threads: int | None = None) -> Predictor:
+    """The ONNX model ``data`` (read from ``path`` by :func:`~dragon_lightning.gates.inputs.read_onnx`);
+    ``threads``: what the session computes on (``None``: onnxruntime's default)."""
     try:
         import onnxruntime
     except ImportError:

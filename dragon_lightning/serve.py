@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,9 +27,9 @@ from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, Po
 
 from dragon_lightning import __version__
 from dragon_lightning.arguments import Port, parse_options
-from dragon_lightning.checkpoints.files import resolve_last
+from dragon_lightning.checkpoints.files import read_checkpoint, resolve_last
 from dragon_lightning.errors import DragonInputError, os_reason
-from dragon_lightning.gates.inputs import CHECKPOINT, ONNX, InputKind, read_bytes
+from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.schema import FEATURE_COLUMNS
 
 SERVE_EXTRA = "pip install 'dragon-lightning[serve]'"
@@ -38,15 +38,9 @@ API_KEY_VARIABLE = "DRAGON_LIGHTNING_API_KEY"
 Host = Literal["127.0.0.1", "0.0.0.0", "::"]
 
 
-def file_sha256(path: str, kind: InputKind, option: str) -> str:
-    """Read through the input gate with the model's bound, as loading it read it (whole, as here)."""
-    return hashlib.sha256(read_bytes(path, kind, option)).hexdigest()
-
-
 def build_server(options: ServeOptions, api_key: str | None):
     """The LitServer for a checkpoint (``--ckpt_path``) or an ONNX file (``--model``), its model checked
     here before any worker starts."""
-    import litserve
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
@@ -54,6 +48,7 @@ def build_server(options: ServeOptions, api_key: str | None):
     from dragon_lightning.serve_api import (
         APIKeyMiddleware,
         DragonAPI,
+        DragonServer,
         HTTPProcessSetup,
         PredictRequest,
         one_line_422,
@@ -61,9 +56,12 @@ def build_server(options: ServeOptions, api_key: str | None):
     )
 
     onnx = options.model is not None
-    source, kind, option = (options.model, ONNX, "--model") if onnx else (options.ckpt_path, CHECKPOINT, "--ckpt_path")
+    source = options.model if onnx else options.ckpt_path
     assert source is not None  # serve_command refused options naming neither
-    predictor = onnx_predictor(source) if onnx else checkpoint_predictor(source)  # refuse a bad file before serving
+    # Read once: the model checked here, the checksum /info gives and every worker's model are these bytes,
+    # whatever the file holds later (a running fit rewrites last.ckpt every epoch).
+    data = read_onnx(source, "--model") if onnx else read_checkpoint(source)
+    predictor = onnx_predictor(source, data) if onnx else checkpoint_predictor(source, data)  # refuse a bad file before serving
     metadata = {
         "task": predictor.task,
         "class_names": predictor.class_names,
@@ -72,12 +70,12 @@ def build_server(options: ServeOptions, api_key: str | None):
         "threshold": predictor.threshold,
         "training_range": {"min": predictor.feature_min.tolist(), "max": predictor.feature_max.tolist()},
         "model_file": Path(source).name,
-        "model_sha256": file_sha256(source, kind, option),
+        "model_sha256": hashlib.sha256(data).hexdigest(),
         "dragon_lightning": __version__,
     }
     PredictRequest.max_rows = options.max_rows
-    api = DragonAPI(source, onnx, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
-    server = litserve.LitServer(
+    api = DragonAPI(source, onnx, data, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
+    server = DragonServer(
         api,
         accelerator="cpu",
         workers_per_device=options.workers_per_device,
@@ -155,8 +153,9 @@ def serve_command(args: list[str]) -> None:
         flush=True,
     )
     # Ctrl-C and SIGTERM (to this process, or to its whole group as a terminal or systemd sends them): LitServe
-    # finishes what is in flight; the processes it starts leave the stopping to it (see _stop and DragonAPI.setup).
-    stop = functools.partial(_stop, os.getpid(), server.uvicorn_graceful_timeout)
+    # finishes what is in flight; the processes it starts leave the stopping to it (see Stop and DragonAPI.setup).
+    stop = Stop(os.getpid(), server.uvicorn_graceful_timeout)
+    server.while_starting_a_worker = stop.held
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
     # Every process LitServe forks from here on (its queue manager too, which nothing else would end) ends with the server.
@@ -195,17 +194,37 @@ def check_port_free(host: str, port: int) -> None:
             raise DragonInputError(f"--port {port}: {os_reason(error)} on {host}; choose another --port") from None
 
 
-def _stop(server_pid: int, grace: float, signum, frame) -> None:
+class Stop:
     """Ctrl-C or SIGTERM in the server's own process: stop, once (a second signal would interrupt
     LitServe's shutdown half-way and leave its workers to die on a closed queue; SIGKILL still ends it
     at once). In a process it forked, which inherits the handler (its queue manager; its HTTP servers
     once they have finished): nothing, LitServe ends them in order once the requests in flight are answered."""
-    if os.getpid() != server_pid:
-        return
-    for stopping in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stopping, signal.SIG_IGN)
-    print(
-        f"dragon-lightning serve: stopping; new connections are refused, requests in flight have up to {grace:g} s to finish",
-        flush=True,
-    )
-    raise KeyboardInterrupt
+
+    def __init__(self, server_pid: int, grace: float) -> None:
+        self.server_pid, self.grace = server_pid, grace
+        self.holding = self.asked = False
+
+    def __call__(self, signum, frame) -> None:
+        if os.getpid() != self.server_pid:
+            return
+        for stopping in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stopping, signal.SIG_IGN)
+        print(
+            f"dragon-lightning serve: stopping; new connections are refused, requests in flight have up to {self.grace:g} s to finish",
+            flush=True,
+        )
+        self.asked = True
+        if not self.holding:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The stop waits while a model worker is handed what it starts from (the model's bytes among
+        them): interrupted, the worker would read half of it and print a traceback."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.asked:
+            raise KeyboardInterrupt

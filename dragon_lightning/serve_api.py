@@ -7,6 +7,7 @@ request reaches another's answer, and nothing a client sends can turn an answer 
 """
 
 import asyncio
+import contextlib
 import ctypes
 import hmac
 import itertools
@@ -15,6 +16,7 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 import litserve
@@ -217,12 +219,27 @@ class APIKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+class DragonServer(litserve.LitServer):
+    """LitServer, with a hook around each model worker's start (``serve`` holds a stop back there)."""
+
+    while_starting_a_worker: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+
+    def launch_inference_worker(self, lit_api: litserve.LitAPI) -> list:
+        with self.while_starting_a_worker():
+            return super().launch_inference_worker(lit_api)
+
+    def launch_single_inference_worker(self, lit_api: litserve.LitAPI, worker_id: int):
+        with self.while_starting_a_worker():
+            return super().launch_single_inference_worker(lit_api, worker_id)
+
+
 class DragonAPI(litserve.LitAPI):
     """Loads the model in each worker; requests arrive validated (:class:`PredictRequest`)."""
 
-    def __init__(self, source: str, onnx: bool, **kwargs) -> None:
+    def __init__(self, source: str, onnx: bool, data: bytes, **kwargs) -> None:
+        """``data``: the model file's bytes as the server read and checked them (each worker gets a copy)."""
         super().__init__(**kwargs)
-        self.source, self.onnx = source, onnx
+        self.source, self.onnx, self.data = source, onnx, data
 
     def setup(self, device) -> None:
         leave_stopping_to_the_server()
@@ -230,7 +247,7 @@ class DragonAPI(litserve.LitAPI):
         # calls it spins (PyTorch's OpenMP, onnxruntime's pool) on cores the HTTP processes need; more
         # workers (--workers_per_device) are what scales.
         load = onnx_predictor if self.onnx else checkpoint_predictor
-        self.predictor = load(self.source, threads=1)
+        self.predictor = load(self.source, self.data, threads=1)
 
     def decode_request(self, request: PredictRequest) -> np.ndarray:
         return request.features()

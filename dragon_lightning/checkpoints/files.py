@@ -127,6 +127,19 @@ def load_checkpoint(
     from the processes it spawned to the one that started them."""
     if path is None:
         return None
+    identity = _identity(Path(path))
+    if identity is not None and identity in _verified:
+        return _verified.pop(identity)
+    checkpoint = checkpoint_from_bytes(read_checkpoint(path, option), path, option, weights_alone)
+    _verified.clear()
+    if identity is not None:
+        _verified[identity] = checkpoint
+    return checkpoint
+
+
+def read_checkpoint(path: str | os.PathLike, option: str | None = "--ckpt_path") -> bytes:
+    """A checkpoint file's bytes, through the input gate: a name of Lightning's or a run's folder is
+    refused saying what to give instead."""
     if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
         raise DragonInputError(
             f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
@@ -136,18 +149,20 @@ def load_checkpoint(
     for kept in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):  # a run's folder, or its checkpoints/
         if (status := stat_path(kept, option, strict=False)) is not None and stat.S_ISREG(status.st_mode):
             raise DragonInputError(f"{named(path, option)}: is a folder; give a checkpoint file, such as {kept}")
-    identity = _identity(path)
-    if identity is not None and identity in _verified:
-        return _verified.pop(identity)
-    data = read_bytes(path, CHECKPOINT, option)
+    return read_bytes(path, CHECKPOINT, option)
+
+
+def checkpoint_from_bytes(
+    data: bytes, path: str | os.PathLike, option: str | None = "--ckpt_path", weights_alone: bool = False
+) -> dict:
+    """A checkpoint file's bytes (:func:`read_checkpoint`) as checked data (see :func:`load_checkpoint`;
+    ``path`` names them in messages)."""
+    path = Path(path)
     _check_archive(data, path, option)
     checkpoint = _unpickle(data, path, weights_alone)
     check_class_paths(checkpoint, path)
     check_checksum(checkpoint, path)
     migrate_legacy_statistics(checkpoint, "inputs")
-    _verified.clear()
-    if identity is not None:
-        _verified[identity] = checkpoint
     return checkpoint
 
 
