@@ -220,17 +220,15 @@ class APIKeyMiddleware:
 
 
 class DragonServer(litserve.LitServer):
-    """LitServer, with a hook around each model worker's start (``serve`` holds a stop back there)."""
+    """LitServer, with a hook around the start of its model workers, in the server's main thread
+    (``serve`` holds a stop back there). LitServe's restarts of a dead worker, which ``serve`` does not
+    enable, would run in its monitoring thread, where a signal handler's state means nothing."""
 
     while_starting_a_worker: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
 
     def launch_inference_worker(self, lit_api: litserve.LitAPI) -> list:
         with self.while_starting_a_worker():
             return super().launch_inference_worker(lit_api)
-
-    def launch_single_inference_worker(self, lit_api: litserve.LitAPI, worker_id: int):
-        with self.while_starting_a_worker():
-            return super().launch_single_inference_worker(lit_api, worker_id)
 
 
 class DragonAPI(litserve.LitAPI):
