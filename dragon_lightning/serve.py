@@ -47,6 +47,7 @@ def build_server(options: ServeOptions, api_key: str | None):
     from dragon_lightning.predictors import checkpoint_predictor, onnx_predictor
     from dragon_lightning.serve_api import (
         APIKeyMiddleware,
+        BatchFromFirstRequest,
         DragonAPI,
         DragonServer,
         HTTPProcessSetup,
@@ -74,7 +75,8 @@ def build_server(options: ServeOptions, api_key: str | None):
         "dragon_lightning": __version__,
     }
     PredictRequest.max_rows = options.max_rows
-    api = DragonAPI(source, onnx, data, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
+    batching = {"loop": BatchFromFirstRequest()} if options.max_batch_size > 1 else {}
+    api = DragonAPI(source, onnx, data, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout, **batching)
     server = DragonServer(
         api,
         accelerator="cpu",
