@@ -101,7 +101,7 @@ def parse_options(
     docstring gives them, are the command's options (``--config`` reads them from a YAML file).
     ``words``: the name and help of a first field that takes the words before the options instead
     (``compare RUN...``)."""
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
     if words:
         parser.add_argument(words[0], type=str, nargs="+", help=words[1])

@@ -462,7 +462,7 @@ def build_cli(
             seed_everything_default=0,
             trainer_defaults={"callbacks": [HyperparametersWithMetrics(), *callbacks]},
             save_config_callback=RunConfig,
-            parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG},
+            parser_kwargs={"description": description, "exit_on_error": False, "prog": prog or PROG, "allow_abbrev": False},
             auto_configure_optimizers=False,
             args=list(args) if isinstance(args, Sequence) else dict(args),
             run=run,

@@ -3,7 +3,7 @@ callers, and the models' shared arguments are declared once."""
 
 import pytest
 
-from dragon_lightning.arguments import init_parameters
+from dragon_lightning.arguments import init_parameters, parse_options
 from dragon_lightning.callbacks import TutorialFigures
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import InvalidArgument
@@ -45,3 +45,14 @@ def test_shared_arguments_are_declared_once_and_reach_every_model():
     model = MLPClassifier(num_classes=3, hidden_sizes=[4], threshold=0.5)
     assert model.hparams["num_classes"] == 3 and model.hparams["threshold"] == 0.5 and "optimizer" not in model.hparams
     assert set(init_parameters(FoldEnsemble)) == {"members", "threshold"}
+
+
+def test_a_commands_options_are_taken_whole_never_by_a_prefix():
+    """``export --ckpt x`` must not be read as ``--ckpt_path x``: a prefix is a typo, refused."""
+    from jsonargparse import ArgumentError
+
+    from dragon_lightning.export import ExportOptions
+
+    with pytest.raises(ArgumentError, match="unrecognized arguments: --ckpt x"):
+        parse_options(ExportOptions, ["--ckpt", "x", "--output", "model.onnx"], "export", "")
+    assert parse_options(ExportOptions, ["--ckpt_path", "x", "--output", "model.onnx"], "export", "").ckpt_path == "x"

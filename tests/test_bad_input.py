@@ -85,6 +85,8 @@ OPTION_CASES = {
         "--data.n_dragons: Not of type DragonCount: 0 does not conform to restriction v>=1 and v<=30000000",
     ),
     "not a number": (["--trainer.max_epochs", "many"], "--trainer.max_epochs: invalid value many"),
+    # argparse would take a prefix of one option as that option: a typo, refused (jsonargparse 5's default).
+    "an option cut short": (["--trainer.max_epoch", "1"], "unrecognized arguments: --trainer.max_epoch 1"),
     # jsonargparse hands a model's init_args null as they come; the model's signature says which may be.
     "no hidden layers list": (["--model.init_args.hidden_sizes", "null"], "--model.init_args.hidden_sizes may not be null"),
     "no activation": (["--model.init_args.activation", "null"], "--model.init_args.activation may not be null"),
