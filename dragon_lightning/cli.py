@@ -38,7 +38,7 @@ from dragon_lightning.checkpoints.checks import (
     check_trained_model,
     explicit_values,
 )
-from dragon_lightning.checkpoints.files import class_path, load_checkpoint, model_class, resolve_last
+from dragon_lightning.checkpoints.files import SHORTCUTS, class_path, load_checkpoint, model_class, resolve_shortcut
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import bounded, named
@@ -198,9 +198,10 @@ class DragonCLI(LightningCLI):
         resolve_logger(config.trainer)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Parse, then resolve ``--ckpt_path last`` to the newest run's ``last.ckpt`` (a new run gets a
-        new version folder, where Lightning itself would find none) and read the checkpoint through its
-        gate, and check it, before LightningCLI reads the model's hyperparameters from it."""
+        """Parse, then resolve ``--ckpt_path last`` and ``best`` to the newest run's ``last.ckpt`` and best
+        checkpoint (a new run gets a new version folder, where Lightning itself would find none) and read
+        the checkpoint through its gate, and check it, before LightningCLI reads the model's
+        hyperparameters from it."""
         super().parse_arguments(parser, args)
         self.decision_overrides, self.trained_draw = {}, {}
         command = self.config.get("subcommand")
@@ -209,11 +210,11 @@ class DragonCLI(LightningCLI):
         check_sections(config, default)
         if command in EVALUATION_COMMANDS and config.get("ckpt_path") is None:
             raise DragonInputError(
-                f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file, or last for the "
-                "newest run's last.ckpt); without one it would use untrained weights"
+                f"{command} needs --ckpt_path: the trained checkpoint to {command} (a .ckpt file; best for the checkpoint "
+                "the newest run tested, last for its last.ckpt); without one it would use untrained weights"
             )
-        if config.get("ckpt_path") == "last":
-            config.ckpt_path = resolve_last("last", config.trainer.default_root_dir or ".")
+        if config.get("ckpt_path") in SHORTCUTS:
+            config.ckpt_path = resolve_shortcut(config.ckpt_path, config.trainer.default_root_dir or ".")
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:

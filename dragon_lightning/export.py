@@ -27,7 +27,7 @@ import torch
 
 from dragon_lightning import __version__
 from dragon_lightning.arguments import parse_options
-from dragon_lightning.checkpoints.files import resolve_last
+from dragon_lightning.checkpoints.files import resolve_shortcut
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
@@ -208,8 +208,8 @@ class ExportOptions:
     """export's options
 
     Args:
-        ckpt_path: the checkpoint to export (e.g. a run's checkpoints/last.ckpt; last: the newest run's
-            under ./lightning_logs)
+        ckpt_path: the checkpoint to export (e.g. a run's checkpoints/last.ckpt; best: the one the newest
+            run under ./lightning_logs tested; last: its last.ckpt)
         output: the file to write (default: model.onnx, or model.pt2, in the working folder)
         format: onnx (onnxruntime, any language) or pt2 (torch.export.load)
         overwrite: replace an existing --output file
@@ -233,7 +233,7 @@ def export_command(args: list[str]) -> ExportReport:
         "range [N], with the checkpoint's standardization inside. "
         f"The file is checked against the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
     )
-    model = load_model(resolve_last(options.ckpt_path), option="--ckpt_path")
+    model = load_model(resolve_shortcut(options.ckpt_path), option="--ckpt_path")
     output = options.output or f"model.{options.format}"
     report = export_model(model, output, options.format, options.overwrite)
     print(

@@ -30,7 +30,7 @@ class Command:
 
 
 CONFIG = "--config configs/color_mlp.yaml"
-CHECKPOINT = "lightning_logs/version_0/checkpoints/last.ckpt"
+CHECKPOINT = "best"  # the checkpoint the newest run tested
 COMMANDS = {
     "fit": Command("train a config, keep the best checkpoint, then test it", CONFIG),
     "validate": Command("score a checkpoint on the validation split", f"--ckpt_path {CHECKPOINT}"),

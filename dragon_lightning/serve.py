@@ -27,7 +27,7 @@ from jsonargparse.typing import NonNegativeFloat, NotEmptyStr, PositiveFloat, Po
 
 from dragon_lightning import __version__
 from dragon_lightning.arguments import Port, parse_options
-from dragon_lightning.checkpoints.files import read_checkpoint, resolve_last
+from dragon_lightning.checkpoints.files import read_checkpoint, resolve_shortcut
 from dragon_lightning.errors import DragonInputError, os_reason
 from dragon_lightning.gates.inputs import read_onnx
 from dragon_lightning.schema import FEATURE_COLUMNS
@@ -96,7 +96,8 @@ class ServeOptions:
     """serve's options
 
     Args:
-        ckpt_path: the checkpoint to serve (last: the newest run's under ./lightning_logs)
+        ckpt_path: the checkpoint to serve (best: the one the newest run under ./lightning_logs tested;
+            last: its last.ckpt)
         model: or an ONNX file from dragon-lightning export (onnxruntime)
         host: address to listen on (0.0.0.0 or ::, every interface)
         port: port to listen on
@@ -136,7 +137,7 @@ def serve_command(args: list[str]) -> None:
     )
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
-    options = dataclasses.replace(options, ckpt_path=resolve_last(options.ckpt_path))
+    options = dataclasses.replace(options, ckpt_path=resolve_shortcut(options.ckpt_path))
     check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():

@@ -28,7 +28,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dragon_lightning
+from dragon_lightning.checkpoints.files import resolve_shortcut
 from dragon_lightning.commands import cli_main
+from dragon_lightning.errors import DragonInputError
 from dragon_lightning.registry import COMMANDS
 
 # Fit configs; configs/sweeps/ holds search spaces.
@@ -226,6 +228,35 @@ def test_a_checkpoint_alone_is_evaluated_on_the_rows_its_run_held_out(fire_fitte
     )
     assert run("test", "--ckpt_path", best, "--data.seed", "8").datamodule.seed == 8
     assert run("test", "--ckpt_path", best, "--model.init_args.threshold", "0.9").model.hparams.threshold == 0.9
+
+
+def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, capfd):
+    """``--ckpt_path best`` is what ``fit`` tested (its metrics again), found through the run's
+    ``last.ckpt`` (a resumed run's best may lie in an earlier run's folder); a recorded path is looked
+    up under the runs, never opened as written."""
+    root, fitted = fire_fitted
+    tested = run("test", "--ckpt_path", "best", "--trainer.default_root_dir", str(root))
+    assert Path(tested.trainer.ckpt_path).resolve() == Path(fitted.tested_checkpoint).resolve()
+    assert float(tested.trainer.callback_metrics["test/loss"]) == pytest.approx(
+        float(fitted.trainer.callback_metrics["test/loss"])
+    )
+    last = torch.load(last_checkpoint(fitted), weights_only=True)
+    runs = Path("lightning_logs")  # under the working folder, scratch
+    (runs / "version_0" / "checkpoints").mkdir(parents=True)
+    (runs / "version_0" / "checkpoints" / "epoch003.ckpt").write_bytes(b"the resumed run's best")
+    for recorded, found in [
+        ("/elsewhere/lightning_logs/version_0/checkpoints/epoch003.ckpt", runs / "version_0" / "checkpoints" / "epoch003.ckpt"),
+        ("/etc/passwd", None),
+        ("lightning_logs/version_0/checkpoints/../../../secret.ckpt", None),
+    ]:
+        states = {key: {**state, "best_model_path": recorded} for key, state in last["callbacks"].items()}
+        (runs / "version_1" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save({**last, "callbacks": states}, runs / "version_1" / "checkpoints" / "last.ckpt")
+        if found is not None:
+            assert resolve_shortcut("best") == str(found)
+        else:
+            with pytest.raises(DragonInputError, match=r"--ckpt_path best: .* records no best checkpoint under lightning_logs"):
+                resolve_shortcut("best")
 
 
 def test_a_checkpoint_trained_on_a_csv_is_not_evaluated_on_generated_rows(fire_fitted, scratch, capfd):

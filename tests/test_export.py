@@ -15,7 +15,7 @@ import torch
 from clihelpers import ROOT, config, expect_one_line_error, files_under, predict_args, run
 
 from dragon_lightning import export, load_model
-from dragon_lightning.checkpoints.files import resolve_last
+from dragon_lightning.checkpoints.files import resolve_shortcut
 from dragon_lightning.errors import DragonInputError
 
 # Inside, at the edges of and far outside the training range, and repeated rows.
@@ -146,7 +146,7 @@ def test_export_and_serve_take_last_for_the_newest_runs_last_checkpoint_and_expo
         shutil.copy(checkpoint, runs / f"version_{version}" / "checkpoints" / "last.ckpt")
     (runs / "version_11").mkdir()  # a run that wrote no checkpoint
     monkeypatch.chdir(tmp_path)
-    assert resolve_last("last") == str(Path("lightning_logs") / "version_10" / "checkpoints" / "last.ckpt")
+    assert resolve_shortcut("last") == str(Path("lightning_logs") / "version_10" / "checkpoints" / "last.ckpt")
     report = run("export", "--ckpt_path", "last", "--format", "pt2")  # no --output: model.pt2 here
     assert report.path == Path("model.pt2") and report.path.is_file()
     (tmp_path / "export.yaml").write_text("ckpt_path: last\noutput: from_config.onnx\n")  # the options as a file

@@ -211,7 +211,7 @@ OPTION_CASES = {
         ["--model.init_args.optimizer.init_args.betas", "[1.5, 0.9]"],
         "--model.init_args.optimizer: Invalid beta parameter",
     ),
-    "best checkpoint alias": (["--ckpt_path", "best"], "--ckpt_path best: Lightning's name for a checkpoint"),
+    "best with no run": (["--ckpt_path", "best"], "--ckpt_path best: no run under lightning_logs has checkpoints/last.ckpt"),
     "hpc checkpoint alias": (["--ckpt_path", "hpc"], "--ckpt_path hpc: Lightning's name for a checkpoint"),
     "registry checkpoint alias": (["--ckpt_path", "registry"], "--ckpt_path registry: Lightning's name for a checkpoint"),
     "typo in a model option": (

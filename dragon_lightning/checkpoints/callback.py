@@ -97,3 +97,12 @@ class ResumableCheckpoint(ModelCheckpoint):
             # never deletes, as they lie outside this run's folder.
             state_dict = {**state_dict, "dirpath": self.dirpath, "last_model_path": self.last_model_path}
         super().load_state_dict(state_dict)
+
+
+def recorded_best(checkpoint: dict) -> str | None:
+    """The path of the best checkpoint a :class:`ResumableCheckpoint` had ranked when ``checkpoint`` was
+    written (what ``fit`` then tests), as Lightning recorded it; ``None`` where it ranked none."""
+    prefix = f"{ResumableCheckpoint.__qualname__}{{"  # Lightning's key: the class name, then its settings
+    states = [state for key, state in (checkpoint.get("callbacks") or {}).items() if str(key).startswith(prefix)]
+    path = states[0].get("best_model_path") if len(states) == 1 and isinstance(states[0], dict) else None
+    return path if isinstance(path, str) and path else None

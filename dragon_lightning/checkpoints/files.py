@@ -34,6 +34,7 @@ from typing import Any, overload
 import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint
 
+from dragon_lightning.checkpoints.callback import recorded_best
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.inputs import CHECKPOINT, named, read_bytes, stat_path
 from dragon_lightning.models import MODELS
@@ -63,7 +64,7 @@ and where they are defined."""
 MODEL_NAMES = {model.__name__: model for model in MODELS}
 
 # ckpt_path values that Lightning resolves itself rather than reading a file ("registry" also as a prefix).
-LIGHTNING_CHECKPOINT_ALIASES = ("best", "hpc", "registry")
+LIGHTNING_CHECKPOINT_ALIASES = ("hpc", "registry")
 
 
 def state_checksum(checkpoint: dict, sections: tuple[str, ...] = COVERED) -> str:
@@ -98,14 +99,18 @@ def _identity(path: Path) -> tuple | None:
     return None if status is None else (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
+SHORTCUTS = ("last", "best")
+
+
 @overload
-def resolve_last(path: str, root: str | os.PathLike = ".") -> str: ...
+def resolve_shortcut(path: str, root: str | os.PathLike = ".") -> str: ...
 @overload
-def resolve_last(path: None, root: str | os.PathLike = ".") -> None: ...
-def resolve_last(path: str | None, root: str | os.PathLike = ".") -> str | None:
+def resolve_shortcut(path: None, root: str | os.PathLike = ".") -> None: ...
+def resolve_shortcut(path: str | None, root: str | os.PathLike = ".") -> str | None:
     """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``)
-    under ``root/lightning_logs``: what every command that takes ``--ckpt_path`` accepts."""
-    if path != "last":
+    under ``root/lightning_logs``, and for ``best`` the checkpoint that run's ``fit`` kept as its best
+    and tested: what every command that takes ``--ckpt_path`` accepts."""
+    if path not in SHORTCUTS:
         return path
     runs = Path(root) / "lightning_logs"
     candidates = [
@@ -114,8 +119,27 @@ def resolve_last(path: str | None, root: str | os.PathLike = ".") -> str | None:
         if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
     ]
     if not candidates:
-        raise DragonInputError(f"--ckpt_path last: no run under {runs} has checkpoints/last.ckpt")
-    return str(max(candidates)[1])
+        raise DragonInputError(f"--ckpt_path {path}: no run under {runs} has checkpoints/last.ckpt")
+    last = max(candidates)[1]
+    return str(last) if path == "last" else str(_best_of(last, runs))
+
+
+def _best_of(last: Path, runs: Path) -> Path:
+    """The best checkpoint a run's ``last.ckpt`` records, found under ``runs`` by its run folder and file
+    name (a resumed run's best may lie in the folder of the run it resumed): the path written in the file
+    is never opened as written."""
+    recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last), last))
+    if recorded is not None:
+        kept = Path(recorded)
+        if kept.parent.name == "checkpoints" and kept.parent.parent.name.startswith("version_"):
+            found = runs / kept.parent.parent.name / "checkpoints" / kept.name
+            if found.is_file():
+                return found
+    raise DragonInputError(
+        f"--ckpt_path best: {last} records no best checkpoint under {runs}"
+        + (f" ({named(recorded, None)} is not there)" if recorded else "")
+        + "; give the checkpoint file, or last"
+    )
 
 
 def load_checkpoint(
@@ -142,8 +166,8 @@ def read_checkpoint(path: str | os.PathLike, option: str | None = "--ckpt_path")
     refused saying what to give instead."""
     if str(path) in LIGHTNING_CHECKPOINT_ALIASES or str(path).startswith("registry"):
         raise DragonInputError(
-            f"--ckpt_path {path}: Lightning's name for a checkpoint of a fit in this same process or a model "
-            "registry, which this command has none of; give a checkpoint file, or last"
+            f"--ckpt_path {path}: Lightning's name for a checkpoint of a cluster's saved state or a model "
+            "registry, which this command has none of; give a checkpoint file, last or best"
         )
     path = Path(path)
     for kept in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):  # a run's folder, or its checkpoints/
