@@ -10,6 +10,7 @@ import numpy as np
 
 from dragon_lightning.arguments import parse_options
 from dragon_lightning.callbacks.run_config import CONFIG_FILES_COMMENT
+from dragon_lightning.checkpoints.files import tested_checkpoint
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.figures import drawing as plots
 from dragon_lightning.gates.inputs import CONFIG, load_yaml, read_text, read_yaml_mapping
@@ -19,20 +20,13 @@ from dragon_lightning.inference import TrainedModel, load_model
 PANELS_PER_ROW = 3
 
 
-def tested_checkpoint(run: Path) -> Path:
-    """The checkpoint ``fit`` tested in a run folder: its single best checkpoint, else ``last.ckpt``
-    (runs that test their final weights keep only that). A checkpoint file is taken as it is."""
+def compared_checkpoint(run: Path) -> Path:
+    """A checkpoint file as it is; for a run folder, the checkpoint its ``fit`` tested."""
     if run.is_file():
         return run
-    folder = run / "checkpoints"
-    if not folder.is_dir():
+    if not (run / "checkpoints").is_dir():
         raise DragonInputError(f"{run}: not a run folder (no checkpoints/ in it) or a checkpoint file")
-    best = sorted(path for path in folder.glob("*.ckpt") if path.name != "last.ckpt")
-    if len(best) == 1:
-        return best[0]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise DragonInputError(f"{run}: {len(best)} checkpoints and no last.ckpt; name the checkpoint file to compare")
+    return tested_checkpoint(run)
 
 
 def run_name(run: Path, model: TrainedModel) -> str:
@@ -124,7 +118,7 @@ def compare_runs(runs: list[Path], output: Path, overwrite: bool = False) -> lis
     """Write the runs' panels to ``output`` (atomically) and return them."""
     folder = OutputFolder(output.parent, "--output")
     folder.claim([output.name], replace=overwrite, remedy="choose another path or add --overwrite true")
-    panels = [panel(run, load_model(tested_checkpoint(run))) for run in runs]
+    panels = [panel(run, load_model(compared_checkpoint(run))) for run in runs]
     folder.write(output.name, plots.png_writer(tile([panel.image for panel in panels], PANELS_PER_ROW)), replace=overwrite)
     return panels
 

@@ -255,7 +255,7 @@ def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, c
         if found is not None:
             assert resolve_shortcut("best") == str(found)
         else:
-            with pytest.raises(DragonInputError, match=r"--ckpt_path best: .* records no best checkpoint under lightning_logs"):
+            with pytest.raises(DragonInputError, match=r"last.ckpt: records no best checkpoint under lightning_logs"):
                 resolve_shortcut("best")
 
 

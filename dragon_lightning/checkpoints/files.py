@@ -121,24 +121,25 @@ def resolve_shortcut(path: str | None, root: str | os.PathLike = ".") -> str | N
     if not candidates:
         raise DragonInputError(f"--ckpt_path {path}: no run under {runs} has checkpoints/last.ckpt")
     last = max(candidates)[1]
-    return str(last) if path == "last" else str(_best_of(last, runs))
+    return str(last) if path == "last" else str(tested_checkpoint(last.parent.parent))
 
 
-def _best_of(last: Path, runs: Path) -> Path:
-    """The best checkpoint a run's ``last.ckpt`` records, found under ``runs`` by its run folder and file
-    name (a resumed run's best may lie in the folder of the run it resumed): the path written in the file
-    is never opened as written."""
+def tested_checkpoint(run: Path) -> Path:
+    """The checkpoint a run's ``fit`` kept as its best and tested, as the run's ``last.ckpt`` records it,
+    found by run folder and file name beside ``run`` (a resumed run's best may lie in the folder of the
+    run it resumed): the path written in the file is never opened as written."""
+    last = run / "checkpoints" / "last.ckpt"
     recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last), last))
     if recorded is not None:
         kept = Path(recorded)
         if kept.parent.name == "checkpoints" and kept.parent.parent.name.startswith("version_"):
-            found = runs / kept.parent.parent.name / "checkpoints" / kept.name
+            found = run.parent / kept.parent.parent.name / "checkpoints" / kept.name
             if found.is_file():
                 return found
     raise DragonInputError(
-        f"--ckpt_path best: {last} records no best checkpoint under {runs}"
+        f"{last}: records no best checkpoint under {run.parent}"
         + (f" ({named(recorded, None)} is not there)" if recorded else "")
-        + "; give the checkpoint file, or last"
+        + "; give the checkpoint file"
     )
 
 
