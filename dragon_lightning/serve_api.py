@@ -120,11 +120,25 @@ NOT_JSON = "the body is not JSON text in UTF-8, or nests too deep"
 
 
 async def one_line_422(request: Request, error: Exception) -> JSONResponse:
-    """FastAPI's validation error (a list that echoes the input) as the project's one line."""
+    """FastAPI's validation error (a list that echoes the input) as the project's one line. FastAPI
+    reads the body as JSON only under a JSON media type, and ``curl -d`` sends a form's unless told
+    otherwise: that request is told the header it lacks (415), not that its JSON is wrong."""
     assert isinstance(error, RequestValidationError)
     problems = error.errors()
+    media = request.headers.get("content-type", "")
+    if problems and list(problems[0]["loc"]) == ["body"] and not _json_media(media):
+        return JSONResponse(
+            {"detail": f"send the body as JSON with the header Content-Type: application/json, not {quote(media)}"},
+            status_code=415,
+        )
     status = 400 if problems and problems[0]["type"] == "json_invalid" else 422
     return JSONResponse({"detail": describe(problems[0]) if problems else "invalid request"}, status_code=status)
+
+
+def _json_media(media: str) -> bool:
+    """A media type FastAPI parses as JSON: ``application/json`` or ``application/...+json``."""
+    kind = media.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 async def one_line_http_error(request: Request, error: Exception) -> Response:

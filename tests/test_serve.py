@@ -33,9 +33,9 @@ pytest.importorskip("litserve")
 KEY = "key-for-tests"
 
 
-def post(url: str, body, key: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+def post(url: str, body, key: str | None = None, timeout: float = 60, content_type: str = "application/json") -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
+    headers = {"Content-Type": content_type, **({"X-API-Key": key} if key else {})}
     request = urllib.request.Request(f"{url}/predict", data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -173,6 +173,20 @@ BAD_REQUESTS = {
     ),
     "a body over the limit": (b'{"dragons": [' + b" " * (2**20 + 10) + b"]}", None),
 }
+
+
+def test_a_json_body_sent_as_a_form_is_told_the_header_it_lacks(servers):
+    """``curl -d`` sends ``application/x-www-form-urlencoded`` unless told otherwise; FastAPI then does
+    not read the body as JSON, and the answer said the body was not the JSON object it was."""
+    url, key = servers["checkpoint"]
+    body = {"dragons": [{"numberToes": 7, "bodyLength": 150}]}
+    status, answer = post(url, body, key=key, content_type="application/x-www-form-urlencoded")
+    assert status == 415, answer
+    assert answer["detail"] == (
+        "send the body as JSON with the header Content-Type: application/json, not 'application/x-www-form-urlencoded'"
+    )
+    assert post(url, body, key=key, content_type="application/json; charset=utf-8")[0] == 200
+    assert post(url, [[7, 150]], key=key)[1]["detail"].startswith('expected a JSON object {"dragons"')
 
 
 def test_bad_requests_are_4xx_naming_row_and_field_and_the_server_keeps_serving(servers, checkpoints):
