@@ -134,11 +134,11 @@ def tested_checkpoint(run: Path) -> Path:
         kept = Path(recorded)
         if kept.parent.name == "checkpoints" and kept.parent.parent.name.startswith("version_"):
             found = run.parent / kept.parent.parent.name / "checkpoints" / kept.name
-            if found.is_file():
+            if (status := stat_path(found, strict=False)) is not None and stat.S_ISREG(status.st_mode):
                 return found
     raise DragonInputError(
         f"{last}: records no best checkpoint under {run.parent}"
-        + (f" ({named(recorded, None)} is not there)" if recorded else "")
+        + (f" ({named(recorded[:80], None)} is not there)" if recorded else "")
         + "; give the checkpoint file"
     )
 
