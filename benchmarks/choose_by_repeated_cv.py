@@ -8,6 +8,10 @@ each candidate's mean validation loss and accuracy, and its paired difference fr
 mean over the same folds, with the standard error from the draws' mean differences): a change is
 worth shipping only where the difference is larger than about two standard errors.
 
+``--peers`` adds scikit-learn's peers (``dragon_lightning.baselines``) fitted on each fold's training
+rows and scored on its validation rows, the same rows as the config's runs, paired with it the same
+way: whether a config is ahead of them, judged without a test row.
+
     python benchmarks/choose_by_repeated_cv.py --csv path/to/2020-10-21-dragon-data.csv --folds 5 --repeats 3
 """
 
@@ -22,9 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import yaml
 
+from dragon_lightning.baselines import fitted, sklearn_peers
 from dragon_lightning.commands import cli_main
+from dragon_lightning.data import DragonDataModule
 from dragon_lightning.search.cv import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +123,41 @@ def run_cv(config: str, overrides: list[str], folds: int, repeats: int, csv: str
     return pd.read_csv(folder / "cv_results.csv")
 
 
+def fold_data(config: str, csv: str | None, folds: int, fold: int, repeat: int) -> DragonDataModule:
+    """The data module of ``cv``'s run for ``fold`` of draw ``repeat`` of ``config``, set up for fit."""
+    settings = yaml.safe_load((ROOT / config).read_text())
+    options = settings.get("data") or {}
+    seed = options.get("seed", settings.get("seed_everything", 0))  # cv seeds the data as fit does
+    data = DragonDataModule(
+        **{**options, "csv_path": csv, "seed": seed, "data_dir": None}, n_folds=folds, fold=fold, fold_draw=repeat
+    )
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def peer_results(config: str, folds: int, repeats: int, csv: str | None) -> dict[str, pd.DataFrame]:
+    """scikit-learn's peers on the folds ``cv`` cuts for ``config``: a table per peer, a row per fold and
+    draw, as ``cv_results.csv`` has them (log-loss for peers that give probabilities, else NaN)."""
+    from sklearn.metrics import log_loss
+
+    rows: dict[str, list[dict]] = {}
+    for repeat in range(repeats):
+        for fold in range(folds):
+            data = fold_data(config, csv, folds, fold, repeat)
+            (train, train_labels), (val, val_labels) = (tuple(t.numpy() for t in data.splits[s]) for s in ("train", "val"))
+            for name, model in sklearn_peers(data.seed).items():
+                model = fitted(model, train, train_labels)
+                loss = (
+                    log_loss(val_labels, model.predict_proba(val), labels=list(range(data.num_classes)))
+                    if hasattr(model, "predict_proba")
+                    else np.nan
+                )
+                accuracy = float((model.predict(val) == val_labels).mean())
+                rows.setdefault(name, []).append({"repeat": repeat, "fold": fold, "val/loss": loss, "val/acc": accuracy})
+    return {f"scikit-learn {name}": pd.DataFrame(table) for name, table in rows.items()}
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", help="a dragon CSV (default: generated dragons)")
@@ -122,6 +165,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3, help="draws of folds (at least 2, for a standard error)")
     parser.add_argument("--configs", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--candidates", nargs="*", help="only these candidates (names as in the table)")
+    parser.add_argument("--peers", action="store_true", help="also score scikit-learn's peers on the same folds")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="fit options for every run (last)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     options = parser.parse_args(argv)
@@ -136,11 +180,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 folder = Path(root) / f"{Path(config).stem}-{len(results)}" / "cv"
                 results[name] = run_cv(config, [*overrides, *options.extra], options.folds, options.repeats, options.csv, folder)
                 print(f"[{time.perf_counter() - started:.0f}s] {config}: {name}", file=sys.stderr, flush=True)
+            if options.peers:
+                results.update(peer_results(config, options.folds, options.repeats, options.csv))
+                print(f"[{time.perf_counter() - started:.0f}s] {config}: scikit-learn's peers", file=sys.stderr, flush=True)
             for name, table in results.items():
                 row = {"config": config, "candidate": name}
                 for metric in METRICS:
                     row[metric] = float(table[metric].mean())
-                    difference, error, _ = paired_difference(table, results["the config"], metric)
+                    difference, error = (
+                        paired_difference(table, results["the config"], metric)[:2]
+                        if table[metric].notna().all()
+                        else (np.nan, np.nan)  # a peer without probabilities has no loss
+                    )
                     row[f"{metric} difference"], row[f"{metric} standard error"] = difference, error
                 rows.append(row)
     print(f"{options.repeats} draws of {options.folds} folds on the non-test rows; differences are the candidate "

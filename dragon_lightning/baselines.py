@@ -28,11 +28,10 @@ def training_rows(data: DragonDataModule, rows: Literal["train", "train+val"] = 
     return features.numpy(), labels.numpy()
 
 
-def sklearn_predictions(data: DragonDataModule, rows: Literal["train", "train+val"] = "train") -> dict[str, np.ndarray]:
-    """scikit-learn's peers, standardized as our models are, fitted on ``rows`` of a set-up data module;
-    each one's predicted classes on its test split: the tutorial's three (LogisticRegression, Perceptron,
-    MLPClassifier (10, 20, 1000)), an RBF SVC with C and gamma chosen by stratified 5-fold CV on the same
-    rows, and gradient boosting."""
+def sklearn_peers(seed: int) -> dict:
+    """scikit-learn's peers, each standardized as our models are: the tutorial's three
+    (LogisticRegression, Perceptron, MLPClassifier (10, 20, 1000)), an RBF SVC with C and gamma chosen
+    by stratified 5-fold CV on the rows it is fitted on, and gradient boosting; ``seed`` seeds them."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression, Perceptron
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -41,22 +40,29 @@ def sklearn_predictions(data: DragonDataModule, rows: Literal["train", "train+va
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    features, labels = training_rows(data, rows)
-    test_features = data.splits["test"][0].numpy()
     svc_grid = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.1, 1.0, 10.0]}
-    folds = StratifiedKFold(5, shuffle=True, random_state=data.seed)
-    peers = {
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return {
         "LogisticRegression": make_pipeline(StandardScaler(), LogisticRegression()),
-        "Perceptron": make_pipeline(StandardScaler(), Perceptron(random_state=data.seed)),
+        "Perceptron": make_pipeline(StandardScaler(), Perceptron(random_state=seed)),
         "MLPClassifier (10,20,1000)": make_pipeline(
-            StandardScaler(), MLPClassifier((10, 20, 1000), max_iter=500, random_state=data.seed)
+            StandardScaler(), MLPClassifier((10, 20, 1000), max_iter=500, random_state=seed)
         ),
         "SVC (RBF, C and gamma by 5-fold CV)": GridSearchCV(make_pipeline(StandardScaler(), SVC()), svc_grid, cv=folds),
-        "HistGradientBoostingClassifier": HistGradientBoostingClassifier(random_state=data.seed),
+        "HistGradientBoostingClassifier": HistGradientBoostingClassifier(random_state=seed),
     }
-    predictions = {}
-    for name, model in peers.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence warnings: max_iter is the tutorial-sized budget
-            predictions[name] = model.fit(features, labels).predict(test_features)
-    return predictions
+
+
+def fitted(model, features: np.ndarray, labels: np.ndarray):
+    """``model`` fitted, quietly: convergence warnings say that max_iter is the tutorial-sized budget."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(features, labels)
+
+
+def sklearn_predictions(data: DragonDataModule, rows: Literal["train", "train+val"] = "train") -> dict[str, np.ndarray]:
+    """Each of :func:`sklearn_peers`, fitted on ``rows`` of a set-up data module: its predicted classes
+    on the test split."""
+    features, labels = training_rows(data, rows)
+    test_features = data.splits["test"][0].numpy()
+    return {name: fitted(model, features, labels).predict(test_features) for name, model in sklearn_peers(data.seed).items()}

@@ -5,7 +5,10 @@ import json
 import shutil
 
 import pytest
-from clihelpers import ROOT, config, run
+import torch
+from clihelpers import ROOT, config, in_root, run
+
+from dragon_lightning.cli import build_cli
 
 
 def load_benchmark(name: str):
@@ -123,6 +126,30 @@ def test_the_choosing_script_pairs_every_candidate_with_the_config_on_the_same_f
     assert candidate["val/loss difference"] != 0, "noise changes the weights"
     assert candidate["val/loss difference"] == pytest.approx(candidate["val/loss"] - config["val/loss"])
     assert "| configs/fire_logistic.yaml | input noise 0.1 |" in capsys.readouterr().out
+
+
+def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_config(tmp_path, capsys):
+    choose = load_benchmark("choose_by_repeated_cv")
+    config = "configs/fire_logistic.yaml"
+    cli = build_cli(
+        ["--config", str(ROOT / config), "--data.n_folds", "2", "--data.fold", "1", "--data.fold_draw", "1", *in_root(tmp_path)],
+        run=False,
+    )
+    cli.datamodule.prepare_data()
+    cli.datamodule.setup("fit")
+    peers_rows = choose.fold_data(config, None, 2, 1, 1).splits
+    for split in ("train", "val"):
+        assert torch.equal(peers_rows[split][0], cli.datamodule.splits[split][0])
+    rows = choose.main(
+        ["--configs", config, "--candidates", "none", "--folds", "2", "--repeats", "2", "--peers",
+         "--extra", "--trainer.max_epochs", "1"]
+    )  # fmt: skip
+    names = [row["candidate"] for row in rows]
+    assert names[0] == "the config" and "scikit-learn SVC (RBF, C and gamma by 5-fold CV)" in names
+    for row in rows[1:]:
+        assert 0.5 < row["val/acc"] <= 1
+        assert row["val/acc difference"] == pytest.approx(row["val/acc"] - rows[0]["val/acc"])
+    assert "| configs/fire_logistic.yaml | scikit-learn HistGradientBoostingClassifier |" in capsys.readouterr().out
 
 
 def test_the_recipe_ceiling_classifies_nearly_every_dragon(capsys):
