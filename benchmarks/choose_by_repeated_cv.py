@@ -10,7 +10,9 @@ worth shipping only where the difference is larger than about two standard error
 
 ``--peers`` adds scikit-learn's peers (``dragon_lightning.baselines``) fitted on each fold's training
 rows and scored on its validation rows, the same rows as the config's runs, paired with it the same
-way: whether a config is ahead of them, judged without a test row.
+way: whether a config is ahead of them, judged without a test row. A config's run keeps the epoch
+that scores best on the fold it is scored on, which the peers cannot; ``--baseline "final weights"``
+pairs everything with the config's final weights instead, chosen by nothing.
 
     python benchmarks/choose_by_repeated_cv.py --csv path/to/2020-10-21-dragon-data.csv --folds 5 --repeats 3
 """
@@ -46,6 +48,14 @@ SEEDS_5 = ["--seeds", "5"]
 Its first model is the config's own run, so the difference is the averaging's alone."""
 
 
+SWA_1E_3 = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.001"]
+COSINE_40 = [
+    "--model.init_args.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "--model.init_args.scheduler.init_args.T_max", "40",
+]  # fmt: skip
+"""The learning rate falls to 0 over 40 epochs (the fire config's), so its final weights settle."""
+
+
 def hidden(sizes: str) -> list[str]:
     return ["--model.init_args.hidden_sizes", sizes]
 
@@ -76,12 +86,9 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         # Stochastic weight averaging puts its average in when training ends: judged on final weights,
         # against the config's own final weights (both rows' differences are on the same folds).
         "final weights": FINAL,
-        "final weights, SWA lr 1e-3": [
-            *FINAL,
-            "--trainer.callbacks+=StochasticWeightAveraging",
-            "--trainer.callbacks.swa_lrs",
-            "0.001",
-        ],
+        "final weights, SWA lr 1e-3": [*FINAL, *SWA_1E_3],
+        # What the refit trains: cv's median kept epochs on the real file's seed-42 rows (82).
+        "final weights, the refit's 82 epochs": [*FINAL, "--trainer.max_epochs", "82"],
     },
     "configs/fire_recommended.yaml": {
         "the config": [],
@@ -89,9 +96,32 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         "Adam 3e-3": ["--model.init_args.optimizer.init_args.lr", "0.003"],
         "batch size 32": ["--data.batch_size", "32"],
         "seed ensemble of 5": SEEDS_5,
+        # Judged on final weights, as scikit-learn's peers are (--baseline "final weights").
+        "final weights": FINAL,
+        "final weights, cosine schedule": [*FINAL, *COSINE_40],
+        "final weights, Adam 3e-3": [*FINAL, "--model.init_args.optimizer.init_args.lr", "0.003"],
+        "final weights, no input noise": [*FINAL, *noise("0")],
+        "final weights, SWA lr 1e-3": [*FINAL, *SWA_1E_3],
+        # What the refit trains: cv's median kept epochs on the real file's seed-42 rows (11).
+        "final weights, the refit's 11 epochs": [*FINAL, "--trainer.max_epochs", "11"],
     },
     "configs/fire_logistic.yaml": {
         "the config": [],
+        "final weights": FINAL,
+        "final weights, input noise 0.1": [*FINAL, *noise("0.1")],
+        "final weights, input noise 0.2": [*FINAL, *noise("0.2")],
+        # configs/fire_recommended.yaml's pipeline as its refit trains it: its median kept epochs, final weights.
+        "fire_recommended, the refit's 11 epochs, final weights": [
+            *FINAL,
+            *MLP,
+            *hidden("[32, 32]"),
+            "--model.init_args.activation",
+            "relu",
+            *LR_001,
+            *noise("0.1"),
+            "--trainer.max_epochs",
+            "11",
+        ],  # fmt: skip
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
         "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
@@ -166,6 +196,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--configs", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--candidates", nargs="*", help="only these candidates (names as in the table)")
     parser.add_argument("--peers", action="store_true", help="also score scikit-learn's peers on the same folds")
+    parser.add_argument(
+        "--baseline",
+        default="the config",
+        help="the candidate every difference is taken from ('final weights': the config without choosing its "
+        "epoch on the validation fold, as the peers are not)",
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="fit options for every run (last)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     options = parser.parse_args(argv)
@@ -188,14 +224,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for metric in METRICS:
                     row[metric] = float(table[metric].mean())
                     difference, error = (
-                        paired_difference(table, results["the config"], metric)[:2]
+                        paired_difference(table, results[options.baseline], metric)[:2]
                         if table[metric].notna().all()
                         else (np.nan, np.nan)  # a peer without probabilities has no loss
                     )
                     row[f"{metric} difference"], row[f"{metric} standard error"] = difference, error
                 rows.append(row)
     print(f"{options.repeats} draws of {options.folds} folds on the non-test rows; differences are the candidate "
-          "minus the config on the same folds, with their standard error\n")  # fmt: skip
+          f"minus {options.baseline} on the same folds, with their standard error\n")  # fmt: skip
     print("| config | candidate | val/loss | difference (SE) | val/acc | difference (SE) |")
     print("|---|---|---|---|---|---|")
     for row in rows:

@@ -128,9 +128,9 @@ def test_the_choosing_script_pairs_every_candidate_with_the_config_on_the_same_f
     assert "| configs/fire_logistic.yaml | input noise 0.1 |" in capsys.readouterr().out
 
 
-def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_config(tmp_path, capsys):
+def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_baseline(tmp_path, capsys):
     choose = load_benchmark("choose_by_repeated_cv")
-    config = "configs/fire_logistic.yaml"
+    config = "configs/fire_recommended.yaml"
     cli = build_cli(
         ["--config", str(ROOT / config), "--data.n_folds", "2", "--data.fold", "1", "--data.fold_draw", "1", *in_root(tmp_path)],
         run=False,
@@ -141,15 +141,19 @@ def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_confi
     for split in ("train", "val"):
         assert torch.equal(peers_rows[split][0], cli.datamodule.splits[split][0])
     rows = choose.main(
-        ["--configs", config, "--candidates", "none", "--folds", "2", "--repeats", "2", "--peers",
-         "--extra", "--trainer.max_epochs", "1"]
+        ["--configs", config, "--candidates", "final weights", "--folds", "2", "--repeats", "2", "--peers",
+         "--baseline", "final weights", "--extra", "--trainer.max_epochs", "1"]
     )  # fmt: skip
-    names = [row["candidate"] for row in rows]
-    assert names[0] == "the config" and "scikit-learn SVC (RBF, C and gamma by 5-fold CV)" in names
-    for row in rows[1:]:
+    by_name = {row["candidate"]: row for row in rows}
+    final = by_name["final weights"]
+    assert final["val/acc difference"] == 0
+    assert "scikit-learn SVC (RBF, C and gamma by 5-fold CV)" in by_name
+    for row in rows:
         assert 0.5 < row["val/acc"] <= 1
-        assert row["val/acc difference"] == pytest.approx(row["val/acc"] - rows[0]["val/acc"])
-    assert "| configs/fire_logistic.yaml | scikit-learn HistGradientBoostingClassifier |" in capsys.readouterr().out
+        assert row["val/acc difference"] == pytest.approx(row["val/acc"] - final["val/acc"])
+    output = capsys.readouterr().out
+    assert "minus final weights on the same folds" in output
+    assert "| configs/fire_recommended.yaml | scikit-learn HistGradientBoostingClassifier |" in output
 
 
 def test_the_recipe_ceiling_classifies_nearly_every_dragon(capsys):
