@@ -48,6 +48,7 @@ SEEDS_5 = ["--seeds", "5"]
 Its first model is the config's own run, so the difference is the averaging's alone."""
 
 
+RELU = ["--model.init_args.activation", "relu"]
 SWA_1E_3 = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.001"]
 COSINE_40 = [
     "--model.init_args.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR",
@@ -115,13 +116,12 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
             *FINAL,
             *MLP,
             *hidden("[32, 32]"),
-            "--model.init_args.activation",
-            "relu",
+            *RELU,
             *LR_001,
             *noise("0.1"),
             "--trainer.max_epochs",
             "11",
-        ],  # fmt: skip
+        ],
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
         "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
