@@ -203,6 +203,12 @@ def test_compare_puts_runs_side_by_side_with_their_test_accuracy(tmp_path, capfd
     before = files_under(tmp_path)
     expect_one_line_error(capfd, tmp_path, before, ["compare", *runs, "--output", str(tmp_path / "both.png")], "exists")
     expect_one_line_error(capfd, tmp_path, before, ["compare", str(tmp_path)], f"{tmp_path}: not a run folder")
+    emptied = tmp_path / "emptied" / "lightning_logs" / "version_0"
+    (emptied / "checkpoints").mkdir(parents=True)  # its tested checkpoint is found through its last.ckpt
+    line = expect_one_line_error(
+        capfd, tmp_path, files_under(tmp_path), ["compare", str(emptied)], "checkpoints/last.ckpt: no such checkpoint file"
+    )
+    assert "--ckpt_path" not in line, "compare has no such option"
     # A config.yaml edited by hand into another shape leaves the title to the config file alone.
     saved = Path(runs[0]) / "config.yaml"
     first_line = saved.read_text().splitlines()[0]

@@ -129,7 +129,7 @@ def tested_checkpoint(run: Path) -> Path:
     found by run folder and file name beside ``run`` (a resumed run's best may lie in the folder of the
     run it resumed): the path written in the file is never opened as written."""
     last = run / "checkpoints" / "last.ckpt"
-    recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last), last))
+    recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last, option=None), last, option=None))
     if recorded is not None:
         kept = Path(recorded)
         if kept.parent.name == "checkpoints" and kept.parent.parent.name.startswith("version_"):
