@@ -198,7 +198,7 @@ def _check_archive(data: bytes, path: Path, option: str | None) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             inflated = sum(entry.file_size for entry in archive.infolist())
-    except (zipfile.BadZipFile, ValueError, OSError):
+    except Exception:  # a damaged directory raises BadZipFile, NotImplementedError (a version byte), ValueError...
         raise DragonInputError(f"{named(path, option)}: not a readable checkpoint (truncated or corrupt zip archive)") from None
     if inflated > CHECKPOINT.max_bytes:
         raise DragonInputError(
