@@ -8,11 +8,14 @@ each candidate's mean validation loss and accuracy, and its paired difference fr
 mean over the same folds, with the standard error from the draws' mean differences): a change is
 worth shipping only where the difference is larger than about two standard errors.
 
+Every candidate is judged as its refit trains (``--judge refit``, the default): each fold's weights
+after the median kept epochs, ``cv``'s "at refit epochs" columns, not each fold's best epoch on the
+rows it is scored on (``--judge kept``, which flatters candidates whose epochs differ much). A seed
+ensemble is validated once, at its end, so it is judged at its kept epochs either way.
+
 ``--peers`` adds scikit-learn's peers (``dragon_lightning.baselines``) fitted on each fold's training
 rows and scored on its validation rows, the same rows as the config's runs, paired with it the same
-way: whether a config is ahead of them, judged without a test row. A config's run keeps the epoch
-that scores best on the fold it is scored on, which the peers cannot; ``--baseline "final weights"``
-pairs everything with the config's final weights instead, chosen by nothing.
+way: whether a config is ahead of them, judged without a test row.
 
     python benchmarks/choose_by_repeated_cv.py --csv path/to/2020-10-21-dragon-data.csv --folds 5 --repeats 3
 """
@@ -35,7 +38,7 @@ import yaml
 from dragon_lightning.baselines import fitted, sklearn_peers
 from dragon_lightning.commands import cli_main
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.search.cv import paired_difference
+from dragon_lightning.search.cv import AT_REFIT, paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ["--model", "dragon_lightning.models.MLPClassifier"]
@@ -153,6 +156,12 @@ def run_cv(config: str, overrides: list[str], folds: int, repeats: int, csv: str
     return pd.read_csv(folder / "cv_results.csv")
 
 
+def judged(table: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """``cv_results.csv`` with each metric as ``judge`` scores it: ``refit`` takes the "at refit epochs"
+    columns where cv wrote them."""
+    return table.assign(**{m: table[m + AT_REFIT] for m in METRICS if judge == "refit" and m + AT_REFIT in table})
+
+
 def fold_data(config: str, csv: str | None, folds: int, fold: int, repeat: int) -> DragonDataModule:
     """The data module of ``cv``'s run for ``fold`` of draw ``repeat`` of ``config``, set up for fit."""
     settings = yaml.safe_load((ROOT / config).read_text())
@@ -199,8 +208,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--baseline",
         default="the config",
-        help="the candidate every difference is taken from ('final weights': the config without choosing its "
-        "epoch on the validation fold, as the peers are not)",
+        help="the candidate every difference is taken from",
+    )
+    parser.add_argument(
+        "--judge",
+        choices=("refit", "kept"),
+        default="refit",
+        help="score each fold after the median kept epochs, as the refit trains (refit), or at its own best epoch (kept)",
     )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="fit options for every run (last)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -214,7 +228,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 if options.candidates and name != "the config" and name not in options.candidates:
                     continue
                 folder = Path(root) / f"{Path(config).stem}-{len(results)}" / "cv"
-                results[name] = run_cv(config, [*overrides, *options.extra], options.folds, options.repeats, options.csv, folder)
+                table = run_cv(config, [*overrides, *options.extra], options.folds, options.repeats, options.csv, folder)
+                results[name] = judged(table, options.judge)
                 print(f"[{time.perf_counter() - started:.0f}s] {config}: {name}", file=sys.stderr, flush=True)
             if options.peers:
                 results.update(peer_results(config, options.folds, options.repeats, options.csv))
@@ -230,8 +245,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     )
                     row[f"{metric} difference"], row[f"{metric} standard error"] = difference, error
                 rows.append(row)
-    print(f"{options.repeats} draws of {options.folds} folds on the non-test rows; differences are the candidate "
-          f"minus {options.baseline} on the same folds, with their standard error\n")  # fmt: skip
+    print(f"{options.repeats} draws of {options.folds} folds on the non-test rows, judged at the {options.judge} epochs; "
+          f"differences are the candidate minus {options.baseline} on the same folds, with their standard error\n")  # fmt: skip
     print("| config | candidate | val/loss | difference (SE) | val/acc | difference (SE) |")
     print("|---|---|---|---|---|---|")
     for row in rows:

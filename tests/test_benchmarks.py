@@ -4,6 +4,7 @@ import importlib.util
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 from clihelpers import ROOT, config, in_root, run
@@ -126,6 +127,9 @@ def test_the_choosing_script_pairs_every_candidate_with_the_config_on_the_same_f
     assert candidate["val/loss difference"] != 0, "noise changes the weights"
     assert candidate["val/loss difference"] == pytest.approx(candidate["val/loss"] - config["val/loss"])
     assert "| configs/fire_logistic.yaml | input noise 0.1 |" in capsys.readouterr().out
+    table = pd.DataFrame({"val/loss": [0.1], "val/loss at refit epochs": [0.2], "val/acc": [0.9]})
+    assert choose.judged(table, "refit")[["val/loss", "val/acc"]].values.tolist() == [[0.2, 0.9]], "as the refit trains"
+    assert choose.judged(table, "kept")[["val/loss", "val/acc"]].values.tolist() == [[0.1, 0.9]]
 
 
 def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_baseline(tmp_path, capsys):

@@ -120,7 +120,10 @@ def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_fold
         f"val/loss, this config minus {tmp_path / 'slow'}: {differences.mean():+.4f}, "
         f"standard error {draws.std() / np.sqrt(2):.4f}, paired over the same 4 folds"
     )
-    assert expected in capfd.readouterr().out
+    printed = capfd.readouterr().out
+    assert expected in printed
+    at_refit = fast["val/loss at refit epochs"] - slow["val/loss at refit epochs"]
+    assert f"val/loss at refit epochs, this config minus {tmp_path / 'slow'}: {at_refit.mean():+.4f}" in printed
     before = files_under(tmp_path)
     args = ["cv", "--config", config("fire_logistic.yaml"), "--folds", "3", "--output_dir", str(tmp_path / "other"),
             "--paired_with", str(tmp_path / "slow")]  # fmt: skip
@@ -162,11 +165,33 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
     assert (
         f"val/loss: mean {table['val/loss'].mean():.4f}, standard deviation {table['val/loss'].std():.4f} over 5 folds" in printed
     )
+    epochs = int(np.median(table["epochs"]) + 0.5)  # the refit's: every fold scored after them, not at its best
+    at_refit = [run.result.after_epochs(epochs)["val/loss"] for run in results.folds]
+    np.testing.assert_allclose(table["val/loss at refit epochs"], at_refit)
+    assert f"as the refit trains (each fold's weights after {epochs} epochs" in printed
+    assert f"val/loss at refit epochs: mean {np.mean(at_refit):.4f}, standard deviation" in printed
     for fold in range(5):
         training = printed.split(f"fold {fold}: training in {cv_dir / f'fold_{fold}'}")[1].split(f"fold {fold}: val/acc")[0]
         assert "Epoch 2: 100%" in training, "each fold shows its progress, one after another"
         saved = yaml.safe_load((cv_dir / f"fold_{fold}" / "config.yaml").read_text())
         assert (saved["data"]["n_folds"], saved["data"]["fold"]) == (5, fold), "each run records its fold"
+
+
+def test_a_runs_score_after_n_epochs_is_what_a_run_of_n_epochs_keeping_its_final_weights_scores(tmp_path):
+    """What cv and a sweep judge a config by (the refit's epochs, final weights) is read from a longer
+    run's validations, not trained again: it must be the score of the run that would be trained."""
+    from dragon_lightning.search.runs import fit_and_validate
+
+    settings = {**yaml.safe_load(Path(config("color_mlp.yaml")).read_text()), "trainer": {"max_epochs": 4}}
+    settings = with_options(settings, {"data.data_dir": None, "data.n_folds": 2, "data.fold": 1})
+    longer = fit_and_validate(tmp_path / "longer", settings)
+    assert [entry["epoch"] for entry in longer.validations] == [0, 1, 2, 3]
+    shorter = fit_and_validate(
+        tmp_path / "shorter", with_options(settings, {"trainer.max_epochs": 2, "checkpoint.monitor": None})
+    )
+    assert longer.after_epochs(2) == pytest.approx(shorter.metrics, abs=1e-6)
+    assert longer.after_epochs(2) != pytest.approx(longer.after_epochs(4), abs=1e-6), "the epochs matter"
+    assert longer.after_epochs(10) == longer.after_epochs(4), "a run that stopped sooner: its last"
 
 
 def test_cv_and_sweep_without_a_config_compare_runs_of_fits_defaults(tmp_path):
@@ -435,8 +460,13 @@ def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_setting
     run("cv", "--config", str(tmp_path / "sweep" / "best_config.yaml"), "--folds", "2", "--repeats", "2",
         "--output_dir", str(cv_dir), "--trainer.enable_progress_bar", "false")  # fmt: skip
     table = pd.read_csv(cv_dir / "cv_results.csv")
-    assert best.value == pytest.approx(table["val/loss"].mean(), abs=1e-7), "the same folds of the same draws, the same runs"
-    assert "(the mean over 2 folds of 2 draws)" in (tmp_path / "sweep" / "best_config.yaml").read_text()
+    at_refit = table["val/loss at refit epochs"].mean()  # as the refit trains: what both judge by
+    assert best.value == pytest.approx(at_refit, abs=1e-7), "the same folds of the same draws, the same runs"
+    assert best.user_attrs["kept_epochs_score"] == pytest.approx(table["val/loss"].mean(), abs=1e-7)
+    assert (
+        "(the mean over 2 folds of 2 draws after their median kept epochs)"
+        in (tmp_path / "sweep" / "best_config.yaml").read_text()
+    )
     args = sweep_args("fire_logistic.yaml", FIRE_SPACE, tmp_path / "other", "--repeats", "2")
     capfd.readouterr()
     expect_one_line_error(capfd, tmp_path, files_under(tmp_path), args, "--repeats 2 draws folds several times: add --folds K")
@@ -636,8 +666,19 @@ def test_sweep_workers_stop_when_their_parent_is_killed(tmp_path):
         {"training_seconds": float("nan")},
         {"metrics": {"val/acc": "high"}},
         {"run_dir": ["not", "a", "path"]},
+        {"validations": [{"epoch": 0, "loss": "low", "acc": 0.9}]},
+        {"validations": {"epoch": 0}},
     ],
-    ids=["words", "a huge count", "a boolean", "NaN seconds", "a metric in words", "a list for a path"],
+    ids=[
+        "words",
+        "a huge count",
+        "a boolean",
+        "NaN seconds",
+        "a metric in words",
+        "a list for a path",
+        "a validation in words",
+        "validations not a list",
+    ],
 )
 def test_a_fold_record_edited_by_hand_is_not_reused(edit, tmp_path):
     """cv reuses a finished fold's recorded result (its epochs decide how long a refit trains): a record

@@ -154,14 +154,36 @@ def cross_validate(
                 + f", kept after {result.epochs} epochs",
                 flush=True,
             )
+    epochs = recommended_epochs([run.result.epochs for run in runs])
+    as_refit = score_as_refit(runs, rows, epochs)
     path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
-    print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): "
-          f"{recommended_epochs([run.result.epochs for run in runs])}; {path}", flush=True)  # fmt: skip
-    if paired_with is not None:
-        difference, error, paired = paired_difference(pd.DataFrame(rows), paired_with[1], metric)
-        print(f"{metric}, this config minus {paired_with[0]}: {difference:+.4f}, standard error {error:.4f}, "
-              f"paired over the same {paired} folds", flush=True)  # fmt: skip
+    print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): {epochs}; {path}", flush=True)
+    if as_refit:
+        print(f"as the refit trains (each fold's weights after {epochs} epochs, not its best epoch on its own rows): "
+              f"{summary(rows, metric + AT_REFIT, folds, repeats)}", flush=True)  # fmt: skip
+    for column in (metric, metric + AT_REFIT):
+        if paired_with is not None and column in rows[0] and column in paired_with[1]:
+            difference, error, paired = paired_difference(pd.DataFrame(rows), paired_with[1], column)
+            print(f"{column}, this config minus {paired_with[0]}: {difference:+.4f}, standard error {error:.4f}, "
+                  f"paired over the same {paired} folds", flush=True)  # fmt: skip
     return runs
+
+
+AT_REFIT = " at refit epochs"
+"""The column of a fold's metric as the refit trains: ``val/acc at refit epochs``."""
+
+
+def score_as_refit(runs: list[FoldRun], rows: list[dict], epochs: int) -> bool:
+    """Add to each fold's row its ``val/loss`` and ``val/acc`` after ``epochs`` epochs (the refit's), or
+    nothing unless every fold recorded them. A fold's own score is that of the epoch it kept as best on
+    its own validation rows, which flatters configs whose epochs differ much; this one is not chosen on
+    the rows it is scored on, as a scikit-learn peer's is not."""
+    scores = [run.result.after_epochs(epochs) for run in runs]
+    if not all(scores):
+        return False
+    for row, score in zip(rows, scores, strict=True):
+        row.update({name + AT_REFIT: value for name, value in score.items()})
+    return True
 
 
 def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.DataFrame:
@@ -181,7 +203,10 @@ def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.Data
             f"--paired_with {path}: holds no finite {metric} for each fold of {repeats} draw(s) of {folds} folds, once; "
             "pair runs made with the same --folds, --repeats, seed and monitored metric"
         )
-    return table.assign(**{metric: values})
+    column = metric + AT_REFIT  # compared where both tables have it
+    refit_values = pd.to_numeric(table[column], errors="coerce") if column in table else pd.Series([np.nan])
+    refit_columns = {column: refit_values} if np.isfinite(refit_values).all() else {}
+    return table.drop(columns=[column], errors="ignore").assign(**{metric: values}, **refit_columns)
 
 
 def paired_difference(ours: pd.DataFrame, theirs: pd.DataFrame, metric: str) -> tuple[float, float, int]:
@@ -268,7 +293,8 @@ DESCRIPTION = (
     "Cross-validate a config: the rows outside the test split are cut into K stratified folds; each fold "
     "validates once while the others train (one run folder each). Prints every fold's validation metrics "
     "and the epochs it trained up to the checkpoint it kept, the mean and standard deviation of the monitored "
-    "metric and the median of those epochs, "
+    "metric and the median of those epochs, the same metric as the refit trains (each fold's weights after "
+    "those epochs: a score not chosen on the rows it is measured on), "
     "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
     "The same command again reuses the folds that finished. Every fit option applies to every run; one "
     "YAML file (--config) can hold cv's own options too."

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.errors import TrainingDiverged
 from dragon_lightning.search.refit import recommended_epochs
-from dragon_lightning.search.runs import fit_and_validate, fold_name, mean_and_std, with_options
+from dragon_lightning.search.runs import RunResult, fit_and_validate, fold_name, mean_and_std, with_options
 from dragon_lightning.search.space import SearchSpace
 from dragon_lightning.search.study import SweepSettings
 from dragon_lightning.search.trials import is_surplus
@@ -51,20 +51,28 @@ class TrialObjective:
             trial.set_user_attr("training_seconds", result.training_seconds)
             trial.set_user_attr("epochs", result.epochs)
             return result.metrics[metric]
-        scores, training, epochs = [], 0.0, []
+        results: list[RunResult] = []
         folds, repeats = self.settings.folds, self.settings.repeats
         for step, (repeat, fold) in enumerate((r, k) for r in range(repeats) for k in range(folds)):
             on_fold = with_options(base, {"data.n_folds": folds, "data.fold": fold, "data.fold_draw": repeat})
-            result = fit_and_validate(trial_dir / fold_name(fold, repeat, repeats), on_fold)
-            scores.append(result.metrics[metric])
-            training += result.training_seconds
-            epochs.append(result.epochs)
-            trial.set_user_attr("training_seconds", training)
-            trial.set_user_attr("epochs", recommended_epochs(epochs))
-            trial.report(mean_and_std(scores)[0], step)
+            results.append(fit_and_validate(trial_dir / fold_name(fold, repeat, repeats), on_fold))
+            trial.set_user_attr("training_seconds", sum(result.training_seconds for result in results))
+            trial.set_user_attr("epochs", recommended_epochs([result.epochs for result in results]))
+            trial.report(mean_and_std([result.metrics[metric] for result in results])[0], step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {fold_name(fold, repeat, repeats).replace('_', ' ')}")
-        return mean_and_std(scores)[0]
+        return refit_score(results, metric, trial)
+
+
+def refit_score(results: list[RunResult], metric: str, trial: optuna.Trial) -> float:
+    """A trial's score over its folds as its refit trains: the mean of each fold's ``metric`` after the
+    folds' median kept epochs, as ``cv`` reports it, not of each fold's best epoch on its own rows (that
+    flatters settings whose epochs differ much). The mean of the best epochs' is kept as a user attribute."""
+    epochs = recommended_epochs([result.epochs for result in results])
+    at_refit = [score[metric] for result in results if metric in (score := result.after_epochs(epochs))]
+    kept = mean_and_std([result.metrics[metric] for result in results])[0]
+    trial.set_user_attr("kept_epochs_score", kept)
+    return mean_and_std(at_refit)[0] if len(at_refit) == len(results) else kept
 
 
 def report_progress(metric: str):

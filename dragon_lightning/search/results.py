@@ -30,7 +30,11 @@ def write_outputs(settings: SweepSettings, space: SearchSpace) -> FrozenTrial | 
     # The logger's folder stays "<trainer.default_root_dir>": fit places it under that option's value then.
     config = as_plain_data(with_options(settings.fit_settings, best.params))
     draws = f" of {settings.repeats} draws" if settings.repeats > 1 else ""
-    over = f"the mean over {settings.folds} folds{draws}" if settings.folds else "the validation split"
+    over = (
+        f"the mean over {settings.folds} folds{draws} after their median kept epochs"
+        if settings.folds
+        else "the validation split"
+    )
     header = f"# Best trial {best.number} of the sweep in {folder.path}: {settings.objective.metric} {best.value:.4f} ({over}).\n"
     text = header + yaml.safe_dump(config, sort_keys=False)
     folder.write("best_config.yaml", lambda tmp: tmp.write_text(text, encoding="utf-8"))

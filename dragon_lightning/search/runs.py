@@ -146,6 +146,16 @@ class RunResult:
     """Epochs up to the weights the run kept (the monitored best, else the last): what a refit trains."""
     checkpoint: str
     """The kept checkpoint's path ("" without checkpointing)."""
+    validations: tuple[dict, ...] = ()
+    """Every validation while fitting, in order: its ``epoch``, ``loss`` and ``acc`` (the model's history)."""
+
+    def after_epochs(self, epochs: int) -> dict[str, float]:
+        """``val/loss`` and ``val/acc`` of the weights this run had after ``epochs`` epochs (its last
+        validation by then, the last of all if it stopped sooner): what a refit that trains ``epochs``
+        epochs and keeps its final weights is worth on these validation rows, without training it.
+        Empty when no validation is recorded by then (a seed ensemble's is validated once, at its end)."""
+        done = [entry for entry in self.validations if entry["epoch"] < epochs]
+        return {"val/loss": done[-1]["loss"], "val/acc": done[-1]["acc"]} if done else {}
 
     @classmethod
     def from_record(cls, record: dict) -> RunResult:
@@ -158,7 +168,10 @@ class RunResult:
             raise ValueError("training_seconds or epochs")
         if not (isinstance(record["run_dir"], str) and isinstance(record["checkpoint"], str)):
             raise ValueError("run_dir or checkpoint")
-        return cls(Path(record["run_dir"]), dict(metrics), float(seconds), epochs, record["checkpoint"])
+        validations = record.get("validations", [])
+        if not (isinstance(validations, list) and all(_validation(entry) for entry in validations)):
+            raise ValueError("validations")
+        return cls(Path(record["run_dir"]), dict(metrics), float(seconds), epochs, record["checkpoint"], tuple(validations))
 
 
 MAX_RECORDED_EPOCHS = 100_000
@@ -167,6 +180,17 @@ MAX_RECORDED_EPOCHS = 100_000
 
 def _finite(value: object) -> bool:
     return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def _validation(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.keys() == {"epoch", "loss", "acc"}
+        and type(entry["epoch"]) is int
+        and 0 <= entry["epoch"] < MAX_RECORDED_EPOCHS
+        and _finite(entry["loss"])
+        and _finite(entry["acc"])
+    )
 
 
 class FitTimer(Callback):
@@ -202,6 +226,9 @@ def fit_and_validate(
     kept = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else None
     epoch = kept_epoch(cli.trainer, cli.model.history)
     kept_path = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint is not None else ""
+    validations = tuple(
+        {key: entry[key] for key in ("epoch", "loss", "acc")} for entry in cli.model.history if entry["stage"] == "val"
+    )
     validated = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=kept or None, verbose=False)
     record_hyperparameters(cli.trainer, cli.model)
     return RunResult(
@@ -210,6 +237,7 @@ def fit_and_validate(
         timer.seconds,
         epochs=1 if epoch is None else epoch + 1,
         checkpoint=kept_path,
+        validations=validations,
     )
 
 

@@ -52,9 +52,11 @@ class SweepOptions(RefitOptions):
     Args:
         space: YAML file mapping fit option keys to distributions (configs/sweeps/)
         n_trials: trials the study should have in total; a rerun adds the missing ones
-        folds: score each trial by the mean over this many stratified folds (default: one split)
+        folds: score each trial over this many stratified folds, as its refit trains: the mean of each
+            fold's score after the folds' median kept epochs, as cv reports it (default: one split,
+            scored at its best epoch)
         repeats: with --folds: cut the rows into folds this many times, as cv --repeats does, and score
-            each trial by the mean over every fold of every draw (repeated cross-validation)
+            each trial over every fold of every draw (repeated cross-validation)
         workers: processes that run trials side by side on this machine
         storage: an Optuna database URL (postgresql://..., mysql://...) shared by machines; default: a
             journal file in the sweep folder
