@@ -49,15 +49,7 @@ FINAL = ["--checkpoint.monitor", "null"]
 SEEDS_5 = ["--seeds", "5"]
 """Five models a fold, with seeds seed_everything to +4, scored as their average: what ``--refit_seeds 5`` ships.
 Its first model is the config's own run, so the difference is the averaging's alone."""
-
-
-RELU = ["--model.init_args.activation", "relu"]
 SWA_1E_3 = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.001"]
-COSINE_40 = [
-    "--model.init_args.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR",
-    "--model.init_args.scheduler.init_args.T_max", "40",
-]  # fmt: skip
-"""The learning rate falls to 0 over 40 epochs (the fire config's), so its final weights settle."""
 
 
 def hidden(sizes: str) -> list[str]:
@@ -91,46 +83,31 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         # against the config's own final weights (both rows' differences are on the same folds).
         "final weights": FINAL,
         "final weights, SWA lr 1e-3": [*FINAL, *SWA_1E_3],
-        # What the refit trains: cv's median kept epochs on the real file's seed-42 rows (82).
-        "final weights, the refit's 82 epochs": [*FINAL, "--trainer.max_epochs", "82"],
     },
     "configs/fire_recommended.yaml": {
         "the config": [],
         "80 epochs": ["--trainer.max_epochs", "80"],
-        "Adam 3e-3": ["--model.init_args.optimizer.init_args.lr", "0.003"],
         "batch size 32": ["--data.batch_size", "32"],
         "seed ensemble of 5": SEEDS_5,
-        # Judged on final weights, as scikit-learn's peers are (--baseline "final weights").
         "final weights": FINAL,
-        "final weights, cosine schedule": [*FINAL, *COSINE_40],
-        "final weights, Adam 3e-3": [*FINAL, "--model.init_args.optimizer.init_args.lr", "0.003"],
-        "final weights, no input noise": [*FINAL, *noise("0")],
-        "final weights, SWA lr 1e-3": [*FINAL, *SWA_1E_3],
-        # What the refit trains: cv's median kept epochs on the real file's seed-42 rows (11).
-        "final weights, the refit's 11 epochs": [*FINAL, "--trainer.max_epochs", "11"],
     },
     "configs/fire_logistic.yaml": {
         "the config": [],
         "final weights": FINAL,
         "final weights, input noise 0.1": [*FINAL, *noise("0.1")],
         "final weights, input noise 0.2": [*FINAL, *noise("0.2")],
-        # configs/fire_recommended.yaml's pipeline as its refit trains it: its median kept epochs, final weights.
-        "fire_recommended, the refit's 11 epochs, final weights": [
-            *FINAL,
-            *MLP,
-            *hidden("[32, 32]"),
-            *RELU,
-            *LR_001,
-            *noise("0.1"),
-            "--trainer.max_epochs",
-            "11",
-        ],
         "input noise 0.1": ["--model.init_args.input_noise", "0.1"],
+        "input noise 0.15": noise("0.15"),
+        "input noise 0.2": noise("0.2"),
+        "input noise 0.25": noise("0.25"),
+        "input noise 0.3": noise("0.3"),
         "label smoothing 0.05": ["--model.init_args.label_smoothing", "0.05"],
         "Adam weight decay 1e-3": ["--model.init_args.optimizer.init_args.weight_decay", "0.001"],
         "MLP [32, 32], lr 0.01": [*MLP, *hidden("[32, 32]"), *LR_001],
         "MLP [32, 32], lr 0.01, noise 0.1": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.1")],
         "MLP [32, 32], lr 0.01, noise 0.2": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.2")],
+        "MLP [32, 32], lr 0.01, noise 0.3": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.3")],
+        "MLP [32, 32], lr 0.01, noise 0.4": [*MLP, *hidden("[32, 32]"), *LR_001, *noise("0.4")],
         "MLP [64, 64], lr 0.01, noise 0.1": [*MLP, *hidden("[64, 64]"), *LR_001, *noise("0.1")],
         "MLP [10, 20, 1000], lr 0.003, noise 0.1": [
             *MLP,
@@ -162,11 +139,19 @@ def judged(table: pd.DataFrame, judge: str) -> pd.DataFrame:
     return table.assign(**{m: table[m + AT_REFIT] for m in METRICS if judge == "refit" and m + AT_REFIT in table})
 
 
-def fold_data(config: str, csv: str | None, folds: int, fold: int, repeat: int) -> DragonDataModule:
-    """The data module of ``cv``'s run for ``fold`` of draw ``repeat`` of ``config``, set up for fit."""
+def over_seeds(tables: list[pd.DataFrame], repeats: int) -> pd.DataFrame:
+    """Results for several data seeds as one table: each seed's draws of folds numbered after the last
+    seed's, so that paired differences and their standard errors span the seeds (independent draws of
+    toes, split and folds)."""
+    return pd.concat([table.assign(repeat=table["repeat"] + index * repeats) for index, table in enumerate(tables)])
+
+
+def fold_data(config: str, csv: str | None, folds: int, fold: int, repeat: int, seed: int | None = None) -> DragonDataModule:
+    """The data module of ``cv``'s run for ``fold`` of draw ``repeat`` of ``config`` (with ``seed`` as its
+    ``--seed_everything``), set up for fit."""
     settings = yaml.safe_load((ROOT / config).read_text())
     options = settings.get("data") or {}
-    seed = options.get("seed", settings.get("seed_everything", 0))  # cv seeds the data as fit does
+    seed = options.get("seed", settings.get("seed_everything", 0) if seed is None else seed)  # cv seeds the data as fit does
     data = DragonDataModule(
         **{**options, "csv_path": csv, "seed": seed, "data_dir": None}, n_folds=folds, fold=fold, fold_draw=repeat
     )
@@ -175,7 +160,7 @@ def fold_data(config: str, csv: str | None, folds: int, fold: int, repeat: int) 
     return data
 
 
-def peer_results(config: str, folds: int, repeats: int, csv: str | None) -> dict[str, pd.DataFrame]:
+def peer_results(config: str, folds: int, repeats: int, csv: str | None, seed: int | None = None) -> dict[str, pd.DataFrame]:
     """scikit-learn's peers on the folds ``cv`` cuts for ``config``: a table per peer, a row per fold and
     draw, as ``cv_results.csv`` has them (log-loss for peers that give probabilities, else NaN)."""
     from sklearn.metrics import log_loss
@@ -183,7 +168,7 @@ def peer_results(config: str, folds: int, repeats: int, csv: str | None) -> dict
     rows: dict[str, list[dict]] = {}
     for repeat in range(repeats):
         for fold in range(folds):
-            data = fold_data(config, csv, folds, fold, repeat)
+            data = fold_data(config, csv, folds, fold, repeat, seed)
             (train, train_labels), (val, val_labels) = (tuple(t.numpy() for t in data.splits[s]) for s in ("train", "val"))
             for name, model in sklearn_peers(data.seed).items():
                 model = fitted(model, train, train_labels)
@@ -216,23 +201,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default="refit",
         help="score each fold after the median kept epochs, as the refit trains (refit), or at its own best epoch (kept)",
     )
+    parser.add_argument(
+        "--data-seeds",
+        nargs="+",
+        type=int,
+        help="run everything once per seed (--seed_everything: another toes draw, split and folds) and pair "
+        "over all of them: each seed's draws count as further draws (default: the config's seed alone)",
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="fit options for every run (last)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     options = parser.parse_args(argv)
     rows = []
+    seeds = options.data_seeds or [None]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         for config in options.configs:
-            results = {}
+            results: dict[str, pd.DataFrame] = {}
             for name, overrides in CANDIDATES[config].items():
                 if options.candidates and name != "the config" and name not in options.candidates:
                     continue
-                folder = Path(root) / f"{Path(config).stem}-{len(results)}" / "cv"
-                table = run_cv(config, [*overrides, *options.extra], options.folds, options.repeats, options.csv, folder)
-                results[name] = judged(table, options.judge)
+                tables = []
+                for index, seed in enumerate(seeds):
+                    folder = Path(root) / f"{Path(config).stem}-{len(results)}-{index}" / "cv"
+                    seeded = [*overrides, *options.extra, *([] if seed is None else ["--seed_everything", str(seed)])]
+                    tables.append(
+                        judged(run_cv(config, seeded, options.folds, options.repeats, options.csv, folder), options.judge)
+                    )
+                results[name] = over_seeds(tables, options.repeats)
                 print(f"[{time.perf_counter() - started:.0f}s] {config}: {name}", file=sys.stderr, flush=True)
             if options.peers:
-                results.update(peer_results(config, options.folds, options.repeats, options.csv))
+                peers = [peer_results(config, options.folds, options.repeats, options.csv, seed) for seed in seeds]
+                results.update({name: over_seeds([each[name] for each in peers], options.repeats) for name in peers[0]})
                 print(f"[{time.perf_counter() - started:.0f}s] {config}: scikit-learn's peers", file=sys.stderr, flush=True)
             for name, table in results.items():
                 row = {"config": config, "candidate": name}
@@ -245,7 +244,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     )
                     row[f"{metric} difference"], row[f"{metric} standard error"] = difference, error
                 rows.append(row)
-    print(f"{options.repeats} draws of {options.folds} folds on the non-test rows, judged at the {options.judge} epochs; "
+    data = f" for each of the data seeds {options.data_seeds}" if options.data_seeds else ""
+    print(f"{options.repeats} draws of {options.folds} folds on the non-test rows{data}, judged at the {options.judge} epochs; "
           f"differences are the candidate minus {options.baseline} on the same folds, with their standard error\n")  # fmt: skip
     print("| config | candidate | val/loss | difference (SE) | val/acc | difference (SE) |")
     print("|---|---|---|---|---|---|")

@@ -144,6 +144,16 @@ def test_the_peers_are_scored_on_the_rows_cv_validates_and_paired_with_the_basel
     peers_rows = choose.fold_data(config, None, 2, 1, 1).splits
     for split in ("train", "val"):
         assert torch.equal(peers_rows[split][0], cli.datamodule.splits[split][0])
+    seeded = build_cli(  # --data-seeds: another draw of the data, the same for both
+        ["--config", str(ROOT / config), "--data.n_folds", "2", "--data.fold", "1", "--seed_everything", "7", *in_root(tmp_path)],
+        run=False,
+    ).datamodule
+    seeded.prepare_data()
+    seeded.setup("fit")
+    assert torch.equal(choose.fold_data(config, None, 2, 1, 0, seed=7).splits["val"][0], seeded.splits["val"][0])
+    assert not torch.equal(seeded.splits["val"][0], peers_rows["val"][0])
+    draws = choose.over_seeds([pd.DataFrame({"repeat": [0, 1], "fold": [0, 0]})] * 2, repeats=2)
+    assert draws["repeat"].tolist() == [0, 1, 2, 3], "each seed's draws count after the last seed's"
     rows = choose.main(
         ["--configs", config, "--candidates", "final weights", "--folds", "2", "--repeats", "2", "--peers",
          "--baseline", "final weights", "--extra", "--trainer.max_epochs", "1"]
