@@ -112,7 +112,7 @@ def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_fold
 
     cv("slow", "0.01")
     capfd.readouterr()
-    cv("fast", "0.1", "--paired_with", str(tmp_path / "slow"))
+    cv("fast", "0.1", "--paired_with", str(tmp_path / "slow"), "--trainer.enable_progress_bar", "false")
     slow, fast = (pd.read_csv(tmp_path / name / "cv_results.csv") for name in ("slow", "fast"))
     differences = fast["val/loss"] - slow["val/loss"]  # the same (repeat, fold) rows, in the same order
     draws = differences.groupby(fast["repeat"]).mean()
@@ -122,6 +122,7 @@ def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_fold
     )
     printed = capfd.readouterr().out
     assert expected in printed
+    assert "Epoch 1:" not in printed, "--trainer.enable_progress_bar false hides the folds' progress bars"
     at_refit = fast["val/loss at refit epochs"] - slow["val/loss at refit epochs"]
     assert f"val/loss at refit epochs, this config minus {tmp_path / 'slow'}: {at_refit.mean():+.4f}" in printed
     before = files_under(tmp_path)

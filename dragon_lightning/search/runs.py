@@ -216,8 +216,10 @@ def fit_and_validate(
 ) -> RunResult:
     """``fit`` into ``run_dir`` (its logs, checkpoints and config.yaml), then validate the weights it keeps
     (the monitored best, else the final ones). Test rows are never touched. ``progress_bar``: show
-    Lightning's, for runs one after another (the bars of parallel workers would garble each other)."""
-    options = {**QUIET, "trainer.enable_progress_bar": progress_bar, "test_after_fit": False, **in_run_folder(run_dir)}
+    Lightning's, for runs one after another (the bars of parallel workers would garble each other),
+    unless ``settings`` turn it off."""
+    shown = progress_bar and (settings.get("trainer") or {}).get("enable_progress_bar") is not False
+    options = {**QUIET, "trainer.enable_progress_bar": shown, "test_after_fit": False, **in_run_folder(run_dir)}
     timer = FitTimer()
     cli = build_cli({"fit": with_options(settings, options)}, cli_class=RunCLI, callbacks=[timer, *callbacks])
     trainer = cli.trainer
