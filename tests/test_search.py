@@ -455,6 +455,9 @@ def test_a_retry_of_the_configs_own_settings_runs_and_a_second_copy_does_not():
 
 def test_a_sweep_with_repeats_scores_each_trial_as_cv_repeats_scores_its_settings(tmp_path, capfd):
     best = quick_sweep(tmp_path / "sweep", 1, "--folds", "2", "--repeats", "2", "--trainer.default_root_dir", str(tmp_path))
+    kept = best.user_attrs["kept_epochs_score"]
+    line = f"trial {best.number}: val/loss {best.value:.4f} as the refit trains ({kept:.4f} at each fold's best epoch)"
+    assert line in capfd.readouterr().out
     trial_dir = tmp_path / "sweep" / f"trial_{best.number}"
     assert sorted(p.name for p in trial_dir.iterdir()) == [f"repeat_{r}_fold_{k}" for r in (0, 1) for k in (0, 1)]
     cv_dir = tmp_path / "cv"

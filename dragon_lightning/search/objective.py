@@ -81,7 +81,9 @@ def report_progress(metric: str):
             return
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         if trial.state == TrialState.COMPLETE:
-            outcome = f"{metric} {trial.value:.4f}"
+            kept = trial.user_attrs.get("kept_epochs_score")
+            at_best = f" as the refit trains ({kept:.4f} at each fold's best epoch)" if kept is not None else ""
+            outcome = f"{metric} {trial.value:.4f}{at_best}"
         elif trial.state == TrialState.PRUNED:
             outcome = f"pruned at step {trial.last_step}"
         else:
