@@ -56,6 +56,12 @@ def hidden(sizes: str) -> list[str]:
     return ["--model.init_args.hidden_sizes", sizes]
 
 
+def cosine(epochs: int) -> list[str]:
+    """A cosine schedule whose step reaches 0 after ``epochs`` epochs."""
+    return ["--model.init_args.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "--model.init_args.scheduler.init_args.T_max", str(epochs)]  # fmt: skip
+
+
 def noise(std: str) -> list[str]:
     return ["--model.init_args.input_noise", std]
 
@@ -83,6 +89,9 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         # against the config's own final weights (both rows' differences are on the same folds).
         "final weights": FINAL,
         "final weights, SWA lr 1e-3": [*FINAL, *SWA_1E_3],
+        # Final weights that settle: the step falls to 0 over the config's 120 epochs, and no epoch is chosen.
+        "final weights, cosine schedule": [*FINAL, *cosine(120)],
+        "Adam 1e-2 (its step before)": ["--model.init_args.optimizer.init_args.lr", "0.01"],
     },
     "configs/fire_recommended.yaml": {
         "the config": [],
