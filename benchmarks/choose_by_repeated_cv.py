@@ -92,6 +92,9 @@ CANDIDATES: dict[str, dict[str, list[str]]] = {
         # Final weights that settle: the step falls to 0 over the config's 120 epochs, and no epoch is chosen.
         "final weights, cosine schedule": [*FINAL, *cosine(120)],
         "Adam 1e-2 (its step before)": ["--model.init_args.optimizer.init_args.lr", "0.01"],
+        "Adam 1e-3": ["--model.init_args.optimizer.init_args.lr", "0.001"],
+        "input noise 0.2": noise("0.2"),
+        "batch size 32": ["--data.batch_size", "32"],
     },
     "configs/fire_recommended.yaml": {
         "the config": [],
