@@ -176,8 +176,8 @@ AT_REFIT = " at refit epochs"
 def score_as_refit(runs: list[FoldRun], rows: list[dict], epochs: int) -> bool:
     """Add to each fold's row its ``val/loss`` and ``val/acc`` after ``epochs`` epochs (the refit's), or
     nothing unless every fold recorded them. A fold's own score is that of the epoch it kept as best on
-    its own validation rows, which flatters configs whose epochs differ much; this one is not chosen on
-    the rows it is scored on, as a scikit-learn peer's is not."""
+    its own validation rows, which flatters configs whose epochs differ much; this one's epochs are the
+    median over every fold, which one fold's rows hardly move."""
     scores = [run.result.after_epochs(epochs) for run in runs]
     if not all(scores):
         return False
@@ -294,7 +294,7 @@ DESCRIPTION = (
     "validates once while the others train (one run folder each). Prints every fold's validation metrics "
     "and the epochs it trained up to the checkpoint it kept, the mean and standard deviation of the monitored "
     "metric and the median of those epochs, the same metric as the refit trains (each fold's weights after "
-    "those epochs: a score not chosen on the rows it is measured on), "
+    "those epochs, the weights a refit keeps), "
     "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
     "The same command again reuses the folds that finished. Every fit option applies to every run; one "
     "YAML file (--config) can hold cv's own options too."
