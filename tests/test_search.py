@@ -141,6 +141,12 @@ def test_cv_paired_with_another_cv_subtracts_fold_by_fold_and_refuses_other_fold
         (tmp_path / "edited" / "cv_results.csv").write_text(f"repeat,fold,{edited}\n0,1,0.2\n")
         with pytest.raises(DragonInputError, match="holds no finite val/loss for each fold of 1 draw"):
             read_results(tmp_path / "edited", "val/loss", 2, 1)
+    (tmp_path / "edited" / "cv_results.csv").write_text(
+        "repeat,fold,val/loss,val/loss at refit epochs\n0,0,0.1,abc\n0,1,0.2,0.3\n"
+    )
+    assert "val/loss at refit epochs" not in read_results(tmp_path / "edited", "val/loss", 2, 1), (
+        "an edited refit column is not paired"
+    )
 
 
 def test_fold_options_are_checked_and_recorded_for_resume():
