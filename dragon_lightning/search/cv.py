@@ -21,7 +21,14 @@ from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.refit import RefitOptions, SeedPlan, recommended_epochs, refit_outputs, refit_with_seeds
+from dragon_lightning.search.refit import (
+    RefitOptions,
+    SeedPlan,
+    as_refit_trains,
+    recommended_epochs,
+    refit_outputs,
+    refit_with_seeds,
+)
 from dragon_lightning.search.runs import (
     FitSettings,
     RunResult,
@@ -154,8 +161,9 @@ def cross_validate(
                 + f", kept after {result.epochs} epochs",
                 flush=True,
             )
-    epochs = recommended_epochs([run.result.epochs for run in runs])
-    as_refit = score_as_refit(runs, rows, epochs)
+    epochs, as_refit = as_refit_trains([run.result for run in runs])
+    for row, score in zip(rows, as_refit, strict=True) if as_refit else ():
+        row.update({name + AT_REFIT: value for name, value in score.items()})
     path = folder.write(RESULTS, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     print(f"{summary(rows, metric, folds, repeats)}; recommended epochs (median kept): {epochs}; {path}", flush=True)
     if as_refit:
@@ -171,19 +179,6 @@ def cross_validate(
 
 AT_REFIT = " at refit epochs"
 """The column of a fold's metric as the refit trains: ``val/acc at refit epochs``."""
-
-
-def score_as_refit(runs: list[FoldRun], rows: list[dict], epochs: int) -> bool:
-    """Add to each fold's row its ``val/loss`` and ``val/acc`` after ``epochs`` epochs (the refit's), or
-    nothing unless every fold recorded them. A fold's own score is that of the epoch it kept as best on
-    its own validation rows, which flatters configs whose epochs differ much; this one's epochs are the
-    median over every fold, which one fold's rows hardly move."""
-    scores = [run.result.after_epochs(epochs) for run in runs]
-    if not all(scores):
-        return False
-    for row, score in zip(rows, scores, strict=True):
-        row.update({name + AT_REFIT: value for name, value in score.items()})
-    return True
 
 
 def read_results(folder: Path, metric: str, folds: int, repeats: int) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.errors import TrainingDiverged
-from dragon_lightning.search.refit import recommended_epochs
+from dragon_lightning.search.refit import as_refit_trains, recommended_epochs
 from dragon_lightning.search.runs import RunResult, fit_and_validate, fold_name, mean_and_std, with_options
 from dragon_lightning.search.space import SearchSpace
 from dragon_lightning.search.study import SweepSettings
@@ -65,14 +65,12 @@ class TrialObjective:
 
 
 def refit_score(results: list[RunResult], metric: str, trial: optuna.Trial) -> float:
-    """A trial's score over its folds as its refit trains: the mean of each fold's ``metric`` after the
-    folds' median kept epochs, as ``cv`` reports it, not of each fold's best epoch on its own rows (that
-    flatters settings whose epochs differ much). The mean of the best epochs' is kept as a user attribute."""
-    epochs = recommended_epochs([result.epochs for result in results])
-    at_refit = [score[metric] for result in results if metric in (score := result.after_epochs(epochs))]
+    """A trial's score over its folds as its refit trains (:func:`as_refit_trains`), as ``cv`` reports
+    it; the mean of the folds' best epochs is kept as a user attribute."""
     kept = mean_and_std([result.metrics[metric] for result in results])[0]
     trial.set_user_attr("kept_epochs_score", kept)
-    return mean_and_std(at_refit)[0] if len(at_refit) == len(results) else kept
+    scores = as_refit_trains(results)[1]
+    return mean_and_std([score[metric] for score in scores])[0] if scores else kept
 
 
 def report_progress(metric: str):

@@ -18,7 +18,7 @@ from dragon_lightning.cli import DragonCLI, build_cli
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
-from dragon_lightning.search.runs import FitSettings, check_settings, in_run_folder, test_run, with_options
+from dragon_lightning.search.runs import FitSettings, RunResult, check_settings, in_run_folder, test_run, with_options
 
 REFIT = "refit"
 """The refit's run folder in a cv or sweep folder (the first seed's, with several)."""
@@ -50,6 +50,17 @@ class RefitOptions:
 def recommended_epochs(epochs: Sequence[int]) -> int:
     """The median of the folds' kept epochs, rounded half up (at least 1)."""
     return max(1, int(statistics.median(epochs) + 0.5))
+
+
+def as_refit_trains(results: Sequence[RunResult]) -> tuple[int, list[dict[str, float]] | None]:
+    """The refit's epochs for these fold runs, and each run's ``val/loss`` and ``val/acc`` after them
+    (``None`` unless every run recorded its validations): what ``cv`` and a sweep judge a config by. A
+    fold's own score is that of the epoch it kept as best on its own validation rows, which flatters
+    configs whose epochs differ much; these epochs are the median over every fold, which one fold's rows
+    hardly move."""
+    epochs = recommended_epochs([result.epochs for result in results])
+    scores = [result.after_epochs(epochs) for result in results]
+    return epochs, scores if all(scores) else None
 
 
 def refit_settings(settings: FitSettings, epochs: int) -> FitSettings:
