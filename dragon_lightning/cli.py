@@ -20,6 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dragon_lightning.arguments import AtLeastMinusOne, Seed, ShareOfAnEpoch
 from dragon_lightning.callbacks import (
@@ -303,6 +304,7 @@ class DragonCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Say where the run went, then test the weights it kept (the best checkpoint, else the last)."""
+        self.stop_if_terminated()
         log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
         if self.announce and self.trainer.is_global_zero and log_dir:
             print(f"run folder: {log_dir}", flush=True)
@@ -316,6 +318,16 @@ class DragonCLI(LightningCLI):
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.stop_if_terminated()
+
+    def stop_if_terminated(self) -> None:
+        """End the command where its Trainer received SIGTERM. Lightning's loops act on one only before
+        their last step; one that arrives later (in a stage's last hooks, while the pictures are finished
+        or the predictions written) would be forgotten, and the command would go on and exit 0."""
+        if self.trainer.received_sigterm:
+            raise SIGTERMException
+
+    after_validate = after_test = after_predict = stop_if_terminated
 
 
 def check_sections(config: Namespace, default: Namespace) -> None:

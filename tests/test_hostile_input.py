@@ -1076,6 +1076,47 @@ def test_sigterm_stops_predict_before_it_writes(trained, scratch):
     assert not (scratch / "out.csv").exists()
 
 
+class SignalAfterTheLastStep(Callback):
+    """SIGTERM to its own process in one of a stage's last hooks, after its last step: where Lightning's
+    loops no longer look for one (its handler only records it)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def _signal(self, hook: str) -> None:
+        if hook == self.hook:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_end(self, trainer, pl_module):
+        self._signal("on_train_end")
+
+    def on_test_end(self, trainer, pl_module):
+        self._signal("on_test_end")
+
+    def on_predict_epoch_end(self, trainer, pl_module):
+        self._signal("on_predict_epoch_end")
+
+
+@pytest.mark.parametrize(
+    "command, hook",
+    [("fit", "on_train_end"), ("test", "on_test_end"), ("predict", "on_predict_epoch_end")],
+)
+def test_a_sigterm_after_a_stages_last_step_still_stops_the_command(command, hook, trained, scratch, capsys):
+    (scratch / "dragons.csv").write_text("numberToes,bodyLength\n" + "7,150\n" * 20)
+    args = {
+        "fit": ["fit", "--config", COLOR_MLP, "--trainer.max_epochs", "1", "--figures.enabled", "false", *in_root(scratch)],
+        "test": ["test", "--config", COLOR_MLP, "--ckpt_path", str(trained), *in_root(scratch)],
+        "predict": predict_args(COLOR_MLP, trained, scratch / "dragons.csv", scratch / "out.csv"),
+    }[command]
+    with pytest.raises(SystemExit) as stopped:
+        run(*args, "--trainer.callbacks+=test_hostile_input.SignalAfterTheLastStep", "--trainer.callbacks.hook", hook)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    output = capsys.readouterr()
+    assert output.err.strip().splitlines()[-1].startswith("dragon-lightning: stopped by SIGTERM")
+    assert "testing" not in output.out  # fit does not go on to test
+    assert not (scratch / "out.csv").exists()  # predict writes nothing
+
+
 def test_export_of_a_checkpoint_with_zero_scaling_says_so(trained, scratch, capfd):
     flat = edited_checkpoint(trained, scratch / "flat.ckpt", lambda c: c["state_dict"]["inputs.std"].__setitem__(0, 0.0))
     args = ["export", "--ckpt_path", str(flat), "--output", "model.onnx"]

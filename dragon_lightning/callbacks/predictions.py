@@ -52,6 +52,8 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
+        if trainer.received_sigterm:  # after the last batch: the command stops with nothing written
+            raise SIGTERMException
         datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning when a run starts
         probabilities = torch.cat([batch["probabilities"] for batch in predictions]).float().cpu().numpy()
         predicted = torch.cat([batch["predicted"] for batch in predictions]).cpu().numpy()
