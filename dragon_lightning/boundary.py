@@ -28,7 +28,7 @@ from dragon_lightning.errors import DragonError, first_line
 from dragon_lightning.gates.inputs import check_argument_files
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_warnings
-from dragon_lightning.registry import COMMANDS
+from dragon_lightning.registry import COMMANDS, CONTINUES_IN
 
 DIST_ERRORS = (torch.distributed.DistError,) if torch.distributed.is_available() else ()
 """What PyTorch raises when the processes of a multi-node run cannot find each other."""
@@ -67,16 +67,32 @@ def run_command(arguments: list[str]):
                 raise
             print(f"dragon-lightning: error: {ours.group(1)}", file=sys.stderr)
             raise SystemExit(2) from None
-        except SIGTERMException:
-            resume = "; continue with the same command and --ckpt_path last" if arguments[:1] == ["fit"] else ""
-            print(f"dragon-lightning: stopped by SIGTERM{resume}", file=sys.stderr)
-            raise SystemExit(128 + signal.SIGTERM) from None
+        except (KeyboardInterrupt, SystemExit) as stopped:
+            signum = stopping_signal(stopped)
+            if signum is None:
+                raise
+            entry = COMMANDS.get(arguments[0])
+            advice = CONTINUES_IN.get() or (entry.continues if entry is not None else "")
+            name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            print(f"dragon-lightning: stopped by {name}{'; ' + advice if advice else ''}", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
         except (DragonError, ArgumentError, ValueError, OSError) as error:
             message = input_error_message(error)
             if message is None:
                 raise
             print(f"dragon-lightning: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def stopping_signal(stopped: BaseException) -> int | None:
+    """The signal that ``stopped`` a command: SIGTERM (Lightning's ``SIGTERMException``, also what
+    :func:`_sigterm_as_exception` raises), SIGINT (a ``KeyboardInterrupt``, or the ``SystemExit(1)`` that
+    Lightning ends a Trainer's run with on one); ``None`` for any other exit."""
+    if isinstance(stopped, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(stopped, KeyboardInterrupt) or isinstance(stopped.__context__, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
 
 
 @contextlib.contextmanager

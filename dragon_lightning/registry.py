@@ -5,6 +5,7 @@ so they answer at once. Adding a command is one entry here (and its module)."""
 from __future__ import annotations
 
 import textwrap
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from dragon_lightning import __version__
@@ -27,12 +28,23 @@ class Command:
     LightningCLI's subcommands."""
     server: bool = False
     """Stops on SIGTERM by itself (it finishes the requests in flight)."""
+    continues: str = ""
+    """How a run stopped by Ctrl-C or SIGTERM continues, said in the line it ends with."""
+
+
+CONTINUES_IN: ContextVar[str] = ContextVar("the_folder_a_stopped_command_continues_in", default="")
+"""The options that continue a stopped command where they depend on the run (``cv``: its folder, a new
+one unless given), set by the command once it knows them; said instead of :attr:`Command.continues`."""
 
 
 CONFIG = "--config configs/color_mlp.yaml"
 CHECKPOINT = "best"  # the checkpoint the newest run tested
 COMMANDS = {
-    "fit": Command("train a config, keep the best checkpoint, then test it", CONFIG),
+    "fit": Command(
+        "train a config, keep the best checkpoint, then test it",
+        CONFIG,
+        continues="continue with the same command and --ckpt_path last",
+    ),
     "validate": Command("score a checkpoint on the validation split", f"--ckpt_path {CHECKPOINT}"),
     "test": Command("score a checkpoint on the test split", f"--ckpt_path {CHECKPOINT}"),
     "predict": Command(
@@ -48,6 +60,7 @@ COMMANDS = {
         "search a config's options with Optuna",
         f"{CONFIG} --space configs/sweeps/color_mlp.yaml",
         "dragon_lightning.search.sweep:sweep_command",
+        continues="the same command again continues the study",
     ),
     "export": Command(
         "write a checkpoint as ONNX or torch.export with its preprocessing",

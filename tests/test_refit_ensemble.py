@@ -217,8 +217,11 @@ def test_an_interrupted_cv_ensemble_resumes_to_the_same_result(cv_run, real_csv,
     while not (tmp_path / "cv" / f"fold_{FOLDS - 2}" / "result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _stdout, _stderr = process.communicate(timeout=120)
-    assert process.returncode != 0, "interrupted before the end"
+    _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, "interrupted before the end"
+    assert stderr.strip().splitlines()[-1] == (
+        "dragon-lightning: stopped by SIGTERM; continue with the same command and --output_dir cv: the finished folds are kept"
+    )
     assert not (tmp_path / "cv" / "ensemble").exists()
     resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

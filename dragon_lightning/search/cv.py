@@ -2,7 +2,8 @@
 on request, the refit on every non-test row for the folds' median epochs and the fold ensemble.
 
 A fold that finished is recorded in ``fold_k/result.json`` with the options it ran with; the same
-command again (after an interruption) reuses it instead of training it again."""
+command again with the same ``--output_dir`` (after an interruption) reuses it instead of training it
+again."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dragon_lightning.errors import DragonInputError, first_line
 from dragon_lightning.gates.inputs import CSV, RUN_RECORD, opened, read_text
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.quiet import quiet_lightning
+from dragon_lightning.registry import CONTINUES_IN
 from dragon_lightning.search.ensemble import ENSEMBLE_CHECKPOINT, write_ensemble
 from dragon_lightning.search.refit import (
     RefitOptions,
@@ -291,7 +293,7 @@ DESCRIPTION = (
     "metric and the median of those epochs, the same metric as the refit trains (each fold's weights after "
     "those epochs, the weights a refit keeps), "
     "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
-    "The same command again reuses the folds that finished. Every fit option applies to every run; one "
+    "The same command again with the same --output_dir reuses the folds that finished. Every fit option applies to every run; one "
     "YAML file (--config) can hold cv's own options too."
 )
 
@@ -302,6 +304,7 @@ def cv_command(args: list[str]) -> CrossValidation:
     own: CrossValidationOptions = checked.options
     plan = SeedPlan.for_refit(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
+    CONTINUES_IN.set(f"continue with the same command and --output_dir {output_dir}: the finished folds are kept")
     metric = checked.objective.metric
     paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
     seeds = SeedPlan.of(checked.config, own.seeds)

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import sys
 from pathlib import Path
 
 import optuna
 from jsonargparse import ArgumentError
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from dragon_lightning.arguments import AtLeastTwo, Seed
@@ -145,12 +142,8 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         + f"; {settings.objective.direction} {settings.objective.metric}",
         flush=True,
     )
-    try:
-        if remaining > 0:
-            run_workers(settings, min(own.workers, remaining))
-    except (KeyboardInterrupt, SystemExit) as stopped:  # Lightning ends a run on Ctrl-C with SystemExit(1)
-        print(f"{PROG}: stopped; run the same command again to continue the study", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM if isinstance(stopped, SIGTERMException) else 130) from None
+    if remaining > 0:
+        run_workers(settings, min(own.workers, remaining))
     best = write_outputs(settings, space)
     if best is None:
         print(f"no trial completed; trials.csv in {sweep_dir}")
