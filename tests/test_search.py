@@ -272,7 +272,10 @@ def test_an_interrupted_sweep_runs_its_interrupted_trial_again(tmp_path):
     )
     stopped = run_in_subprocess(*args, cwd=tmp_path, timeout=300)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
-    assert stopped.stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by Ctrl-C; the same command again continues the study"
+    assert (
+        stopped.stderr.strip().splitlines()[-1]
+        == "dragon-lightning: stopped by Ctrl-C; the same command again continues the study"
+    )
     resumed = run_in_subprocess(*args, cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "0 trials done, 2 to run (1 interrupted, run again)" in resumed.stdout
