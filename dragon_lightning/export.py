@@ -27,7 +27,6 @@ import torch
 
 from dragon_lightning import __version__
 from dragon_lightning.arguments import parse_options
-from dragon_lightning.checkpoints.files import resolve_shortcut
 from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
@@ -233,7 +232,7 @@ def export_command(args: list[str]) -> ExportReport:
         "range [N], with the checkpoint's standardization inside. "
         f"The file is checked against the PyTorch model (to {TOLERANCE:g}) before it is written. ONNX needs {EXPORT_EXTRA}.",
     )
-    model = load_model(resolve_shortcut(options.ckpt_path), option="--ckpt_path")
+    model = load_model(options.ckpt_path, option="--ckpt_path")
     output = options.output or f"model.{options.format}"
     report = export_model(model, output, options.format, options.overwrite)
     print(

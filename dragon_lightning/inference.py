@@ -20,7 +20,7 @@ from torch import nn
 from dragon_lightning import answering
 from dragon_lightning.arguments import init_parameters
 from dragon_lightning.checkpoints.checks import check_hyperparameters
-from dragon_lightning.checkpoints.files import checkpoint_from_bytes, load_checkpoint
+from dragon_lightning.checkpoints.files import checkpoint_from_bytes, load_checkpoint, resolve_shortcut
 from dragon_lightning.checkpoints.files import model_class as checkpoint_model_class
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.features import CLASS_NAMES
@@ -170,13 +170,17 @@ def check_types(values: dict, path: str | os.PathLike, owner: type, what: str) -
 
 
 def load_model(path: str | os.PathLike, option: str | None = None, data: bytes | None = None) -> TrainedModel:
-    """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs).
+    """Load a dragon-lightning checkpoint for inference on the CPU (as data: no pickled code runs):
+    a file, or ``"best"`` and ``"last"`` as ``--ckpt_path`` takes them (the newest run's under
+    ``./lightning_logs``).
 
     ``option`` names where ``path`` came from in messages (a command-line option); ``data``: the file's
     bytes, read through the gate already (a server's workers load what the server read and checked,
     whatever the file holds by then). Raises :class:`DragonInputError` naming the file when it is not
     a readable dragon-lightning checkpoint or its weights do not fit the model it names.
     """
+    if data is None:
+        path = resolve_shortcut(path, option=option)
     checkpoint = load_checkpoint(path, option=option) if data is None else checkpoint_from_bytes(data, path, option)
     assert checkpoint is not None  # a path was given
     model_class = checkpoint_model_class(checkpoint, path)

@@ -31,6 +31,7 @@ import dragon_lightning
 from dragon_lightning.checkpoints.files import resolve_shortcut
 from dragon_lightning.commands import cli_main
 from dragon_lightning.errors import DragonInputError
+from dragon_lightning.inference import load_model
 from dragon_lightning.registry import COMMANDS
 
 # Fit configs; configs/sweeps/ holds search spaces.
@@ -258,6 +259,16 @@ def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, c
         else:
             with pytest.raises(DragonInputError, match=r"last.ckpt: records no best checkpoint under lightning_logs"):
                 resolve_shortcut("best")
+
+
+def test_load_model_takes_best_and_last_as_the_commands_do(fire_fitted, monkeypatch):
+    root, fitted = fire_fitted
+    monkeypatch.chdir(root)
+    assert load_model("best").path.resolve() == Path(fitted.tested_checkpoint).resolve()
+    assert load_model("last").path.resolve() == last_checkpoint(fitted).resolve()
+    monkeypatch.chdir(root / "data")
+    with pytest.raises(DragonInputError, match=r"^best: no run under lightning_logs has checkpoints/last.ckpt$"):
+        load_model("best")
 
 
 def test_a_checkpoint_trained_on_a_csv_is_not_evaluated_on_generated_rows(fire_fitted, scratch, capfd):

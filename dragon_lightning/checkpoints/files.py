@@ -103,14 +103,18 @@ SHORTCUTS = ("last", "best")
 
 
 @overload
-def resolve_shortcut(path: str, root: str | os.PathLike = ".") -> str: ...
+def resolve_shortcut(path: str, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> str: ...
 @overload
-def resolve_shortcut(path: None, root: str | os.PathLike = ".") -> None: ...
-def resolve_shortcut(path: str | None, root: str | os.PathLike = ".") -> str | None:
+def resolve_shortcut(path: None, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> None: ...
+@overload
+def resolve_shortcut(
+    path: str | os.PathLike, root: str | os.PathLike = ".", option: str | None = "--ckpt_path"
+) -> str | os.PathLike: ...
+def resolve_shortcut(path, root=".", option="--ckpt_path"):
     """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``)
     under ``root/lightning_logs``, and for ``best`` the checkpoint that run's ``fit`` kept as its best
-    and tested: what every command that takes ``--ckpt_path`` accepts."""
-    if path not in SHORTCUTS:
+    and tested: what every command that takes ``--ckpt_path`` accepts, and ``load_model``."""
+    if not isinstance(path, str) or path not in SHORTCUTS:
         return path
     runs = Path(root) / "lightning_logs"
     candidates = [
@@ -119,7 +123,7 @@ def resolve_shortcut(path: str | None, root: str | os.PathLike = ".") -> str | N
         if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
     ]
     if not candidates:
-        raise DragonInputError(f"--ckpt_path {path}: no run under {runs} has checkpoints/last.ckpt")
+        raise DragonInputError(f"{named(path, option)}: no run under {runs} has checkpoints/last.ckpt")
     last = max(candidates)[1]
     return str(last) if path == "last" else str(tested_checkpoint(last.parent.parent))
 
