@@ -179,7 +179,7 @@ def load_model(path: str | os.PathLike, option: str | None = None, data: bytes |
     whatever the file holds by then). Raises :class:`DragonInputError` naming the file when it is not
     a readable dragon-lightning checkpoint or its weights do not fit the model it names.
     """
-    if data is None:
+    if data is None and isinstance(path, str):
         path = resolve_shortcut(path, option=option)
     checkpoint = load_checkpoint(path, option=option) if data is None else checkpoint_from_bytes(data, path, option)
     assert checkpoint is not None  # a path was given

@@ -106,15 +106,11 @@ SHORTCUTS = ("last", "best")
 def resolve_shortcut(path: str, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> str: ...
 @overload
 def resolve_shortcut(path: None, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> None: ...
-@overload
-def resolve_shortcut(
-    path: str | os.PathLike, root: str | os.PathLike = ".", option: str | None = "--ckpt_path"
-) -> str | os.PathLike: ...
-def resolve_shortcut(path, root=".", option="--ckpt_path"):
+def resolve_shortcut(path: str | None, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> str | None:
     """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``)
     under ``root/lightning_logs``, and for ``best`` the checkpoint that run's ``fit`` kept as its best
     and tested: what every command that takes ``--ckpt_path`` accepts, and ``load_model``."""
-    if not isinstance(path, str) or path not in SHORTCUTS:
+    if path not in SHORTCUTS:
         return path
     runs = Path(root) / "lightning_logs"
     candidates = [
