@@ -32,8 +32,9 @@ def quiet_warnings(command: str | None = None) -> None:
     # A run resumed into a new run folder: ResumableCheckpoint carries the stopped run's ranking of best
     # checkpoints over (while their files exist), and the callbacks that write last.ckpt have none to carry.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
-    if command in ("validate", "test", "predict"):
-        # An evaluation restores no training state: the callbacks a checkpoint was trained with add nothing.
+    if command in ("validate", "test", "predict", "lr_find"):
+        # An evaluation restores no training state: the callbacks a checkpoint was trained with add nothing
+        # (nor to the learning-rate finder's own restore of the weights it started from).
         warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
     # Every model logs once an epoch; log_every_n_steps sets how often per-step values are written.
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
