@@ -40,6 +40,7 @@ def run_command(arguments: list[str]):
     with warnings.catch_warnings():  # the filters last as long as the command, not the Python session
         quiet_warnings(arguments[0])
         try:
+            CONTINUES_IN.set(None)  # an earlier command's, in the same Python session, is not this one's
             check_argument_files(arguments)
             entry = COMMANDS.get(arguments[0])
             if entry is not None and entry.runs is not None:
@@ -49,7 +50,8 @@ def run_command(arguments: list[str]):
                     return command(arguments[1:])
                 with _sigterm_as_exception():
                     return command(arguments[1:])
-            cli = build_cli(arguments)
+            with _sigterm_as_exception(within_a_trainers_run=False):
+                cli = build_cli(arguments)
             _close_process_group()
             return cli
         except DIST_ERRORS as error:  # another node never arrived, or the address is wrong
@@ -71,8 +73,8 @@ def run_command(arguments: list[str]):
             signum = stopping_signal(stopped)
             if signum is None:
                 raise
-            entry = COMMANDS.get(arguments[0])
-            advice = CONTINUES_IN.get() or (entry.continues if entry is not None else "")
+            entry, continues = COMMANDS.get(arguments[0]), CONTINUES_IN.get()
+            advice = continues() if continues is not None else entry.continues if entry is not None else ""
             name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
             print(f"dragon-lightning: stopped by {name}{'; ' + advice if advice else ''}", file=sys.stderr)
             raise SystemExit(128 + signum) from None
@@ -96,12 +98,16 @@ def stopping_signal(stopped: BaseException) -> int | None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exception():
-    """SIGTERM raises inside our own commands (Lightning installs the same for a Trainer's run), so
-    that every ``finally`` runs: no temporary file outlives the command."""
+def _sigterm_as_exception(within_a_trainers_run: bool = True):
+    """SIGTERM raises, so that every ``finally`` runs: no temporary file outlives the command (a table
+    being generated, an export). Inside a Trainer's run, Lightning's handler notes the signal and then
+    calls this one; without ``within_a_trainers_run`` (LightningCLI's commands) it is left to Lightning,
+    which stops at the next step, where a run can be resumed exactly (and
+    :meth:`~dragon_lightning.cli.DragonCLI.stop_if_terminated` after the run's last step)."""
 
     def stop(signum, frame):
-        raise SIGTERMException()
+        if within_a_trainers_run or signal.getsignal(signal.SIGTERM) is stop:
+            raise SIGTERMException()
 
     previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from dragon_lightning.callbacks import (
     RunConfig,
     TutorialFigures,
 )
-from dragon_lightning.checkpoints.callback import ResumableCheckpoint
+from dragon_lightning.checkpoints.callback import LAST, ResumableCheckpoint
 from dragon_lightning.checkpoints.checks import (
     DECISION_HYPERPARAMETERS,
     SPLIT_OPTIONS,
@@ -53,7 +54,7 @@ from dragon_lightning.preflight import (
     check_trainer_options,
 )
 from dragon_lightning.quiet import held_back_logs
-from dragon_lightning.registry import PROG, description
+from dragon_lightning.registry import CONTINUES_IN, PROG, description
 
 DESCRIPTION = description()
 set_loader("yaml", bounded(get_loader("yaml")), exceptions=(yaml.YAMLError,))
@@ -302,6 +303,13 @@ class DragonCLI(LightningCLI):
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
 
+    def before_fit(self) -> None:
+        """Say, should the run be stopped, how it goes on: from its own ``last.ckpt`` once it has written
+        one (before that, ``--ckpt_path last`` would take an earlier run's)."""
+        if self.announce:
+            writers = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.filename == LAST]
+            CONTINUES_IN.set(lambda: continue_from(writers))
+
     def after_fit(self) -> None:
         """Say where the run went, then test the weights it kept (the best checkpoint, else the last)."""
         self.stop_if_terminated()
@@ -328,6 +336,17 @@ class DragonCLI(LightningCLI):
             raise SIGTERMException
 
     after_validate = after_test = after_predict = stop_if_terminated
+
+
+def continue_from(writers: Sequence[ModelCheckpoint]) -> str:
+    """How a stopped ``fit`` goes on: with the ``last.ckpt`` its ``writers`` wrote in this run's folder
+    (none yet: nothing to go on from)."""
+    for writer in writers:
+        if writer.best_model_path and writer.dirpath is not None:
+            saved = Path(writer.best_model_path)
+            if saved.parent == Path(writer.dirpath) and saved.is_file():
+                return f"continue with the same command and --ckpt_path {saved}"
+    return ""
 
 
 def check_sections(config: Namespace, default: Namespace) -> None:

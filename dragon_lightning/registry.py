@@ -5,6 +5,7 @@ so they answer at once. Adding a command is one entry here (and its module)."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -32,19 +33,16 @@ class Command:
     """How a run stopped by Ctrl-C or SIGTERM continues, said in the line it ends with."""
 
 
-CONTINUES_IN: ContextVar[str] = ContextVar("the_folder_a_stopped_command_continues_in", default="")
-"""The options that continue a stopped command where they depend on the run (``cv``: its folder, a new
-one unless given), set by the command once it knows them; said instead of :attr:`Command.continues`."""
+CONTINUES_IN: ContextVar[Callable[[], str] | None] = ContextVar("how_a_stopped_command_goes_on", default=None)
+"""How a stopped command goes on where that depends on the run (``fit``: its own ``last.ckpt``, once
+written; ``cv``: its folder, a new one unless given), set by the command once it knows; asked when it
+stops, instead of :attr:`Command.continues`."""
 
 
 CONFIG = "--config configs/color_mlp.yaml"
 CHECKPOINT = "best"  # the checkpoint the newest run tested
 COMMANDS = {
-    "fit": Command(
-        "train a config, keep the best checkpoint, then test it",
-        CONFIG,
-        continues="continue with the same command and --ckpt_path last",
-    ),
+    "fit": Command("train a config, keep the best checkpoint, then test it", CONFIG),
     "validate": Command("score a checkpoint on the validation split", f"--ckpt_path {CHECKPOINT}"),
     "test": Command("score a checkpoint on the test split", f"--ckpt_path {CHECKPOINT}"),
     "predict": Command(

@@ -1056,6 +1056,25 @@ def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
     assert sorted(path.name for path in scratch.iterdir()) == [], "no temporary or partial file is left"
 
 
+def test_sigterm_while_fit_writes_its_generated_table_leaves_no_temporary_file(scratch):
+    """Before any Trainer runs, SIGTERM raises as well: the table being written is not left behind as a
+    hidden file, and the command says it stopped."""
+    import subprocess
+    import time
+
+    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", COLOR_MLP, "--data.n_dragons", "1000000"]
+    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("data/.dragons_*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the table was written before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
+    assert [path.name for path in (scratch / "data").iterdir()] == [], "no temporary or partial table is left"
+
+
 class SignalAtPredictBatch(Callback):
     """SIGTERM to its own process while predicting (at a known batch, so that the test does not race)."""
 

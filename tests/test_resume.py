@@ -54,14 +54,26 @@ def test_a_killed_fit_resumes_to_the_same_weights(signum, uninterrupted, tmp_pat
         cwd=tmp_path,
         timeout=120,
     )
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert finished_process.returncode == 128 + signum
     stopped_by = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
     assert finished_process.stderr.strip().splitlines()[-1] == (
-        f"dragon-lightning: stopped by {stopped_by}; continue with the same command and --ckpt_path last"
+        f"dragon-lightning: stopped by {stopped_by}; continue with the same command and --ckpt_path {last}"
     )
-    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 40, "the save before the signal"
     assert_resumes_to(uninterrupted, tmp_path, *COMMON)
+
+
+def test_a_run_stopped_before_its_first_last_ckpt_names_no_checkpoint_to_continue_from(tmp_path, capsys):
+    """``--ckpt_path last`` would take an earlier run's ``last.ckpt``: a run stopped before writing its own
+    says only that it stopped."""
+    options = ["--config", config("color_mlp.yaml"), "--trainer.max_epochs", "1", "--figures.enabled", "false"]
+    run("fit", *options, *in_root(tmp_path))  # an earlier run, with its last.ckpt
+    with pytest.raises(SystemExit) as stopped:
+        run("fit", *options, "--trainer.callbacks+=test_resume.SignalAtStep", "--trainer.callbacks.signum", "15",
+            "--trainer.callbacks.step", "2", *in_root(tmp_path))  # fmt: skip
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
 
 
 class FailAtStep(Callback):

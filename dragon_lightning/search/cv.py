@@ -304,7 +304,7 @@ def cv_command(args: list[str]) -> CrossValidation:
     own: CrossValidationOptions = checked.options
     plan = SeedPlan.for_refit(checked.settings, own.refit_seeds, PROG) if own.refit else None  # before any fold trains
     output_dir: Path = own.output_dir or next_free(checked.root_dir / "lightning_logs", "cv")
-    CONTINUES_IN.set(f"continue with the same command and --output_dir {output_dir}: the finished folds are kept")
+    CONTINUES_IN.set(lambda: f"continue with the same command and --output_dir {output_dir}: the finished folds are kept")
     metric = checked.objective.metric
     paired = None if own.paired_with is None else (own.paired_with, read_results(own.paired_with, metric, own.folds, own.repeats))
     seeds = SeedPlan.of(checked.config, own.seeds)
