@@ -1038,40 +1038,32 @@ def test_lr_find_refuses_fast_dev_run_in_one_line(scratch, capfd):
     )
 
 
-def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
+def stopped_while_writing(folder: Path, temporary: str, *args: str) -> None:
+    """``dragon-lightning ARGS`` in ``folder``, sent SIGTERM once the temporary file ``temporary`` (a glob)
+    appears: it must say it stopped, with status 143."""
     import subprocess
-    import sys
     import time
 
-    command = [sys.executable, "-m", "dragon_lightning", "export", "--ckpt_path", str(trained), "--output", "model.onnx"]
-    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "dragon_lightning", *args]
+    process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(scratch.glob(".model.onnx.*")) and process.poll() is None and time.monotonic() < deadline:
+    while not list(folder.glob(temporary)) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert process.poll() is None, "the export ended before it could be interrupted"
+    assert process.poll() is None, "the file was written before it could be interrupted"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
+
+
+def test_sigterm_during_export_leaves_no_temporary_file(trained, scratch):
+    stopped_while_writing(scratch, ".model.onnx.*", "export", "--ckpt_path", str(trained), "--output", "model.onnx")
     assert sorted(path.name for path in scratch.iterdir()) == [], "no temporary or partial file is left"
 
 
 def test_sigterm_while_fit_writes_its_generated_table_leaves_no_temporary_file(scratch):
-    """Before any Trainer runs, SIGTERM raises as well: the table being written is not left behind as a
-    hidden file, and the command says it stopped."""
-    import subprocess
-    import time
-
-    command = [sys.executable, "-m", "dragon_lightning", "fit", "--config", COLOR_MLP, "--data.n_dragons", "1000000"]
-    process = subprocess.Popen(command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(scratch.glob("data/.dragons_*")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert process.poll() is None, "the table was written before it could be interrupted"
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "dragon-lightning: stopped by SIGTERM"
+    """Before any Trainer runs, SIGTERM raises as well: the table being written is not left behind."""
+    stopped_while_writing(scratch, "data/.dragons_*", "fit", "--config", COLOR_MLP, "--data.n_dragons", "1000000")
     assert [path.name for path in (scratch / "data").iterdir()] == [], "no temporary or partial table is left"
 
 
