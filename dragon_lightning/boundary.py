@@ -76,7 +76,8 @@ def run_command(arguments: list[str]):
             entry, continues = COMMANDS.get(arguments[0]), CONTINUES_IN.get()
             advice = continues() if continues is not None else entry.continues if entry is not None else ""
             name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-            print(f"dragon-lightning: stopped by {name}{'; ' + advice if advice else ''}", file=sys.stderr)
+            after_a_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar's line may still be open
+            print(f"{after_a_bar}dragon-lightning: stopped by {name}{'; ' + advice if advice else ''}", file=sys.stderr)
             raise SystemExit(128 + signum) from None
         except (DragonError, ArgumentError, ValueError, OSError) as error:
             message = input_error_message(error)

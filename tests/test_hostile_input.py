@@ -2,6 +2,7 @@
 and every refusal is one line, exit status 2, with no file created or changed."""
 
 import errno
+import io
 import json
 import os
 import re
@@ -1065,6 +1066,27 @@ def test_sigterm_while_fit_writes_its_generated_table_leaves_no_temporary_file(s
     """Before any Trainer runs, SIGTERM raises as well: the table being written is not left behind."""
     stopped_while_writing(scratch, "data/.dragons_*", "fit", "--config", COLOR_MLP, "--data.n_dragons", "1000000")
     assert [path.name for path in (scratch / "data").iterdir()] == [], "no temporary or partial table is left"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_ctrl_c_ends_a_command_with_one_line_below_any_progress_bar(trained, scratch, monkeypatch):
+    """Ctrl-C outside a Trainer (here while ``export`` writes) is exit status 130 and one line, not a
+    traceback; in a terminal it starts below the progress bar a Trainer may have left open."""
+    import dragon_lightning.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dragon_lightning.export, "export_model", interrupted)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with pytest.raises(SystemExit) as stopped:
+        run("export", "--ckpt_path", str(trained), "--output", str(scratch / "model.onnx"))
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert sys.stderr.getvalue() == "\ndragon-lightning: stopped by Ctrl-C\n"
 
 
 class SignalAtPredictBatch(Callback):
