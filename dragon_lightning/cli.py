@@ -319,6 +319,7 @@ class DragonCLI(LightningCLI):
         if self.announce and self.trainer.is_global_zero and (stopped := early_stop(self.trainer)):
             print(stopped, flush=True)
         if not (self.config[self.subcommand] if self.subcommand else self.config).get("test_after_fit"):
+            self.show_pictures()
             return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
@@ -326,7 +327,18 @@ class DragonCLI(LightningCLI):
         if self.announce and self.trainer.is_global_zero:
             print(f"testing {best or 'the final weights'}", flush=True)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self.after_test()
+
+    def after_test(self) -> None:
         self.stop_if_terminated()
+        self.show_pictures()
+
+    def show_pictures(self) -> None:
+        """Say where the run's pictures went (``figures/`` in its folder, or ``--figures.save_dir``)."""
+        figures = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("figures")
+        drawn = isinstance(figures, TutorialFigures) and figures.drawing(self.trainer) and figures.figure_dir.is_dir()
+        if self.announce and drawn:
+            print(f"pictures: {figures.figure_dir}", flush=True)
 
     def stop_if_terminated(self) -> None:
         """End the command where its Trainer received SIGTERM. Lightning's loops act on one only before
@@ -335,7 +347,7 @@ class DragonCLI(LightningCLI):
         if self.trainer.received_sigterm:
             raise SIGTERMException
 
-    after_validate = after_test = after_predict = stop_if_terminated
+    after_validate = after_predict = stop_if_terminated
 
 
 def continue_from(writers: Sequence[ModelCheckpoint]) -> str:

@@ -39,7 +39,7 @@ def fit_fire(root, *options):
     )
 
 
-def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path):
+def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path, capsys):
     run(
         "fit",
         "--config",
@@ -52,6 +52,7 @@ def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path)
     )
     run_dir = tmp_path / "lightning_logs" / "version_0"
     figures = run_dir / "figures"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"pictures: {figures}", "the run says where they are"
     assert {path.name for path in figures.iterdir() if not path.name.startswith(".")} == PICTURES | {
         "roc_curve.png",
         "boundary_over_training.gif",
@@ -66,12 +67,13 @@ def test_a_csv_logger_run_keeps_every_picture_the_roc_and_an_animation(tmp_path)
     assert 0.5 < metrics["test/auroc"].dropna().iloc[-1] <= 1
 
 
-def test_a_fast_dev_run_draws_no_pictures(tmp_path):
+def test_a_fast_dev_run_draws_no_pictures(tmp_path, capsys):
     """Lightning writes no logs or checkpoints for a ``fast_dev_run``; the pictures went to
     ``figures/`` under the working folder, where nothing else of the run was."""
     run("fit", "--config", config("color_mlp.yaml"), "--trainer.fast_dev_run", "true", "--data.data_dir", "null",
         "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert files_under(tmp_path) == {}
+    assert "pictures:" not in capsys.readouterr().out
 
 
 def test_learning_curves_come_from_the_models_history_which_checkpoints_keep(tmp_path):
