@@ -7,20 +7,23 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-NOT_OURS = ("💡 Tip:", "TPU available:", "HPU available:")
-"""Lightning's start-up lines about other products and hardware this project does not use (the GPU line stays)."""
+NOT_OURS = ("💡 Tip:", "TPU available:", "HPU available:", "Received SIGTERM")
+"""Lightning's start-up lines about other products and hardware this project does not use (the GPU line
+stays), and its note of a SIGTERM (``[rank: 0] Received SIGTERM: 15``), which the line a stopped
+command ends with says, with how to go on."""
 
 
 class LeaveOut(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(NOT_OURS)
+        return not str(record.msg).split("] ", 1)[-1].startswith(NOT_OURS)  # after a "[rank: N] " prefix
 
 
 def quiet_warnings(command: str | None = None) -> None:
     """Leave out log lines and warnings that say nothing a user can act on (in ``command``)."""
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, LeaveOut) for f in rank_zero.filters):
-        rank_zero.addFilter(LeaveOut())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.signal_connector"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, LeaveOut) for f in logger.filters):
+            logger.addFilter(LeaveOut())
     # The seed is recorded in the run's config.yaml; its log line would stand before any error message.
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # Lightning's own use of a PyTorch API that newer PyTorch deprecates.

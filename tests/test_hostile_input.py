@@ -1134,7 +1134,7 @@ class SignalAfterTheLastStep(Callback):
     "command, hook",
     [("fit", "on_train_end"), ("test", "on_test_end"), ("predict", "on_predict_epoch_end")],
 )
-def test_a_sigterm_after_a_stages_last_step_still_stops_the_command(command, hook, trained, scratch, capsys):
+def test_a_sigterm_after_a_stages_last_step_still_stops_the_command(command, hook, trained, scratch, capfd):
     (scratch / "dragons.csv").write_text("numberToes,bodyLength\n" + "7,150\n" * 20)
     args = {
         "fit": ["fit", "--config", COLOR_MLP, "--trainer.max_epochs", "1", "--figures.enabled", "false", *in_root(scratch)],
@@ -1144,9 +1144,10 @@ def test_a_sigterm_after_a_stages_last_step_still_stops_the_command(command, hoo
     with pytest.raises(SystemExit) as stopped:
         run(*args, "--trainer.callbacks+=test_hostile_input.SignalAfterTheLastStep", "--trainer.callbacks.hook", hook)
     assert stopped.value.code == 128 + signal.SIGTERM
-    output = capsys.readouterr()
+    output = capfd.readouterr()
     assert output.err.strip().splitlines()[-1].startswith("dragon-lightning: stopped by SIGTERM")
     assert "testing" not in output.out  # fit does not go on to test
+    assert "Received SIGTERM" not in output.err  # Lightning's note of it: the stop line says it
     assert not (scratch / "out.csv").exists()  # predict writes nothing
 
 
