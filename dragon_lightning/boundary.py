@@ -73,8 +73,8 @@ def run_command(arguments: list[str]):
             signum = stopping_signal(stopped)
             if signum is None:
                 raise
-            entry, continues = COMMANDS.get(arguments[0]), CONTINUES_IN.get()
-            advice = continues() if continues is not None else entry.continues if entry is not None else ""
+            continues = CONTINUES_IN.get()
+            advice = continues() if continues is not None else ""
             name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
             after_a_bar = "\n" if sys.stderr.isatty() else ""  # a progress bar's line may still be open
             print(f"{after_a_bar}dragon-lightning: stopped by {name}{'; ' + advice if advice else ''}", file=sys.stderr)

@@ -29,14 +29,12 @@ class Command:
     LightningCLI's subcommands."""
     server: bool = False
     """Stops on SIGTERM by itself (it finishes the requests in flight)."""
-    continues: str = ""
-    """How a run stopped by Ctrl-C or SIGTERM continues, said in the line it ends with."""
 
 
 CONTINUES_IN: ContextVar[Callable[[], str] | None] = ContextVar("how_a_stopped_command_goes_on", default=None)
-"""How a stopped command goes on where that depends on the run (``fit``: its own ``last.ckpt``, once
-written; ``cv``: its folder, a new one unless given), set by the command once it knows; asked when it
-stops, instead of :attr:`Command.continues`."""
+"""How a command stopped by Ctrl-C or SIGTERM goes on, for the line it ends with: set by the command
+once it knows (``fit``: its own ``last.ckpt``, once written; ``cv``: its folder, a new one unless
+given; ``sweep``: its study), asked when it stops."""
 
 
 CONFIG = "--config configs/color_mlp.yaml"
@@ -58,7 +56,6 @@ COMMANDS = {
         "search a config's options with Optuna",
         f"{CONFIG} --space configs/sweeps/color_mlp.yaml",
         "dragon_lightning.search.sweep:sweep_command",
-        continues="the same command again continues the study",
     ),
     "export": Command(
         "write a checkpoint as ONNX or torch.export with its preprocessing",

@@ -24,6 +24,7 @@ from dragon_lightning.errors import DragonError, DragonInputError
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.messages import input_error_message
 from dragon_lightning.quiet import quiet_lightning
+from dragon_lightning.registry import CONTINUES_IN
 from dragon_lightning.search.refit import RefitOptions, SeedPlan, refit_outputs, refit_with_seeds
 from dragon_lightning.search.results import write_outputs
 from dragon_lightning.search.runs import SearchCLI, check_search, check_settings, with_options
@@ -142,6 +143,7 @@ def sweep_command(args: list[str]) -> FrozenTrial | None:
         + f"; {settings.objective.direction} {settings.objective.metric}",
         flush=True,
     )
+    CONTINUES_IN.set(lambda: "the same command again continues the study")
     if remaining > 0:
         run_workers(settings, min(own.workers, remaining))
     best = write_outputs(settings, space)
