@@ -4,20 +4,22 @@ the commands' own options.
 A range lives in the signature as a jsonargparse type (``PositiveInt``, ``OpenUnitInterval``...):
 the CLI's parser refuses a value outside it and ``--help`` shows it. :func:`check_arguments` applies
 the same types to Python callers, so each range is written once. A command outside LightningCLI
-declares its options as a dataclass, parsed by :func:`parse_options`.
+declares its options as a dataclass, parsed by :func:`parse_options`. Every command's ``--config`` is
+:class:`ConfigFile`.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from jsonargparse.typing import restricted_number_type
 
-from dragon_lightning.errors import InvalidArgument
+from dragon_lightning.errors import DragonInputError, InvalidArgument
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
@@ -91,6 +93,43 @@ def _check(owner: object, name: str, annotation: Any, value: Any) -> None:
             raise InvalidArgument(owner, name, f"is not of type {annotation.__name__}: {error}") from None
 
 
+class ConfigFile(ActionConfigFile):
+    """``--config`` of every command. jsonargparse applies options in the order they are typed, so in
+    ``--trainer.max_epochs 2 --config run.yaml`` the config's ``max_epochs`` would win and the run go on
+    with it without a word: such an option is refused in one line instead. A config may still override
+    an earlier config (a base config, then a variant)."""
+
+    after_last_config: tuple[Namespace, Namespace] | None = None
+    """The namespace being parsed, and a copy as the last ``--config`` left it."""
+
+    def __call__(self, parser, cfg, values, option_string=None):
+        before = cfg.clone()
+        super().__call__(parser, cfg, values, option_string)
+        last = self.after_last_config
+        typed_since = last[1] if last is not None and last[0] is cfg else parser.get_defaults()
+        overridden = [
+            key
+            for key, value in before.items()
+            if key != self.dest
+            and not key.rsplit(".", 1)[-1].startswith("__")  # jsonargparse's own entries (__path__)
+            and value != typed_since.get(key)
+            and (key not in cfg or cfg[key] != value)
+        ]
+        if overridden:
+            key = overridden[0]
+            now = f"sets it to {_typed(cfg[key])}" if key in cfg else "leaves it out"
+            raise DragonInputError(
+                f"--{key.removesuffix('.class_path')} {_typed(before[key])} comes before --config {values}, which {now}; "
+                "give --config first (options after it override it)"
+            )
+        self.after_last_config = (cfg, cfg.clone())
+
+
+def _typed(value: Any) -> str:
+    """A value as it would be typed on the command line."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 Options = TypeVar("Options")
 
 
@@ -102,7 +141,7 @@ def parse_options(
     ``words``: the name and help of a first field that takes the words before the options instead
     (``compare RUN...``)."""
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
+    parser.add_argument("--config", action=ConfigFile, help="a YAML file of these options")
     if words:
         parser.add_argument(words[0], type=str, nargs="+", help=words[1])
     parser.add_class_arguments(options, skip={words[0]} if words else None, instantiate=False)

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dragon_lightning.arguments import AtLeastMinusOne, Seed, ShareOfAnEpoch
+from dragon_lightning.arguments import AtLeastMinusOne, ConfigFile, Seed, ShareOfAnEpoch
 from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
     PredictionWriter,
@@ -142,6 +142,12 @@ class DragonCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands, without ``--weights_only``: checkpoints always load as data."""
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """LightningCLI's parser, with a ``--config`` that refuses to override what was typed before it."""
+        parser = self.parser_class(**kwargs)
+        parser.add_argument("-c", "--config", action=ConfigFile, help="a YAML or JSON file of options (give it first)")
+        return parser
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """``--seed_everything`` as LightningCLI adds it, with NumPy's range as its type."""

@@ -157,6 +157,43 @@ def test_a_section_of_options_given_one_value_in_a_config_is_one_line(section, o
     )
 
 
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        (
+            ["fit"],
+            ["--trainer.max_epochs", "2", "--config", config("fire_logistic.yaml")],
+            f"--trainer.max_epochs 2 comes before --config {config('fire_logistic.yaml')}, which sets it to 40; give --config first",
+        ),
+        (
+            ["fit"],
+            ["--model", "LogisticRegression", "--config", config("color_mlp.yaml")],
+            "--model dragon_lightning.models.LogisticRegression comes before --config",
+        ),
+        (  # between two configs: the second overrides the first, not what was typed between them
+            ["cv", "--folds", "2"],
+            [*["--config", config("color_mlp.yaml"), "--trainer.max_epochs", "3", "--config"], config("color_mlp_plateau.yaml")],
+            "--trainer.max_epochs 3 comes before --config",
+        ),
+        (["export", "--ckpt_path", "best"], ["--output", "b.onnx", "--config", "export.yaml"], "--output b.onnx comes before"),
+    ],
+)
+def test_an_option_a_later_config_would_override_is_one_line(command, options, message, scratch, capfd):
+    """jsonargparse applies options in order: the config's value would win without a word (LightningCLI's
+    commonest surprise). A later config may override an earlier one; an option the config leaves alone
+    may come before it."""
+    (scratch / "export.yaml").write_text("output: a.onnx\n")
+    expect_one_line_error(capfd, scratch, files_under(scratch), [*command, *options], message)
+
+
+def test_a_config_may_override_an_earlier_config_and_leave_alone_what_came_before(scratch):
+    cli = run(
+        *["fit", "--data.n_dragons", "300", "--config", config("color_mlp.yaml"), "--config", config("color_mlp_plateau.yaml")],
+        *["--trainer.fast_dev_run", "true"],
+    )
+    assert (cli.datamodule.hparams.n_dragons, cli.config.fit.trainer.max_epochs) == (300, 300)
+
+
 @pytest.mark.parametrize("case", OPTION_CASES)
 def test_bad_option(case, scratch, capfd):
     options, message = OPTION_CASES[case]
