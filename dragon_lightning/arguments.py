@@ -11,7 +11,6 @@ declares its options as a dataclass, parsed by :func:`parse_options`. Every comm
 from __future__ import annotations
 
 import inspect
-import json
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -117,17 +116,23 @@ class ConfigFile(ActionConfigFile):
         ]
         if overridden:
             key = overridden[0]
-            now = f"sets it to {_typed(cfg[key])}" if key in cfg else "leaves it out"
+            now = f"sets it to {option_text(cfg[key])}" if key in cfg else "leaves it out"
             raise DragonInputError(
-                f"--{key.removesuffix('.class_path')} {_typed(before[key])} comes before --config {values}, which {now}; "
+                f"--{key.removesuffix('.class_path')} {option_text(before[key])} comes before --config {values}, which {now}; "
                 "give --config first (options after it override it)"
             )
         self.after_last_config = (cfg, cfg.clone())
 
 
-def _typed(value: Any) -> str:
-    """A value as it would be typed on the command line."""
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+def option_text(value: Any) -> str:
+    """An option's value as it is typed: ``null``, ``true``/``false``, ``[1, 2]``, or the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(option_text(item) for item in value) + "]"
+    return str(value)
 
 
 Options = TypeVar("Options")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import lightning as L
 
-from dragon_lightning.arguments import init_parameters
+from dragon_lightning.arguments import init_parameters, option_text
 from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DATA_LINKED
@@ -50,7 +50,7 @@ def explicit_values(model_class: type, configured: dict, names: Sequence[str]) -
     return {
         name: configured[name]
         for name in names
-        if name in configured and name in parameters and _option_text(configured[name]) != _option_text(parameters[name].default)
+        if name in configured and name in parameters and option_text(configured[name]) != option_text(parameters[name].default)
     }
 
 
@@ -69,11 +69,11 @@ def check_hyperparameters(
             f"{model_class.__name__} (a checkpoint of another version of dragon-lightning?)"
         )
     conflicts = [
-        f"--model.init_args.{name} {_option_text(configured[name])} (the checkpoint has {_option_text(value)})"
+        f"--model.init_args.{name} {option_text(configured[name])} (the checkpoint has {option_text(value)})"
         for name, value in trained.items()
         if name in configured
         and name not in (*DATA_LINKED, *adjustable)
-        and _option_text(configured[name]) not in (_option_text(value), _option_text(parameters[name].default))
+        and option_text(configured[name]) not in (option_text(value), option_text(parameters[name].default))
     ]
     if conflicts:
         raise DragonInputError(
@@ -102,10 +102,10 @@ def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dic
     """Resuming ``fit`` must keep the data options that define the splits."""
     trained_data = checkpoint.get("datamodule_hyper_parameters", {})
     changed = [
-        f"--data.{name} {_option_text(trained_data[name])} (now {_option_text(data_options.get(name))})"
+        f"--data.{name} {option_text(trained_data[name])} (now {option_text(data_options.get(name))})"
         for name in SPLIT_OPTIONS
         if name in trained_data
-        and _option_text(trained_data[name]) != _option_text(data_options.get(name))
+        and option_text(trained_data[name]) != option_text(data_options.get(name))
         and not (name == "n_dragons" and trained_data.get("csv_path") is not None)
     ]
     if changed:
@@ -113,14 +113,3 @@ def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dic
             f"{path}: was trained with {' and '.join(changed)}; resume with the same data options "
             "(they decide each split's rows and the features)"
         )
-
-
-def _option_text(value) -> str:
-    """An option's value as it is typed: ``null``, ``true``/``false``, ``[1, 2]``, or the value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_option_text(item) for item in value) + "]"
-    return str(value)
