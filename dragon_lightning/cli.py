@@ -321,7 +321,7 @@ class DragonCLI(LightningCLI):
         self.stop_if_terminated()
         log_dir = self.trainer.log_dir  # a collective call under DDP: every process asks
         if self.announce and self.trainer.is_global_zero and log_dir:
-            print(f"run folder: {Path(log_dir)}", flush=True)  # as the other lines name paths: no leading ./
+            print(f"run folder: {Path(log_dir)}", flush=True)
         if self.announce and self.trainer.is_global_zero and (stopped := early_stop(self.trainer)):
             print(stopped, flush=True)
         if not (self.config[self.subcommand] if self.subcommand else self.config).get("test_after_fit"):
@@ -329,10 +329,10 @@ class DragonCLI(LightningCLI):
             return
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-        self.tested_checkpoint = best
+        self.tested_checkpoint = str(Path(best)) if best else ""  # named as the other lines name paths: no leading ./
         if self.announce and self.trainer.is_global_zero:
-            print(f"testing {Path(best) if best else 'the final weights'}", flush=True)
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+            print(f"testing {self.tested_checkpoint or 'the final weights'}", flush=True)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=self.tested_checkpoint or None)
         self.after_test()
 
     def after_test(self) -> None:

@@ -289,11 +289,13 @@ def test_a_checkpoint_trained_on_a_csv_is_not_evaluated_on_generated_rows(fire_f
     assert run("test", "--ckpt_path", checkpoint, "--data.csv_path", str(table)).datamodule.csv_path == table
 
 
-def test_a_run_names_its_folders_as_they_are_typed(scratch, capsys):
+def test_a_run_names_its_folders_as_they_are_typed(scratch, capfd):
     """In the working folder (Lightning's own default root, "."), every line names its path the same
     way, without a leading ``./``: what a user copies into the next command."""
     short_fit("fire_logistic.yaml", 1, "--data.n_dragons", "300")
-    lines = capsys.readouterr().out.splitlines()
+    printed = capfd.readouterr()
+    lines = printed.out.splitlines()
+    assert f".{os.sep}lightning_logs" not in printed.out + printed.err, "Lightning's lines too, as it is handed the paths"
     run_folder = Path("lightning_logs") / "version_0"
     assert f"run folder: {run_folder}" in lines
     assert any(line.startswith(f"testing {run_folder / 'checkpoints'}{os.sep}epoch000") for line in lines), lines
