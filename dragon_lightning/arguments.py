@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from jsonargparse.typing import restricted_number_type
 
-from dragon_lightning.errors import DragonInputError, InvalidArgument
+from dragon_lightning.errors import DragonInputError, InvalidArgument, named
 
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's limit
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
@@ -118,7 +118,7 @@ class ConfigFile(ActionConfigFile):
             key = overridden[0]
             now = f"sets it to {option_text(cfg[key])}" if key in cfg else "leaves it out"
             raise DragonInputError(
-                f"--{key.removesuffix('.class_path')} {option_text(before[key])} comes before --config {values}, which {now}; "
+                f"--{key.removesuffix('.class_path')} {option_text(before[key])} comes before {named(values, '--config')}, which {now}; "
                 "give --config first (options after it override it)"
             )
         self.after_last_config = (cfg, cfg.clone())

@@ -42,8 +42,8 @@ from dragon_lightning.checkpoints.checks import (
 )
 from dragon_lightning.checkpoints.files import SHORTCUTS, class_path, load_checkpoint, model_class, resolve_shortcut
 from dragon_lightning.data import DragonDataModule
-from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import bounded, named
+from dragon_lightning.errors import DragonInputError, first_line, named
+from dragon_lightning.gates.inputs import bounded
 from dragon_lightning.messages import input_error_message, refusals_named
 from dragon_lightning.models import DragonClassifier, FoldEnsemble, MLPClassifier
 from dragon_lightning.models.base import DATA_LINKED

@@ -4,6 +4,8 @@ The CLI turns each into a single line on stderr and a non-zero exit, so a messag
 what is wrong and where (file, line, column, option or training step).
 """
 
+import os
+
 
 def first_line(error: BaseException) -> str:
     """An error's message as one line for a one-line report: its first line, or its class's name when
@@ -15,6 +17,14 @@ def first_line(error: BaseException) -> str:
 def os_reason(error: OSError) -> str:
     """What the operating system said, in its own words (``permission denied``), for a one-line report."""
     return (error.strerror or first_line(error)).lower()
+
+
+def named(path: str | os.PathLike, option: str | None) -> str:
+    """``path`` after its option, for a one-line message: a name with a line break or another
+    character that does not print (bytes that are not UTF-8 among them) is shown escaped."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    text = text if text.isprintable() else repr(text)[1:-1]
+    return f"{option} {text}" if option else text
 
 
 class DragonError(Exception):

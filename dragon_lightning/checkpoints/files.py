@@ -35,8 +35,8 @@ import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from dragon_lightning.checkpoints.callback import recorded_best
-from dragon_lightning.errors import DragonInputError
-from dragon_lightning.gates.inputs import CHECKPOINT, named, read_bytes, stat_path
+from dragon_lightning.errors import DragonInputError, named
+from dragon_lightning.gates.inputs import CHECKPOINT, read_bytes, stat_path
 from dragon_lightning.models import MODELS
 from dragon_lightning.models.base import CHECKPOINT_KEY, INJECTED
 from dragon_lightning.models.inputs import migrate_legacy_statistics

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from dragon_lightning.errors import DragonInputError, first_line
+from dragon_lightning.errors import DragonInputError, first_line, named
 
 MiB = 2**20
 
@@ -47,14 +47,6 @@ OUTPUT_MANIFEST = InputKind("dragon-lightning manifest", 16 * MiB)
 MAX_YAML_NODES = 100_000
 """A YAML document may hold at most this many values once its aliases are expanded (a 700-byte file
 of nested aliases expands to billions)."""
-
-
-def named(path: str | os.PathLike, option: str | None) -> str:
-    """``path`` after its option, for a one-line message: a name with a line break or another
-    character that does not print (bytes that are not UTF-8 among them) is shown escaped."""
-    text = os.fspath(path) if isinstance(path, os.PathLike) else path
-    text = text if text.isprintable() else repr(text)[1:-1]
-    return f"{option} {text}" if option else text
 
 
 def path_problem(error: OSError | UnicodeError, path: str | os.PathLike, option: str | None) -> DragonInputError:

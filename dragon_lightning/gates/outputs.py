@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dragon_lightning.errors import DragonError, DragonInputError, os_reason
-from dragon_lightning.gates.inputs import OUTPUT_MANIFEST, named, read_bytes, stat_path
+from dragon_lightning.errors import DragonError, DragonInputError, named, os_reason
+from dragon_lightning.gates.inputs import OUTPUT_MANIFEST, read_bytes, stat_path
 
 MANIFEST = ".dragon-lightning-files.json"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

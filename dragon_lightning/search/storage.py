@@ -13,8 +13,8 @@ from pathlib import Path
 
 import optuna
 
-from dragon_lightning.errors import DragonInputError, first_line
-from dragon_lightning.gates.inputs import JOURNAL, named, read_bytes, stat_path
+from dragon_lightning.errors import DragonInputError, first_line, named
+from dragon_lightning.gates.inputs import JOURNAL, read_bytes, stat_path
 from dragon_lightning.gates.outputs import write_atomically
 
 JOURNAL_FILE = "study.journal"
