@@ -293,8 +293,9 @@ DESCRIPTION = (
     "metric and the median of those epochs, the same metric as the refit trains (each fold's weights after "
     "those epochs, the weights a refit keeps), "
     "and writes cv_results.csv. Test rows are touched only by the refit's and the ensemble's final test. "
-    "The same command again with the same --output_dir reuses the folds that finished. Every fit option applies to every run; one "
-    "YAML file (--config) can hold cv's own options too."
+    "The same command again with the same --output_dir reuses the folds that finished. Every fit option applies to every run; cv's "
+    "own options (--folds, --repeats, --refit, --ensemble, --output_dir...) are listed last, and one YAML file (--config) "
+    "can hold them too."
 )
 
 

@@ -100,8 +100,9 @@ DESCRIPTION = (
     "Search a config's options with Optuna (TPE sampler, median pruner). Each trial is a fit scored on "
     "validation data (its monitored metric), one run folder per trial. The same command again continues "
     "the study. Writes trials.csv, best_config.yaml (train and test it with 'dragon-lightning fit --config "
-    "<sweep>/best_config.yaml') and Optuna's plots. Every fit option applies to every trial; one YAML file "
-    "(--config) can hold sweep's own options too."
+    "<sweep>/best_config.yaml') and Optuna's plots. Every fit option applies to every trial; "
+    "sweep's own options (--space, --n_trials, --workers, --output_dir...) are listed last, and one YAML file (--config) "
+    "can hold them too."
 )
 
 
