@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 import yaml
 from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
@@ -144,7 +145,9 @@ class DragonCLI(LightningCLI):
         return {name: {*skipped, "weights_only"} for name, skipped in LightningCLI.subcommands().items()}
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        """LightningCLI's parser, with a ``--config`` that refuses to override what was typed before it."""
+        """LightningCLI's parser (its ``config.yaml`` header naming Lightning's version included), with a
+        ``--config`` that refuses to override what was typed before it."""
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.__version__}"])
         parser = self.parser_class(**kwargs)
         parser.add_argument("-c", "--config", action=ConfigFile, help="a YAML or JSON file of options (give it first)")
         return parser

@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pandas as pd
 import pytest
@@ -300,6 +301,8 @@ def test_a_run_names_its_folders_as_they_are_typed(scratch, capfd):
     assert f"run folder: {run_folder}" in lines
     assert any(line.startswith(f"testing {run_folder / 'checkpoints'}{os.sep}epoch000") for line in lines), lines
     assert lines[-1] == f"pictures: {run_folder / 'figures'}"
+    header = (run_folder / "config.yaml").read_text().splitlines()[:2]
+    assert f"# lightning.pytorch=={lightning.__version__}" in header, "config.yaml says which Lightning wrote it"
 
 
 @pytest.mark.parametrize("progress_bar", [True, False])
