@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback
 
-from dragon_lightning.checkpoints.files import stamp_checksum
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.data.csv_io import read_feature_csv
 from dragon_lightning.errors import DragonInputError, first_line, os_reason
@@ -30,6 +29,7 @@ from dragon_lightning.gates import inputs
 from dragon_lightning.gates.outputs import MANIFEST, OutputFolder
 from dragon_lightning.models import FoldEnsemble, LogisticRegression, MLPClassifier, Perceptron
 from dragon_lightning.models.base import MAX_PARAMETERS
+from dragon_lightning.models.checksum import COVERED_BY, stamp_checksum, state_checksum
 from dragon_lightning.registry import COMMANDS as REGISTERED
 
 COLOR_MLP = config("color_mlp.yaml")
@@ -683,6 +683,8 @@ ALTERATIONS = {
     "the activation": lambda checkpoint: checkpoint["hyper_parameters"].update(activation="tanh"),
     "the threshold": lambda checkpoint: checkpoint["hyper_parameters"].update(threshold=0.9),
     "the data's size": lambda checkpoint: checkpoint["datamodule_hyper_parameters"].update(n_dragons=481),
+    # The class a checkpoint without LightningCLI's _class_path is built as.
+    "the model's class": lambda checkpoint: checkpoint["dragon_lightning"].update(model="LogisticRegression"),
 }
 
 
@@ -699,6 +701,48 @@ def test_an_altered_checkpoint_is_refused_by_its_checksum(edit, trained, scratch
     with pytest.raises(DragonInputError, match="checksum"):
         load_model(altered)
     assert load_model(trained).classes_.tolist() == ["Blue", "Red", "Yellow"]  # the untouched one loads
+
+
+def test_a_checkpoint_saved_by_a_plain_trainer_carries_the_checksum(tmp_path):
+    """The model writes the checksum itself, so a checkpoint of the Python API's plain ``Trainer`` (no
+    ``AtomicCheckpointIO``, no ``_class_path``: the model's name decides its class) is checked as the
+    CLI's are."""
+    import lightning as L
+
+    from dragon_lightning import load_model
+
+    data = DragonDataModule(task="fire", n_dragons=300, seed=0, data_dir=None)
+    model = LogisticRegression(num_features=data.num_features, num_classes=data.num_classes, class_names=data.class_names)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, datamodule=data)
+    saved = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(saved)
+    assert "_class_path" not in torch.load(saved, weights_only=True)["hyper_parameters"]
+    assert load_model(saved).classes_.tolist() == data.class_names
+    for name, alter in (
+        ("weight", lambda c: c["state_dict"]["linear.weight"][0, 0].add_(0.5)),
+        ("class", lambda c: c["dragon_lightning"].update(model="Perceptron")),
+    ):
+        with pytest.raises(DragonInputError, match="do not match the checksum"):
+            load_model(edited_checkpoint(saved, tmp_path / f"altered_{name}.ckpt", alter, checksum=False))
+
+
+@pytest.mark.parametrize("generation", [*COVERED_BY][1:])
+def test_a_checkpoint_of_an_earlier_version_is_checked_by_the_checksum_it_holds(generation, trained, scratch):
+    from dragon_lightning import load_model
+
+    def earlier(checkpoint):
+        entry = checkpoint["dragon_lightning"]
+        del entry[next(iter(COVERED_BY))]
+        entry[generation] = state_checksum(checkpoint, generation)
+
+    written_then = edited_checkpoint(trained, scratch / f"{generation}.ckpt", earlier, checksum=False)
+    assert load_model(written_then).classes_.tolist() == ["Blue", "Red", "Yellow"]
+    altered = edited_checkpoint(written_then, scratch / f"{generation}_altered.ckpt", ALTERATIONS["a weight"], checksum=False)
+    with pytest.raises(DragonInputError, match="do not match the checksum"):
+        load_model(altered)
 
 
 # Damage as a disk, a copy cut short or a careless edit leaves it: bytes changed, a tail lost, a run of zeros.

@@ -8,9 +8,9 @@ A checkpoint is a pickle inside a zip file, and unpickling can run code. Here it
 - unpickled with ``weights_only=True``: tensors and plain values only;
 - refused unless every class it names is one of dragon-lightning's own models, by exact class path,
   before anything is imported (LightningCLI would otherwise import the module a checkpoint names);
-- refused when what decides its answers (weights, fitted features, the model's and the data's
-  hyperparameters: class names, threshold, activation, sizes) no longer matches the SHA-256 checksum
-  written with them;
+- refused when what decides its answers (weights, fitted features, the model's class and the model's
+  and the data's hyperparameters: class names, threshold, activation, sizes) no longer matches the
+  SHA-256 checksum the model wrote with them (:mod:`dragon_lightning.models.checksum`);
 - brought to this version's layout (the feature statistics that earlier versions kept beside the
   weights become the model's ``inputs`` layer).
 
@@ -20,9 +20,7 @@ Lightning's own restore of the same file (``--ckpt_path``) goes through :func:`l
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import pickle
 import stat
@@ -38,17 +36,9 @@ from dragon_lightning.checkpoints.callback import recorded_best
 from dragon_lightning.errors import DragonInputError, named
 from dragon_lightning.gates.inputs import CHECKPOINT, read_bytes, stat_path
 from dragon_lightning.models import MODELS
-from dragon_lightning.models.base import CHECKPOINT_KEY, INJECTED
+from dragon_lightning.models.base import INJECTED
+from dragon_lightning.models.checksum import CHECKPOINT_KEY, DATA_STATE_KEY, recorded_checksum, state_checksum
 from dragon_lightning.models.inputs import migrate_legacy_statistics
-
-CHECKSUM_KEY = "sha256"
-"""Covers :data:`COVERED`."""
-LEGACY_CHECKSUM_KEY = "state_sha256"
-"""Written by earlier versions: it covers the weights and fitted features only."""
-DATA_STATE_KEY = "DragonDataModule"
-"""Where Lightning kept the data module's state in checkpoints of earlier versions (the feature
-statistics, before they moved into the model): still covered by their checksums."""
-COVERED: tuple[str, ...] = ("state_dict", DATA_STATE_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 
 
 def class_path(model: type) -> str:
@@ -65,29 +55,6 @@ MODEL_NAMES = {model.__name__: model for model in MODELS}
 
 # ckpt_path values that Lightning resolves itself rather than reading a file ("registry" also as a prefix).
 LIGHTNING_CHECKPOINT_ALIASES = ("hpc", "registry")
-
-
-def state_checksum(checkpoint: dict, sections: tuple[str, ...] = COVERED) -> str:
-    """SHA-256 over ``sections`` in key order: any change to a tensor's values, shape or type, or to a
-    hyperparameter, changes it."""
-    digest = hashlib.sha256()
-    for section in sections:
-        for name, value in sorted((checkpoint.get(section) or {}).items()):
-            digest.update(f"{section}/{name}".encode())
-            if isinstance(value, torch.Tensor):
-                tensor = value.detach().cpu().contiguous()
-                digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-            else:
-                digest.update(json.dumps(value, sort_keys=True, default=repr).encode())
-    return digest.hexdigest()
-
-
-def stamp_checksum(checkpoint: dict) -> None:
-    """Record the checksum in a checkpoint about to be written."""
-    entry = checkpoint.setdefault(CHECKPOINT_KEY, {})
-    if isinstance(entry, dict):
-        entry[CHECKSUM_KEY] = state_checksum(checkpoint)
 
 
 _verified: dict[tuple, dict] = {}
@@ -290,14 +257,11 @@ def model_class(checkpoint: dict, path: str | os.PathLike) -> type:
 
 
 def check_checksum(checkpoint: dict, path: str | os.PathLike) -> None:
-    """Refuse a checkpoint whose weights, fitted features or hyperparameters changed after they were
-    written (an earlier version's checksum covers its weights and features only; checkpoints of
+    """Refuse a checkpoint whose weights, fitted features, hyperparameters or model name changed after
+    they were written, by the newest checksum it holds (an earlier version's covers less; checkpoints of
     versions before any checksum load as they are)."""
-    entry = checkpoint.get(CHECKPOINT_KEY, {})
-    recorded, sections = entry.get(CHECKSUM_KEY), COVERED
-    if recorded is None:
-        recorded, sections = entry.get(LEGACY_CHECKSUM_KEY), ("state_dict", DATA_STATE_KEY)
-    if recorded is not None and recorded != state_checksum(checkpoint, sections):
+    recorded = recorded_checksum(checkpoint)
+    if recorded is not None and recorded[1] != state_checksum(checkpoint, recorded[0]):
         raise DragonInputError(
             f"{path}: its weights, fitted features or hyperparameters do not match the checksum written with them "
             "(the file was altered or damaged); refused"

@@ -1,5 +1,5 @@
 """``AtomicCheckpointIO``: Lightning's checkpoint plugin for every run, so that each save goes through the
-output gate with its checksum and each load (Lightning's restore included) through :mod:`.files`."""
+output gate and each load (Lightning's restore included) through :mod:`.files`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from dragon_lightning.checkpoints.files import load_checkpoint, stamp_checksum
+from dragon_lightning.checkpoints.files import load_checkpoint
 from dragon_lightning.gates.outputs import OutputFolder
 
 TUNER_CHECKPOINTS = (".lr_find_", ".scale_batch_size_")
@@ -17,7 +17,7 @@ rates or batch sizes, and restores and deletes it right after."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint with its checksum through the output gate (a temporary file beside it,
+    """Write each checkpoint (its checksum written by the model) through the output gate (a temporary file beside it,
     then renamed: Ctrl-C or a full disk in the middle of a save leaves the previous ``last.ckpt``
     whole; a file of the user's with the same name is never replaced). Load through the checkpoint
     gate, whatever the caller asks for."""
@@ -33,7 +33,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         for section in ("hyper_parameters", "datamodule_hyper_parameters"):
             if section in checkpoint:
                 checkpoint[section] = plain_values(checkpoint[section])
-        stamp_checksum(checkpoint)
         if "://" in str(path):  # remote storage: no local rename
             return super().save_checkpoint(checkpoint, path, storage_options)
         if Path(path).name.startswith(TUNER_CHECKPOINTS):  # restored and deleted at once: no record in the user's folder

@@ -23,12 +23,11 @@ from torchmetrics.classification import BinaryROC
 
 from dragon_lightning.arguments import ClassCount, ClosedOpenUnitInterval, FeatureCount, check_arguments
 from dragon_lightning.errors import InvalidArgument, TrainingDiverged
+from dragon_lightning.models.checksum import CHECKPOINT_KEY, stamp_checksum
 from dragon_lightning.models.inputs import Standardize, migrate_legacy_statistics
 from dragon_lightning.models.metrics import TrainingTally, accuracy_collection, score_collection, test_collection
 
 STAGES = ("train", "val", "test")
-CHECKPOINT_KEY = "dragon_lightning"
-"""Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too."""
 DATA_LINKED = ("num_features", "num_classes", "class_names")
 """Arguments the data decides: under the CLI they are linked from the data module, never set by the user."""
 INJECTED = ("optimizer", "scheduler")
@@ -231,6 +230,7 @@ class DragonClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._stop_if_diverged()
         checkpoint[CHECKPOINT_KEY] = {"model": type(self).__name__, "history": list(self.history)}
+        stamp_checksum(checkpoint)  # the last hook of a save: every section it covers is in place
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         migrate_legacy_statistics(checkpoint, "inputs")

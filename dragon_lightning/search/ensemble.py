@@ -14,7 +14,7 @@ from dragon_lightning.checkpoints.files import class_path
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.inference import load_model
 from dragon_lightning.models import FoldEnsemble
-from dragon_lightning.models.base import CHECKPOINT_KEY
+from dragon_lightning.models.checksum import CHECKPOINT_KEY, stamp_checksum
 
 ENSEMBLE_CHECKPOINT = "ensemble.ckpt"
 FOLD_OPTIONS = ("n_folds", "fold")
@@ -44,5 +44,6 @@ def write_ensemble(member_paths: Sequence[str | Path], path: Path, threshold: fl
         "datamodule_hyper_parameters": data_options,
         CHECKPOINT_KEY: {"model": FoldEnsemble.__name__, "history": [], "members": [str(p) for p in member_paths]},
     }
+    stamp_checksum(checkpoint)  # written by hand, not by Lightning: no model hook stamps it
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
     return path
