@@ -28,6 +28,7 @@ import torch
 from dragon_lightning import __version__
 from dragon_lightning.arguments import parse_options
 from dragon_lightning.errors import DragonError, DragonInputError
+from dragon_lightning.gates.inputs import ONNX_CHECKSUM, onnx_checksum
 from dragon_lightning.gates.outputs import OutputFolder
 from dragon_lightning.inference import TrainedModel, load_model
 from dragon_lightning.schema import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAMES
@@ -124,6 +125,7 @@ def _write_onnx(model: TrainedModel, path: Path) -> Answers:
     proto = onnx.load(str(path))
     for key, value in metadata(model).items():
         proto.metadata_props.add(key=key, value=value)
+    proto.metadata_props.add(key=ONNX_CHECKSUM, value=onnx_checksum(proto))  # serve checks it when it reads the file
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

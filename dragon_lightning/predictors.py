@@ -106,6 +106,8 @@ def onnx_predictor(path: str, data: bytes, threads: int | None = None) -> Predic
         )
     try:
         meta = ExportMetadata.model_validate(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError:  # onnxruntime hands its entries over as text
+        raise DragonInputError(f"--model {path}: its metadata is not UTF-8 text (a damaged file?)") from None
     except ValidationError as error:
         problem = error.errors()[0]
         raise DragonInputError(

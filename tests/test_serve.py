@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from postgres import free_port
 
 from dragon_lightning import load_model
+from dragon_lightning.errors import DragonInputError
 
 pytest.importorskip("litserve")
 KEY = "key-for-tests"
@@ -410,6 +411,7 @@ def test_an_onnx_file_without_the_decided_class_or_the_flag_is_one_line_asking_f
     model = onnx.load(checkpoints["onnx"])
     for name in left_out:
         model.graph.output.remove(next(output for output in model.graph.output if output.name == name))
+    without_checksum(model)  # exports of that time wrote none
     earlier = scratch / "earlier.onnx"
     onnx.save_model(model, earlier)
     args = ["serve", "--model", str(earlier), "--port", str(free_port())]
@@ -434,10 +436,91 @@ def test_an_onnx_file_whose_metadata_is_not_as_export_writes_it_is_one_line(edit
     key, value, message = EDITED_METADATA[edit]
     model = onnx.load(checkpoints["onnx"])
     next(entry for entry in model.metadata_props if entry.key == key).value = value
+    without_checksum(model)  # as another program writes it (export's own checksum would refuse the edit first)
     edited = scratch / "edited.onnx"
     onnx.save_model(model, edited)
     args = ["serve", "--model", str(edited), "--port", str(free_port())]
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {edited}: ", message)
+
+
+def test_onnx_metadata_that_is_not_utf8_is_one_line(checkpoints, scratch, capfd):
+    """A damaged byte in a file without the checksum (an earlier export's): onnxruntime's UnicodeDecodeError
+    was a traceback."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(checkpoints["onnx"])
+    without_checksum(model)
+    data = model.SerializeToString()
+    damaged = scratch / "damaged.onnx"
+    damaged.write_bytes(data.replace(b'"Blue"', b'"\xfflue"', 1))  # same length: the file still parses
+    args = ["serve", "--model", str(damaged), "--port", str(free_port())]
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {damaged}: its metadata is not UTF-8 text")
+
+
+def without_checksum(model) -> None:
+    """An ONNX model as an earlier export or another program writes it: no checksum entry."""
+    model.metadata_props.remove(next(entry for entry in model.metadata_props if entry.key == "sha256"))
+
+
+def _alter_a_weight(model) -> None:
+    from onnx import numpy_helper
+
+    tensor = next(t for t in model.graph.initializer if numpy_helper.to_array(t).size > 1)
+    values = numpy_helper.to_array(tensor).copy()
+    values.flat[0] += 0.5
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+
+
+def _swap_class_names(model) -> None:
+    entry = next(entry for entry in model.metadata_props if entry.key == "class_names")
+    entry.value = json.dumps(list(reversed(json.loads(entry.value))))
+
+
+@pytest.mark.parametrize("alter", [_alter_a_weight, _swap_class_names], ids=["a weight", "the class names' order"])
+def test_an_exported_file_altered_after_export_is_refused_by_its_checksum(alter, checkpoints, scratch, capfd):
+    """What the metadata checks cannot see: a changed weight, or class names still valid but in another
+    order, would answer wrongly without a word."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(checkpoints["onnx"])
+    alter(model)
+    altered = scratch / "altered.onnx"
+    onnx.save_model(model, altered)
+    args = ["serve", "--model", str(altered), "--port", str(free_port())]
+    message = f"--model {altered}: its graph or metadata do not match the checksum export wrote with them"
+    expect_one_line_error(capfd, scratch, files_under(scratch), args, message)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    damage=st.one_of(
+        st.tuples(
+            st.just("bytes"), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=20)
+        ),
+        st.tuples(st.just("cut"), st.floats(0, 1, exclude_max=True)),
+    )
+)
+def test_a_damaged_onnx_file_answers_as_before_or_is_refused_in_one_line(damage, checkpoints, tmp_path):
+    """Bytes changed or a tail lost: the file the server would read is refused in one line, or answers
+    exactly as the intact one. Without the checksum, about half of such files answered otherwise."""
+    pytest.importorskip("onnx")
+    from dragon_lightning.gates.inputs import read_onnx
+    from dragon_lightning.predictors import onnx_predictor
+
+    intact = checkpoints["onnx"].read_bytes()
+    if damage[0] == "bytes":
+        data = bytearray(intact)
+        for where, value in damage[1]:
+            data[int(where * len(data))] = value
+    else:
+        data = bytearray(intact[: int(damage[1] * len(intact))])
+    damaged = tmp_path / f"damaged_{abs(hash(str(damage)))}.onnx"
+    damaged.write_bytes(bytes(data))
+    dragons = np.array([[4, 130], [12, 200], [22, 260], [7, 240]], dtype=np.float32)
+    try:
+        answers = onnx_predictor(str(damaged), read_onnx(damaged, "--model")).answer(dragons)
+    except DragonInputError as error:
+        assert "\n" not in str(error) and str(error).startswith(f"--model {damaged}: "), str(error)
+        return
+    assert answers == onnx_predictor("intact", intact).answer(dragons)
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -132,9 +133,27 @@ def read_bytes(path: str | os.PathLike, kind: InputKind, option: str | None = No
     return data
 
 
+ONNX_CHECKSUM = "sha256"
+"""The metadata entry in which ``export`` writes :func:`onnx_checksum`."""
+
+
+def onnx_checksum(model: Any) -> str:
+    """SHA-256 of an ONNX model (graph, weights, opsets and metadata: everything that decides or labels
+    its answers) without its own checksum entry."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for entry in [entry for entry in copy.metadata_props if entry.key == ONNX_CHECKSUM]:
+        copy.metadata_props.remove(entry)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
 def read_onnx(path: str | os.PathLike, option: str | None = None) -> bytes:
     """An ONNX model's bytes, parsed once with ``onnx`` to refuse a model whose tensors name other files
-    to read (external data): a name inside the file must not decide what is read."""
+    to read (external data: a name inside the file must not decide what is read), and one that no longer
+    matches the checksum ``export`` wrote into it (a file without one, from an earlier export or another
+    program, is read as it is)."""
     data = read_bytes(path, ONNX, option)
     try:
         import onnx
@@ -150,6 +169,12 @@ def read_onnx(path: str | os.PathLike, option: str | None = None) -> bytes:
         raise DragonInputError(
             f"{named(path, option)}: keeps tensor data in other files ({', '.join(external)}), which are not read; "
             "export writes one self-contained file"
+        )
+    recorded = next((entry.value for entry in model.metadata_props if entry.key == ONNX_CHECKSUM), None)
+    if recorded is not None and recorded != onnx_checksum(model):
+        raise DragonInputError(
+            f"{named(path, option)}: its graph or metadata do not match the checksum export wrote with them "
+            "(the file was altered or damaged); refused"
         )
     return data
 
