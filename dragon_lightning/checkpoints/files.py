@@ -263,6 +263,6 @@ def check_checksum(checkpoint: dict, path: str | os.PathLike) -> None:
     recorded = recorded_checksum(checkpoint)
     if recorded is not None and recorded[1] != state_checksum(checkpoint, recorded[0]):
         raise DragonInputError(
-            f"{path}: its weights, fitted features or hyperparameters do not match the checksum written with them "
+            f"{path}: its weights, fitted features, class or hyperparameters do not match the checksum written with them "
             "(the file was altered or damaged); refused"
         )

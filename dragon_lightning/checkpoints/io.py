@@ -17,10 +17,10 @@ rates or batch sizes, and restores and deletes it right after."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint (its checksum written by the model) through the output gate (a temporary file beside it,
-    then renamed: Ctrl-C or a full disk in the middle of a save leaves the previous ``last.ckpt``
-    whole; a file of the user's with the same name is never replaced). Load through the checkpoint
-    gate, whatever the caller asks for."""
+    """Write each checkpoint (the model has stamped its checksum) through the output gate (a temporary
+    file beside it, then renamed: Ctrl-C or a full disk in the middle of a save leaves the previous
+    ``last.ckpt`` whole; a file of the user's with the same name is never replaced). Load through the
+    checkpoint gate, whatever the caller asks for."""
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         checkpoint = load_checkpoint(path, option=None, weights_alone=True)
