@@ -9,6 +9,8 @@ answers of ``serve`` are those of ``load_model`` and of onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -96,7 +98,10 @@ def onnx_predictor(path: str, data: bytes, threads: int | None = None) -> Predic
     if threads is not None:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
     try:
-        session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        # On a failure onnxruntime prints its own lines ("EP Error ...") before retrying on the same CPU
+        # provider; the one line below says it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime's errors share no base class: any failure means an unusable file
         raise DragonInputError(f"--model {path}: not an ONNX model onnxruntime can load ({first_line(error)})") from None
     if [output.name for output in session.get_outputs()] != list(OUTPUT_NAMES):

@@ -456,6 +456,23 @@ def test_onnx_metadata_that_is_not_utf8_is_one_line(checkpoints, scratch, capfd)
     expect_one_line_error(capfd, scratch, files_under(scratch), args, f"--model {damaged}: its metadata is not UTF-8 text")
 
 
+def test_an_onnx_file_whose_names_are_not_utf8_is_one_line_without_onnxruntimes_own_lines(checkpoints, scratch, capfd):
+    """onnxruntime cannot decode its own error about such a name; it printed three lines of its own
+    ("EP Error ...") before retrying and failing again."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(checkpoints["onnx"])
+    without_checksum(model)
+    data = bytearray(model.SerializeToString())
+    output = model.graph.output[0].SerializeToString()  # the graph's first output, by its bytes in the file
+    data[data.index(output) + output.index(model.graph.output[0].name.encode()) + 1] = 0xFF
+    damaged = scratch / "damaged.onnx"
+    damaged.write_bytes(bytes(data))
+    args = ["serve", "--model", str(damaged), "--port", str(free_port())]
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), args, f"--model {damaged}: not an ONNX model onnxruntime can load"
+    )
+
+
 def without_checksum(model) -> None:
     """An ONNX model as an earlier export or another program writes it: no checksum entry."""
     model.metadata_props.remove(next(entry for entry in model.metadata_props if entry.key == "sha256"))
