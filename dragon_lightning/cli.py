@@ -20,7 +20,7 @@ from jsonargparse import ArgumentError, Namespace, get_loader, set_loader
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, register_type
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -29,6 +29,7 @@ from dragon_lightning.callbacks import (
     HyperparametersWithMetrics,
     PredictionWriter,
     RunConfig,
+    RunProgressBar,
     TutorialFigures,
 )
 from dragon_lightning.checkpoints.callback import LAST, ResumableCheckpoint
@@ -444,13 +445,14 @@ def callback_list(callbacks: Sequence[Callback] | Callback | None) -> list[Callb
 
 def default_callbacks(trainer: Namespace) -> list[Callback]:
     """What a run gets unless its config has its own: a progress bar that redraws every few steps
-    (redrawing after every step of a small model costs a tenth of the step), and the learning rate
+    (redrawing after every step of a small model costs a tenth of the step) and names the run's version
+    whole, and the learning rate
     logged each epoch (``lr-Adam``) when there is a logger (Lightning's monitor refuses to run without
     one). Added to the Trainer, not the config: ``config.yaml`` keeps what the user chose."""
     configured = callback_list(trainer.get("callbacks"))
     defaults: list[Callback] = []
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
-        defaults.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
+        defaults.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_STEPS))
     if trainer.get("logger") not in (False, []) and not any(isinstance(c, LearningRateMonitor) for c in configured):
         defaults.append(LearningRateMonitor(logging_interval="epoch"))
     return [*configured, *defaults]

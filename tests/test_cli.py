@@ -143,6 +143,19 @@ def test_default_callbacks_join_the_trainer_and_give_way_to_the_config(options, 
     assert ("TQDMProgressBar" in str(cli.config.trainer.callbacks)) == chose_a_bar, "config.yaml keeps the user's choice"
 
 
+@pytest.mark.parametrize("version, shown", [("repeat_1_fold_2", "repeat_1_fold_2"), (None, 0)], ids=["a cv fold", "version_N"])
+def test_the_progress_bar_names_the_runs_version_whole(version, shown, tmp_path):
+    """Lightning's bar shows a text version's last four characters: every cv fold read ``v_num=ld_2``."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from dragon_lightning.callbacks import RunProgressBar
+
+    bar = RunProgressBar()
+    trainer = L.Trainer(logger=TensorBoardLogger(tmp_path, name="", version=version), callbacks=[bar], enable_checkpointing=False)
+    assert bar.get_metrics(trainer, None)["v_num"] == shown
+
+
 def test_a_restored_checkpoint_tests_the_same_and_predicts(fitted, tmp_path):
     root, cli = fitted
     best = cli.trainer.checkpoint_callback.best_model_path
