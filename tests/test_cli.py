@@ -264,6 +264,7 @@ def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, c
         ("/elsewhere/lightning_logs/version_0/checkpoints/epoch003.ckpt", runs / "version_0" / "checkpoints" / "epoch003.ckpt"),
         ("/etc/passwd", None),
         ("lightning_logs/version_0/checkpoints/../../../secret.ckpt", None),
+        ("lightning_logs/version_0/../checkpoints/epoch003.ckpt", None),  # a run folder named ".."
         ("lightning_logs/version_0/checkpoints/" + "x" * 5000 + ".ckpt", None),  # a name too long for the file system
     ]:
         states = {key: {**state, "best_model_path": recorded} for key, state in last["callbacks"].items()}

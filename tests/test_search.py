@@ -180,8 +180,12 @@ def test_cv_trains_every_fold_and_writes_their_validation_metrics(tmp_path, capf
     for fold in range(5):
         training = printed.split(f"fold {fold}: training in {cv_dir / f'fold_{fold}'}")[1].split(f"fold {fold}: val/acc")[0]
         assert "Epoch 2: 100%" in training, "each fold shows its progress, one after another"
+        assert f"v_num=fold_{fold}," in training, "its progress bar names the fold"
         saved = yaml.safe_load((cv_dir / f"fold_{fold}" / "config.yaml").read_text())
         assert (saved["data"]["n_folds"], saved["data"]["fold"]) == (5, fold), "each run records its fold"
+    # A fold is a run folder like any other: compare finds its best checkpoint through its last.ckpt.
+    (panel,) = run("compare", str(cv_dir / "fold_3"), "--output", str(tmp_path / "fold_3.png"))
+    assert "fold_3" in panel.name and 0 < panel.accuracy <= 1
 
 
 def test_a_runs_score_after_n_epochs_is_what_a_run_of_n_epochs_keeping_its_final_weights_scores(tmp_path):

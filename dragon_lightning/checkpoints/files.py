@@ -99,7 +99,7 @@ def tested_checkpoint(run: Path) -> Path:
     recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last, option=None), last, option=None))
     if recorded is not None:
         kept = Path(recorded)
-        if kept.parent.name == "checkpoints" and kept.parent.parent.name.startswith("version_"):
+        if kept.parent.name == "checkpoints" and kept.parent.parent.name not in ("", ".", ".."):  # one folder beside run
             found = run.parent / kept.parent.parent.name / "checkpoints" / kept.name
             if (status := stat_path(found, strict=False)) is not None and stat.S_ISREG(status.st_mode):
                 return found
