@@ -30,6 +30,8 @@ CSV_CASES = {
     "header only": (HEADER + "\n", "has a header but no data rows"),
     "missing column": (dragons_csv().replace("diet,", "food,"), "missing column 'diet'"),
     "wrong delimiter": (dragons_csv().replace(",", ";"), "is the file comma-separated?"),
+    # As a spreadsheet saves it where the comma is the decimal mark: it was "a comma too many" on line 2.
+    "semicolons and decimal commas": (dragons_csv().replace(",", ";").replace(";180", ";180,5"), "is the file comma-separated?"),
     "non-numeric value": (with_row("50,long,Julian,Blue,Omnivore,1"), "line 4, column 'bodyLength': 'long' is not a number"),
     "empty cell": (with_row("50,,Julian,Blue,Omnivore,1"), "line 4, column 'bodyLength': empty or missing value"),
     "NaN": (with_row("NaN,200,Julian,Blue,Omnivore,1"), "line 4, column 'testScore': empty or missing value"),

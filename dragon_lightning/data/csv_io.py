@@ -81,7 +81,7 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
     except pd.errors.ParserError as error:
         raise DragonInputError(f"{path}: not a readable CSV file ({first_line(error)})") from None
     header = [str(name).strip() for name in header]
-    _check_first_record(path, file, len(header))
+    _check_header_line(path, file)
     if len(header) > MAX_COLUMNS:
         raise DragonInputError(f"{path}: line 1: {len(header):,} columns, more than {MAX_COLUMNS:,}; is this a dragon table?")
     for name in dict.fromkeys(header):
@@ -95,7 +95,7 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
             if set(COLUMNS) <= set(header) and name in FEATURE_COLUMNS:
                 hint = RAW_TABLE
             raise DragonInputError(f"{path}: missing column '{name}'; the header has {', '.join(header)}{hint}")
-    file.seek(0)
+    _check_first_record(path, file, len(header))  # after the header's own checks: a file of semicolons fails those
     try:
         table = pd.read_csv(
             file,
@@ -117,12 +117,16 @@ def _parse(path: Path, file: BinaryIO, required: Sequence[str], categorical: Seq
     return table
 
 
-def _check_first_record(path: Path, file: BinaryIO, fields: int) -> None:
-    """The header must be text, and the first row no longer than it: pandas refuses a longer row later
-    in the file, but reads the first one's extra fields as an index (or, at ``index_col=False``, drops them)."""
+def _check_header_line(path: Path, file: BinaryIO) -> None:
+    """The header must be text: UTF-16 reads as names with NUL bytes between their letters."""
     file.seek(0)
     if b"\x00" in file.readline():
         raise DragonInputError(f"{path}: line 1: holds NUL bytes (UTF-16 text?); save the file as UTF-8")
+
+
+def _check_first_record(path: Path, file: BinaryIO, fields: int) -> None:
+    """The first row may be no longer than the header: pandas refuses a longer row later in the file,
+    but reads the first one's extra fields as an index (or, at ``index_col=False``, drops them)."""
     file.seek(0)
     text = io.TextIOWrapper(file, encoding=ENCODING, newline="")
     try:
