@@ -12,6 +12,7 @@ class RunProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
-        if "v_num" in metrics and isinstance(version := trainer.logger.version if trainer.logger else None, str):
+        version = trainer.logger.version if len(trainer.loggers) == 1 else None  # several: Lightning's joined versions stay
+        if "v_num" in metrics and isinstance(version, str):
             metrics["v_num"] = version
         return metrics

@@ -261,7 +261,10 @@ def check_checksum(checkpoint: dict, path: str | os.PathLike) -> None:
     they were written, by the newest checksum it holds (an earlier version's covers less; checkpoints of
     versions before any checksum load as they are)."""
     recorded = recorded_checksum(checkpoint)
-    if recorded is not None and recorded[1] != state_checksum(checkpoint, recorded[0]):
+    if recorded is None:
+        return
+    key, checksum = recorded
+    if checksum != state_checksum(checkpoint, key):
         raise DragonInputError(
             f"{path}: its weights, fitted features, class or hyperparameters do not match the checksum written with them "
             "(the file was altered or damaged); refused"
