@@ -42,7 +42,7 @@ from dragon_lightning.checkpoints.checks import (
     check_trained_model,
     explicit_values,
 )
-from dragon_lightning.checkpoints.files import SHORTCUTS, class_path, load_checkpoint, model_class, resolve_shortcut
+from dragon_lightning.checkpoints.files import RUNS, SHORTCUTS, class_path, load_checkpoint, model_class, resolve_shortcut
 from dragon_lightning.data import DragonDataModule
 from dragon_lightning.errors import DragonInputError, first_line, named
 from dragon_lightning.gates.inputs import bounded
@@ -226,7 +226,8 @@ class DragonCLI(LightningCLI):
                 "the newest run tested, last for its last.ckpt); without one it would use untrained weights"
             )
         if config.get("ckpt_path") in SHORTCUTS:
-            config.ckpt_path = resolve_shortcut(config.ckpt_path, config.trainer.default_root_dir or ".")
+            runs, version = logged_runs(config.trainer)
+            config.ckpt_path = resolve_shortcut(config.ckpt_path, runs, version=version)
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:
@@ -428,6 +429,21 @@ def resolve_logger(trainer: Namespace) -> None:
     for logger in loggers:
         if isinstance(logger, Namespace) and logger.get("init_args") and logger.init_args.get("save_dir") == ROOT_DIR:
             logger.init_args.save_dir = trainer.default_root_dir or "."
+
+
+def logged_runs(trainer: Namespace) -> tuple[Path, str | None]:
+    """Where the Trainer's first logger, which the checkpoints follow, puts its run folders, as Lightning
+    names them: ``save_dir/name`` (``lightning_logs`` unless the logger names another), with the run
+    folder the logger names itself (its ``version``), if any."""
+    root = Path(trainer.default_root_dir or ".")
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    options = loggers[0].get("init_args") if loggers and isinstance(loggers[0], Namespace) else None
+    if not options:
+        return root / RUNS, None
+    save_dir = root if options.get("save_dir") in (None, ROOT_DIR) else Path(options.save_dir)
+    version = options.get("version")
+    folder = None if version is None else version if isinstance(version, str) else f"version_{version}"
+    return save_dir / (options.get("name", RUNS.name) or ""), folder
 
 
 def _import(class_path: str) -> type:

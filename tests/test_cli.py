@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -275,6 +276,25 @@ def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, c
         else:
             with pytest.raises(DragonInputError, match=r"last.ckpt: records no best checkpoint under lightning_logs"):
                 resolve_shortcut("best")
+
+
+def test_last_and_best_look_where_the_logger_puts_its_runs(fire_fitted, scratch, capfd):
+    """A logger with its own ``name`` keeps its runs in ``root/name/version_N``, and one with its own
+    ``version`` in ``root/name/version``: ``--ckpt_path last`` and ``best`` look there, as Lightning
+    writes them."""
+    _, fitted = fire_fitted
+    for folder in ("version_0", "version_3", "mine"):  # the best checkpoint's run, a later run, a named one
+        shutil.copytree(last_checkpoint(fitted).parent.parent, scratch / "experiments" / folder)
+    logger = ["--trainer.default_root_dir", str(scratch), "--trainer.logger.init_args.name", "experiments"]
+    best = Path(fitted.tested_checkpoint).name
+    assert Path(run("test", "--ckpt_path", "best", *logger).trainer.ckpt_path) == scratch / "experiments" / "version_0" / "checkpoints" / best
+    assert Path(run("test", "--ckpt_path", "last", *logger).trainer.ckpt_path) == scratch / "experiments" / "version_3" / "checkpoints" / "last.ckpt"
+    named = [*logger, "--trainer.logger.init_args.version", "mine"]
+    assert Path(run("test", "--ckpt_path", "last", *named).trainer.ckpt_path) == scratch / "experiments" / "mine" / "checkpoints" / "last.ckpt"
+    capfd.readouterr()
+    missing = f"--ckpt_path last: the run {scratch / 'experiments' / 'other'} has no checkpoints/last.ckpt"
+    other = ["test", "--ckpt_path", "last", *logger, "--trainer.logger.init_args.version", "other"]
+    assert expect_one_line_error(capfd, scratch, files_under(scratch), other).endswith(missing)
 
 
 def test_load_model_takes_best_and_last_as_the_commands_do(fire_fitted, monkeypatch):

@@ -69,26 +69,37 @@ def _identity(path: Path) -> tuple | None:
 SHORTCUTS = ("last", "best")
 
 
+RUNS = Path("lightning_logs")
+"""Where Lightning's loggers put a run's folder (``version_N``) unless they are given another ``name``."""
+
+
 @overload
-def resolve_shortcut(path: str, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> str: ...
+def resolve_shortcut(path: str, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None) -> str: ...
 @overload
-def resolve_shortcut(path: None, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> None: ...
-def resolve_shortcut(path: str | None, root: str | os.PathLike = ".", option: str | None = "--ckpt_path") -> str | None:
-    """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``)
-    under ``root/lightning_logs``, and for ``best`` the checkpoint that run's ``fit`` kept as its best
-    and tested: what every command that takes ``--ckpt_path`` accepts, and ``load_model``."""
+def resolve_shortcut(path: None, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None) -> None: ...
+def resolve_shortcut(
+    path: str | None, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None
+) -> str | None:
+    """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``) under
+    ``runs``, or of the run folder ``version`` there where the logger names its own, and for ``best`` the
+    checkpoint that run's ``fit`` kept as its best and tested: what every command that takes
+    ``--ckpt_path`` accepts, and ``load_model``."""
     if path not in SHORTCUTS:
         return path
-    runs = Path(root) / "lightning_logs"
-    candidates = [
-        (int(run.name.removeprefix("version_")), run / "checkpoints" / "last.ckpt")
-        for run in runs.glob("version_*")
-        if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
-    ]
-    if not candidates:
-        raise DragonInputError(f"{named(path, option)}: no run under {runs} has checkpoints/last.ckpt")
-    last = max(candidates)[1]
-    return str(last) if path == "last" else str(tested_checkpoint(last.parent.parent))
+    if version is None:
+        numbered = {
+            int(run.name.removeprefix("version_")): run
+            for run in Path(runs).glob("version_*")
+            if run.name.removeprefix("version_").isdigit() and (run / "checkpoints" / "last.ckpt").is_file()
+        }
+        if not numbered:
+            raise DragonInputError(f"{named(path, option)}: no run under {runs} has checkpoints/last.ckpt")
+        run = numbered[max(numbered)]
+    else:
+        run = Path(runs) / version
+        if not (run / "checkpoints" / "last.ckpt").is_file():
+            raise DragonInputError(f"{named(path, option)}: the run {run} has no checkpoints/last.ckpt")
+    return str(run / "checkpoints" / "last.ckpt") if path == "last" else str(tested_checkpoint(run))
 
 
 def tested_checkpoint(run: Path) -> Path:
