@@ -764,6 +764,21 @@ def test_a_damaged_checkpoint_answers_as_before_or_is_refused_in_one_line(damage
     np.testing.assert_array_equal(answers, load_model(trained).predict_proba(dragons))
 
 
+@pytest.mark.parametrize("where", [CHECKSUM_KEY, "dragon_lightning", "epoch"])
+def test_a_byte_damaged_in_a_checkpoints_keys_is_refused_by_the_archives_crc(where, trained, tmp_path):
+    """torch reads a checkpoint's zip entries without checking their CRC-32: one byte changed in the
+    checksum's key, or in the entry that holds it, made the file one written before checksums, which
+    loads unchecked; one in a key nothing checks (the epoch's) loaded as if whole."""
+    from dragon_lightning import load_model
+
+    data = bytearray(trained.read_bytes())
+    data[data.index(where.encode()) + 1] ^= 1
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DragonInputError, match=rf"^{re.escape(str(damaged))}: damaged: its entry \S+/data.pkl does not match the CRC-32"):
+        load_model(damaged)
+
+
 def test_a_checkpoint_whose_zip_directory_asks_for_a_newer_zip_version_is_refused_in_one_line(trained, tmp_path):
     """Python's zipfile raises NotImplementedError, not BadZipFile, for a version byte it does not know
     (one damaged byte, found by the test above)."""

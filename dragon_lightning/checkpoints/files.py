@@ -4,7 +4,7 @@ read once.
 A checkpoint is a pickle inside a zip file, and unpickling can run code. Here it is:
 
 - read once through the input gate (a regular file within :data:`~dragon_lightning.gates.inputs.CHECKPOINT`'s
-  bound), its zip entries summed before anything is inflated;
+  bound), its zip entries summed before anything is inflated and each checked against its CRC-32;
 - unpickled with ``weights_only=True``: tensors and plain values only;
 - refused unless every class it names is one of dragon-lightning's own models, by exact class path,
   before anything is imported (LightningCLI would otherwise import the module a checkpoint names);
@@ -170,19 +170,29 @@ def checkpoint_from_bytes(
 
 
 def _check_archive(data: bytes, path: Path, option: str | None) -> None:
-    """A zip checkpoint (torch's format) may not inflate beyond the bound: sum its entries first."""
+    """A zip checkpoint (torch's format) may not inflate beyond the bound, summed from its directory
+    before anything is inflated, and each entry must match the CRC-32 the archive recorded for it, which
+    torch's reader never checks: a byte damaged anywhere in the pickle or the tensors is refused, the
+    checksum's own entry included (a damaged key would make the file one written before checksums)."""
     if not data.startswith(b"PK"):
         return  # the legacy format: plain pickle, already bounded by the file size
+    corrupt = f"{named(path, option)}: not a readable checkpoint (truncated or corrupt zip archive)"
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            inflated = sum(entry.file_size for entry in archive.infolist())
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        inflated = sum(entry.file_size for entry in archive.infolist())
     except Exception:  # a damaged directory raises BadZipFile, NotImplementedError (a version byte), ValueError...
-        raise DragonInputError(f"{named(path, option)}: not a readable checkpoint (truncated or corrupt zip archive)") from None
+        raise DragonInputError(corrupt) from None
     if inflated > CHECKPOINT.max_bytes:
         raise DragonInputError(
             f"{named(path, option)}: would inflate to {inflated / 2**20:,.0f} MiB, more than a checkpoint may hold "
             f"({CHECKPOINT.max_bytes / 2**20:,.0f} MiB)"
         )
+    try:
+        damaged = archive.testzip()  # reads each entry up to its recorded size: bounded by the sum above
+    except Exception:
+        raise DragonInputError(corrupt) from None
+    if damaged is not None:
+        raise DragonInputError(f"{named(path, option)}: damaged: its entry {damaged} does not match the CRC-32 the archive recorded")
 
 
 def _named_tensors(mapping: dict) -> bool:
