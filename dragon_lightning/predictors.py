@@ -27,15 +27,22 @@ FeatureBounds = Annotated[
 ]
 
 
-class ExportMetadata(BaseModel):
-    """What ``serve`` reads of an exported file's metadata (:func:`dragon_lightning.export.metadata`),
-    each field checked: the file is the user's, and these label the answers and tell /info the training range."""
+class ExportMetadata(BaseModel, extra="forbid"):
+    """An exported file's metadata (:func:`dragon_lightning.export.metadata`), each field that ``serve``
+    reads checked: the file is the user's, and these label the answers and tell /info the training range.
+    No other key is accepted: a damaged byte in the name of export's checksum (``sha256``) would
+    otherwise make the file one of an earlier export, read without it."""
 
     task: Literal["fire", "color"]
     class_names: Json[Annotated[list[str], Field(min_length=2, max_length=MAX_CLASSES)]]
     threshold: Annotated[float, Field(gt=0, lt=1)]
     feature_min: Json[FeatureBounds]
     feature_max: Json[FeatureBounds]
+    feature_names: str = ""
+    output: str = ""
+    model: str = ""
+    producer: str = ""
+    sha256: str = ""
 
 
 @dataclass

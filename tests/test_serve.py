@@ -447,6 +447,7 @@ EDITED_METADATA = {
     "training bounds nested too deep": ("feature_min", "[" * 50_000, "its metadata feature_min: Invalid JSON"),
     "training bounds that are no numbers": ("feature_max", '{"a": 1}', "its metadata feature_max: Input should be a valid list"),
     "another task": ("task", "size", "its metadata task: Input should be 'fire' or 'color'"),
+    "a key damaged (the checksum's)": ("sha256", None, "its metadata sha2U6: Extra inputs are not permitted"),
 }
 
 
@@ -455,8 +456,11 @@ def test_an_onnx_file_whose_metadata_is_not_as_export_writes_it_is_one_line(edit
     onnx = pytest.importorskip("onnx")
     key, value, message = EDITED_METADATA[edit]
     model = onnx.load(checkpoints["onnx"])
-    next(entry for entry in model.metadata_props if entry.key == key).value = value
-    without_checksum(model)  # as another program writes it (export's own checksum would refuse the edit first)
+    if value is None:  # the key's name damaged: the file then holds no checksum
+        next(entry for entry in model.metadata_props if entry.key == key).key = key[:4] + "U" + key[5:]
+    else:
+        next(entry for entry in model.metadata_props if entry.key == key).value = value
+        without_checksum(model)  # as another program writes it (export's own checksum would refuse the edit first)
     edited = scratch / "edited.onnx"
     onnx.save_model(model, edited)
     args = ["serve", "--model", str(edited), "--port", str(free_port())]
