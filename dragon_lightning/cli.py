@@ -227,7 +227,8 @@ class DragonCLI(LightningCLI):
             )
         if config.get("ckpt_path") in SHORTCUTS:
             runs, version = logged_runs(config.trainer)
-            config.ckpt_path = resolve_shortcut(config.ckpt_path, runs, version=version)
+            dirpath = (config.get("checkpoint") or Namespace()).get("dirpath")
+            config.ckpt_path = resolve_shortcut(config.ckpt_path, runs, version=version, dirpath=dirpath)
         self.checkpoint = load_checkpoint(config.get("ckpt_path"))
         if self.checkpoint is not None:
             if command in EVALUATION_COMMANDS:

@@ -26,7 +26,7 @@ def compared_checkpoint(run: Path) -> Path:
         return run
     if not (run / "checkpoints").is_dir():
         raise DragonInputError(f"{run}: not a run folder (no checkpoints/ in it) or a checkpoint file")
-    return tested_checkpoint(run)
+    return tested_checkpoint(run / "checkpoints" / "last.ckpt")
 
 
 def run_name(run: Path, model: TrainedModel) -> str:

@@ -137,7 +137,7 @@ def serve_command(args: list[str]) -> None:
     )
     if (options.ckpt_path is None) == (options.model is None):
         raise DragonInputError("serve needs one of --ckpt_path (a checkpoint) or --model (an ONNX file)")
-    options = dataclasses.replace(options, ckpt_path=resolve_shortcut(options.ckpt_path))
+    options = dataclasses.replace(options, ckpt_path=options.ckpt_path and resolve_shortcut(options.ckpt_path))
     check_port_free(options.host, options.port)
     api_key = options.api_key or os.environ.get(API_KEY_VARIABLE)
     if api_key is not None and not api_key.strip():

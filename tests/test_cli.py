@@ -278,19 +278,33 @@ def test_best_names_the_checkpoint_the_newest_run_tested(fire_fitted, scratch, c
                 resolve_shortcut("best")
 
 
-def test_last_and_best_look_where_the_logger_puts_its_runs(fire_fitted, scratch, capfd):
-    """A logger with its own ``name`` keeps its runs in ``root/name/version_N``, and one with its own
-    ``version`` in ``root/name/version``: ``--ckpt_path last`` and ``best`` look there, as Lightning
-    writes them."""
+def test_last_and_best_look_where_the_run_puts_its_checkpoints(fire_fitted, scratch, capfd):
+    """A logger with its own ``name`` keeps its runs in ``root/name/version_N``, one with its own
+    ``version`` in ``root/name/version``, and ``--checkpoint.dirpath`` puts a run's checkpoints in a
+    folder of their own: ``--ckpt_path last`` and ``best`` look there, as Lightning writes them (a
+    resume with ``last`` took an earlier run's under ``lightning_logs``, or none)."""
     _, fitted = fire_fitted
     for folder in ("version_0", "version_3", "mine"):  # the best checkpoint's run, a later run, a named one
         shutil.copytree(last_checkpoint(fitted).parent.parent, scratch / "experiments" / folder)
     logger = ["--trainer.default_root_dir", str(scratch), "--trainer.logger.init_args.name", "experiments"]
     best = Path(fitted.tested_checkpoint).name
-    assert Path(run("test", "--ckpt_path", "best", *logger).trainer.ckpt_path) == scratch / "experiments" / "version_0" / "checkpoints" / best
-    assert Path(run("test", "--ckpt_path", "last", *logger).trainer.ckpt_path) == scratch / "experiments" / "version_3" / "checkpoints" / "last.ckpt"
+    assert (
+        Path(run("test", "--ckpt_path", "best", *logger).trainer.ckpt_path)
+        == scratch / "experiments" / "version_0" / "checkpoints" / best
+    )
+    assert (
+        Path(run("test", "--ckpt_path", "last", *logger).trainer.ckpt_path)
+        == scratch / "experiments" / "version_3" / "checkpoints" / "last.ckpt"
+    )
     named = [*logger, "--trainer.logger.init_args.version", "mine"]
-    assert Path(run("test", "--ckpt_path", "last", *named).trainer.ckpt_path) == scratch / "experiments" / "mine" / "checkpoints" / "last.ckpt"
+    assert (
+        Path(run("test", "--ckpt_path", "last", *named).trainer.ckpt_path)
+        == scratch / "experiments" / "mine" / "checkpoints" / "last.ckpt"
+    )
+    shutil.copytree(last_checkpoint(fitted).parent, scratch / "own")
+    own = ["--trainer.default_root_dir", str(scratch), "--checkpoint.dirpath", str(scratch / "own")]
+    assert Path(run("test", "--ckpt_path", "best", *own).trainer.ckpt_path) == scratch / "own" / best
+    assert Path(run("test", "--ckpt_path", "last", *own).trainer.ckpt_path) == scratch / "own" / "last.ckpt"
     capfd.readouterr()
     missing = f"--ckpt_path last: the run {scratch / 'experiments' / 'other'} has no checkpoints/last.ckpt"
     other = ["test", "--ckpt_path", "last", *logger, "--trainer.logger.init_args.version", "other"]

@@ -775,7 +775,9 @@ def test_a_byte_damaged_in_a_checkpoints_keys_is_refused_by_the_archives_crc(whe
     data[data.index(where.encode()) + 1] ^= 1
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(bytes(data))
-    with pytest.raises(DragonInputError, match=rf"^{re.escape(str(damaged))}: damaged: its entry \S+/data.pkl does not match the CRC-32"):
+    with pytest.raises(
+        DragonInputError, match=rf"^{re.escape(str(damaged))}: damaged: its entry \S+/data.pkl does not match the CRC-32"
+    ):
         load_model(damaged)
 
 

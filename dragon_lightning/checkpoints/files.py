@@ -27,7 +27,7 @@ import stat
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint
@@ -73,19 +73,25 @@ RUNS = Path("lightning_logs")
 """Where Lightning's loggers put a run's folder (``version_N``) unless they are given another ``name``."""
 
 
-@overload
-def resolve_shortcut(path: str, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None) -> str: ...
-@overload
-def resolve_shortcut(path: None, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None) -> None: ...
 def resolve_shortcut(
-    path: str | None, runs: str | os.PathLike = RUNS, option: str | None = "--ckpt_path", version: str | None = None
-) -> str | None:
+    path: str,
+    runs: str | os.PathLike = RUNS,
+    option: str | None = "--ckpt_path",
+    version: str | None = None,
+    dirpath: str | None = None,
+) -> str:
     """``path`` as given, or for ``last`` the ``last.ckpt`` of the newest run (highest ``version_N``) under
-    ``runs``, or of the run folder ``version`` there where the logger names its own, and for ``best`` the
+    ``runs``, or of the run folder ``version`` there where the logger names its own, or in ``dirpath``
+    where the run's checkpoints have a folder of their own (``--checkpoint.dirpath``); for ``best`` the
     checkpoint that run's ``fit`` kept as its best and tested: what every command that takes
     ``--ckpt_path`` accepts, and ``load_model``."""
     if path not in SHORTCUTS:
         return path
+    if dirpath is not None:
+        last = Path(dirpath) / "last.ckpt"
+        if not last.is_file():
+            raise DragonInputError(f"{named(path, option)}: --checkpoint.dirpath {dirpath} holds no last.ckpt")
+        return str(last) if path == "last" else str(tested_checkpoint(last, same_folder=True))
     if version is None:
         numbered = {
             int(run.name.removeprefix("version_")): run
@@ -99,23 +105,25 @@ def resolve_shortcut(
         run = Path(runs) / version
         if not (run / "checkpoints" / "last.ckpt").is_file():
             raise DragonInputError(f"{named(path, option)}: the run {run} has no checkpoints/last.ckpt")
-    return str(run / "checkpoints" / "last.ckpt") if path == "last" else str(tested_checkpoint(run))
-
-
-def tested_checkpoint(run: Path) -> Path:
-    """The checkpoint a run's ``fit`` kept as its best and tested, as the run's ``last.ckpt`` records it,
-    found by run folder and file name beside ``run`` (a resumed run's best may lie in the folder of the
-    run it resumed): the path written in the file is never opened as written."""
     last = run / "checkpoints" / "last.ckpt"
+    return str(last) if path == "last" else str(tested_checkpoint(last))
+
+
+def tested_checkpoint(last: Path, same_folder: bool = False) -> Path:
+    """The checkpoint a run's ``fit`` kept as its best and tested, as the run's ``last.ckpt`` records it,
+    found by file name beside ``last`` (``same_folder``: a ``--checkpoint.dirpath``), else by run folder
+    and file name beside the run (a resumed run's best may lie in the folder of the run it resumed): the
+    path written in the file is never opened as written."""
     recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last, option=None), last, option=None))
+    runs = last.parent if same_folder else last.parent.parent.parent
     if recorded is not None:
         kept = Path(recorded)
-        if kept.parent.name == "checkpoints" and kept.parent.parent.name not in ("", ".", ".."):  # one folder beside run
-            found = run.parent / kept.parent.parent.name / "checkpoints" / kept.name
+        if same_folder or (kept.parent.name == "checkpoints" and kept.parent.parent.name not in ("", ".", "..")):
+            found = runs / kept.name if same_folder else runs / kept.parent.parent.name / "checkpoints" / kept.name
             if (status := stat_path(found, strict=False)) is not None and stat.S_ISREG(status.st_mode):
                 return found
     raise DragonInputError(
-        f"{last}: records no best checkpoint under {run.parent}"
+        f"{last}: records no best checkpoint under {runs}"
         + (f" ({named(recorded[:80], None)} is not there)" if recorded else "")
         + "; give the checkpoint file"
     )
@@ -192,7 +200,9 @@ def _check_archive(data: bytes, path: Path, option: str | None) -> None:
     except Exception:
         raise DragonInputError(corrupt) from None
     if damaged is not None:
-        raise DragonInputError(f"{named(path, option)}: damaged: its entry {damaged} does not match the CRC-32 the archive recorded")
+        raise DragonInputError(
+            f"{named(path, option)}: damaged: its entry {damaged} does not match the CRC-32 the archive recorded"
+        )
 
 
 def _named_tensors(mapping: dict) -> bool:
