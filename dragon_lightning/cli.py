@@ -39,6 +39,7 @@ from dragon_lightning.checkpoints.checks import (
     check_checkpoint_fits,
     check_hyperparameters,
     check_resumable,
+    check_same_rows,
     check_trained_model,
     explicit_values,
 )
@@ -301,7 +302,6 @@ class DragonCLI(LightningCLI):
             check_checkpoint_fits(self.checkpoint, path, self.model, self.datamodule.task)
             if self.stage == "fit":
                 check_resumable(self.checkpoint, path, dict(self.datamodule.hparams))
-            self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
         check_trainer_options(config.trainer)
         if self.stage == "fit":
             check_optimization_options(config.trainer, self.model)
@@ -314,6 +314,9 @@ class DragonCLI(LightningCLI):
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
+        if self.checkpoint is not None and self.stage == "fit":
+            check_same_rows(self.checkpoint, config.ckpt_path, self.datamodule.rows_sha256, self.datamodule.source)
+        self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
 
     def before_fit(self) -> None:
         """Say, should the run be stopped, how it goes on: from its own ``last.ckpt`` once it has written

@@ -269,6 +269,27 @@ def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):
     )
 
 
+def test_resuming_keeps_the_rows_of_a_csv_edited_since(color_mlp_checkpoint, scratch, capfd):
+    """The same data options on a CSV edited since the run was trained would resume on other rows: the
+    checkpoint holds the rows' SHA-256, and the file as it was resumes."""
+    (generated,) = (color_mlp_checkpoint.parents[3] / "data").glob("*.csv")
+    table = scratch / "dragons.csv"
+    table.write_bytes(generated.read_bytes())
+    runs = scratch / "runs"
+    resumed = ["--data.csv_path", str(table), "--trainer.default_root_dir", str(runs), "--test_after_fit", "false"]
+    checkpoint = last_checkpoint(short_fit("color_mlp.yaml", 1, *resumed))
+    resume = ["fit", "--config", config("color_mlp.yaml"), "--trainer.max_epochs", "2", *resumed, "--ckpt_path", str(checkpoint)]
+    lines = generated.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",", ",1", 1)  # the first dragon's second field, a digit longer
+    table.write_text("".join(lines))
+    capfd.readouterr()
+    expect_one_line_error(
+        capfd, scratch, files_under(scratch), resume, f"{checkpoint}: was trained on other rows than {table} gives now"
+    )
+    table.write_bytes(generated.read_bytes())
+    assert run(*resume).trainer.current_epoch == 2
+
+
 def test_predictions_never_overwrite_a_different_file(color_mlp_checkpoint, scratch, capfd):
     dragons = scratch / "dragons.csv"
     dragons.write_text("numberToes,bodyLength\n6,170\n")

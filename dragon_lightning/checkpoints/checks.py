@@ -13,6 +13,7 @@ from dragon_lightning.arguments import init_parameters, option_text
 from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DATA_LINKED
+from dragon_lightning.models.checksum import DATA_STATE_KEY
 
 
 def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: type | None) -> None:
@@ -96,6 +97,17 @@ SPLIT_OPTIONS = (
     "fold",
     "fold_draw",
 )
+
+
+def check_same_rows(checkpoint: dict, path: str | os.PathLike, rows_sha256: str | None, source: str) -> None:
+    """Resuming ``fit`` must train on the rows the checkpoint was trained on: with the same options, a
+    CSV edited since (or a generator changed since) would give other rows under the same split."""
+    recorded = checkpoint.get(DATA_STATE_KEY, {}).get("rows_sha256")
+    if recorded is not None and recorded != rows_sha256:
+        raise DragonInputError(
+            f"{path}: was trained on other rows than {source} gives now (their SHA-256 differs: the table changed "
+            "since); resume with the rows as they were, or start a new run without --ckpt_path"
+        )
 
 
 def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -95,6 +96,9 @@ class DragonDataModule(L.LightningDataModule):
         self.predict_features: torch.Tensor | None = None  # the table's [numberToes, bodyLength], unscaled
         self._generated: pd.DataFrame | None = None
         self._prepared = False
+        self.rows_sha256: str | None = None
+        """SHA-256 of every row's features and label, in the table's order, before the split: set up, and
+        written into each checkpoint, so that a run resumes only on the rows it was trained on."""
 
     @property
     def generated_csv_path(self) -> Path:
@@ -168,8 +172,13 @@ class DragonDataModule(L.LightningDataModule):
             table = self.load_table()
             feature_array, label_array = tutorial_features(table, self.task, self.seed)
             indices = self.split_indices(label_array)
+            self.rows_sha256 = hashlib.sha256(feature_array.tobytes() + label_array.tobytes()).hexdigest()
             features, labels = torch.from_numpy(feature_array), torch.from_numpy(label_array)
             self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
+
+    def state_dict(self) -> dict[str, str]:
+        """What Lightning keeps of this module in a checkpoint: the rows' SHA-256 (:attr:`rows_sha256`)."""
+        return {"rows_sha256": self.rows_sha256} if self.rows_sha256 is not None else {}
 
     def input_rows(self) -> tuple[torch.Tensor, bool]:
         """The rows a model fits its input layer on, the training split in raw units, and whether it
