@@ -115,13 +115,16 @@ def tested_checkpoint(last: Path, same_folder: bool = False) -> Path:
     and file name beside the run (a resumed run's best may lie in the folder of the run it resumed): the
     path written in the file is never opened as written."""
     recorded = recorded_best(checkpoint_from_bytes(read_checkpoint(last, option=None), last, option=None))
-    runs = last.parent if same_folder else last.parent.parent.parent
-    if recorded is not None:
-        kept = Path(recorded)
-        if same_folder or (kept.parent.name == "checkpoints" and kept.parent.parent.name not in ("", ".", "..")):
-            found = runs / kept.name if same_folder else runs / kept.parent.parent.name / "checkpoints" / kept.name
-            if (status := stat_path(found, strict=False)) is not None and stat.S_ISREG(status.st_mode):
-                return found
+    kept = None if recorded is None else Path(recorded)
+    if same_folder:
+        runs = last.parent
+        found = None if kept is None else runs / kept.name
+    else:
+        runs = last.parent.parent.parent
+        beside = kept is not None and kept.parent.name == "checkpoints" and kept.parent.parent.name not in ("", ".", "..")
+        found = runs / kept.parent.parent.name / "checkpoints" / kept.name if kept is not None and beside else None
+    if found is not None and (status := stat_path(found, strict=False)) is not None and stat.S_ISREG(status.st_mode):
+        return found
     raise DragonInputError(
         f"{last}: records no best checkpoint under {runs}"
         + (f" ({named(recorded[:80], None)} is not there)" if recorded else "")
