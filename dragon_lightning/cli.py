@@ -314,8 +314,8 @@ class DragonCLI(LightningCLI):
         writes_table = self.stage != "predict" and self.datamodule.csv_path is None
         check_output_locations(config, self.stage, writes_generated_table=writes_table)
         self.datamodule.setup(self.stage)
-        if self.checkpoint is not None and self.stage == "fit":
-            check_same_rows(self.checkpoint, config.ckpt_path, self.datamodule.rows_sha256, self.datamodule.source)
+        if self.checkpoint is not None and self.stage != "predict":
+            check_same_rows(self.checkpoint, config.ckpt_path, self.datamodule, self.stage)
         self.checkpoint = None  # only its verdict was needed; Lightning loads the file itself
 
     def before_fit(self) -> None:

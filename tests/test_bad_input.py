@@ -269,9 +269,10 @@ def test_resuming_keeps_the_splits(color_mlp_checkpoint, scratch, capfd):
     )
 
 
-def test_resuming_keeps_the_rows_of_a_csv_edited_since(color_mlp_checkpoint, scratch, capfd):
-    """The same data options on a CSV edited since the run was trained would resume on other rows: the
-    checkpoint holds the rows' SHA-256, and the file as it was resumes."""
+def test_a_csv_edited_since_training_is_refused_for_its_rows(color_mlp_checkpoint, scratch, capfd):
+    """The same data options on a CSV edited since the run was trained would resume on other rows, or
+    test on rows it trained on as if held out: the checkpoint holds the rows' SHA-256. The file as it
+    was resumes; another draw (``--data.seed``) is other rows by choice."""
     (generated,) = (color_mlp_checkpoint.parents[3] / "data").glob("*.csv")
     table = scratch / "dragons.csv"
     table.write_bytes(generated.read_bytes())
@@ -283,9 +284,11 @@ def test_resuming_keeps_the_rows_of_a_csv_edited_since(color_mlp_checkpoint, scr
     lines[1] = lines[1].replace(",", ",1", 1)  # the first dragon's second field, a digit longer
     table.write_text("".join(lines))
     capfd.readouterr()
-    expect_one_line_error(
-        capfd, scratch, files_under(scratch), resume, f"{checkpoint}: was trained on other rows than {table} gives now"
-    )
+    changed = f"{checkpoint}: was trained on other rows than {table} gives now"
+    expect_one_line_error(capfd, scratch, files_under(scratch), resume, changed, "resume with the rows as they were")
+    test = ["test", "--ckpt_path", str(checkpoint), "--data.csv_path", str(table), "--trainer.default_root_dir", str(runs)]
+    expect_one_line_error(capfd, scratch, files_under(scratch), test, changed, "its test split would not be the rows")
+    assert run(*test, "--data.seed", "7").datamodule.seed == 7
     table.write_bytes(generated.read_bytes())
     assert run(*resume).trainer.current_epoch == 2
 

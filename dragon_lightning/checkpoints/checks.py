@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import lightning as L
 
@@ -14,6 +15,9 @@ from dragon_lightning.checkpoints.files import model_class
 from dragon_lightning.errors import DragonInputError
 from dragon_lightning.models.base import DATA_LINKED
 from dragon_lightning.models.checksum import DATA_STATE_KEY
+
+if TYPE_CHECKING:
+    from dragon_lightning.data import DragonDataModule
 
 
 def check_trained_model(checkpoint: dict, path: str | os.PathLike, configured: type | None) -> None:
@@ -99,28 +103,40 @@ SPLIT_OPTIONS = (
 )
 
 
-def check_same_rows(checkpoint: dict, path: str | os.PathLike, rows_sha256: str | None, source: str) -> None:
-    """Resuming ``fit`` must train on the rows the checkpoint was trained on: with the same options, a
-    CSV edited since (or a generator changed since) would give other rows under the same split."""
+def check_same_rows(checkpoint: dict, path: str | os.PathLike, datamodule: DragonDataModule, stage: str) -> None:
+    """With the data options a checkpoint was trained with, the rows must be the ones it was trained on:
+    a CSV edited since (or a generator changed since) gives other rows under the same split, which a
+    resumed ``fit`` would train on and ``validate`` or ``test`` would score as if held out."""
     recorded = checkpoint.get(DATA_STATE_KEY, {}).get("rows_sha256")
-    if recorded is not None and recorded != rows_sha256:
+    if recorded is None or changed_split_options(checkpoint, dict(datamodule.hparams)):
+        return
+    if recorded != datamodule.rows_sha256:
+        remedy = (
+            "resume with the rows as they were, or start a new run without --ckpt_path"
+            if stage == "fit"
+            else f"its {stage} split would not be the rows the run held out; give the rows as they were"
+        )
         raise DragonInputError(
-            f"{path}: was trained on other rows than {source} gives now (their SHA-256 differs: the table changed "
-            "since); resume with the rows as they were, or start a new run without --ckpt_path"
+            f"{path}: was trained on other rows than {datamodule.source} gives now (their "
+            f"SHA-256 differs: the table changed since); {remedy}"
         )
 
 
-def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dict) -> None:
-    """Resuming ``fit`` must keep the data options that define the splits."""
+def changed_split_options(checkpoint: dict, data_options: dict) -> list[str]:
+    """The options of :data:`SPLIT_OPTIONS` that differ from those the checkpoint was trained with."""
     trained_data = checkpoint.get("datamodule_hyper_parameters", {})
-    changed = [
+    return [
         f"--data.{name} {option_text(trained_data[name])} (now {option_text(data_options.get(name))})"
         for name in SPLIT_OPTIONS
         if name in trained_data
         and option_text(trained_data[name]) != option_text(data_options.get(name))
         and not (name == "n_dragons" and trained_data.get("csv_path") is not None)
     ]
-    if changed:
+
+
+def check_resumable(checkpoint: dict, path: str | os.PathLike, data_options: dict) -> None:
+    """Resuming ``fit`` must keep the data options that define the splits."""
+    if changed := changed_split_options(checkpoint, data_options):
         raise DragonInputError(
             f"{path}: was trained with {' and '.join(changed)}; resume with the same data options "
             "(they decide each split's rows and the features)"
