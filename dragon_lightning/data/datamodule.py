@@ -172,7 +172,9 @@ class DragonDataModule(L.LightningDataModule):
             table = self.load_table()
             feature_array, label_array = tutorial_features(table, self.task, self.seed)
             indices = self.split_indices(label_array)
-            self.rows_sha256 = hashlib.sha256(feature_array.tobytes() + label_array.tobytes()).hexdigest()
+            digest = hashlib.sha256(np.ascontiguousarray(feature_array).data)  # read in place: no copy of the table
+            digest.update(np.ascontiguousarray(label_array).data)
+            self.rows_sha256 = digest.hexdigest()
             features, labels = torch.from_numpy(feature_array), torch.from_numpy(label_array)
             self.splits = {name: (features[rows], labels[rows]) for name, rows in vars(indices).items()}
 
