@@ -10,6 +10,7 @@ import shutil
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -1107,6 +1108,25 @@ def test_sigterm_while_fit_writes_its_generated_table_leaves_no_temporary_file(s
     """Before any Trainer runs, SIGTERM raises as well: the table being written is not left behind."""
     stopped_while_writing(scratch, "data/.dragons_*", "fit", "--config", COLOR_MLP, "--data.n_dragons", "1000000")
     assert [path.name for path in (scratch / "data").iterdir()] == [], "no temporary or partial table is left"
+
+
+def test_a_temporary_file_that_a_killed_writer_left_is_removed_by_the_next_write_a_day_later(scratch):
+    """SIGKILL ends a writer before any ``finally``: its hidden temporary file stays beside the target.
+    The next write of the same file removes one untouched for a day, never a recent one (a write in
+    progress, perhaps another process's) nor a file of another name."""
+    from dragon_lightning.gates.outputs import ABANDONED_AFTER, write_atomically
+
+    abandoned, in_progress = scratch / ".dragons.csv.k1ll3d.tmp.csv", scratch / ".dragons.csv.wr1t1n.tmp.csv"
+    others = [scratch / ".other.csv.k1ll3d.tmp.csv", scratch / ".dragons.csv.notes"]
+    for left in [abandoned, in_progress, *others]:
+        left.write_text("half a table")
+    day_ago = time.time() - ABANDONED_AFTER - 60
+    for left in [abandoned, *others]:
+        os.utime(left, (day_ago, day_ago))
+    write_atomically(scratch / "dragons.csv", lambda tmp: tmp.write_text("numberToes,bodyLength\n6,170\n"))
+    assert sorted(path.name for path in scratch.iterdir()) == sorted(
+        ["dragons.csv", in_progress.name, *(left.name for left in others)]
+    )
 
 
 class Terminal(io.StringIO):

@@ -12,12 +12,15 @@ before it appears, so a command killed at any point can run again in the same fo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
+import glob
 import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -26,6 +29,10 @@ from dragon_lightning.gates.inputs import OUTPUT_MANIFEST, read_bytes, stat_path
 
 MANIFEST = ".dragon-lightning-files.json"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+ABANDONED_AFTER = 24 * 3600
+"""A temporary file of ours untouched for this many seconds was left by a writer that was killed
+outright (SIGKILL, a power cut), which no ``finally`` outlives: no write in progress leaves its file
+unmodified that long, so the next write of the same file removes it."""
 
 
 class DiskFull(DragonError, OSError):
@@ -93,6 +100,7 @@ def write_atomically(
     require_writable_file(path, try_file=False)  # the folder was tried before any work; a refusal now is NotWritten
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(path)
         # Hidden, and ending in the real suffix: some writers (torch.export) insist on it.
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as error:
@@ -128,6 +136,16 @@ def write_atomically(
         raise NotWritten(f"{path}: not written ({os_reason(error)}); what was there is unchanged") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary files beside ``path`` that killed writers of it left (:data:`ABANDONED_AFTER`)."""
+    now = time.time()
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: left as it is
+            status = left.lstat()
+            if stat.S_ISREG(status.st_mode) and now - status.st_mtime > ABANDONED_AFTER:
+                left.unlink()
 
 
 def _create(tmp: Path, path: Path) -> None:
