@@ -48,7 +48,8 @@ class ExportReport:
 
 
 def metadata(model: TrainedModel) -> dict[str, str]:
-    """What a consumer needs besides the graph: the task, the output columns and the input columns."""
+    """What a consumer needs besides the graph: the task, the output columns and the input columns
+    (``serve`` accepts these keys and the checksum only: :class:`~dragon_lightning.predictors.ExportMetadata`)."""
     return {
         "task": model.task,
         "class_names": json.dumps(list(model.classes_)),

@@ -107,10 +107,11 @@ def check_same_rows(checkpoint: dict, path: str | os.PathLike, datamodule: Drago
     """With the data options a checkpoint was trained with, the rows must be the ones it was trained on:
     a CSV edited since (or a generator changed since) gives other rows under the same split, which a
     resumed ``fit`` would train on and ``validate`` or ``test`` would score as if held out."""
-    recorded = checkpoint.get(DATA_STATE_KEY, {}).get("rows_sha256")
-    if recorded is None or changed_split_options(checkpoint, dict(datamodule.hparams)):
+    recorded, current = checkpoint.get(DATA_STATE_KEY, {}), datamodule.state_dict()  # the rows' SHA-256, as saved and now
+    shared = recorded.keys() & current.keys()  # none in checkpoints of earlier versions
+    if not shared or changed_split_options(checkpoint, dict(datamodule.hparams)):
         return
-    if recorded != datamodule.rows_sha256:
+    if any(recorded[key] != current[key] for key in shared):
         remedy = (
             "resume with the rows as they were, or start a new run without --ckpt_path"
             if stage == "fit"

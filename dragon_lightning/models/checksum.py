@@ -17,8 +17,8 @@ CHECKPOINT_KEY = "dragon_lightning"
 """Checkpoint entry naming the model class, so a checkpoint from a plain ``Trainer`` can be loaded too;
 it holds the checksum."""
 DATA_STATE_KEY = "DragonDataModule"
-"""Where Lightning kept the data module's state in checkpoints of earlier versions (the feature
-statistics, before they moved into the model): still covered by their checksums."""
+"""Where Lightning keeps the data module's state: the SHA-256 of the rows it was trained on, and in
+checkpoints of earlier versions the feature statistics (before they moved into the model)."""
 SECTIONS = ("state_dict", DATA_STATE_KEY, "hyper_parameters", "datamodule_hyper_parameters")
 COVERED_BY = {
     "checksum": (*SECTIONS, f"{CHECKPOINT_KEY}/model"),
